@@ -1,0 +1,391 @@
+"""Task engines behind one interface, and the driver that times them.
+
+Each engine runs no-op tasks one per item (``tiny``) and the PUMA factorial map
+(``factorial_map``) with its pool or cluster already up. The driver measures whatever the
+launcher asks for and prints rows; the same driver serves palm, the standard library pools
+and every peer, so no benchmark body is written twice.
+
+    python -m benchmarks.cases.engines --engine pool --bench tiny --count 10000 --runs 3
+    python -m benchmarks.cases.engines --engine dask --bench factorial --points 100x1000,...
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchmarks import workloads
+from benchmarks.processes import spawn, stop, tree_size
+from benchmarks.record import Row, emit
+from benchmarks.redis_server import RedisServer
+from benchmarks.timing import timed_s
+
+PEER_CHUNKS = 8
+READY_TIMEOUT_S = 60.0
+TASK_TIMEOUT_S = 600.0
+
+
+class Engine:
+    """One way of running tasks. Subclasses set ``key``/``label`` and override what they do."""
+
+    key: ClassVar[str]
+    label: ClassVar[str]
+    tiny_label: ClassVar[str] = ""
+
+    def start(self) -> None:
+        """Bring the pool or cluster up (not timed)."""
+
+    def stop(self) -> None:
+        """Tear everything down, stopping started processes by PID."""
+
+    def tiny(self, count: int) -> None:
+        raise NotImplementedError
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        raise NotImplementedError
+
+    def _chunked(self, items: list[int], run_chunks: Any) -> list[int]:
+        out: list[int] = []
+        for part in run_chunks(workloads.chunks(items, PEER_CHUNKS)):
+            out.extend(part)
+        return out
+
+
+class LocalLoop(Engine):
+    key = "local"
+    label = "local loop"
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        return [workloads.factorial(n) for n in items]
+
+
+class MultiprocessingPool(Engine):
+    key = "pool"
+    label = "multiprocessing.Pool(2).map"
+    tiny_label = "multiprocessing.Pool(2) apply_async"
+
+    def start(self) -> None:
+        import multiprocessing
+
+        self.pool = multiprocessing.Pool(2)
+
+    def stop(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+    def tiny(self, count: int) -> None:
+        pending = [self.pool.apply_async(workloads.noop, (i,)) for i in range(count)]
+        for result in pending:
+            result.get(TASK_TIMEOUT_S)
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        chunksize = max(1, math.ceil(len(items) / PEER_CHUNKS))
+        return self.pool.map(workloads.factorial, items, chunksize=chunksize)
+
+
+class ProcessPool(Engine):
+    key = "ppe"
+    label = "ProcessPoolExecutor(2).map"
+    tiny_label = "ProcessPoolExecutor(2) submit"
+
+    def start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.executor = ProcessPoolExecutor(2)
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def tiny(self, count: int) -> None:
+        futures = [self.executor.submit(workloads.noop, i) for i in range(count)]
+        for future in futures:
+            future.result(TASK_TIMEOUT_S)
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        return self._chunked(items, lambda parts: self.executor.map(workloads.factorial_chunk, parts))
+
+
+class PalmMap(Engine):
+    """palm.cluster.LocalCluster(workers=2) and ParallelClient.map."""
+
+    key = "palm"
+    label = "palm map (LocalCluster, 2 workers)"
+    tiny_label = "palm map, chunksize=1 (LocalCluster, 2 workers)"
+    chunksize: int | None = None
+
+    def start(self) -> None:
+        from palm.cluster import LocalCluster  # type: ignore[import-not-found]
+
+        self.cluster = LocalCluster(workers=2, name="bench")
+        self.cluster.__enter__()
+        self.client = self.cluster.client()
+
+    def stop(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+        self.cluster.__exit__(None, None, None)
+
+    def tiny(self, count: int) -> None:
+        results = self.client.map(workloads.noop, range(count), chunksize=1)
+        if len(results) != count:
+            raise RuntimeError(f"palm map returned {len(results)} of {count} results")
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        return list(self.client.map(workloads.factorial, items, chunksize=self.chunksize))
+
+
+class PalmMapAuto(PalmMap):
+    key = "palm-auto"
+    label = "palm map (LocalCluster, 2 workers)"
+    tiny_label = "palm map, default chunksize (LocalCluster, 2 workers)"
+
+    def tiny(self, count: int) -> None:
+        results = self.client.map(workloads.noop, range(count))
+        if len(results) != count:
+            raise RuntimeError(f"palm map returned {len(results)} of {count} results")
+
+
+class Dask(Engine):
+    key = "dask"
+    label = "Dask LocalCluster, 2 workers, 8 chunk tasks"
+    tiny_label = "Dask distributed, 2 workers"
+
+    def start(self) -> None:
+        from dask.distributed import Client, LocalCluster  # type: ignore[import-not-found]
+
+        self.cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        self.client = Client(self.cluster)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+    def tiny(self, count: int) -> None:
+        futures = self.client.map(workloads.noop, range(count), pure=False)
+        self.client.gather(futures)
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        def run(parts: list[list[int]]) -> list[list[int]]:
+            futures = self.client.map(workloads.factorial_chunk, parts, pure=False)
+            return list(self.client.gather(futures))
+
+        return self._chunked(items, run)
+
+
+class Ray(Engine):
+    key = "ray"
+    label = "Ray, 2 CPUs, 8 chunk tasks"
+    tiny_label = "Ray, 2 CPUs"
+
+    def start(self) -> None:
+        import ray  # type: ignore[import-not-found]
+
+        self.ray = ray
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        self.noop = ray.remote(workloads.noop)
+        self.chunk = ray.remote(workloads.factorial_chunk)
+
+    def stop(self) -> None:
+        self.ray.shutdown()
+
+    def tiny(self, count: int) -> None:
+        self.ray.get([self.noop.remote(i) for i in range(count)], timeout=TASK_TIMEOUT_S)
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        return self._chunked(
+            items,
+            lambda parts: self.ray.get([self.chunk.remote(p) for p in parts], timeout=TASK_TIMEOUT_S),
+        )
+
+
+class RedisBacked(Engine):
+    """Engines whose broker is a redis-server this process starts and stops."""
+
+    def start(self) -> None:
+        self.redis = RedisServer().__enter__()
+        os.environ["PALM_BENCH_REDIS_URL"] = self.redis.url
+        self.workers: list[Any] = []
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            stop(proc)
+        self.redis.__exit__(None, None, None)
+
+    def _venv_tool(self, name: str) -> str:
+        return str(Path(sys.executable).parent / name)
+
+    def _wait_until(self, ready: Any, what: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready after {READY_TIMEOUT_S} s")
+            time.sleep(0.1)
+
+
+class Celery(RedisBacked):
+    key = "celery"
+    label = "Celery prefork 2 + Redis, 8 chunk tasks"
+    tiny_label = "Celery prefork 2 + Redis"
+
+    def start(self) -> None:
+        super().start()
+        from benchmarks.cases import celery_app
+
+        self.app = celery_app
+        argv = [self._venv_tool("celery"), "-A", "benchmarks.cases.celery_app", "worker"]
+        argv += ["--pool", "prefork", "--concurrency", "2", "--loglevel", "WARNING"]
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.workers.append(spawn(argv, env=dict(os.environ)))
+        self._wait_until(lambda: bool(self.app.app.control.ping(timeout=0.5)), "celery worker")
+
+    def tiny(self, count: int) -> None:
+        from celery import group  # type: ignore[import-not-found]
+
+        result = group(self.app.noop.s(i) for i in range(count)).apply_async()
+        result.get(timeout=TASK_TIMEOUT_S, interval=0.01)
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        from celery import group
+
+        def run(parts: list[list[int]]) -> list[list[int]]:
+            result = group(self.app.factorial_chunk.s(p) for p in parts).apply_async()
+            return list(result.get(timeout=TASK_TIMEOUT_S, interval=0.01))
+
+        return self._chunked(items, run)
+
+
+class RQ(RedisBacked):
+    key = "rq"
+    label = "RQ, 2 workers + Redis, 8 chunk jobs"
+    tiny_label = "RQ, 2 workers + Redis"
+    queue_name = "palm-bench"
+
+    def start(self) -> None:
+        super().start()
+        from redis import Redis  # type: ignore[import-not-found]
+        from rq import Queue, Worker  # type: ignore[import-not-found]
+
+        self.conn = Redis.from_url(self.redis.url)
+        self.queue = Queue(self.queue_name, connection=self.conn)
+        argv = [self._venv_tool("rq"), "worker", "--url", self.redis.url, self.queue_name]
+        self.workers += [spawn(argv, env=dict(os.environ)) for _ in range(2)]
+        self._wait_until(lambda: len(Worker.all(connection=self.conn)) >= 2, "rq workers")
+
+    def _results(self, jobs: list[Any]) -> list[Any]:
+        deadline = time.monotonic() + TASK_TIMEOUT_S
+        out = []
+        for job in jobs:
+            while True:
+                status = job.get_status(refresh=True)
+                if status == "finished":
+                    out.append(job.return_value())
+                    break
+                if status in ("failed", "stopped", "canceled"):
+                    raise RuntimeError(f"rq job {job.id} {status}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("rq jobs did not finish in time")
+                time.sleep(0.005)
+        return out
+
+    def tiny(self, count: int) -> None:
+        self._results([self.queue.enqueue(workloads.noop, i) for i in range(count)])
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        return self._chunked(
+            items,
+            lambda parts: self._results(
+                [self.queue.enqueue(workloads.factorial_chunk, p) for p in parts]
+            ),
+        )
+
+
+ENGINES: dict[str, type[Engine]] = {
+    cls.key: cls for cls in (LocalLoop, MultiprocessingPool, ProcessPool, PalmMap, PalmMapAuto)
+} | {cls.key: cls for cls in (Dask, Ray, Celery, RQ)}
+
+
+def _points(text: str) -> list[tuple[int, int]]:
+    """``"100x1000,1000x100"`` -> [(n=100, items=1000), (n=1000, items=100)]."""
+    out = []
+    for part in text.split(","):
+        n, size = part.split("x")
+        out.append((int(n), int(size)))
+    return out
+
+
+def _tiny_row(engine: Engine, count: int, runs: int) -> Row:
+    engine.tiny(min(count, 200))  # warm-up: workers spawned, imports done
+    rates = [count / timed_s(lambda: engine.tiny(count)) for _ in range(runs)]
+    return Row(
+        bench="tiny",
+        key=engine.key,
+        method=engine.tiny_label or engine.label,
+        unit="tasks/s",
+        better="higher",
+        size=count,
+        values=rates,
+        processes=tree_size(),
+    )
+
+
+def _factorial_rows(engine: Engine, points: list[tuple[int, int]], runs: int) -> list[Row]:
+    engine.factorial_map([100] * 16)  # warm-up
+    rows = []
+    for n, size in points:
+        items = [n] * size
+        expected_last = workloads.factorial(n)
+        values = []
+        processes = 0
+        for _ in range(runs):
+            out: list[int] = []
+            values.append(timed_s(lambda: out.extend(engine.factorial_map(items))))
+            if len(out) != size or out[-1] != expected_last:
+                raise RuntimeError(f"{engine.key}: wrong factorial results at n={n}, {size} items")
+            processes = max(processes, tree_size())
+        rows.append(
+            Row(
+                bench="factorial",
+                key=engine.key,
+                method=engine.label,
+                unit="s",
+                better="lower",
+                size=size,
+                params={"n": n},
+                values=values,
+                processes=processes,
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engine", choices=sorted(ENGINES), required=True)
+    parser.add_argument("--bench", choices=["tiny", "factorial"], required=True)
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--points", default="100x1000")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    engine = ENGINES[args.engine]()
+    engine.start()
+    try:
+        if args.bench == "tiny":
+            rows = [_tiny_row(engine, args.count, args.runs)]
+        else:
+            rows = _factorial_rows(engine, _points(args.points), args.runs)
+    finally:
+        engine.stop()
+    emit(rows)
+
+
+if __name__ == "__main__":
+    main()

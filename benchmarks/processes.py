@@ -1,0 +1,111 @@
+"""Processes: free loopback ports, counting a process tree, peak RSS, starting and stopping.
+
+Every process started here is stopped by its PID (SIGTERM, then SIGKILL after a grace
+period); nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+import psutil
+
+STOP_GRACE_S = 5.0
+
+
+def free_tcp_address() -> str:
+    """A ``tcp://127.0.0.1:PORT`` endpoint on a port the OS reports free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"tcp://127.0.0.1:{port}"
+
+
+def free_port() -> int:
+    return int(free_tcp_address().rsplit(":", 1)[1])
+
+
+def tree_size(root_pid: int | None = None) -> int:
+    """Number of live processes in the tree rooted at ``root_pid`` (this process)."""
+    root = psutil.Process(root_pid if root_pid is not None else os.getpid())
+    alive = [p for p in root.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    return 1 + len(alive)
+
+
+def spawn(
+    argv: Sequence[str], env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a helper process in its own session, output discarded."""
+    return subprocess.Popen(
+        list(argv),
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_pid(pid: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM ``pid`` and its descendants, SIGKILL whatever is left after ``grace_s``."""
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    family = [*root.children(recursive=True), root]
+    for proc in family:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_pid(proc.pid)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class RssPoller:
+    """Polls the resident set size of some PIDs in a thread and keeps each peak (bytes)."""
+
+    def __init__(self, pids: dict[str, int], interval_s: float = 0.05) -> None:
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak_bytes = dict.fromkeys(pids, 0)
+        self._interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            for name, proc in self._procs.items():
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak_bytes[name] = max(self.peak_bytes[name], rss)
+            time.sleep(self._interval_s)
+
+    def __enter__(self) -> RssPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()

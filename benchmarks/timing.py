@@ -1,0 +1,39 @@
+"""Clocks and summaries: wall time of a call, percentiles, median/min/max."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def timed_s(fn: Callable[[], Any]) -> float:
+    """Wall time of one call of ``fn`` in seconds."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def repeat_s(fn: Callable[[], Any], runs: int, warmup: int = 1) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed; seconds per run."""
+    for _ in range(warmup):
+        fn()
+    return [timed_s(fn) for _ in range(runs)]
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (``fraction`` in 0..1)."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }

@@ -31,11 +31,27 @@ def free_port() -> int:
     return int(free_tcp_address().rsplit(":", 1)[1])
 
 
+#: Idle bookkeeping processes that are not part of the system under test.
+NOT_COUNTED = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _counts(proc: psutil.Process) -> bool:
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return not any(name in cmdline for name in NOT_COUNTED)
+
+
 def tree_size(root_pid: int | None = None) -> int:
-    """Number of live processes in the tree rooted at ``root_pid`` (this process)."""
+    """Live processes in the tree rooted at ``root_pid`` (default: this one), itself included.
+
+    multiprocessing's resource tracker and fork server are left out: they idle.
+    """
     root = psutil.Process(root_pid if root_pid is not None else os.getpid())
-    alive = [p for p in root.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-    return 1 + len(alive)
+    return 1 + sum(1 for proc in root.children(recursive=True) if _counts(proc))
 
 
 def spawn(

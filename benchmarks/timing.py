@@ -37,3 +37,10 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "min": min(values),
         "max": max(values),
     }
+
+
+def bounded_count(requested: int, rate_per_s: float, budget_s: float, floor: int) -> int:
+    """How many items one timed run may use so that it lasts about ``budget_s`` at most."""
+    if rate_per_s <= 0:
+        return floor
+    return max(floor, min(requested, int(rate_per_s * budget_s)))

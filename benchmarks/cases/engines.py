@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from benchmarks import workloads
+from benchmarks.cases.measure import RUN_BUDGET_S, shortened_note
 from benchmarks.processes import spawn, stop, tree_size
 from benchmarks.record import Row, emit
 from benchmarks.redis_server import RedisServer
-from benchmarks.timing import timed_s
+from benchmarks.timing import bounded_count, timed_s
 
 PEER_CHUNKS = 8
 READY_TIMEOUT_S = 60.0
@@ -323,16 +324,19 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 def _tiny_row(engine: Engine, count: int, runs: int) -> Row:
     engine.tiny(min(count, 200))  # warm-up: workers spawned, imports done
-    rates = [count / timed_s(lambda: engine.tiny(count)) for _ in range(runs)]
+    probe = min(count, 1_000)
+    done = bounded_count(count, probe / timed_s(lambda: engine.tiny(probe)), RUN_BUDGET_S, probe)
+    rates = [done / timed_s(lambda: engine.tiny(done)) for _ in range(runs)]
     return Row(
         bench="tiny",
         key=engine.key,
         method=engine.tiny_label or engine.label,
         unit="tasks/s",
         better="higher",
-        size=count,
+        size=done,
         values=rates,
         processes=tree_size(),
+        notes=shortened_note(done, count),
     )
 
 

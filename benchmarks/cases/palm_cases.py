@@ -1,0 +1,196 @@
+"""palm's rows for the message benchmarks, written against palm's public API.
+
+``--bench throughput``: ParallelClient.job -> Master -> 2 echo Workers (100 B messages).
+``--bench latency``: standalone Server/Client round trips, one at a time.
+``--bench memory``: peak RSS of the master and of the client while streaming many items.
+
+If palm (or the part of it a benchmark needs) cannot be imported, the case fails with the
+ImportError and the launcher reports the row as unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_row
+from benchmarks.processes import RssPoller, free_tcp_address, stop_pid, tree_size
+from benchmarks.record import Row, emit
+from benchmarks.timing import timed_s
+
+SERVER_NAME = "bench"
+
+
+@dataclass(frozen=True)
+class MasterAddresses:
+    pull: str
+    push: str
+    worker_pull: str
+    worker_push: str
+    db: str
+
+    @classmethod
+    def free(cls) -> MasterAddresses:
+        return cls(*(free_tcp_address() for _ in range(5)))
+
+
+def _run_master(addresses: MasterAddresses) -> None:
+    from palm.standalone import Master  # type: ignore[attr-defined]
+
+    Master(
+        name=SERVER_NAME,
+        pull_address=addresses.pull,
+        push_address=addresses.push,
+        worker_pull_address=addresses.worker_pull,
+        worker_push_address=addresses.worker_push,
+        db_address=addresses.db,
+        palm=True,
+    ).start()
+
+
+def _run_worker(addresses: MasterAddresses, index: int) -> None:
+    from palm.standalone import Worker  # type: ignore[attr-defined]
+
+    class EchoWorker(Worker):  # type: ignore[misc]
+        def echo(self, message: bytes) -> bytes:
+            return message
+
+    EchoWorker(
+        f"{SERVER_NAME}-worker-{index}",
+        push_address=addresses.worker_push,
+        pull_address=addresses.worker_pull,
+        db_address=addresses.db,
+    ).start()
+
+
+def _run_server(address: str) -> None:
+    from palm.standalone import Server
+
+    class EchoServer(Server):
+        def echo(self, message: bytes) -> bytes:
+            return message
+
+    EchoServer(SERVER_NAME, address).start()
+
+
+@contextmanager
+def _children(targets: list[tuple[object, tuple[object, ...]]]) -> Iterator[list[int]]:
+    spawn = multiprocessing.get_context("spawn")
+    procs = [spawn.Process(target=fn, args=args, daemon=True) for fn, args in targets]  # type: ignore[arg-type]
+    for proc in procs:
+        proc.start()
+    try:
+        yield [proc.pid for proc in procs if proc.pid is not None]
+    finally:
+        for proc in procs:
+            if proc.pid is not None:
+                stop_pid(proc.pid)
+            proc.join()
+
+
+@contextmanager
+def _parallel_cluster(workers: int = 2) -> Iterator[tuple[object, int]]:
+    """A Master and ``workers`` echo Workers; yields (ParallelClient, master PID)."""
+    from palm.standalone import ParallelClient  # type: ignore[attr-defined]
+
+    addresses = MasterAddresses.free()
+    targets: list[tuple[object, tuple[object, ...]]] = [(_run_master, (addresses,))]
+    targets += [(_run_worker, (addresses, index)) for index in range(workers)]
+    with _children(targets) as pids:
+        client = ParallelClient(
+            push_address=addresses.push,
+            pull_address=addresses.pull,
+            db_address=addresses.db,
+            server_name=SERVER_NAME,
+        )
+        try:
+            yield client, pids[0]
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+
+
+def _stream(client: object, count: int) -> int:
+    replies = client.job("echo", itertools.repeat(PAYLOAD, count), messages=count)  # type: ignore[attr-defined]
+    return sum(1 for _ in replies)
+
+
+def throughput(count: int, runs: int) -> None:
+    with _parallel_cluster() as (client, _):
+        row = stream_row(
+            "throughput",
+            "palm",
+            "palm: ParallelClient -> Master -> 2 workers",
+            lambda n: _stream(client, n),
+            count,
+            runs,
+        )
+    emit([row])
+
+
+def latency(count: int, runs: int) -> None:
+    from palm.standalone import Client
+
+    address = free_tcp_address()
+    with _children([(_run_server, (address,))]):
+        client = Client(address, SERVER_NAME)
+        try:
+            rows = latency_rows(
+                "palm", "palm standalone Server/Client", lambda: client.job("echo", PAYLOAD),
+                count, runs,
+            )  # fmt: skip
+        finally:
+            client.close()
+    emit(rows)
+
+
+def memory(count: int, runs: int) -> None:
+    with _parallel_cluster() as (client, master_pid):
+        _stream(client, min(count, 2_000))
+        peaks: dict[str, list[float]] = {"master": [], "client": []}
+        rates = []
+        processes = tree_size()
+        for _ in range(runs):
+            with RssPoller({"master": master_pid, "client": os.getpid()}) as poller:
+                got = 0
+
+                def run() -> None:
+                    nonlocal got
+                    got = _stream(client, count)
+
+                seconds = timed_s(run)
+            if got != count:
+                raise RuntimeError(f"streamed {count} items, got {got} back")
+            rates.append(count / seconds)
+            for name in peaks:
+                peaks[name].append(poller.peak_bytes[name] / 2**20)
+    common = {"bench": "memory", "key": "palm", "size": count, "processes": processes}
+    method = "palm: ParallelClient -> Master -> 2 workers, 100 B items"
+    emit([
+        Row(method=method, unit="MiB", better="lower", params={"process": "master"},
+            values=peaks["master"], **common),
+        Row(method=method, unit="MiB", better="lower", params={"process": "client"},
+            values=peaks["client"], **common),
+        Row(method=method, unit="msg/s", better="higher", params={"process": "stream"},
+            values=rates, **common),
+    ])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bench", choices=["throughput", "latency", "memory"], required=True)
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    benches = {"throughput": throughput, "latency": latency, "memory": memory}
+    benches[args.bench](args.count, args.runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ period); nothing is ever killed by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -76,16 +77,12 @@ def stop_pid(pid: int, grace_s: float = STOP_GRACE_S) -> None:
         return
     family = [*root.children(recursive=True), root]
     for proc in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(family, timeout=grace_s)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=grace_s)
 
 

@@ -83,5 +83,6 @@ def latency_rows(
     return [
         Row(method=method, unit="us", better="lower", params={"stat": "p50"}, values=p50, **common),
         Row(method=method, unit="us", better="lower", params={"stat": "p99"}, values=p99, **common),
-        Row(method=method, unit="req/s", better="higher", params={"stat": "rate"}, values=rates, **common),
+        Row(method=method, unit="req/s", better="higher", params={"stat": "rate"}, values=rates,
+            **common),
     ]  # fmt: skip

@@ -1,0 +1,168 @@
+"""Interpreters for the cases, the peers' virtual environments, versions and machine facts.
+
+palm and the standard-library baselines run in the interpreter that runs the suite.
+The peers live in ``.peers-venv/`` and pylm 0.14.4 in ``.pylm-venv/`` (at the repository
+root), created and filled with pip on first use; they never become palm dependencies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.redis_server import REDIS_ENV, redis_executable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_TIMEOUT_S = 1_800.0
+MARKER = ".palm-bench-packages"
+
+
+@dataclass(frozen=True)
+class Venv:
+    name: str
+    packages: tuple[str, ...]
+    dists: tuple[str, ...]  # distributions whose versions the report shows
+
+    @property
+    def path(self) -> Path:
+        return REPO_ROOT / self.name
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+PEERS = Venv(
+    ".peers-venv",
+    ("celery[redis]", "dask[distributed]", "ray", "rq", "redis", "matplotlib", "psutil", "pyzmq"),
+    ("celery", "kombu", "dask", "distributed", "ray", "rq", "redis", "matplotlib"),
+)
+PYLM = Venv(
+    ".pylm-venv",
+    ("pylm==0.14.4", "protobuf<3.21", "psutil"),
+    ("pylm", "protobuf", "pyzmq"),
+)
+PALM_DISTS = ("pyzmq", "msgpack", "cloudpickle", "psutil")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An interpreter, or the reason there is none (``python`` is then None)."""
+
+    python: str | None
+    reason: str = ""
+
+
+def ensure(venv: Venv, install: bool) -> Ready:
+    """The venv's interpreter, creating the venv and installing its packages if allowed."""
+    marker = venv.path / MARKER
+    wanted = "\n".join(venv.packages)
+    if venv.python.exists() and marker.exists() and marker.read_text() == wanted:
+        return Ready(str(venv.python))
+    if not install:
+        return Ready(None, f"{venv.name} not installed (installation not allowed in this mode)")
+    print(f"[bench] installing {', '.join(venv.packages)} into {venv.name} ...", file=sys.stderr)
+    try:
+        if not venv.python.exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(venv.path)],
+                check=True, capture_output=True, timeout=INSTALL_TIMEOUT_S,
+            )  # fmt: skip
+        pip = [str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        done = subprocess.run(
+            [*pip, *venv.packages], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Ready(None, f"cannot create {venv.name}: {exc}")
+    if done.returncode != 0:
+        # Install what can be installed; the cases of the rest report their ImportError.
+        for package in venv.packages:
+            subprocess.run([*pip, package], capture_output=True, timeout=INSTALL_TIMEOUT_S)
+        return Ready(str(venv.python), f"pip failed: {_last_line(done.stderr)}")
+    marker.write_text(wanted)
+    return Ready(str(venv.python))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def case_env() -> dict[str, str]:
+    """Environment for a case: the repository importable, the redis-server binary known."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with contextlib.suppress(RuntimeError):
+        env[REDIS_ENV] = redis_executable()
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env
+
+
+VERSIONS_SNIPPET = """
+import importlib.metadata as md, json, sys
+out = {"python": sys.version.split()[0]}
+for name in sys.argv[1:]:
+    try:
+        out[name] = md.version(name)
+    except md.PackageNotFoundError:
+        out[name] = "not installed"
+try:
+    import zmq
+    out["libzmq"] = zmq.zmq_version()
+except ImportError:
+    pass
+print(json.dumps(out))
+"""
+
+
+def versions(python: str, dists: tuple[str, ...]) -> dict[str, str]:
+    """Versions of ``dists`` (and python, libzmq) as seen by ``python``."""
+    import json
+
+    try:
+        done = subprocess.run(
+            [python, "-c", VERSIONS_SNIPPET, *dists],
+            capture_output=True, text=True, timeout=60, env=case_env(),
+        )  # fmt: skip
+        return dict(json.loads(done.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
+def redis_version() -> str:
+    try:
+        out = subprocess.run(
+            [redis_executable(), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return f"unavailable: {exc}"
+    return out.split(" v=")[1].split()[0] if " v=" in out else out.strip()
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load average at start (1, 5, 15 min)": load,
+    }

@@ -1,0 +1,151 @@
+"""What runs: the jobs of each benchmark, their sizes per mode, and where each one runs.
+
+A job is one case module run in one interpreter ("palm": the interpreter running the
+suite; "peers": .peers-venv; "pylm": .pylm-venv). Heavy peers are skipped in quick mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks.cases import http_edge
+from benchmarks.cases.engines import ENGINES
+from benchmarks.launcher import Placeholder
+
+BENCHES = ("throughput", "latency", "tiny", "factorial", "http", "memory")
+
+RAW_BROKER = "raw pyzmq: PUSH -> Python broker -> 2 echo workers -> PULL"
+PALM_PARALLEL = "palm: ParallelClient -> Master -> 2 workers"
+PYLM_PARALLEL = "pylm 0.14.4: Client -> Master -> 2 workers"
+RAW_REQREP = "raw pyzmq REQ/REP"
+PALM_REQREP = "palm standalone Server/Client"
+PALM_MEMORY = "palm: ParallelClient -> Master -> 2 workers, 100 B items"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    runs: int
+    messages: int
+    requests: int
+    tasks: int
+    items_n100: tuple[int, ...]
+    items_n1000: tuple[int, ...]
+    n_sweep: tuple[int, ...]
+    n_sweep_items: int
+    memory_items: int
+    memory_runs: int
+
+    def factorial_points(self) -> list[tuple[int, int]]:
+        points = [(100, size) for size in self.items_n100]
+        points += [(1000, size) for size in self.items_n1000]
+        points += [(n, self.n_sweep_items) for n in self.n_sweep]
+        return list(dict.fromkeys(points))
+
+
+DECADES_5 = (10**2, 10**3, 10**4, 10**5)
+SIZES = {
+    "quick": Sizes(1, 10_000, 1_000, 1_000, (10**2, 10**3, 10**4), (10**2, 10**3),
+                   (100, 500, 1000, 1500), 10**3, 10**6, 1),
+    "default": Sizes(3, 100_000, 10_000, 10_000, DECADES_5, DECADES_5,
+                     (100, 500, 1000, 1500), 10**5, 10**7, 1),
+    "full": Sizes(3, 100_000, 10_000, 10_000, (*DECADES_5, 10**6), (*DECADES_5, 10**6),
+                  (100, 500, 1000, 1500), 10**5, 10**7, 3),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Job:
+    bench: str
+    env: str
+    module: str
+    args: tuple[str, ...]
+    placeholders: tuple[Placeholder, ...]
+    timeout_s: float
+    heavy: bool = False
+
+
+def _message_job(
+    bench: str,
+    env: str,
+    module: str,
+    key: str,
+    method: str,
+    args: list[str],
+    timeout_s: float,
+    heavy: bool = False,
+    bench_flag: bool = True,
+) -> Job:
+    if bench == "latency":
+        stats = (("p50", "us", "lower"), ("p99", "us", "lower"), ("rate", "req/s", "higher"))
+        holders = [Placeholder(bench, key, method, unit, better, params={"stat": stat})
+                   for stat, unit, better in stats]  # fmt: skip
+    else:
+        holders = [Placeholder(bench, key, method, "msg/s", "higher")]
+    flag = ["--bench", bench] if bench_flag else []
+    return Job(bench, env, module, (*flag, *args), tuple(holders), timeout_s, heavy)
+
+
+def _engine_job(bench: str, key: str, sizes: Sizes) -> Job:
+    engine = ENGINES[key]
+    env = "palm" if key in ("local", "pool", "ppe", "palm", "palm-auto") else "peers"
+    runs = str(sizes.runs)
+    if bench == "tiny":
+        label = engine.tiny_label or engine.label
+        holders = (Placeholder(bench, key, label, "tasks/s", "higher", size=sizes.tasks),)
+        args = ("--count", str(sizes.tasks))
+        timeout_s = 900.0
+    else:
+        points = sizes.factorial_points()
+        holders = tuple(
+            Placeholder(bench, key, engine.label, "s", "lower", size=size, params={"n": n})
+            for n, size in points
+        )
+        args = ("--points", ",".join(f"{n}x{size}" for n, size in points))
+        work_s = sum(size * (1.5e-10 * n * n + 5e-6) for n, size in points)
+        timeout_s = 300.0 + 10 * work_s * (sizes.runs + 1)
+    return Job(
+        bench, env, "benchmarks.cases.engines",
+        ("--engine", key, "--bench", bench, *args, "--runs", runs),
+        holders, timeout_s, heavy=env == "peers",
+    )  # fmt: skip
+
+
+def jobs(mode: str) -> list[Job]:
+    sizes = SIZES[mode]
+    runs = ["--runs", str(sizes.runs)]
+    messages = ["--count", str(sizes.messages), *runs]
+    requests = ["--count", str(sizes.requests), *runs]
+    raw, palm, pylm = (
+        "benchmarks.cases.raw_zmq",
+        "benchmarks.cases.palm_cases",
+        "benchmarks.cases.pylm_echo",
+    )
+    out = [
+        _message_job("throughput", "palm", raw, "raw", RAW_BROKER, messages, 300),
+        _message_job("throughput", "palm", palm, "palm", PALM_PARALLEL, messages, 300),
+        # pylm's case takes no --bench flag: it measures throughput only.
+        _message_job("throughput", "pylm", pylm, "pylm", PYLM_PARALLEL, messages, 300, True, False),
+        _message_job("latency", "palm", raw, "raw", RAW_REQREP, requests, 180),
+        _message_job("latency", "palm", palm, "palm", PALM_REQREP, requests, 180),
+    ]  # fmt: skip
+    tiny = ("pool", "ppe", "palm", "palm-auto", "dask", "ray", "celery", "rq")
+    out += [_engine_job("tiny", key, sizes) for key in tiny]
+    out += [
+        _engine_job("factorial", key, sizes)
+        for key in ("local", "pool", "palm", "dask", "ray", "celery")
+    ]
+    http_holders = tuple(
+        Placeholder(r.bench, r.key, r.method, r.unit, r.better, r.size, r.params)
+        for r in http_edge.placeholder_rows()
+    )
+    out.append(Job("http", "palm", "benchmarks.cases.http_edge", (), http_holders, 60))
+    memory_args = ("--bench", "memory", "--count", str(sizes.memory_items),
+                   "--runs", str(sizes.memory_runs))  # fmt: skip
+    memory_holders = tuple(
+        Placeholder("memory", "palm", PALM_MEMORY, unit, better, sizes.memory_items, {"process": p})
+        for p, unit, better in (("master", "MiB", "lower"), ("client", "MiB", "lower"),
+                                ("stream", "msg/s", "higher"))
+    )  # fmt: skip
+    memory_timeout_s = 120.0 + sizes.memory_runs * sizes.memory_items / 5_000
+    out.append(Job("memory", "palm", palm, memory_args, memory_holders, memory_timeout_s))
+    return out

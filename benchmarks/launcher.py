@@ -69,7 +69,7 @@ def run_case(
     if rows is not None:
         return rows
     reason = _reason(stderr) or failure or "printed no result"
-    if failure and failure not in reason:
+    if failure and failure.startswith("timed out") and failure not in reason:
         reason = f"{reason} ({failure})"
     return [p.row(f"unavailable: {reason}") for p in placeholders]
 

@@ -130,9 +130,10 @@ def _sweep_lines(rows: list[Row], axis: str, fixed: dict[str, int]) -> tuple[lis
             a = median(palm[p]) if p in palm else None
             b = median(mine[p]) if p in mine else None
             ratios.append(fmt_ratio(a / b if a is not None and b else None))
-        ratio_lines.append([f"palm ÷ {next(iter(mine.values())).method}", "", *ratios])
+        ratio_lines.append([f"palm ÷ {next(iter(mine.values())).method}", *ratios])
     note = "palm time divided by each method's (below 1 = palm faster):"
-    return points, [*_table(header, body), "", note, "", *_table(header, ratio_lines)]
+    ratio_header = ["palm ÷ method", *header[2:]]
+    return points, [*_table(header, body), "", note, "", *_table(ratio_header, ratio_lines)]
 
 
 def _coord(row: Row, axis: str) -> int:

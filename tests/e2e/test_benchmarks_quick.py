@@ -1,0 +1,55 @@
+"""The benchmark suite's quick mode runs end to end and reports every row.
+
+It asserts what the report contains, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = ("throughput", "latency", "tiny", "factorial", "http", "memory")
+NO_NUMBER = ("unavailable: ", "skipped in quick mode", "not yet measured: ")
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmarks_report_every_row_with_a_number_or_a_reason(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rows"]
+    assert {row["bench"] for row in rows} == set(SECTIONS)
+    for row in rows:
+        if row["status"] == "ok":
+            assert row["values"], row
+            assert all(value > 0 for value in row["values"]), row
+        else:
+            assert row["status"].startswith(NO_NUMBER), row
+
+    measured = {(row["bench"], row["key"]) for row in rows if row["status"] == "ok"}
+    baselines = {
+        ("throughput", "raw"),
+        ("latency", "raw"),
+        ("tiny", "pool"),
+        ("factorial", "local"),
+    }
+    assert baselines <= measured
+
+    skipped = {row["key"] for row in rows if row["status"] == "skipped in quick mode"}
+    assert {"pylm", "dask", "ray", "celery", "rq"} <= skipped
+
+    text = (tmp_path / "RESULTS.md").read_text()
+    for heading in ("## Machine", "## Versions", "## Targets", "## 1.", "## 6."):
+        assert heading in text

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_const", dest="mode", const="quick")
     size.add_argument("--full", action="store_const", dest="mode", const="full")
     parser.add_argument("--only", action="append", choices=BENCHES, help="repeatable")
+    parser.add_argument(
+        "--key", action="append", help="only these methods, e.g. palm, raw, dask (repeatable)"
+    )
     parser.add_argument("--no-install", action="store_true", help="never pip install peers")
     parser.add_argument("--output", type=Path, help="directory for RESULTS.md and plots")
     args = parser.parse_args(argv)
@@ -96,21 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     results_path = out_dir / "results.json"
 
     selected = [job for job in jobs(mode) if job.bench in only]
+    if args.key:
+        selected = [job for job in selected if job.placeholders[0].key in args.key]
     ready = _interpreters(mode, {job.env for job in selected}, install=not args.no_install)
 
+    # With --only/--key the rows of the methods that do not run are kept from the last pass.
     previous: dict[str, Any] = {}
-    if args.only and results_path.exists():
+    if (args.only or args.key) and results_path.exists():
         previous = report.load(str(results_path))
-    rows = [r for r in previous.get("rows", []) if r["bench"] not in only]
-    benches = {
-        k: v for k, v in previous.get("meta", {}).get("benches", {}).items() if k not in only
-    }
+    rerun = {(job.bench, holder.key) for job in selected for holder in job.placeholders}
+    rows = [r for r in previous.get("rows", []) if (r["bench"], r["key"]) not in rerun]
+    benches = dict(previous.get("meta", {}).get("benches", {}))
+    partial = f" ({', '.join(args.key)} only; other rows from an earlier pass)" if args.key else ""
     for bench in (b for b in BENCHES if b in only):
         print(f"[bench] {bench}", file=sys.stderr)
         started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         for job in (j for j in selected if j.bench == bench):
             rows += [row.to_dict() for row in _run_job(job, mode, ready)]
-        benches[bench] = f"{started}, mode {mode}"
+        benches[bench] = f"{started}, mode {mode}{partial}"
 
     meta = {
         "mode": mode,

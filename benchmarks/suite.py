@@ -34,6 +34,7 @@ class Sizes:
     n_sweep_items: int
     memory_items: int
     memory_runs: int
+    factorial_budget_s: float
 
     def factorial_points(self) -> list[tuple[int, int]]:
         points = [(100, size) for size in self.items_n100]
@@ -45,11 +46,11 @@ class Sizes:
 DECADES_5 = (10**2, 10**3, 10**4, 10**5)
 SIZES = {
     "quick": Sizes(1, 10_000, 1_000, 1_000, (10**2, 10**3, 10**4), (10**2, 10**3),
-                   (100, 500, 1000, 1500), 10**3, 10**6, 1),
+                   (100, 500, 1000, 1500), 10**3, 10**6, 1, 30),
     "default": Sizes(3, 100_000, 10_000, 10_000, DECADES_5, DECADES_5,
-                     (100, 500, 1000, 1500), 10**5, 10**7, 1),
+                     (100, 500, 1000, 1500), 10**5, 10**7, 1, 300),
     "full": Sizes(3, 100_000, 10_000, 10_000, (*DECADES_5, 10**6), (*DECADES_5, 10**6),
-                  (100, 500, 1000, 1500), 10**5, 10**7, 3),
+                  (100, 500, 1000, 1500), 10**5, 10**7, 3, 7200),
 }  # fmt: skip
 
 
@@ -101,8 +102,9 @@ def _engine_job(bench: str, key: str, sizes: Sizes) -> Job:
             for n, size in points
         )
         args = ("--points", ",".join(f"{n}x{size}" for n, size in points))
-        work_s = sum(size * (1.5e-10 * n * n + 5e-6) for n, size in points)
-        timeout_s = 300.0 + 10 * work_s * (sizes.runs + 1)
+        args += ("--budget-s", str(sizes.factorial_budget_s))
+        # The budget is checked between points, so one point may overrun it.
+        timeout_s = 300.0 + 3 * sizes.factorial_budget_s
     return Job(
         bench, env, "benchmarks.cases.engines",
         ("--engine", key, "--bench", bench, *args, "--runs", runs),

@@ -344,34 +344,41 @@ def _tiny_row(engine: Engine, count: int, runs: int) -> Row:
     )
 
 
-def _factorial_rows(engine: Engine, points: list[tuple[int, int]], runs: int) -> list[Row]:
+def _work(point: tuple[int, int]) -> float:
+    """Relative cost of a factorial point: items x n^2 (big-integer products dominate)."""
+    n, size = point
+    return size * max(n, 300) ** 2
+
+
+def _factorial_rows(
+    engine: Engine, points: list[tuple[int, int]], runs: int, budget_s: float
+) -> list[Row]:
+    """Time each point ``runs`` times, cheapest first; points that would overrun
+    ``budget_s`` (estimated from the last point measured) are reported as skipped."""
     engine.factorial_map([100] * 16)  # warm-up
     rows = []
-    for n, size in points:
+    started = time.monotonic()
+    seconds_per_work = 0.0
+    for n, size in sorted(points, key=_work):
+        row = Row(bench="factorial", key=engine.key, method=engine.label, unit="s",
+                  better="lower", size=size, params={"n": n})  # fmt: skip
+        rows.append(row)
+        estimate_s = seconds_per_work * _work((n, size)) * runs
+        if time.monotonic() - started + estimate_s > budget_s:
+            row.status = f"skipped: over this run's {budget_s:.0f} s budget (~{estimate_s:.0f} s)"
+            continue
         items = [n] * size
         expected_last = workloads.factorial(n)
-        values = []
         processes = 0
         for _ in range(runs):
             start = time.perf_counter()
             out = engine.factorial_map(items)
-            values.append(time.perf_counter() - start)
+            row.values.append(time.perf_counter() - start)
             if len(out) != size or out[-1] != expected_last:
                 raise RuntimeError(f"{engine.key}: wrong factorial results at n={n}, {size} items")
             processes = max(processes, tree_size())
-        rows.append(
-            Row(
-                bench="factorial",
-                key=engine.key,
-                method=engine.label,
-                unit="s",
-                better="lower",
-                size=size,
-                params={"n": n},
-                values=values,
-                processes=processes,
-            )
-        )
+        row.processes = processes
+        seconds_per_work = min(row.values) / _work((n, size))
     return rows
 
 
@@ -382,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--points", default="100x1000")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=3_600.0, help="factorial: per job")
     args = parser.parse_args(argv)
 
     engine = ENGINES[args.engine]()
@@ -390,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.bench == "tiny":
             rows = [_tiny_row(engine, args.count, args.runs)]
         else:
-            rows = _factorial_rows(engine, _points(args.points), args.runs)
+            rows = _factorial_rows(engine, _points(args.points), args.runs, args.budget_s)
     finally:
         engine.stop()
     emit(rows)

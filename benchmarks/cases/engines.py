@@ -126,6 +126,9 @@ class PalmMap(Engine):
 
         self.cluster = LocalCluster(workers=2, name="bench")
         self.cluster.__enter__()
+        wait_for_workers = getattr(self.cluster, "wait_for_workers", None)
+        if wait_for_workers is not None:
+            wait_for_workers()
         self.client = self.cluster.client()
 
     def stop(self) -> None:
@@ -251,20 +254,28 @@ class Celery(RedisBacked):
         self.workers.append(spawn(argv, env=dict(os.environ)))
         self._wait_until(lambda: bool(self.app.app.control.ping(timeout=0.5)), "celery worker")
 
-    def tiny(self, count: int) -> None:
-        from celery import group  # type: ignore[import-not-found]
+    def _results(self, pending: list[Any]) -> list[Any]:
+        """Poll each task's state (a GET each, every 10 ms): the Redis result backend's
+        pub/sub wait can miss a notification and hang until its timeout."""
+        deadline = time.monotonic() + TASK_TIMEOUT_S
+        out = []
+        for result in pending:
+            while not result.ready():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("celery tasks did not finish in time")
+                time.sleep(0.01)
+            if result.failed():
+                raise RuntimeError(f"celery task {result.id} failed: {result.result!r}")
+            out.append(result.result)
+        return out
 
-        result = group(self.app.noop.s(i) for i in range(count)).apply_async()
-        result.get(timeout=TASK_TIMEOUT_S, interval=0.01)
+    def tiny(self, count: int) -> None:
+        self._results([self.app.noop.delay(i) for i in range(count)])
 
     def factorial_map(self, items: list[int]) -> list[int]:
-        from celery import group
-
-        def run(parts: list[list[int]]) -> list[list[int]]:
-            result = group(self.app.factorial_chunk.s(p) for p in parts).apply_async()
-            return list(result.get(timeout=TASK_TIMEOUT_S, interval=0.01))
-
-        return self._chunked(items, run)
+        return self._chunked(
+            items, lambda parts: self._results([self.app.factorial_chunk.delay(p) for p in parts])
+        )
 
 
 class RQ(RedisBacked):

@@ -18,12 +18,14 @@ bounded window of jobs in flight, so memory stays bounded.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +121,12 @@ class Master:
         self.pending_results_per_client = pending_results_per_client
         self.session = uuid.uuid4().hex[:12]
 
-        import logging
-
         self.logger = logging.getLogger(f"palm.{name}")
         self.malformed = MalformedCounter(name, self.logger)
         self.bound: dict[str, str] = {}
         self.ready = threading.Event()
+        #: Called once every socket is bound (``bound`` holds the endpoints).
+        self.on_ready: Callable[[Master], None] | None = None
 
         # state
         self.queue: deque[Job] = deque()
@@ -198,6 +200,8 @@ class Master:
                 sockets.append(self.db)
             self.logger.info("master %s up: %s", self.name, self.bound)
             self.ready.set()
+            if self.on_ready is not None:
+                self.on_ready(self)
             self._loop()
         finally:
             for sock in sockets:
@@ -449,7 +453,9 @@ class Master:
 
     def _worker_dead(self, w: WorkerInfo, why: str) -> None:
         self.workers.pop(w.identity, None)
-        self.logger.warning(
+        level = logging.INFO if why == "left" and not w.inflight else logging.WARNING
+        self.logger.log(
+            level,
             "worker %s (pid %s) is gone (%s); %d job message(s) go to other workers",
             w.name or w.identity.hex(),
             w.pid,

@@ -43,6 +43,8 @@ DRAIN = 256
 class Server(Service):
     """A standalone server: ``Server(name, address).start()`` serves until stopped."""
 
+    _palm_framework = True
+
     def __init__(
         self,
         name: str,

@@ -39,6 +39,8 @@ class Worker(Service):
     :meth:`palm.parallel.ParallelClient.map` (signed with the cluster secret).
     """
 
+    _palm_framework = True
+
     def __init__(
         self,
         name: str,
@@ -251,6 +253,8 @@ class Worker(Service):
 
 class FunctionWorker(Worker):
     """A generic worker with no functions of its own: it runs ``map`` chunks."""
+
+    _palm_framework = True
 
 
 class _HeartbeatThread(threading.Thread):

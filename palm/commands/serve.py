@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("spec", help="package.module:ServerClass")
     p.add_argument("--name", required=True, help="server name clients call it by")
     p.add_argument("--address", required=True, help="ZeroMQ endpoint to bind")
+    p.add_argument(
+        "--max-message-bytes", type=int, default=None, help="largest message accepted"
+    )
     p.set_defaults(func=run)
 
 
@@ -25,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     cls = load_object(args.spec)
     if not (isinstance(cls, type) and issubclass(cls, Server)):
         raise SystemExit(f"palm serve: {args.spec} is not a palm Server subclass")
-    server = cls(args.name, args.address)
+    options = {}
+    if args.max_message_bytes:
+        options["max_message_bytes"] = args.max_message_bytes
+    server = cls(args.name, args.address, **options)
     server.on_ready = lambda s: announce(
         "ready", kind="server", name=s.name, address=s.bound_address, functions=s.functions
     )

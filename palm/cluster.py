@@ -89,7 +89,16 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         any_port = f"tcp://{self.host}:*"
-        cmd = [sys.executable, "-m", "palm", "--log-level", "WARNING", "master", "--name", self.name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "palm",
+            "--log-level",
+            "WARNING",
+            "master",
+            "--name",
+            self.name,
+        ]
         for flag in ("--pull", "--push", "--worker-pull", "--worker-push", "--db"):
             cmd += [flag, any_port]
         cmd += ["--heartbeat-interval-s", str(self.heartbeat_interval_s)]

@@ -27,8 +27,19 @@ def _square(x: int) -> int:
 def run(out: object = None) -> int:
     write = print
     server = subprocess.Popen(
-        [sys.executable, "-m", "palm", "--log-level", "WARNING", "serve", "palm.demo:DemoServer",
-         "--name", "my_server", "--address", "tcp://127.0.0.1:*"],
+        [
+            sys.executable,
+            "-m",
+            "palm",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "palm.demo:DemoServer",
+            "--name",
+            "my_server",
+            "--address",
+            "tcp://127.0.0.1:*",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

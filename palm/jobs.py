@@ -123,7 +123,12 @@ class JobStream:
         out: list[list[bytes]] = []
         for job_id, payload in sorted(self.outstanding.items()):
             header = Header(
-                Kind.JOB, job_id, self.client, self.function, pipeline=self.pipeline, extra=self.extra
+                Kind.JOB,
+                job_id,
+                self.client,
+                self.function,
+                pipeline=self.pipeline,
+                extra=self.extra,
             )
             out.append([header.to_wire(), payload])
         return out

@@ -184,7 +184,9 @@ class Master:
         sockets: list[zmq.Socket[bytes]] = []
         try:
             limit = self.max_message_bytes
-            self.client_in = self._bind(zmq.PULL, self.pull_address, "pull", max_message_bytes=limit)
+            self.client_in = self._bind(
+                zmq.PULL, self.pull_address, "pull", max_message_bytes=limit
+            )
             sockets.append(self.client_in)
             self.client_out = self._bind(zmq.ROUTER, self.push_address, "push")
             self.client_out.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -320,7 +322,9 @@ class Master:
     def _answer_error(self, job: Job, type_: str, message: str) -> None:
         count = len(job.frames) - 1
         reply = job.header.reply()
-        reply.errors = [ErrorInfo(i, type_, message, "", self.name, job.header.stage) for i in range(count)]
+        reply.errors = [
+            ErrorInfo(i, type_, message, "", self.name, job.header.stage) for i in range(count)
+        ]
         self.stats["failed"] += count
         self._send_client(job.client, [reply.to_wire(), *([b""] * count)])
 
@@ -378,15 +382,30 @@ class Master:
                 str(extra.get("name", "")),
             )
             welcome = Header(
-                Kind.WELCOME, header.id, identity, extra={"session": self.session, "master": self.name}
+                Kind.WELCOME,
+                header.id,
+                identity,
+                extra={"session": self.session, "master": self.name},
             )
             self._send_worker(identity, [welcome.to_wire()])
-            self.logger.info("worker %s joined (credit %d)", extra.get("name", identity.hex()), credit)
+            self.logger.info(
+                "worker %s joined (credit %d)", extra.get("name", identity.hex()), credit
+            )
         elif header.kind in (Kind.HEARTBEAT, Kind.CREDIT):
             w = self.workers.get(identity)
             if w is None:
                 # a worker we declared dead, or a master restart: ask it to re-register
-                self._send_worker(identity, [Header(Kind.WELCOME, 0, identity, extra={"reset": True, "session": self.session}).to_wire()])
+                self._send_worker(
+                    identity,
+                    [
+                        Header(
+                            Kind.WELCOME,
+                            0,
+                            identity,
+                            extra={"reset": True, "session": self.session},
+                        ).to_wire()
+                    ],
+                )
                 return
             w.last_seen = now
             if header.kind == Kind.CREDIT:
@@ -492,7 +511,9 @@ class Master:
             header = job.header.reply(Kind.JOB)
             header.id = job.header.id + i
             header.errors = None
-            parts.append(Job(job.client, header, [header.to_wire(), job.frames[1 + i]], job.attempts))
+            parts.append(
+                Job(job.client, header, [header.to_wire(), job.frames[1 + i]], job.attempts)
+            )
         return parts
 
     # db endpoint -------------------------------------------------------------
@@ -506,7 +527,11 @@ class Master:
             check_size(frames, self.max_message_bytes)
             header, payloads = decode(frames[1:])
         except PayloadTooLarge as exc:
-            reply = Header(Kind.RESULT, 0, errors=[ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)])
+            reply = Header(
+                Kind.RESULT,
+                0,
+                errors=[ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)],
+            )
             self._reply_db(identity, reply, [b""])
             return
         except ProtocolError as exc:
@@ -525,7 +550,9 @@ class Master:
             elif header.kind == Kind.CACHE_GET:
                 value = self.cache.get(header.key or "")
                 if value is None:
-                    reply.errors = [ErrorInfo(0, "KeyError", f"no cache key {header.key!r}", "", self.name)]
+                    reply.errors = [
+                        ErrorInfo(0, "KeyError", f"no cache key {header.key!r}", "", self.name)
+                    ]
                     value = b""
                 self._reply_db(identity, reply, [value])
             elif header.kind == Kind.CACHE_DELETE:

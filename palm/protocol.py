@@ -152,7 +152,7 @@ class Header:
 
     def to_wire(self) -> bytes:
         errors = None if self.errors is None else [e.to_wire() for e in self.errors]
-        return msgpack.packb(
+        data: bytes = msgpack.packb(
             [
                 self.version,
                 self.kind,
@@ -167,6 +167,7 @@ class Header:
             ],
             use_bin_type=True,
         )
+        return data
 
     def reply(self, kind: int = Kind.RESULT) -> Header:
         """A header answering this one: same ids, client, function, stage and pipeline."""

@@ -147,7 +147,9 @@ class Server(Service):
         reply = header.reply()
         func = self.resolve(header.function)
         if func is None:
-            reply.errors = [self.unknown(header.function, i, header.stage) for i in range(len(payloads))]
+            reply.errors = [
+                self.unknown(header.function, i, header.stage) for i in range(len(payloads))
+            ]
             self.failed += len(payloads)
             return reply, [b""] * len(payloads)
         results: list[bytes] = []

@@ -164,8 +164,7 @@ class Service:
         if isinstance(result, bytearray | memoryview):
             return bytes(result), None
         message = (
-            f"{self.name}.{split_function(function)[1]} returned {type(result).__name__}, "
-            "not bytes"
+            f"{self.name}.{split_function(function)[1]} returned {type(result).__name__}, not bytes"
         )
         self.logger.error(message)
         return b"", ErrorInfo(offset, "palm.BadResult", message, "", self.name, stage)

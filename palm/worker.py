@@ -56,9 +56,8 @@ class Worker(Service):
         secret: bytes | str | None = None,
     ) -> None:
         super().__init__(name)
-        if push_address is None or pull_address is None:
-            if db_address is None:
-                raise ConfigError("a worker needs push_address and pull_address, or db_address")
+        if (push_address is None or pull_address is None) and db_address is None:
+            raise ConfigError("a worker needs push_address and pull_address, or db_address")
         self.push_address = check_endpoint(push_address, "push_address") if push_address else None
         self.pull_address = check_endpoint(pull_address, "pull_address") if pull_address else None
         self.db_address = db_address
@@ -90,9 +89,8 @@ class Worker(Service):
                 self._stopper.close()
 
     def _run(self) -> None:
-        if self.push_address is None or self.pull_address is None:
-            if not self._discover_master():
-                return
+        if (self.push_address is None or self.pull_address is None) and not self._discover_master():
+            return
         assert self.push_address is not None and self.pull_address is not None
         results = make_socket(zmq.PUSH, hwm=10_000)
         results.connect(self.pull_address)
@@ -136,7 +134,9 @@ class Worker(Service):
                     self.pull_address = _connectable(addresses["worker_pull"], host)
                     return True
             except (ProtocolError, KeyError, TypeError, ValueError, msgpack.UnpackException):
-                self.logger.warning("worker %s got a bad answer from %s", self.name, self.db_address)
+                self.logger.warning(
+                    "worker %s got a bad answer from %s", self.name, self.db_address
+                )
             finally:
                 sock.close(0)
             self._sleep(backoff)
@@ -234,10 +234,14 @@ class Worker(Service):
         reply.extra = dict(header.extra or {}, w=self.identity)
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
-            return reply, [mapping.run_chunk(p, self.secret, self._functions_cache) for p in payloads]
+            return reply, [
+                mapping.run_chunk(p, self.secret, self._functions_cache) for p in payloads
+            ]
         func = self.resolve(header.function)
         if func is None:
-            reply.errors = [self.unknown(header.function, i, header.stage) for i in range(len(payloads))]
+            reply.errors = [
+                self.unknown(header.function, i, header.stage) for i in range(len(payloads))
+            ]
             return reply, [b""] * len(payloads)
         out: list[bytes] = []
         errors: list[ErrorInfo] = []

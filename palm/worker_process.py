@@ -1,4 +1,7 @@
-"""One worker process, as the pool starts it: ``python -m palm.worker_process SPEC NAME --push A --pull A``."""
+"""One worker process, as a pool starts it.
+
+``python -m palm.worker_process SPEC NAME --push A --pull A`` (or ``--db A``).
+"""
 
 from __future__ import annotations
 

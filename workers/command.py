@@ -1,4 +1,4 @@
-"""Run a pool of workers: ``palm worker package.module:MyWorker --connect DB_ADDRESS --processes N``.
+"""Run a pool of workers: ``palm worker pkg.module:MyWorker --connect DB --processes N``.
 
 ``--connect`` is the master's db endpoint, from which each worker learns the
 master's other addresses; ``--push``/``--pull`` name them directly instead.

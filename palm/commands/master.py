@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--worker-push", required=True, help="endpoint workers take jobs from")
     p.add_argument("--db", default=None, help="endpoint for cache, ping and info requests")
     p.add_argument("--heartbeat-interval-s", type=float, default=1.0)
-    p.add_argument("--liveness", type=int, default=3, help="missed heartbeats before a worker is dead")
+    p.add_argument(
+        "--liveness", type=int, default=3, help="missed heartbeats before a worker is dead"
+    )
     p.add_argument("--max-attempts", type=int, default=3, help="worker deaths before a job fails")
     p.set_defaults(func=run)
 

@@ -18,9 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("spec", help="package.module:ServerClass")
     p.add_argument("--name", required=True, help="server name clients call it by")
     p.add_argument("--address", required=True, help="ZeroMQ endpoint to bind")
-    p.add_argument(
-        "--max-message-bytes", type=int, default=None, help="largest message accepted"
-    )
+    p.add_argument("--max-message-bytes", type=int, default=None, help="largest message accepted")
     p.set_defaults(func=run)
 
 

@@ -92,9 +92,8 @@ def test_a_slow_client_does_not_wedge_another(server: tuple[str, int]) -> None:
 
 @pytest.mark.timeout(60)
 def test_unknown_function_names_it_and_lists_the_functions(server: tuple[str, int]) -> None:
-    with Client(server[0], "echo") as client:
-        with pytest.raises(UnknownFunction) as info:
-            client.job("nope", b"x")
+    with Client(server[0], "echo") as client, pytest.raises(UnknownFunction) as info:
+        client.job("nope", b"x")
     message = str(info.value)
     assert "'nope'" in message
     for name in ("boom", "echo", "foo", "notbytes", "slow"):
@@ -168,7 +167,14 @@ def test_stop_from_another_thread_returns_and_leaves_no_thread() -> None:
 @pytest.mark.timeout(60)
 def test_oversized_messages_are_refused_with_a_clear_error(procs: Processes) -> None:
     _, info = procs.palm(
-        "serve", SPEC, "--name", "echo", "--address", "tcp://127.0.0.1:*", "--max-message-bytes", "1000"
+        "serve",
+        SPEC,
+        "--name",
+        "echo",
+        "--address",
+        "tcp://127.0.0.1:*",
+        "--max-message-bytes",
+        "1000",
     )
     small_limit = Client(info["address"], "echo", max_message_bytes=1000)
     with pytest.raises(PayloadTooLarge):

@@ -1,0 +1,128 @@
+"""palm clients for the gateway, created lazily in each gunicorn worker process.
+
+A palm client owns ZeroMQ sockets, which must not cross a ``fork`` nor be used
+by two threads at once. Each gateway process therefore creates its clients on
+first use (after gunicorn forked it) and lends each one to a single request
+thread at a time; a process keeps at most as many clients per service as it
+ran requests at once (one for a sync worker). Clients are rebuilt when the
+process id changes and after a timeout, since a socket that timed out may hold
+a stale reply.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from palm.errors import TimeoutError
+
+__all__ = ["Caller", "ClientPool", "make_caller"]
+
+
+class Caller(Protocol):
+    """What the gateway needs from a palm client, whatever the service kind."""
+
+    def call(self, function: str, payload: bytes) -> bytes: ...
+
+    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class StandaloneCaller:
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        from palm.standalone import Client
+
+        self.client = Client(
+            spec["address"], spec["server_name"], db_address=spec["db_address"], timeout_s=timeout_s
+        )
+
+    def call(self, function: str, payload: bytes) -> bytes:
+        result: bytes = self.client.job(function, payload)
+        return result
+
+    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
+        return [self.call(function, payload) for payload in payloads]
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+class ParallelCaller:
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        from palm.standalone import ParallelClient
+
+        self.timeout_s = timeout_s
+        self.client = ParallelClient(
+            spec["push_address"], spec["pull_address"], spec["db_address"], spec["server_name"]
+        )
+
+    def call(self, function: str, payload: bytes) -> bytes:
+        return self.map(function, [payload], 1)[0]
+
+    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
+        if not payloads:
+            return []
+        results = self.client.job(function, payloads, messages=messages, ordered=True)
+        return [bytes(result) for result in results]
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+def make_caller(spec: dict[str, Any], timeout_s: float) -> Caller:
+    if spec["kind"] == "parallel":
+        return ParallelCaller(spec, timeout_s)
+    return StandaloneCaller(spec, timeout_s)
+
+
+class ClientPool:
+    """Idle callers per service, owned by one process."""
+
+    def __init__(self, services: dict[str, dict[str, Any]], timeout_s: float) -> None:
+        self.services = services
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._idle: dict[str, list[Caller]] = {}
+
+    def _reset_after_fork(self) -> None:
+        # Sockets inherited from the parent belong to it: drop them unclosed.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._idle = {}
+
+    @contextmanager
+    def borrow(self, service: str) -> Iterator[Caller]:
+        with self._lock:
+            self._reset_after_fork()
+            idle = self._idle.setdefault(service, [])
+            caller = idle.pop() if idle else None
+        if caller is None:
+            caller = make_caller(self.services[service], self.timeout_s)
+        try:
+            yield caller
+        except TimeoutError:
+            caller.close()
+            raise
+        except BaseException:
+            with self._lock:
+                self._idle.setdefault(service, []).append(caller)
+            raise
+        else:
+            with self._lock:
+                self._idle.setdefault(service, []).append(caller)
+
+    def close(self) -> None:
+        with self._lock:
+            for callers in self._idle.values():
+                for caller in callers:
+                    caller.close()
+            self._idle = {}

@@ -39,12 +39,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
-
-from gateway.clients import ClientPool
-from gateway.jobs import JobStore
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.settings import resolve
 from palm.errors import (
     PalmError,
     PayloadTooLarge,
@@ -52,6 +46,12 @@ from palm.errors import (
     StateError,
     UnknownFunction,
 )
+from werkzeug.exceptions import HTTPException
+
+from gateway.clients import ClientPool
+from gateway.jobs import JobStore
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from gateway.settings import resolve
 
 __all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error"]
 
@@ -302,4 +302,3 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return response
 
     return app
-

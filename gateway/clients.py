@@ -11,13 +11,14 @@ a stale reply.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from palm.errors import TimeoutError
+from palm.errors import TimeoutError, UnknownFunction
 
 __all__ = ["Caller", "ClientPool", "make_caller"]
 
@@ -77,9 +78,65 @@ class ParallelCaller:
             close()
 
 
+def to_bytes(value: Any, *, text_as_json: bool) -> bytes:
+    """A Python function's result as response bytes (bytes as they are)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str) and not text_as_json:
+        return value.encode()
+    return json.dumps(value).encode()
+
+
+class FunctionCaller:
+    """Python callables (registered with ``puma_service``) run by function workers.
+
+    ``call`` hands the callable the request body (bytes); ``map`` hands it each
+    item's JSON value. Results that are not bytes come back as UTF-8 text
+    (``call``, for a ``str``) or as JSON.
+    """
+
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        import cloudpickle
+        from palm.standalone import ParallelClient
+
+        with open(spec["functions_path"], "rb") as source:
+            self.functions: dict[str, Callable[[Any], Any]] = cloudpickle.load(source)
+        self.service = spec["server_name"]
+        self.client = ParallelClient(
+            spec["push_address"], spec["pull_address"], spec["db_address"], spec["server_name"]
+        )
+
+    def _function(self, name: str) -> Callable[[Any], Any]:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise UnknownFunction(
+                "palm.UnknownFunction",
+                f"service {self.service!r} has no function {name!r}",
+                server=self.service,
+                function=name,
+            ) from None
+
+    def call(self, function: str, payload: bytes) -> bytes:
+        (result,) = self.client.map(self._function(function), [payload])
+        return to_bytes(result, text_as_json=False)
+
+    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
+        fn = self._function(function)
+        items = [json.loads(payload) for payload in payloads]
+        return [to_bytes(result, text_as_json=True) for result in self.client.map(fn, items)]
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
 def make_caller(spec: dict[str, Any], timeout_s: float) -> Caller:
     if spec["kind"] == "parallel":
         return ParallelCaller(spec, timeout_s)
+    if spec["kind"] == "function":
+        return FunctionCaller(spec, timeout_s)
     return StandaloneCaller(spec, timeout_s)
 
 

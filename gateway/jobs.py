@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import redis
-
 from palm.errors import StateError
 
 __all__ = ["KEY_PREFIX", "JobStore"]
@@ -46,12 +45,12 @@ class JobStore:
                 self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="palm-job")
             return self._redis, self._executor
 
-    def _write(self, job_id: str, fields: dict[str, Any]) -> None:
+    def _write(self, job_id: str, fields: dict[str, str | bytes]) -> None:
         client, _ = self._connect()
         key = KEY_PREFIX + job_id
         try:
             pipe = client.pipeline()
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=cast(Mapping[Any, Any], fields))
             pipe.expire(key, self.ttl_s)
             pipe.execute()
         except redis.RedisError as exc:
@@ -74,7 +73,8 @@ class JobStore:
                 result = run()
             except Exception as exc:
                 error = describe_error(exc)
-                fields = {"status": "failed", **{f"error_{k}": str(v) for k, v in error.items()}}
+                fields: dict[str, str | bytes] = {"status": "failed"}
+                fields.update({f"error_{k}": str(v) for k, v in error.items()})
                 self._write(job_id, fields)
             else:
                 self._write(job_id, {"status": "done", "result": result})

@@ -14,6 +14,7 @@ is ``GET /healthz`` answering 200. The configuration reaches the app as
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -29,7 +30,6 @@ from types import TracebackType
 from typing import IO, Any
 
 import psutil
-
 from palm.errors import ConfigError, TimeoutError
 
 __all__ = ["GatewayServer"]
@@ -172,7 +172,8 @@ class GatewayServer:
         if self.process is None:
             return []
         try:
-            return psutil.Process(self.process.pid).children(recursive=True)
+            children: list[psutil.Process] = psutil.Process(self.process.pid).children(True)
+            return children
         except psutil.Error:
             return []
 
@@ -180,10 +181,8 @@ class GatewayServer:
         """SIGKILL the master and every worker by PID (a crash, for tests)."""
         workers = self._workers()
         for worker in workers:
-            try:
+            with contextlib.suppress(psutil.Error):
                 worker.kill()
-            except psutil.Error:
-                pass
         if self.process is not None:
             self.process.kill()
         self._reap(workers, timeout_s=5.0)

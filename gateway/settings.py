@@ -6,8 +6,10 @@ when they parse as JSON, plain strings otherwise):
 ``services`` [``PALM_GATEWAY_SERVICES``]
     ``{name: {"kind": "standalone", "address": ..., "server_name": ...}}`` or
     ``{name: {"kind": "parallel", "push_address": ..., "pull_address": ...,
-    "db_address": ..., "server_name": ...}}``. ``server_name`` defaults to the
-    service name.
+    "db_address": ..., "server_name": ...}}``, or ``{"kind": "function", ...}``
+    with the parallel addresses plus ``functions_path``: a cloudpickle file of
+    ``{function_name: callable}`` run by generic function workers (what
+    :mod:`palm.puma` writes). ``server_name`` defaults to the service name.
 ``redis_url`` [``PALM_GATEWAY_REDIS_URL``]
     where asynchronous job results are kept; ``/jobs`` answers 503 without it.
 ``timeout_s`` [``PALM_GATEWAY_TIMEOUT_S``]
@@ -51,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
 SERVICE_KINDS = {
     "standalone": ("address",),
     "parallel": ("push_address", "pull_address"),
+    "function": ("push_address", "pull_address", "functions_path"),
 }
 
 
@@ -78,7 +81,9 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return found
 
 
-def resolve(config: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def resolve(
+    config: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Defaults, then the environment, then ``config``; checked."""
     merged = {**DEFAULTS, **from_environ(environ), **(config or {})}
     unknown = set(merged) - set(DEFAULTS)

@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.envoy_config import LB_POLICIES, EdgeConfig, RateLimit
-from tests.fixtures.edge import (  # noqa: F401 - fixtures
-    envoy_factory,
-    gateway_factory,
-    redis_url,
-    request,
-    wait_until,
-)
+from tests.fixtures.edge import request, wait_until
+
+pytest_plugins = ["tests.fixtures.edge"]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,9 +129,7 @@ def test_two_edges_run_side_by_side(gateway_factory, envoy_factory):
 def test_access_log_goes_to_the_configured_file(tmp_path: Path, gateway_factory, envoy_factory):
     gw = gateway_factory({})
     log_path = tmp_path / "access.log"
-    edge = envoy_factory(
-        EdgeConfig(services={}, gateways=(gw.address,), access_log=str(log_path))
-    )
+    edge = envoy_factory(EdgeConfig(services={}, gateways=(gw.address,), access_log=str(log_path)))
     assert request(edge.url, "GET", "/healthz?marker=xyz").status == 200
     wait_until(lambda: log_path.exists() and "marker=xyz" in log_path.read_text(), 10.0, "log")
 

@@ -149,7 +149,9 @@ def puma_config(conf: Mapping[str, Any] | str) -> dict[str, Any]:
         raise ConfigError("puma_config takes a mapping or a JSON object")
     unknown = set(conf) - CONFIG_KEYS
     if unknown:
-        raise ConfigError(f"unknown puma_config keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+        raise ConfigError(
+            f"unknown puma_config keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}"
+        )
     checked = dict(conf)
     services = checked.get("puma_services") or {}
     if not isinstance(services, dict) or not all(
@@ -377,9 +379,7 @@ def puma_start(*, block: bool = True) -> Puma:
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {
-        sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(0.5):
             pass

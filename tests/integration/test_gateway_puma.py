@@ -105,7 +105,7 @@ def test_puma_start_serves_functions_through_envoy_and_stops_everything(tmp_path
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
     finally:
         if proc.poll() is None:

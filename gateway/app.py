@@ -55,7 +55,7 @@ from gateway.settings import resolve
 
 __all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gateway")
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("palm_request_id", default="-")
 
@@ -185,7 +185,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         if info["status"] == 500:
             log.exception("unexpected error in the gateway")
         else:
-            log.info("request failed: %s %s", info["status"], info.get("detail"))
+            log.info(
+                "%s %s -> %s %s", request.method, request.path, info["status"], info.get("detail")
+            )
         return error_response(info)
 
     @app.get("/healthz")

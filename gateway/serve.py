@@ -121,8 +121,8 @@ class GatewayServer:
             "2",
             "--timeout",
             "120",
-            "--log-level",
-            "warning",
+            "--config",
+            "python:gateway.gunicorn_conf",
             "gateway.app:create_app()",
         ]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

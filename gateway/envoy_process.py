@@ -192,11 +192,14 @@ class EnvoyProcess:
                 config.listen_address,
             ):
                 changed.append("lds")
-            before = self.route_updates() if self.process is not None else 0
+            before = self.route_stats() if self.process is not None else (0, 0)
             self.version += 1
             write_xds(config, self.paths, self.version, only=tuple(changed))
-            if self.process is not None:
-                self._wait_for(lambda: self.route_updates() > before, timeout_s, "route reload")
+            if self.process is None:
+                return
+            self._wait_for(lambda: self.route_stats()[0] > before[0], timeout_s, "route reload")
+            if self.route_stats()[1] > before[1]:
+                raise ConfigError(f"Envoy rejected the new routes: {self.log_tail()}")
 
     # admin -------------------------------------------------------------------
 
@@ -220,9 +223,11 @@ class EnvoyProcess:
                 values[item["name"]] = int(item["value"])
         return values
 
-    def route_updates(self) -> int:
-        """How many route tables Envoy accepted from ``rds.yaml``."""
-        return self.stats().get("http.palm_edge.rds.palm_routes.update_success", 0)
+    def route_stats(self) -> tuple[int, int]:
+        """How many times Envoy read ``rds.yaml``, and how many of those it rejected."""
+        stats = self.stats()
+        prefix = "http.palm_edge.rds.palm_routes."
+        return stats.get(prefix + "update_attempt", 0), stats.get(prefix + "update_rejected", 0)
 
     # internals -----------------------------------------------------------------
 

@@ -39,6 +39,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from gateway.clients import ClientPool
+from gateway.jobs import JobStore
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from gateway.settings import resolve
 from palm.errors import (
     PalmError,
     PayloadTooLarge,
@@ -46,12 +52,6 @@ from palm.errors import (
     StateError,
     UnknownFunction,
 )
-from werkzeug.exceptions import HTTPException
-
-from gateway.clients import ClientPool
-from gateway.jobs import JobStore
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.settings import resolve
 
 __all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error"]
 
@@ -144,7 +144,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         outcome = "ok"
         try:
             with pool.borrow(service) as caller:
-                return caller.call(function, payload)
+                return caller.call(function, payload, REQUEST_ID.get())
         except Exception as exc:
             outcome = type(exc).__name__
             raise

@@ -26,7 +26,7 @@ __all__ = ["Caller", "ClientPool", "make_caller"]
 class Caller(Protocol):
     """What the gateway needs from a palm client, whatever the service kind."""
 
-    def call(self, function: str, payload: bytes) -> bytes: ...
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes: ...
 
     def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]: ...
 
@@ -41,9 +41,10 @@ class StandaloneCaller:
             spec["address"], spec["server_name"], db_address=spec["db_address"], timeout_s=timeout_s
         )
 
-    def call(self, function: str, payload: bytes) -> bytes:
-        result: bytes = self.client.job(function, payload)
-        return result
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
+        # The request id travels in the job header (``extra``), for the server's logs.
+        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
+        return self.client.job(function, payload, extra=extra)
 
     def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
         return [self.call(function, payload) for payload in payloads]
@@ -63,7 +64,7 @@ class ParallelCaller:
             spec["push_address"], spec["pull_address"], spec["db_address"], spec["server_name"]
         )
 
-    def call(self, function: str, payload: bytes) -> bytes:
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
         return self.map(function, [payload], 1)[0]
 
     def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
@@ -97,6 +98,7 @@ class FunctionCaller:
 
     def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
         import cloudpickle
+
         from palm.standalone import ParallelClient
 
         with open(spec["functions_path"], "rb") as source:
@@ -117,7 +119,7 @@ class FunctionCaller:
                 function=name,
             ) from None
 
-    def call(self, function: str, payload: bytes) -> bytes:
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
         (result,) = self.client.map(self._function(function), [payload])
         return to_bytes(result, text_as_json=False)
 

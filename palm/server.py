@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -60,6 +61,8 @@ class Server(Service):
         self._stopper = Stopper()
         self._socket: zmq.Socket[bytes] | None = None
         self.bound_address: str | None = None
+        #: Called once the socket is bound (``bound_address`` is known).
+        self.on_ready: Callable[[Server], None] | None = None
 
     # lifecycle -----------------------------------------------------------------
 
@@ -79,6 +82,8 @@ class Server(Service):
         self._socket = sock
         self.bound_address = bound_endpoint(sock)
         self.logger.info("%s serving %s on %s", self.name, self.functions, self.bound_address)
+        if self.on_ready is not None:
+            self.on_ready(self)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._stopper.fd, zmq.POLLIN)

@@ -92,7 +92,7 @@ class Service:
             raise ConfigError(f"server name must be a non-empty string without dots, got {name!r}")
         self.name = name
         self.logger = logging.getLogger(f"palm.{name}")
-        self._functions = self._discover()
+        self._functions = self._find_functions()
 
     @classmethod
     def _reserved(cls) -> set[str]:
@@ -102,7 +102,7 @@ class Service:
                 names.update(n for n in vars(klass) if not n.startswith("_"))
         return names
 
-    def _discover(self) -> dict[str, Callable[[bytes], Any]]:
+    def _find_functions(self) -> dict[str, Callable[[bytes], Any]]:
         reserved = self._reserved()
         found: dict[str, Callable[[bytes], Any]] = {}
         for klass in type(self).__mro__:

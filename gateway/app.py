@@ -222,7 +222,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         outcome = "ok"
         try:
             with pool.borrow(service) as caller:
-                results = caller.map(function, payloads, settings["map_messages"])
+                results = caller.map(function, payloads)
         except Exception as exc:
             outcome = type(exc).__name__
             raise

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from palm.errors import TimeoutError, UnknownFunction
+from palm.errors import RemoteError, TimeoutError, UnknownFunction
 
 __all__ = ["Caller", "ClientPool", "make_caller"]
 
@@ -28,7 +28,7 @@ class Caller(Protocol):
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes: ...
 
-    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]: ...
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]: ...
 
     def close(self) -> None: ...
 
@@ -46,7 +46,7 @@ class StandaloneCaller:
         extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
         return self.client.job(function, payload, extra=extra)
 
-    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
         return [self.call(function, payload) for payload in payloads]
 
     def close(self) -> None:
@@ -59,19 +59,32 @@ class ParallelCaller:
     def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
         from palm.standalone import ParallelClient
 
-        self.timeout_s = timeout_s
         self.client = ParallelClient(
-            spec["push_address"], spec["pull_address"], spec["db_address"], spec["server_name"]
+            spec["push_address"],
+            spec["pull_address"],
+            spec["db_address"],
+            spec["server_name"],
+            timeout_s=timeout_s,
         )
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
-        return self.map(function, [payload], 1)[0]
+        return self.map(function, [payload], request_id)[0]
 
-    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
+    def map(
+        self, function: str, payloads: list[bytes], request_id: str | None = None
+    ) -> list[bytes]:
         if not payloads:
             return []
-        results = self.client.job(function, payloads, messages=messages, ordered=True)
-        return [bytes(result) for result in results]
+        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
+        results = self.client.job(
+            function, payloads, messages=len(payloads), ordered=True, extra=extra
+        )
+        out: list[bytes] = []
+        for result in results:
+            if isinstance(result, RemoteError):  # only with errors="yield"; kept for safety
+                raise result
+            out.append(bytes(result))
+        return out
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
@@ -104,8 +117,13 @@ class FunctionCaller:
         with open(spec["functions_path"], "rb") as source:
             self.functions: dict[str, Callable[[Any], Any]] = cloudpickle.load(source)
         self.service = spec["server_name"]
+        # The cluster secret (signing pickled functions) comes from PALM_SECRET.
         self.client = ParallelClient(
-            spec["push_address"], spec["pull_address"], spec["db_address"], spec["server_name"]
+            spec["push_address"],
+            spec["pull_address"],
+            spec["db_address"],
+            spec["server_name"],
+            timeout_s=timeout_s,
         )
 
     def _function(self, name: str) -> Callable[[Any], Any]:
@@ -123,7 +141,7 @@ class FunctionCaller:
         (result,) = self.client.map(self._function(function), [payload])
         return to_bytes(result, text_as_json=False)
 
-    def map(self, function: str, payloads: list[bytes], messages: int | None) -> list[bytes]:
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
         fn = self._function(function)
         items = [json.loads(payload) for payload in payloads]
         return [to_bytes(result, text_as_json=True) for result in self.client.map(fn, items)]

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import psutil
+
 from palm.errors import ConfigError, TimeoutError
 
 __all__ = ["GatewayServer"]
@@ -51,8 +52,10 @@ class GatewayServer:
         keep_alive_s: int = 5,
         startup_timeout_s: float = 30.0,
         workdir: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config = dict(config or {})
+        self.extra_env = dict(env or {})
         self.host = host
         self.port = port
         self.workers = workers
@@ -95,7 +98,7 @@ class GatewayServer:
         metrics_dir = self.workdir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(
             part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
         )

@@ -20,8 +20,6 @@ when they parse as JSON, plain strings otherwise):
     how long asynchronous job records live in Redis.
 ``job_threads`` [``PALM_GATEWAY_JOB_THREADS``]
     threads per gateway process that run asynchronous jobs.
-``map_messages`` [``PALM_GATEWAY_MAP_MESSAGES``]
-    messages in flight per ``/map`` call (``null``: the client's default).
 
 ``PALM_GATEWAY_CONFIG`` may hold the whole mapping as JSON; single variables
 override its keys. The environment is read only when the app is created.
@@ -47,7 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "max_payload_bytes": 16 * 1024 * 1024,
     "job_ttl_s": 3600,
     "job_threads": 4,
-    "map_messages": None,
 }
 
 SERVICE_KINDS = {
@@ -101,8 +98,6 @@ def resolve(
         merged[key] = int(merged[key])
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive")
-    if merged["map_messages"] is not None:
-        merged["map_messages"] = int(merged["map_messages"])
     return merged
 
 

@@ -271,9 +271,9 @@ class Puma:
             path.write_bytes(cloudpickle.dumps(functions))
             gateway_services[name] = {
                 "kind": "function",
-                "push_address": cluster.push_address,
-                "pull_address": cluster.pull_address,
-                "db_address": getattr(cluster, "db_address", None),
+                "push_address": cluster.addresses["push"],
+                "pull_address": cluster.addresses["pull"],
+                "db_address": cluster.addresses["db"],
                 "server_name": cluster.name,
                 "functions_path": str(path),
             }
@@ -287,6 +287,7 @@ class Puma:
             },
             workers=int(conf.get("gateway_workers") or 2),
             workdir=self.workdir / "gateway",
+            env={"PALM_SECRET": cluster.secret},  # functions travel signed
         )
         self._stack.append(gateway.stop)
         gateway.start()

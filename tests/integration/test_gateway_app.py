@@ -194,3 +194,30 @@ def test_jobs_without_redis_are_503(stack):
     reply = stack.post("/jobs/tools/echo", b"x")
     assert reply.status == 503
     assert error_of(reply)["error"] == "no job store"
+
+
+def test_a_parallel_service_runs_jobs_and_maps_on_its_workers(gateway_factory, envoy_factory):
+    from palm.cluster import LocalCluster
+
+    with LocalCluster(
+        workers=2, name="pool", worker_class="tests.fixtures.palm_worker:EdgeTestWorker"
+    ) as cluster:
+        cluster.wait_for_workers()
+        spec = {
+            "kind": "parallel",
+            "push_address": cluster.addresses["push"],
+            "pull_address": cluster.addresses["pull"],
+            "db_address": cluster.addresses["db"],
+            "server_name": "pool",
+        }
+        gw = gateway_factory({"services": {"pool": spec}, "timeout_s": 10.0})
+        edge = envoy_factory(
+            EdgeConfig(services={"pool": "/p"}, gateways=(gw.address,), access_log=None)
+        )
+        reply = request(edge.url, "POST", "/p/upper", body=b"fan out")
+        assert (reply.status, reply.body) == (200, b"FAN OUT")
+        items = list(range(50))
+        reply = request(edge.url, "POST", "/map/pool/double", body=json.dumps(items).encode())
+        assert reply.json() == [2 * i for i in items]
+        assert request(edge.url, "POST", "/p/fail", body=b"k").status == 502
+        assert request(edge.url, "POST", "/p/nothing", body=b"").status == 404

@@ -22,6 +22,8 @@ from palm.errors import ConfigError
 from palm.puma import puma_config, puma_map, puma_service
 from tests.fixtures.http import request
 
+pytest_plugins = ["tests.fixtures.edge"]
+
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +52,7 @@ def test_puma_service_refuses_source_code_strings():
 
 
 APP = """
-import json
+import os
 from palm.puma import puma_config, puma_service, puma_start
 
 def shout(body):
@@ -68,17 +70,19 @@ puma_config({
     "rate_limit": {"max_tokens": 1000, "tokens_per_fill": 1000, "fill_interval_s": 1},
     "logging": {"access_log": None},
     "workers": 2,
+    "redis": os.environ.get("EDGE_TEST_REDIS_URL"),
 })
 puma_service({"shout": shout, "maths": {"fac": fac}})
 puma_start()
 """
 
 
-def test_puma_start_serves_functions_through_envoy_and_stops_everything(tmp_path):
+def test_puma_start_serves_functions_through_envoy_and_stops_everything(tmp_path, redis_url):
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(APP))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["EDGE_TEST_REDIS_URL"] = redis_url
     proc = subprocess.Popen(
         [sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE
     )

@@ -136,7 +136,8 @@ class RedisLogHandler(logging.Handler):
             self.handleError(record)
             return
         with self._cond:
-            if len(self._buffer) >= self.buffer_size:
+            # The batch being written counts too: memory stays within buffer_size.
+            if self._buffer and len(self._buffer) + self._in_batch >= self.buffer_size:
                 self._buffer.popleft()
                 self.dropped += 1
                 if not self._overflowing:
@@ -154,6 +155,11 @@ class RedisLogHandler(logging.Handler):
         """Records not yet written to Redis."""
         with self._cond:
             return len(self._buffer) + self._in_batch
+
+    @property
+    def redis_down(self) -> bool:
+        """True after a write to Redis failed, until one succeeds again."""
+        return self._redis_down
 
     def flush(self) -> None:
         """Wait (at most ``close_timeout_s``) until the buffer is written."""

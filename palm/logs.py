@@ -64,7 +64,8 @@ def _warn(message: str) -> None:
 class RedisLogHandler(logging.Handler):
     """Ship log records to ``palm:<cluster>:logs:<server>`` without blocking.
 
-    ``buffer_size`` bounds the records held in memory; ``maxlen`` caps each
+    ``buffer_size`` bounds the records waiting in memory (records of the batch
+    being written that were given up stay until its write ends); ``maxlen`` caps each
     stream (approximately, ``XADD MAXLEN ~``). ``close`` waits at most
     ``close_timeout_s`` for the buffer to drain.
     """
@@ -83,6 +84,8 @@ class RedisLogHandler(logging.Handler):
         close_timeout_s: float = 2.0,
     ) -> None:
         super().__init__(level)
+        if buffer_size < 1 or batch_size < 1:
+            raise ValueError("buffer_size and batch_size must be at least 1")
         self.state = state
         self.server = server
         self.worker = worker
@@ -98,6 +101,7 @@ class RedisLogHandler(logging.Handler):
         self._buffer: deque[dict[str, str]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._in_batch = 0
+        self._batch_drops = 0
         self._closing = False
         self._redis_down = False
         self._overflowing = False
@@ -136,9 +140,11 @@ class RedisLogHandler(logging.Handler):
             self.handleError(record)
             return
         with self._cond:
-            # The batch being written counts too: memory stays within buffer_size.
-            if self._buffer and len(self._buffer) + self._in_batch >= self.buffer_size:
-                self._buffer.popleft()
+            if self._waiting() >= self.buffer_size:
+                if self._in_batch > self._batch_drops:
+                    self._batch_drops += 1  # the batch being written holds the oldest
+                else:
+                    self._buffer.popleft()
                 self.dropped += 1
                 if not self._overflowing:
                     self._overflowing = True
@@ -150,11 +156,14 @@ class RedisLogHandler(logging.Handler):
             if len(self._buffer) >= self.batch_size:
                 self._cond.notify()
 
+    def _waiting(self) -> int:
+        return len(self._buffer) + self._in_batch - self._batch_drops
+
     @property
     def pending(self) -> int:
-        """Records not yet written to Redis."""
+        """Records not yet written to Redis (and not given up)."""
         with self._cond:
-            return len(self._buffer) + self._in_batch
+            return self._waiting()
 
     @property
     def redis_down(self) -> bool:
@@ -173,7 +182,7 @@ class RedisLogHandler(logging.Handler):
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._cond.notify_all()
-            while self._buffer or self._in_batch:
+            while self._waiting():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._redis_down or not self._thread.is_alive():
                     return False
@@ -207,11 +216,13 @@ class RedisLogHandler(logging.Handler):
 
     def _put_back(self, batch: list[dict[str, str]]) -> None:
         with self._cond:
+            rest = batch[self._batch_drops :]  # the oldest, given up while being written
             room = self.buffer_size - len(self._buffer)
-            keep = batch[-room:] if room > 0 else []
-            self.dropped += len(batch) - len(keep)
+            keep = rest[-room:] if room > 0 else []
+            self.dropped += len(rest) - len(keep)
             self._buffer.extendleft(reversed(keep))
             self._in_batch = 0
+            self._batch_drops = 0
 
     def _write(self, batch: list[dict[str, str]]) -> None:
         pipe = self.state.client.pipeline(transaction=False)
@@ -248,7 +259,9 @@ class RedisLogHandler(logging.Handler):
                 backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
                 continue
             with self._cond:
+                self.dropped -= self._batch_drops  # given up, yet written after all
                 self._in_batch = 0
+                self._batch_drops = 0
                 self.sent += len(batch)
                 self._cond.notify_all()
             backoff_s = 0.05

@@ -98,9 +98,10 @@ def test_a_full_log_buffer_drops_the_oldest_records_with_one_warning(
         assert _wait(lambda: handler.pending == 0)
     finally:
         handler.close()
-    messages = [r["message"] for r in read_logs(state, server="tiny")]
-    assert messages == [f"record {i}" for i in range(120 - len(messages), 120)]
-    assert 0 < len(messages) <= 50
+    numbers = [int(r["message"].split()[1]) for r in read_logs(state, server="tiny")]
+    assert numbers[-50:] == list(range(70, 120))  # the newest records all arrive, in order
+    # A batch already handed to Redis when it was given up may still arrive; no more.
+    assert numbers == sorted(numbers) and len(numbers) <= 50 + 10
 
 
 def test_counter_publishing_survives_an_outage(redis_proc: RedisProcess) -> None:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -61,15 +61,28 @@ def default_data_dir(cluster: str = "default") -> Path:
     return Path(base) / "palm" / cluster
 
 
-def _die_with_parent() -> None:
-    """Run in the child before exec: ask Linux to SIGTERM it when the parent dies."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the child when this process dies.
+
+    Linux sends the signal when the *thread* that forked the child ends, so the
+    hook is only used from the main thread. Best effort: None where unavailable.
+    """
     if not sys.platform.startswith("linux"):
-        return
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
     except (OSError, AttributeError):
-        pass  # best effort only
+        return None
+    parent_pid = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 def _free_port() -> int:
@@ -197,7 +210,7 @@ class EmbeddedRedis:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's Ctrl-C reaches palm, not Redis
-                preexec_fn=_die_with_parent,  # prctl only: safe before exec
+                preexec_fn=_die_with_parent(),  # prctl only: safe before exec
             )
             if self._wait_ready():
                 return self.url

@@ -231,6 +231,19 @@ class RedisLogHandler(logging.Handler):
         pipe.sadd(self.state.key(_SERVERS), self.server)
         pipe.execute()
 
+    def _back_off(self, delay_s: float, deadline: float | None) -> None:
+        """Sleep before the next attempt; new records do not cut it short, closing does."""
+        until = time.monotonic() + delay_s
+        with self._cond:
+            while True:
+                if self._closing and deadline is None:
+                    return  # let the loop set the closing deadline at once
+                end = until if deadline is None else min(until, deadline)
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+
     def _run(self) -> None:
         backoff_s = 0.05
         deadline: float | None = None
@@ -254,8 +267,7 @@ class RedisLogHandler(logging.Handler):
                     )
                 if deadline is not None and time.monotonic() >= deadline:
                     return
-                with self._cond:
-                    self._cond.wait(backoff_s)
+                self._back_off(backoff_s, deadline)
                 backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
                 continue
             with self._cond:

@@ -369,6 +369,10 @@ def _tail(
         if len(entries) < page:
             break
         upper = "(" + entries[-1][0].decode()
+    if last_id == b"0-0":  # nothing in range: follow from the stream's end, not its start
+        newest: Any = state.client.xrevrange(key, count=1)
+        if newest:
+            last_id = newest[0][0]
     found.reverse()
     return found[-limit:], last_id
 

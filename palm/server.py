@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -42,6 +43,8 @@ DRAIN = 256
 class Server(Service):
     """A standalone server: ``Server(name, address).start()`` serves until stopped."""
 
+    _palm_framework = True
+
     def __init__(
         self,
         name: str,
@@ -60,6 +63,8 @@ class Server(Service):
         self._stopper = Stopper()
         self._socket: zmq.Socket[bytes] | None = None
         self.bound_address: str | None = None
+        #: Called once the socket is bound (``bound_address`` is known).
+        self.on_ready: Callable[[Server], None] | None = None
 
     # lifecycle -----------------------------------------------------------------
 
@@ -79,6 +84,8 @@ class Server(Service):
         self._socket = sock
         self.bound_address = bound_endpoint(sock)
         self.logger.info("%s serving %s on %s", self.name, self.functions, self.bound_address)
+        if self.on_ready is not None:
+            self.on_ready(self)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._stopper.fd, zmq.POLLIN)

@@ -74,39 +74,51 @@ class Stopper:
             self.stop()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # The C-level handler writes to the pipe at once, so a signal landing
+        # just before the poller blocks still wakes it (Python runs `handler`
+        # only between bytecodes).
+        old_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         try:
             yield
         finally:
+            signal.set_wakeup_fd(old_fd)
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
 
 class Service:
-    """Base of palm's servers and workers: name, logger and user functions."""
+    """Base of palm's servers and workers: name, logger and user functions.
 
-    #: Names of framework methods that are never exposed as user functions.
-    _framework_names: frozenset[str] = frozenset()
+    Classes that set ``_palm_framework = True`` in their body are palm's own:
+    their public methods are never user functions.
+    """
+
+    _palm_framework = True
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name or "." in name:
             raise ConfigError(f"server name must be a non-empty string without dots, got {name!r}")
         self.name = name
         self.logger = logging.getLogger(f"palm.{name}")
-        self._functions = self._discover()
+        self._functions = self._find_functions()
+
+    @classmethod
+    def _framework_classes(cls) -> list[type]:
+        return [k for k in cls.__mro__ if vars(k).get("_palm_framework") or k is object]
 
     @classmethod
     def _reserved(cls) -> set[str]:
         names: set[str] = set()
-        for klass in cls.__mro__:
-            if klass.__module__.startswith("palm.") and klass is not object:
-                names.update(n for n in vars(klass) if not n.startswith("_"))
+        for klass in cls._framework_classes():
+            names.update(n for n in vars(klass) if not n.startswith("_"))
         return names
 
-    def _discover(self) -> dict[str, Callable[[bytes], Any]]:
+    def _find_functions(self) -> dict[str, Callable[[bytes], Any]]:
         reserved = self._reserved()
+        framework = self._framework_classes()
         found: dict[str, Callable[[bytes], Any]] = {}
         for klass in type(self).__mro__:
-            if klass.__module__.startswith("palm.") or klass is object:
+            if klass in framework:
                 continue
             for attr, value in vars(klass).items():
                 if attr.startswith("_") or attr in reserved or attr in found:

@@ -6,6 +6,9 @@ fanning jobs out to a pool of worker processes.
 """
 
 from palm.client import Client
+from palm.master import Master
+from palm.parallel import ParallelClient
 from palm.server import Server
+from palm.worker import FunctionWorker, Worker
 
-__all__ = ["Client", "Server"]
+__all__ = ["Client", "FunctionWorker", "Master", "ParallelClient", "Server", "Worker"]

@@ -16,8 +16,6 @@ from palm.state import State
 if TYPE_CHECKING:
     from tests.fixtures.redis import RedisProcess
 
-pytest_plugins = ["tests.fixtures.redis"]
-
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -168,7 +168,14 @@ def test_stop_from_another_thread_returns_and_leaves_no_thread() -> None:
 @pytest.mark.timeout(60)
 def test_oversized_messages_are_refused_with_a_clear_error(procs: Processes) -> None:
     _, info = procs.palm(
-        "serve", SPEC, "--name", "echo", "--address", "tcp://127.0.0.1:*", "--max-message-bytes", "1000"
+        "serve",
+        SPEC,
+        "--name",
+        "echo",
+        "--address",
+        "tcp://127.0.0.1:*",
+        "--max-message-bytes",
+        "1000",
     )
     small_limit = Client(info["address"], "echo", max_message_bytes=1000)
     with pytest.raises(PayloadTooLarge):

@@ -15,8 +15,6 @@ from palm.state import State, resolve_redis_url
 if TYPE_CHECKING:
     from tests.fixtures.redis import RedisProcess
 
-pytest_plugins = ["tests.fixtures.redis"]
-
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -17,8 +17,6 @@ import pytest
 from palm.redis_server import EmbeddedRedis, ensure_redis, find_live_redis, stop_started_redis
 from palm.state import State
 
-pytest_plugins = ["tests.fixtures.redis"]
-
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from palm.errors import ConfigError
 
 __all__ = [

@@ -30,9 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from palm.errors import ConfigError, TimeoutError
-
 from gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
+from palm.errors import ConfigError, TimeoutError
 
 __all__ = ["EnvoyProcess", "envoy_binary"]
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import redis
+
 from palm.errors import StateError
 
 __all__ = ["KEY_PREFIX", "JobStore"]

@@ -189,7 +189,7 @@ def test_errors_in_worker_code_travel_back(procs: Processes) -> None:
 def test_the_client_timeout_fires_without_workers_and_the_client_recovers(procs: Processes) -> None:
     info = start_cluster(procs, 0)
     client = client_of(info)
-    with pytest.raises(TimeoutError, match="job\\(s\\) of master.echo outstanding"):
+    with pytest.raises(TimeoutError, match=r"job\(s\) of master\.echo outstanding"):
         list(client.job("echo", [b"x"], timeout_s=1.0))
     procs.worker(WORKER, "w", info, *FAST)
     # the abandoned job may still be answered; only this call's result comes back
@@ -239,9 +239,8 @@ def test_map_returns_results_in_order_and_names_the_failing_item(procs: Processe
             client.map(lambda x: 1 // (x - 1234), range(5_000))
         assert err.value.index == 1234
         assert err.value.remote_type == "ZeroDivisionError"
-    with client_of(info, secret="wrong") as intruder:
-        with pytest.raises(RemoteError, match="signature"):
-            intruder.map(abs, [1])
+    with client_of(info, secret="wrong") as intruder, pytest.raises(RemoteError, match="signature"):
+        intruder.map(abs, [1])
 
 
 @pytest.mark.timeout(60)

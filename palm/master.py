@@ -33,6 +33,7 @@ import msgpack
 import zmq
 
 from palm.cache import Cache, MemoryCache
+from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.mapping import MAP_FUNCTION
 from palm.protocol import (
@@ -62,6 +63,7 @@ class Job:
     header: Header
     frames: list[bytes]  # [encoded header, payload, ...] exactly as received
     function: str = ""  # the bare function name, for picking workers
+    received: float = 0.0  # monotonic time the master got it
     attempts: int = 0  # times handed to a worker
     deaths: int = 0  # times its worker died while running it
     worker: bytes | None = None
@@ -109,6 +111,8 @@ class Master:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache: Cache | None = None,
         pending_results_per_client: int = 100_000,
+        redis_url: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         if not name or "." in name:
             raise ValueError(f"master name must be non-empty and without dots, got {name!r}")
@@ -122,7 +126,10 @@ class Master:
         self.liveness = liveness
         self.max_attempts = max_attempts
         self.max_message_bytes = max_message_bytes
-        self.cache: Cache = cache if cache is not None else MemoryCache()
+        self._cache = cache
+        self.cache: Cache = MemoryCache()
+        self.deployment = Deployment(name, redis_url=redis_url, cluster=cluster, start_redis=True)
+        self.counters = self.deployment.counters
         self.pending_results_per_client = pending_results_per_client
         self.session = uuid.uuid4().hex[:12]
 
@@ -150,7 +157,16 @@ class Master:
 
     # lifecycle ---------------------------------------------------------------
 
+    def _join_deployment(self) -> None:
+        """Open Redis (starting the embedded one if none is configured): cache, logs, counters."""
+        self.deployment.open()
+        if self._cache is not None:
+            self.cache = self._cache
+        elif self.deployment.state is not None:
+            self.cache = self.deployment.state
+
     def _start_background(self) -> None:
+        self._join_deployment()
         self._thread = threading.Thread(target=self._run, name=f"palm-master-{self.name}")
         self._thread.start()
         if threading.current_thread() is threading.main_thread():
@@ -169,6 +185,7 @@ class Master:
             while self._thread.is_alive():
                 self._thread.join(0.2)
             return
+        self._join_deployment()
         with self._stopper.on_signals():
             self._run()
 
@@ -217,6 +234,7 @@ class Master:
             for sock in sockets:
                 sock.close(0)
             self._stopper.close()
+            self.deployment.close()
             self.ready.set()
             self.logger.info("master %s stopped", self.name)
 
@@ -280,7 +298,9 @@ class Master:
         if header.kind != Kind.JOB or len(frames) < 2:
             self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
             return
-        job = Job(header.client, header, frames, header.function.rpartition(".")[2])
+        job = Job(
+            header.client, header, frames, header.function.rpartition(".")[2], time.monotonic()
+        )
         try:
             check_size(frames, self.max_message_bytes)
         except PayloadTooLarge as exc:
@@ -334,6 +354,9 @@ class Master:
             ErrorInfo(i, type_, message, "", self.name, job.header.stage) for i in range(count)
         ]
         self.stats["failed"] += count
+        self.counters.record_batch(
+            job.function or "?", time.monotonic() - job.received, count, count
+        )
         self._send_client(job.client, [reply.to_wire(), *([b""] * count)])
 
     # workers -----------------------------------------------------------------
@@ -432,6 +455,7 @@ class Master:
                 str(extra.get("name", "")),
                 functions=functions,
             )
+            self.counters.worker_seen(str(extra.get("name", "")) or identity.hex(), 0)
             welcome = Header(
                 Kind.WELCOME,
                 header.id,
@@ -507,9 +531,10 @@ class Master:
             if owner is not None:
                 owner.inflight.pop(key, None)
         count = len(frames) - 1
+        failed = len(header.errors) if header.errors else 0
         self.stats["jobs_out"] += count
-        if header.errors:
-            self.stats["failed"] += len(header.errors)
+        self.stats["failed"] += failed
+        self.counters.record_batch(job.function, time.monotonic() - job.received, count, failed)
         self._send_client(header.client, frames)
 
     def _heartbeat(self, now: float) -> None:
@@ -517,12 +542,16 @@ class Master:
         for w in list(self.workers.values()):
             if now - w.last_seen > deadline:
                 self._worker_dead(w, f"silent for {now - w.last_seen:.1f} s")
+        self.counters.set_backlog(self.queued)
+        for w in self.workers.values():
+            self.counters.worker_seen(w.name or w.identity.hex(), w.done)
         beat = Header(Kind.HEARTBEAT, 0, b"", extra={"session": self.session}).to_wire()
         for identity in list(self.workers):
             self._send_worker(identity, [beat])
 
     def _worker_dead(self, w: WorkerInfo, why: str) -> None:
         self.workers.pop(w.identity, None)
+        self.counters.worker_lost(w.name or w.identity.hex())
         level = logging.INFO if why == "left" and not w.inflight else logging.WARNING
         self.logger.log(
             level,
@@ -578,7 +607,9 @@ class Master:
             header.id = job.header.id + i
             header.errors = None
             frames = [header.to_wire(), job.frames[1 + i]]
-            parts.append(Job(job.client, header, frames, job.function, job.attempts, job.deaths))
+            part = Job(job.client, header, frames, job.function, job.received)
+            part.attempts, part.deaths = job.attempts, job.deaths
+            parts.append(part)
         return parts
 
     # db endpoint -------------------------------------------------------------

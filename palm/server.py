@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
+from palm.cache import Cache
+from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -52,8 +55,12 @@ class Server(Service):
         db_address: str | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        redis_url: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         super().__init__(name)
+        self.deployment = Deployment(name, redis_url=redis_url, cluster=cluster, start_redis=True)
+        self.counters = self.deployment.counters
         self.address = check_endpoint(address, "address")
         self.db_address = db_address
         self.max_message_bytes = max_message_bytes
@@ -66,6 +73,11 @@ class Server(Service):
         #: Called once the socket is bound (``bound_address`` is known).
         self.on_ready: Callable[[Server], None] | None = None
 
+    def shared_cache(self) -> Cache:
+        if self.deployment.state is None:
+            return super().shared_cache()
+        return self.deployment.state
+
     # lifecycle -----------------------------------------------------------------
 
     def stop(self) -> None:
@@ -74,12 +86,14 @@ class Server(Service):
 
     def start(self) -> None:
         """Bind, serve until SIGINT/SIGTERM or :meth:`stop`, close sockets, return."""
+        self.deployment.open()
         sock = make_socket(zmq.ROUTER, max_message_bytes=self.max_message_bytes)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             sock.bind(self.address)
         except zmq.ZMQError as exc:
             sock.close(0)
+            self.deployment.close()
             raise OSError(f"{self.name} cannot bind {self.address}: {exc}") from exc
         self._socket = sock
         self.bound_address = bound_endpoint(sock)
@@ -97,6 +111,7 @@ class Server(Service):
             self._socket = None
             self._stopper.close()
             self._stopper = Stopper()
+            self.deployment.close()
             self.logger.info("%s stopped", self.name)
 
     def _serve(self, sock: zmq.Socket[bytes], poller: zmq.Poller) -> None:
@@ -145,22 +160,30 @@ class Server(Service):
     def handle_job(self, header: Header, payloads: list[bytes]) -> tuple[Header, list[bytes]]:
         """Run ``header.function`` on each payload: the reply header and results."""
         reply = header.reply()
+        started = time.monotonic()
         func = self.resolve(header.function)
         if func is None:
             reply.errors = [
                 self.unknown(header.function, i, header.stage) for i in range(len(payloads))
             ]
             self.failed += len(payloads)
+            self.counters.record_batch(header.function, 0.0, len(payloads), len(payloads))
             return reply, [b""] * len(payloads)
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
+        request_id = (header.extra or {}).get("request_id")
         for offset, payload in enumerate(payloads):
-            result, error = self.call(func, header.function, payload, offset, header.stage)
+            result, error = self.call(
+                func, header.function, payload, offset, header.stage, request_id
+            )
             results.append(result)
             if error is not None:
                 errors.append(error)
         self.handled += len(payloads)
         self.failed += len(errors)
+        self.counters.record_batch(
+            header.function, time.monotonic() - started, len(payloads), len(errors)
+        )
         if errors:
             reply.errors = errors
         return reply, results

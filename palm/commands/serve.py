@@ -8,6 +8,7 @@ address (``tcp://127.0.0.1:*`` lets the OS pick the port).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from palm.loading import announce, load_object
 from palm.server import Server
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     cls = load_object(args.spec)
     if not (isinstance(cls, type) and issubclass(cls, Server)):
         raise SystemExit(f"palm serve: {args.spec} is not a palm Server subclass")
-    options: dict[str, object] = {"redis_url": args.redis, "cluster": args.cluster}
+    options: dict[str, Any] = {"redis_url": args.redis, "cluster": args.cluster}
     if args.max_message_bytes:
         options["max_message_bytes"] = args.max_message_bytes
     server = cls(args.name, args.address, **options)

@@ -161,7 +161,7 @@ def test_redis_killed_mid_run_loses_no_job(procs: Processes, redis_proc: RedisPr
                 if n == 500:
                     redis_proc.kill()
                     killed.set()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=consume)

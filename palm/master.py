@@ -45,6 +45,9 @@ from palm.protocol import (
     check_size,
     decode,
     decode_header,
+    frames_for,
+    job_count,
+    jobs_in,
 )
 from palm.service import Stopper
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
@@ -306,7 +309,7 @@ class Master:
         except PayloadTooLarge as exc:
             self._answer_error(job, "palm.PayloadTooLarge", str(exc))
             return
-        self.stats["jobs_in"] += len(frames) - 1
+        self.stats["jobs_in"] += job_count(header, len(frames) - 1)
         self._enqueue(job)
 
     def _on_client_control(self, frames: list[bytes]) -> None:
@@ -348,16 +351,15 @@ class Master:
             box.append(frames)
 
     def _answer_error(self, job: Job, type_: str, message: str) -> None:
-        count = len(job.frames) - 1
+        count = job_count(job.header, len(job.frames) - 1)
         reply = job.header.reply()
-        reply.errors = [
-            ErrorInfo(i, type_, message, "", self.name, job.header.stage) for i in range(count)
-        ]
+        stage = job.header.stage
+        reply.errors = [ErrorInfo(i, type_, message, "", self.name, stage) for i in range(count)]
         self.stats["failed"] += count
         self.counters.record_batch(
             job.function or "?", time.monotonic() - job.received, count, count
         )
-        self._send_client(job.client, [reply.to_wire(), *([b""] * count)])
+        self._send_client(job.client, [reply.to_wire(), *frames_for(reply, [b""] * count)])
 
     # workers -----------------------------------------------------------------
 
@@ -520,7 +522,7 @@ class Master:
         if w is not None:
             w.last_seen = now
             w.credit += 1
-            w.done += len(frames) - 1
+            w.done += job_count(header, len(frames) - 1)
             w.inflight.pop(key, None)
         job = self.inflight.pop(key, None)
         if job is None:
@@ -530,7 +532,7 @@ class Master:
             owner = self.workers.get(job.worker)
             if owner is not None:
                 owner.inflight.pop(key, None)
-        count = len(frames) - 1
+        count = job_count(header, len(frames) - 1)
         failed = len(header.errors) if header.errors else 0
         self.stats["jobs_out"] += count
         self.stats["failed"] += failed
@@ -598,16 +600,18 @@ class Master:
     def _split(self, job: Job) -> list[Job]:
         """A batch that took down its worker is retried one job at a time,
         so one poisonous job cannot sink its neighbours."""
-        count = len(job.frames) - 1
-        if count == 1:
+        try:
+            payloads = jobs_in(job.header, job.frames[1:])
+        except ProtocolError:
+            return [job]
+        if len(payloads) == 1 and not job.header.packed:
             return [job]
         parts: list[Job] = []
-        for i in range(count):
+        for i, payload in enumerate(payloads):
             header = job.header.reply(Kind.JOB)
             header.id = job.header.id + i
-            header.errors = None
-            frames = [header.to_wire(), job.frames[1 + i]]
-            part = Job(job.client, header, frames, job.function, job.received)
+            header.packed = 0
+            part = Job(job.client, header, [header.to_wire(), payload], job.function, job.received)
             part.attempts, part.deaths = job.attempts, job.deaths
             parts.append(part)
         return parts

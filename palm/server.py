@@ -33,6 +33,9 @@ from palm.protocol import (
     check_size,
     decode,
     decode_header,
+    frames_for,
+    job_count,
+    jobs_in,
 )
 from palm.service import Service, Stopper
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
@@ -148,8 +151,13 @@ class Server(Service):
             self.malformed.record(str(exc))
             return None
         if header.kind == Kind.JOB:
-            reply_header, results = self.handle_job(header, payloads)
-            return [identity, reply_header.to_wire(), *results]
+            try:
+                jobs = jobs_in(header, payloads)
+            except ProtocolError as exc:
+                self.malformed.record(str(exc))
+                return None
+            reply_header, results = self.handle_job(header, jobs)
+            return [identity, reply_header.to_wire(), *frames_for(reply_header, results)]
         if header.kind == Kind.PING:
             return [identity, header.reply().to_wire(), b"pong"]
         if header.kind == Kind.INFO:
@@ -189,19 +197,19 @@ class Server(Service):
         return reply, results
 
     def _too_large(self, frames: list[bytes], exc: PayloadTooLarge) -> list[bytes]:
-        count = max(1, len(frames) - 2)
         try:
             reply = decode_header(frames[1]).reply()
         except ProtocolError:
             self.malformed.record("oversized message without a valid header")
             reply = Header(Kind.RESULT)
+        count = job_count(reply, max(1, len(frames) - 2))
         self.logger.warning("%s refused a message: %s", self.name, exc)
         reply.kind = Kind.RESULT
         reply.errors = [
             ErrorInfo(i, "palm.PayloadTooLarge", str(exc), "", self.name, reply.stage)
             for i in range(count)
         ]
-        return [reply.to_wire(), *([b""] * count)]
+        return [reply.to_wire(), *frames_for(reply, [b""] * count)]
 
     def describe(self) -> bytes:
         """msgpack description of this server for INFO requests."""

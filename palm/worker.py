@@ -27,7 +27,15 @@ from palm.cache import Cache
 from palm.cache_client import CacheClient
 from palm.deployment import Deployment
 from palm.errors import ConfigError, ProtocolError
-from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
+from palm.protocol import (
+    ErrorInfo,
+    Header,
+    Kind,
+    MalformedCounter,
+    decode,
+    frames_for,
+    jobs_in,
+)
 from palm.service import Service, Stopper, split_function
 from palm.sockets import check_endpoint, make_socket
 
@@ -224,9 +232,14 @@ class Worker(Service):
             return True
         extra = header.extra or {}
         if header.kind == Kind.JOB:
-            reply, out = self.run_job(header, payloads)
-            results.send_multipart([reply.to_wire(), *out])
-            self.jobs_done += len(payloads)
+            try:
+                jobs = jobs_in(header, payloads)
+            except ProtocolError as exc:
+                self.malformed.record(str(exc))
+                return True
+            reply, out = self.run_job(header, jobs)
+            results.send_multipart([reply.to_wire(), *frames_for(reply, out)])
+            self.jobs_done += len(jobs)
             return True
         session = extra.get("session")
         if header.kind == Kind.WELCOME:

@@ -270,7 +270,7 @@ class Master:
             self.malformed.record(str(exc))
             return
         if header.kind != Kind.JOB or len(frames) < 2:
-            self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
+            self._on_stream_control(header, frames)
             return
         job = Job(header.client, header, frames)
         try:
@@ -279,7 +279,15 @@ class Master:
             self._answer_error(job, "palm.PayloadTooLarge", str(exc))
             return
         self.stats["jobs_in"] += len(frames) - 1
+        self._accept(job)
+
+    def _accept(self, job: Job) -> None:
+        """Queue a job that arrived on the job socket (a hook for chained masters)."""
         self.queue.append(job)
+
+    def _on_stream_control(self, header: Header, frames: list[bytes]) -> None:
+        """A message other than a job on the job socket (a hook for chained masters)."""
+        self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
 
     def _on_client_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -326,7 +334,7 @@ class Master:
             ErrorInfo(i, type_, message, "", self.name, job.header.stage) for i in range(count)
         ]
         self.stats["failed"] += count
-        self._send_client(job.client, [reply.to_wire(), *([b""] * count)])
+        self._deliver(reply, [reply.to_wire(), *([b""] * count)])
 
     # workers -----------------------------------------------------------------
 
@@ -459,6 +467,10 @@ class Master:
         self.stats["jobs_out"] += count
         if header.errors:
             self.stats["failed"] += len(header.errors)
+        self._deliver(header, frames)
+
+    def _deliver(self, header: Header, frames: list[bytes]) -> None:
+        """Send a finished result on (a hook: chained masters pass it to the next stage)."""
         self._send_client(header.client, frames)
 
     def _heartbeat(self, now: float) -> None:

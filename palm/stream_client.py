@@ -102,7 +102,7 @@ class StreamClient:
         *,
         cache: str | None = None,
         errors: str = "raise",
-        timeout_s: float | None | object = ...,
+        timeout_s: float | object | None = ...,
     ) -> Iterator[bytes | RemoteError]:
         """Send every payload to ``function``; yield results as they arrive.
 
@@ -138,7 +138,7 @@ class StreamClient:
         *,
         cache: str | None = None,
         pipeline: bytes | None = None,
-        timeout_s: float | None | object = ...,
+        timeout_s: float | object | None = ...,
     ) -> Iterator[Delivery]:
         """Like :meth:`job`, yielding a :class:`Delivery` (payload, error, stage...) each."""
         timeout = self.timeout_s if timeout_s is ... else timeout_s
@@ -348,9 +348,7 @@ class _Call:
         for offset, payload in enumerate(payloads):
             info = errors.get(offset)
             error = None if info is None else info.to_exception()
-            out.append(
-                Delivery(payload, error, header.id + offset, header.stage, header.pipeline)
-            )
+            out.append(Delivery(payload, error, header.id + offset, header.stage, header.pipeline))
         self.received += len(out)
         return out
 
@@ -418,8 +416,7 @@ class _Call:
         answered = ", ".join(f"stage {r['stage']} {r.get('server')!r}" for r in reports)
         if not self.welcomed_since_probe:
             return head + (
-                f"the last stage, which results come from at {client.push_address}, "
-                "does not answer"
+                f"the last stage, which results come from at {client.push_address}, does not answer"
             )
         if not reports:
             return head + (

@@ -4,8 +4,10 @@ Every server here sends its results out of a ROUTER at ``push_address``:
 back to the client that sent the job (clients connect a DEALER and receive
 only their own results), or, when the server is ``pipelined``, to the
 servers downstream that subscribed to its stream by naming it as their
-``previous``. Downstream servers connect to the upstream's ``push_address``
-(``upstream_address``); a :class:`Sink` joins several upstream streams.
+``previous`` (the stream waits until ``subscribers`` of them, default 1,
+have subscribed, so none misses its start). Downstream servers connect to
+the upstream's ``push_address`` (``upstream_address``); a :class:`Sink` joins
+several upstream streams.
 
 ==============  ===========================  ================================
 server          takes messages from          kind

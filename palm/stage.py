@@ -78,6 +78,7 @@ class SerialStage(Service):
         push_address: str | None = None,
         db_address: str | None = None,
         pipelined: bool = False,
+        subscribers: int = 1,
         cache: Cache | None = None,
         heartbeat_interval_s: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -96,6 +97,7 @@ class SerialStage(Service):
         self.push_address = check_endpoint(push_address, "push_address") if push_address else None
         self.db_address = check_endpoint(db_address, "db_address") if db_address else None
         self.pipelined = pipelined
+        self.subscribers = subscribers
         self.cache: Cache = cache if cache is not None else MemoryCache()
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_message_bytes = max_message_bytes
@@ -183,7 +185,14 @@ class SerialStage(Service):
             self._inputs.append(dealer)
         if self.push_address is not None:
             out = self._bind(sockets, zmq.ROUTER, self.push_address, "push")
-            self._outlet = Outlet(out, self.name, self.session, self.logger, self.malformed)
+            self._outlet = Outlet(
+                out,
+                self.name,
+                self.session,
+                self.logger,
+                self.malformed,
+                subscribers=self.subscribers,
+            )
         if self.next_address is not None:
             push = make_socket(zmq.PUSH)
             sockets.append(push)

@@ -65,6 +65,7 @@ class StageMaster(Master):
         next_call: str | None = None,
         push_address: str | None = None,
         pipelined: bool = False,
+        subscribers: int = 1,
         palm: bool = False,
         **options: Any,
     ) -> None:
@@ -90,6 +91,7 @@ class StageMaster(Master):
         self.next_call = next_call
         self.has_outlet = push_address is not None
         self.pipelined = pipelined
+        self.subscribers = subscribers
         self.ends = EndTracker()
         self.pending: dict[bytes, int] = {}
         self.held_ends: dict[bytes, Header] = {}
@@ -128,7 +130,14 @@ class StageMaster(Master):
     # sockets -------------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._outlet = Outlet(self.client_out, self.name, self.session, self.logger, self.malformed)
+        self._outlet = Outlet(
+            self.client_out,
+            self.name,
+            self.session,
+            self.logger,
+            self.malformed,
+            subscribers=self.subscribers,
+        )
         extra: list[zmq.Socket[bytes]] = []
         feeder: _Feeder | None = None
         try:

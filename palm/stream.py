@@ -221,7 +221,8 @@ class Outlet:
     client by id; stream messages go to every subscriber of a topic. What
     cannot be sent now (the peer is gone, or there is no subscriber yet)
     waits, within ``park_limit`` messages per peer, until the peer says
-    HELLO again. Probe reports from earlier stages are relayed to their
+    HELLO again; a topic's stream waits until ``subscribers`` servers took
+    it, so none of them misses the start. Probe reports from earlier stages are relayed to their
     client.
     """
 
@@ -233,6 +234,7 @@ class Outlet:
         logger: logging.Logger,
         malformed: MalformedCounter,
         park_limit: int = 100_000,
+        subscribers: int = 1,
     ) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -242,6 +244,7 @@ class Outlet:
         self.logger = logger
         self.malformed = malformed
         self.park_limit = park_limit
+        self.min_subscribers = subscribers
         self.subscribers: dict[str, list[bytes]] = {}
         self.parked: dict[bytes, deque[list[bytes]]] = {}
         self.topic_parked: dict[str, deque[list[bytes]]] = {}
@@ -255,7 +258,7 @@ class Outlet:
 
     def to_topic(self, topic: str, frames: list[bytes]) -> None:
         peers = self.subscribers.get(topic)
-        if not peers:
+        if not peers or len(peers) < self.min_subscribers:
             self._park(self.topic_parked.setdefault(topic, deque()), frames)
             return
         for peer in peers:
@@ -294,8 +297,10 @@ class Outlet:
             welcome = Header(Kind.WELCOME, header.id, identity, extra={"session": self.session})
             self.to_client(identity, [welcome.to_wire()])
             self._release(self.parked.pop(identity, None), identity)
-            if isinstance(topic, str):
-                self._release(self.topic_parked.pop(topic, None), identity)
+            if isinstance(topic, str) and len(self.subscribers[topic]) >= self.min_subscribers:
+                box = self.topic_parked.pop(topic, None)
+                while box:
+                    self.to_topic(topic, box.popleft())
         elif header.kind == Kind.BYE:
             self.parked.pop(identity, None)
             for peers in self.subscribers.values():

@@ -115,6 +115,7 @@ def test_a_sink_reports_two_interleaved_pipelines_complete(procs: Processes) -> 
         pull_address=ANY,
         push_address=ANY,
         pipelined=True,
+        subscribers=2,
     )
     branches = {}
     for name in ("left", "right"):

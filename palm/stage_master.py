@@ -180,7 +180,7 @@ class StageMaster(Master):
             self.pending[header.pipeline] = self.pending.get(header.pipeline, 0) + count
         if not (header.errors or self._scatters or " " in header.function):
             job.frames[0] = header.to_wire()
-            self.queue.append(job)
+            self._enqueue(job)
             return
         for message in explode(header, job.frames[1:]):
             if message.error is not None:
@@ -190,7 +190,7 @@ class StageMaster(Master):
             parts = list(self.scatter(message)) if self._scatters else [message]
             self._settle(message.pipeline, 1 - len(parts))
             for part in parts:
-                self.queue.append(self._job(part, message.id))
+                self._enqueue(self._job(part, message.id))
 
     def _job(self, part: Message, origin: int) -> Job:
         extra = dict(part.extra or {})
@@ -202,7 +202,8 @@ class StageMaster(Master):
             part.id = next(self._part_ids)
         part.extra = extra or None
         header = part.header(Kind.JOB)
-        return Job(part.client, header, [header.to_wire(), part.payload])
+        bare = part.function.rpartition(".")[2]
+        return Job(part.client, header, [header.to_wire(), part.payload], bare)
 
     def _on_stream_control(self, header: Header, frames: list[bytes]) -> None:
         header.stage += 1
@@ -224,7 +225,7 @@ class StageMaster(Master):
             last=isinstance(target, bytes),
             next=self._next_desc(),
             workers=len(self.workers),
-            queued=len(self.queue),
+            queued=self.queued,
             inflight=len(self.inflight),
             waiting=len(self._outbox) if self._outbox is not None else 0,
         )
@@ -328,8 +329,8 @@ class StageMaster(Master):
             self._outlet.to_topic(target, [header.to_wire(), *payloads])
 
     def _answer_error(self, job: Job, type_: str, message: str) -> None:
-        if job.attempts == 0:
-            # refused on the way in (too large): it never counted as pending
+        if type_ == "palm.PayloadTooLarge" and job.attempts == 0:
+            # refused on the way in: it never counted as pending
             job.header.stage += 1
             if job.header.pipeline is not None:
                 self.pending[job.header.pipeline] = self.pending.get(job.header.pipeline, 0) + (

@@ -299,7 +299,7 @@ class Master:
             self.malformed.record(str(exc))
             return
         if header.kind != Kind.JOB or len(frames) < 2:
-            self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
+            self._on_stream_control(header, frames)
             return
         job = Job(
             header.client, header, frames, header.function.rpartition(".")[2], time.monotonic()
@@ -310,7 +310,15 @@ class Master:
             self._answer_error(job, "palm.PayloadTooLarge", str(exc))
             return
         self.stats["jobs_in"] += job_count(header, len(frames) - 1)
+        self._accept(job)
+
+    def _accept(self, job: Job) -> None:
+        """Queue a job that arrived on the job socket (a hook for chained masters)."""
         self._enqueue(job)
+
+    def _on_stream_control(self, header: Header, frames: list[bytes]) -> None:
+        """A message other than a job on the job socket (a hook for chained masters)."""
+        self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
 
     def _on_client_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -359,7 +367,7 @@ class Master:
         self.counters.record_batch(
             job.function or "?", time.monotonic() - job.received, count, count
         )
-        self._send_client(job.client, [reply.to_wire(), *frames_for(reply, [b""] * count)])
+        self._deliver(reply, [reply.to_wire(), *frames_for(reply, [b""] * count)])
 
     # workers -----------------------------------------------------------------
 
@@ -537,6 +545,10 @@ class Master:
         self.stats["jobs_out"] += count
         self.stats["failed"] += failed
         self.counters.record_batch(job.function, time.monotonic() - job.received, count, failed)
+        self._deliver(header, frames)
+
+    def _deliver(self, header: Header, frames: list[bytes]) -> None:
+        """Send a finished result on (a hook: chained masters pass it to the next stage)."""
         self._send_client(header.client, frames)
 
     def _heartbeat(self, now: float) -> None:

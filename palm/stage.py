@@ -38,6 +38,7 @@ from palm.protocol import (
     check_size,
     decode,
     decode_header,
+    jobs_in,
 )
 from palm.service import Service, Stopper, split_function
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
@@ -271,6 +272,9 @@ class SerialStage(Service):
         try:
             check_size(frames, self.max_message_bytes)
             header, payloads = decode(frames)
+            if header.packed:  # stages pass jobs on one frame each
+                payloads = jobs_in(header, payloads)
+                header.packed = 0
         except PayloadTooLarge as exc:
             self._refuse(frames, exc)
             return

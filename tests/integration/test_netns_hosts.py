@@ -9,6 +9,7 @@ random suffix and removed in teardown, processes are killed by PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -109,22 +110,37 @@ def test_workers_in_another_namespace_serve_a_master_over_tcp(hosts: Hosts, proc
     pool_cmd += ["--processes", "2", "--name", "far"]
     pool = procs.start(hosts.run_in(hosts.worker_ns, pool_cmd), stdout=subprocess.DEVNULL)
 
-    client_cmd = [sys.executable, "-c", textwrap.dedent(CLIENT)]
-    client_cmd += [remote("push"), remote("pull"), remote("db")]
-    client = procs.start(hosts.run_in(hosts.worker_ns, client_cmd))
-    out, _ = client.communicate(timeout=60)
-    assert client.returncode == 0
-    results = json.loads(out)
-    assert len(results) == 20
-    for i, result in enumerate(results):
-        worker, _, message = result.partition(" processed ")
-        assert message == f"m{i}"
-        assert worker in {"far-0", "far-1"}
+    try:
+        client_cmd = [sys.executable, "-c", textwrap.dedent(CLIENT)]
+        client_cmd += [remote("push"), remote("pull"), remote("db")]
+        client = procs.start(hosts.run_in(hosts.worker_ns, client_cmd))
+        out, _ = client.communicate(timeout=60)
+        assert client.returncode == 0
+        results = json.loads(out)
+        assert len(results) == 20
+        for i, result in enumerate(results):
+            worker, _, message = result.partition(" processed ")
+            assert message == f"m{i}"
+            assert worker in {"far-0", "far-1"}
 
-    # stop the pool by PID and check its worker processes went with it
-    workers = psutil.Process(pool.pid).children(recursive=True)
-    assert len(workers) == 2
-    pool.send_signal(signal.SIGTERM)
-    assert pool.wait(30) == 0
-    _gone, alive = psutil.wait_procs(workers, timeout=10)
-    assert alive == []
+        # stop the pool by PID and check its worker processes went with it
+        workers = psutil.Process(pool.pid).children(recursive=True)
+        assert len(workers) == 2
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(30) == 0
+        _gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert alive == []
+    finally:
+        kill_tree(pool.pid)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the descendants of ``pid`` by PID (the fixture then kills ``pid``)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(children, timeout=10)

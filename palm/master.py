@@ -34,6 +34,7 @@ import zmq
 
 from palm.cache import Cache, MemoryCache
 from palm.errors import PayloadTooLarge, ProtocolError
+from palm.mapping import MAP_FUNCTION
 from palm.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
@@ -60,7 +61,9 @@ class Job:
     client: bytes
     header: Header
     frames: list[bytes]  # [encoded header, payload, ...] exactly as received
-    attempts: int = 0
+    function: str = ""  # the bare function name, for picking workers
+    attempts: int = 0  # times handed to a worker
+    deaths: int = 0  # times its worker died while running it
     worker: bytes | None = None
 
     @property
@@ -77,7 +80,9 @@ class WorkerInfo:
     host: str = ""
     name: str = ""
     done: int = 0
-    inflight: set[tuple[bytes, int]] = field(default_factory=set)
+    functions: frozenset[str] = frozenset()
+    # jobs handed to this worker, in the order it runs them (a dict as an ordered set)
+    inflight: dict[tuple[bytes, int], None] = field(default_factory=dict)
 
 
 class Master:
@@ -129,7 +134,10 @@ class Master:
         self.on_ready: Callable[[Master], None] | None = None
 
         # state
-        self.queue: deque[Job] = deque()
+        # jobs waiting for a worker, one queue per function (workers may differ)
+        self.queues: dict[str, deque[Job]] = {}
+        self.queued = 0
+        self.known_functions: set[str] = {MAP_FUNCTION}
         self.inflight: dict[tuple[bytes, int], Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
         self.undelivered: dict[bytes, deque[list[bytes]]] = {}
@@ -237,7 +245,7 @@ class Master:
                 self._drain(self.client_in, self._on_client_job)
             if self.db is not None and self.db in events:
                 self._drain(self.db, self._on_db)
-            if self.queue:
+            if self.queued:
                 self._dispatch()
             now = time.monotonic()
             if now >= next_beat:
@@ -251,7 +259,7 @@ class Master:
                 poller.modify(self.client_in, zmq.POLLIN)
 
     def _window_open(self) -> bool:
-        return len(self.queue) < 100_000
+        return self.queued < 100_000
 
     def _drain(self, sock: zmq.Socket[bytes], handler: Any) -> None:
         for _ in range(DRAIN):
@@ -272,14 +280,14 @@ class Master:
         if header.kind != Kind.JOB or len(frames) < 2:
             self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
             return
-        job = Job(header.client, header, frames)
+        job = Job(header.client, header, frames, header.function.rpartition(".")[2])
         try:
             check_size(frames, self.max_message_bytes)
         except PayloadTooLarge as exc:
             self._answer_error(job, "palm.PayloadTooLarge", str(exc))
             return
         self.stats["jobs_in"] += len(frames) - 1
-        self.queue.append(job)
+        self._enqueue(job)
 
     def _on_client_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -330,19 +338,46 @@ class Master:
 
     # workers -----------------------------------------------------------------
 
+    def _enqueue(self, job: Job, front: bool = False) -> None:
+        queue = self.queues.get(job.function)
+        if queue is None:
+            queue = self.queues[job.function] = deque()
+        if front:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self.queued += 1
+
     def _dispatch(self) -> None:
-        workers = [w for w in self.workers.values() if w.credit > 0]
-        if not workers:
+        ready = [w for w in self.workers.values() if w.credit > 0]
+        if not ready:
             return
-        queue = self.queue
+        for function, queue in list(self.queues.items()):
+            if not queue:
+                del self.queues[function]
+                continue
+            if function == MAP_FUNCTION:
+                workers = ready
+            else:
+                workers = [w for w in ready if function in w.functions]
+                if not workers and function not in self.known_functions and self.workers:
+                    self._unknown(function, queue)
+                    continue
+            self._hand_out(queue, workers)
+            ready = [w for w in ready if w.credit > 0]
+            if not ready:
+                return
+
+    def _hand_out(self, queue: deque[Job], workers: list[WorkerInfo]) -> None:
         i = 0
         while queue and workers:
             w = workers[i % len(workers)]
             job = queue.popleft()
+            self.queued -= 1
             job.worker = w.identity
             job.attempts += 1
             self.inflight[job.key] = job
-            w.inflight.add(job.key)
+            w.inflight[job.key] = None
             w.credit -= 1
             try:
                 self.worker_out.send_multipart([w.identity, *job.frames], zmq.NOBLOCK)
@@ -355,6 +390,14 @@ class Master:
                 workers.remove(w)
                 continue
             i += 1
+
+    def _unknown(self, function: str, queue: deque[Job]) -> None:
+        """No worker this master has seen knows ``function``: answer every job now."""
+        known = ", ".join(sorted(self.known_functions - {MAP_FUNCTION})) or "(none)"
+        message = f"no worker of {self.name!r} has function {function!r}; they have: {known}"
+        while queue:
+            self.queued -= 1
+            self._answer_error(queue.popleft(), "palm.UnknownFunction", message)
 
     def _on_worker_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -371,8 +414,15 @@ class Master:
         if header.kind == Kind.READY:
             old = self.workers.pop(identity, None)
             if old is not None:
-                self._requeue(old)
+                self._requeue(old, died=False)
             credit = int(extra.get("credit", 1))
+            raw = extra.get("functions")
+            functions = (
+                frozenset(f for f in raw if isinstance(f, str))
+                if isinstance(raw, list)
+                else frozenset()
+            )
+            self.known_functions |= functions
             self.workers[identity] = WorkerInfo(
                 identity,
                 credit,
@@ -380,6 +430,7 @@ class Master:
                 int(extra.get("pid", 0)),
                 str(extra.get("host", "")),
                 str(extra.get("name", "")),
+                functions=functions,
             )
             welcome = Header(
                 Kind.WELCOME,
@@ -446,7 +497,7 @@ class Master:
             w.last_seen = now
             w.credit += 1
             w.done += len(frames) - 1
-            w.inflight.discard(key)
+            w.inflight.pop(key, None)
         job = self.inflight.pop(key, None)
         if job is None:
             self.stats["duplicates"] += 1
@@ -454,7 +505,7 @@ class Master:
         if job.worker is not None and job.worker != wid:
             owner = self.workers.get(job.worker)
             if owner is not None:
-                owner.inflight.discard(key)
+                owner.inflight.pop(key, None)
         count = len(frames) - 1
         self.stats["jobs_out"] += count
         if header.errors:
@@ -481,23 +532,38 @@ class Master:
             why,
             len(w.inflight),
         )
-        self._requeue(w)
+        self._requeue(w, died=why != "left")
 
-    def _requeue(self, w: WorkerInfo) -> None:
-        for key in sorted(w.inflight, key=lambda k: k[1], reverse=True):
+    def _requeue(self, w: WorkerInfo, died: bool = True) -> None:
+        """Hand a gone worker's jobs to others.
+
+        A worker runs its jobs in the order it got them, so only the oldest
+        unfinished one can have been running when it died: that one counts a
+        death (and fails for good after ``max_attempts``); the others only
+        waited in its queue and go back as they were.
+        """
+        suspect = True
+        requeue: list[Job] = []
+        for key in list(w.inflight):
             job = self.inflight.pop(key, None)
             if job is None:
                 continue
             self.stats["requeued"] += 1
-            if job.attempts >= self.max_attempts:
-                self._answer_error(
-                    job,
-                    "palm.JobLost",
-                    f"the job's worker died {job.attempts} times while running it; not retried",
-                )
-                continue
-            for part in self._split(job):
-                self.queue.appendleft(part)
+            if suspect and died:
+                job.deaths += 1
+                suspect = False
+                if job.deaths >= self.max_attempts:
+                    self._answer_error(
+                        job,
+                        "palm.JobLost",
+                        f"the job's worker died {job.deaths} times while running it; not retried",
+                    )
+                    continue
+                requeue.extend(self._split(job))
+            else:
+                requeue.append(job)
+        for job in reversed(requeue):
+            self._enqueue(job, front=True)
         w.inflight.clear()
 
     def _split(self, job: Job) -> list[Job]:
@@ -507,13 +573,12 @@ class Master:
         if count == 1:
             return [job]
         parts: list[Job] = []
-        for i in range(count - 1, -1, -1):
+        for i in range(count):
             header = job.header.reply(Kind.JOB)
             header.id = job.header.id + i
             header.errors = None
-            parts.append(
-                Job(job.client, header, [header.to_wire(), job.frames[1 + i]], job.attempts)
-            )
+            frames = [header.to_wire(), job.frames[1 + i]]
+            parts.append(Job(job.client, header, frames, job.function, job.attempts, job.deaths))
         return parts
 
     # db endpoint -------------------------------------------------------------
@@ -583,7 +648,7 @@ class Master:
                 {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
                 for w in self.workers.values()
             ],
-            "queued": len(self.queue),
+            "queued": self.queued,
             "inflight": len(self.inflight),
             "stats": dict(self.stats),
             "malformed": self.malformed.total,

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## the full stack on loopback, serving the examples
 up: $(STAMP)
-	$(BIN)/palm demo
+	$(BIN)/palm up --config palm.yaml
 
 ## lint, types and the whole test suite
 test: $(STAMP)

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from palm.errors import (  # noqa: E402
+from palm.errors import (
     BadResult,
     ConfigError,
     JobLost,

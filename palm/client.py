@@ -66,7 +66,7 @@ class Client:
         function: str,
         message: bytes,
         *,
-        timeout_s: float | None | object = _UNSET,
+        timeout_s: float | object | None = _UNSET,
         extra: dict[str, object] | None = None,
     ) -> bytes:
         """Run ``function`` (``'foo'`` or ``'server.foo'``) on ``message``; return its bytes."""
@@ -76,13 +76,13 @@ class Client:
         _, payloads = self._request(header, [bytes(message)], timeout_s)
         return payloads[0]
 
-    def ping(self, *, timeout_s: float | None | object = _UNSET) -> float:
+    def ping(self, *, timeout_s: float | object | None = _UNSET) -> float:
         """Round-trip time to the server in seconds."""
         start = time.perf_counter()
         self._request(Header(Kind.PING, 0, self.client_id), [], timeout_s)
         return time.perf_counter() - start
 
-    def info(self, *, timeout_s: float | None | object = _UNSET) -> dict[str, object]:
+    def info(self, *, timeout_s: float | object | None = _UNSET) -> dict[str, object]:
         """The server's description: name, functions, address, pid, counters."""
         import msgpack
 
@@ -122,7 +122,7 @@ class Client:
         return self._socket
 
     def _request(
-        self, header: Header, payloads: Sequence[bytes], timeout_s: float | None | object
+        self, header: Header, payloads: Sequence[bytes], timeout_s: float | object | None
     ) -> tuple[Header, list[bytes]]:
         timeout = self.timeout_s if timeout_s is _UNSET else timeout_s
         assert timeout is None or isinstance(timeout, int | float)
@@ -135,7 +135,9 @@ class Client:
         sock.send_multipart(frames, copy=size < 65536)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            wait_ms = (
+                None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            )
             if not sock.poll(wait_ms, zmq.POLLIN):
                 self.close()
                 raise TimeoutError(

@@ -63,7 +63,7 @@ class StateError(PalmError):
     """The shared state (Redis) cannot be reached or refused an operation."""
 
 
-class TimeoutError(PalmError, builtins.TimeoutError):  # noqa: A001 - palm's own, on purpose
+class TimeoutError(PalmError, builtins.TimeoutError):
     """No reply arrived within the caller's timeout."""
 
 

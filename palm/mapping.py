@@ -101,17 +101,23 @@ def run_chunk(payload: bytes, secret: bytes | None, functions: dict[bytes, Any])
             return _error(index, _type_name(exc), str(exc), tb)
     elapsed = time.perf_counter() - start
     try:
-        return pickle.dumps(("ok", results, elapsed), protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = pickle.dumps(("ok", results, elapsed), protocol=pickle.HIGHEST_PROTOCOL)
+        return data
     except Exception:
         try:
-            return cloudpickle.dumps(("ok", results, elapsed))
+            fallback: bytes = cloudpickle.dumps(("ok", results, elapsed))
+            return fallback
         except Exception as exc:
             return _error(-1, _type_name(exc), f"cannot pickle the results: {exc}")
 
 
 def _type_name(exc: BaseException) -> str:
     klass = type(exc)
-    return klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
+    return (
+        klass.__qualname__
+        if klass.__module__ == "builtins"
+        else f"{klass.__module__}.{klass.__qualname__}"
+    )
 
 
 def _error(index: int, type_: str, message: str, tb: str = "") -> bytes:
@@ -177,10 +183,7 @@ class ChunkPlanner:
     def next_size(self) -> int:
         if self.fixed is not None:
             return self.fixed
-        if self.item_s is None:
-            size = self.probe
-        else:
-            size = max(1, int(self.target_s / self.item_s))
+        size = self.probe if self.item_s is None else max(1, round(self.target_s / self.item_s))
         if self.total is not None:
             remaining = max(0, self.total - self.sent)
             cap = max(1, remaining // (self.workers * self.min_chunks_per_worker))

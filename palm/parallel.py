@@ -165,7 +165,7 @@ class ParallelClient:
         ordered: bool = False,
         progress: bool = False,
         errors: str = "raise",
-        timeout_s: float | None | object = ...,
+        timeout_s: float | object | None = ...,
         cache: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Iterator[Outcome]:
@@ -189,7 +189,7 @@ class ParallelClient:
         progress: bool,
         total: int | None,
         errors: str,
-        timeout_s: float | None | object,
+        timeout_s: float | object | None,
     ) -> Iterator[Outcome]:
         timeout = self.timeout_s if timeout_s is ... else timeout_s
         assert timeout is None or isinstance(timeout, int | float)
@@ -242,7 +242,7 @@ class ParallelClient:
         *,
         chunksize: int | None = None,
         progress: bool = False,
-        timeout_s: float | None | object = ...,
+        timeout_s: float | object | None = ...,
     ) -> list[Any]:
         """``[fn(x) for x in iterable]`` computed by the master's workers, in order."""
         plan, stream = self._map_stream(fn, iterable, chunksize)
@@ -308,7 +308,7 @@ class ParallelClient:
         *,
         ordered: bool = False,
         errors: str = "raise",
-        timeout_s: float | None | object = ...,
+        timeout_s: float | object | None = ...,
     ) -> AsyncIterator[Outcome]:
         """``job()`` for asyncio code: ``async for result in client.ajob(...)``."""
         stream = self._stream(function, iterable, messages, ordered)
@@ -316,7 +316,7 @@ class ParallelClient:
             yield outcome
 
     async def _adrive(
-        self, stream: JobStream, errors: str, timeout_s: float | None | object
+        self, stream: JobStream, errors: str, timeout_s: float | object | None
     ) -> AsyncIterator[Outcome]:
         timeout = self.timeout_s if timeout_s is ... else timeout_s
         assert timeout is None or isinstance(timeout, int | float)
@@ -337,7 +337,8 @@ class ParallelClient:
                     await push.send_multipart(message)
                 if stream.done:
                     break
-                if await dealer.poll(int(self.heartbeat_interval_s * 1000), zmq.POLLIN):
+                wait_ms = int(self.heartbeat_interval_s * 1000)
+                if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
                     frames = await dealer.recv_multipart()
                     try:
                         outcomes = stream.accept(frames)
@@ -368,7 +369,7 @@ class ParallelClient:
         iterable: Iterable[Any],
         *,
         chunksize: int | None = None,
-        timeout_s: float | None | object = ...,
+        timeout_s: float | object | None = ...,
     ) -> list[Any]:
         """``map()`` for asyncio code."""
         plan, stream = self._map_stream(fn, iterable, chunksize)

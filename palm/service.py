@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from palm.errors import ConfigError
+from palm.cache import Cache
+from palm.errors import ConfigError, StateError
+from palm.logs import current_request_id
 from palm.protocol import ErrorInfo
 
 __all__ = ["Service", "Stopper", "split_function"]
@@ -74,18 +76,26 @@ class Stopper:
             self.stop()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # The C-level handler writes to the pipe at once, so a signal landing
+        # just before the poller blocks still wakes it (Python runs `handler`
+        # only between bytecodes).
+        old_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         try:
             yield
         finally:
+            signal.set_wakeup_fd(old_fd)
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
 
 class Service:
-    """Base of palm's servers and workers: name, logger and user functions."""
+    """Base of palm's servers and workers: name, logger and user functions.
 
-    #: Names of framework methods that are never exposed as user functions.
-    _framework_names: frozenset[str] = frozenset()
+    Classes that set ``_palm_framework = True`` in their body are palm's own:
+    their public methods are never user functions.
+    """
+
+    _palm_framework = True
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name or "." in name:
@@ -95,18 +105,22 @@ class Service:
         self._functions = self._find_functions()
 
     @classmethod
+    def _framework_classes(cls) -> list[type]:
+        return [k for k in cls.__mro__ if vars(k).get("_palm_framework") or k is object]
+
+    @classmethod
     def _reserved(cls) -> set[str]:
         names: set[str] = set()
-        for klass in cls.__mro__:
-            if klass.__module__.startswith("palm.") and klass is not object:
-                names.update(n for n in vars(klass) if not n.startswith("_"))
+        for klass in cls._framework_classes():
+            names.update(n for n in vars(klass) if not n.startswith("_"))
         return names
 
     def _find_functions(self) -> dict[str, Callable[[bytes], Any]]:
         reserved = self._reserved()
+        framework = self._framework_classes()
         found: dict[str, Callable[[bytes], Any]] = {}
         for klass in type(self).__mro__:
-            if klass.__module__.startswith("palm.") or klass is object:
+            if klass in framework:
                 continue
             for attr, value in vars(klass).items():
                 if attr.startswith("_") or attr in reserved or attr in found:
@@ -114,6 +128,24 @@ class Service:
                 if callable(value):
                     found[attr] = getattr(self, attr)
         return found
+
+    # the shared cache ------------------------------------------------------------
+
+    def shared_cache(self) -> Cache:
+        """Where ``set``/``get``/``delete`` go; subclasses say (StateError when nowhere)."""
+        raise StateError(f"{self.name} has no shared cache: give it a Redis URL or db_address")
+
+    def set(self, value: bytes, key: str | None = None) -> str:
+        """Store ``value`` in the cluster's shared cache; returns its key."""
+        return self.shared_cache().set(value, key)
+
+    def get(self, key: str) -> bytes | None:
+        """The cached value under ``key``, or None."""
+        return self.shared_cache().get(key)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` from the shared cache; False if it was not there."""
+        return self.shared_cache().delete(key)
 
     @property
     def functions(self) -> list[str]:
@@ -139,21 +171,33 @@ class Service:
         )
 
     def call(
-        self, func: Callable[[bytes], Any], function: str, payload: bytes, offset: int, stage: int
+        self,
+        func: Callable[[bytes], Any],
+        function: str,
+        payload: bytes,
+        offset: int,
+        stage: int,
+        request_id: object = None,
     ) -> tuple[bytes, ErrorInfo | None]:
-        """Run one user call; never raises for user errors."""
+        """Run one user call; never raises for user errors.
+
+        ``request_id`` (from the HTTP edge) is in the logging context while it runs.
+        """
+        token = current_request_id.set(request_id) if isinstance(request_id, str) else None
         try:
             result = func(payload)
         except Exception as exc:
             self.logger.exception("%s.%s raised %s", self.name, function, type(exc).__name__)
             return b"", error_info(exc, offset, self.name, stage)
+        finally:
+            if token is not None:
+                current_request_id.reset(token)
         if isinstance(result, bytes):
             return result, None
         if isinstance(result, bytearray | memoryview):
             return bytes(result), None
         message = (
-            f"{self.name}.{split_function(function)[1]} returned {type(result).__name__}, "
-            "not bytes"
+            f"{self.name}.{split_function(function)[1]} returned {type(result).__name__}, not bytes"
         )
         self.logger.error(message)
         return b"", ErrorInfo(offset, "palm.BadResult", message, "", self.name, stage)

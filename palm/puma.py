@@ -1,0 +1,297 @@
+"""PUMA: put Python functions behind an Envoy edge in four calls.
+
+::
+
+    from palm.puma import puma_config, puma_service, puma_start
+
+    def sentiment(body: bytes) -> dict:
+        return {"positive": b"good" in body}
+
+    puma_config({"puma_services": {"sentiment": "/sentiment"}, "load_balancer": "least_request"})
+    puma_service({"sentiment": sentiment})
+    puma_start()   # POST http://127.0.0.1:<port>/sentiment/call until Ctrl-C
+
+``puma_config(conf)`` takes a dict or a JSON string with the keys
+
+``puma_services``
+    ``{service: route}``: the public route prefix of each service.
+``load_balancer``
+    ``round_robin`` (default), ``least_request``, ``ring_hash``, ``maglev``,
+    ``random``.
+``rate_limit``
+    ``{"max_tokens", "tokens_per_fill", "fill_interval_s"}``: Envoy's local
+    token bucket; past it requests get 429 with ``x-envoy-ratelimited``.
+``logging``
+    ``{"access_log": path | "-" | null}`` (``"-"``: stdout).
+``http_connection_manager``
+    ``{"port", "route_timeout_s", "idle_timeout_s", "stream_idle_timeout_s",
+    "request_timeout_s", "drain_timeout_s", "connect_timeout_s"}``; ``port``
+    0 (default) lets the OS choose.
+``redis``
+    a Redis URL (or ``{"url": ...}``); without it an embedded redis-server
+    is started and stopped with the rest.
+``workers``, ``gateway_workers``, ``circuit_breakers``
+    pool sizes and Envoy's circuit breaker thresholds.
+
+``puma_service({name: callable})`` registers Python callables; a service may
+also map function names to callables (``{name: {"fn": callable}}``). A bare
+callable is served as function ``call``: ``POST <route>/call`` hands it the
+request body (bytes) and answers its result (bytes as they are, ``str`` as
+UTF-8, anything else as JSON); ``POST /map/<service>/call`` with a JSON array
+applies it to each item. Callables travel with cloudpickle to generic function
+workers. Source code strings are refused: palm never ``exec``\\ s text.
+
+``puma_start()`` starts Redis (unless configured), the master and its worker
+pool, the gateway and Envoy, prints the URLs, and blocks until SIGINT or
+SIGTERM; then it stops every process it started. ``puma_start(block=False)``
+returns the running deployment instead (stop it with ``.stop()``).
+
+The deployment itself (processes, Envoy configuration) is not part of the
+library: palm finds it through the ``puma`` entry point of the ``palm.edge``
+group, which the ``gateway`` package provides (``gateway.deploy:Puma``). This
+module checks configurations on its own and imports nothing of the gateway.
+
+``await puma_map(function, data)`` maps a function over data on the running
+deployment's workers (or on a temporary local cluster when none runs here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import FrameType
+from typing import Any, Protocol, TextIO
+
+from palm.config import LB_POLICIES, check_route
+from palm.errors import ConfigError
+
+__all__ = [
+    "CONFIG_KEYS",
+    "EDGE_GROUP",
+    "LB_POLICIES",
+    "Deployment",
+    "check_route",
+    "edge_implementation",
+    "puma_config",
+    "puma_map",
+    "puma_service",
+    "puma_start",
+]
+
+CONFIG_KEYS = frozenset(
+    {
+        "puma_services",
+        "load_balancer",
+        "rate_limit",
+        "logging",
+        "http_connection_manager",
+        "redis",
+        "workers",
+        "gateway_workers",
+        "circuit_breakers",
+    }
+)
+HCM_KEYS = {
+    "port",
+    "route_timeout_s",
+    "idle_timeout_s",
+    "stream_idle_timeout_s",
+    "request_timeout_s",
+    "drain_timeout_s",
+    "connect_timeout_s",
+}
+DEFAULT_FUNCTION = "call"
+
+#: The entry point group where the HTTP edge implementation registers itself.
+EDGE_GROUP = "palm.edge"
+
+
+class Deployment(Protocol):
+    """What palm needs from a running PUMA deployment (see ``gateway.deploy``)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def start(self) -> Deployment: ...
+
+    def stop(self) -> None: ...
+
+    def print_urls(self, out: TextIO | None = None) -> None: ...
+
+    def map(self, function: Callable[[Any], Any], data: Iterable[Any]) -> list[Any]: ...
+
+
+@dataclass
+class _Registry:
+    config: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, dict[str, Callable[..., Any]]] = field(default_factory=dict)
+    running: Deployment | None = None
+
+
+_registry = _Registry()
+
+
+def _seconds(value: Any, key: str) -> float:
+    """A duration given as a number of seconds or as Envoy text ("5s", "250ms")."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.endswith("ms"):
+                return float(text[:-2]) / 1000
+            if text.endswith("s"):
+                return float(text[:-1])
+            return float(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"{key} must be a number of seconds or a duration like '5s', not {value!r}")
+
+
+def _mapping(conf: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+    value = conf.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping")
+    unknown = set(value) - allowed
+    if unknown:
+        raise ConfigError(f"unknown {key} keys {sorted(unknown)}; known: {sorted(allowed)}")
+    return value
+
+
+def puma_config(conf: Mapping[str, Any] | str) -> dict[str, Any]:
+    """Set the deployment's configuration (a dict or a JSON string); return it."""
+    if isinstance(conf, str):
+        try:
+            conf = json.loads(conf)
+        except ValueError as exc:
+            raise ConfigError(f"puma_config: not valid JSON: {exc}") from exc
+    if not isinstance(conf, Mapping):
+        raise ConfigError("puma_config takes a mapping or a JSON object")
+    unknown = set(conf) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown puma_config keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}"
+        )
+    checked = dict(conf)
+    services = checked.get("puma_services") or {}
+    if not isinstance(services, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in services.items()
+    ):
+        raise ConfigError("puma_services must map service names to route prefixes like '/name'")
+    for name, route in services.items():
+        check_route(name, route.rstrip("/") or route)
+    checked["puma_services"] = {name: route.rstrip("/") for name, route in services.items()}
+    policy = checked.setdefault("load_balancer", "round_robin")
+    if policy not in LB_POLICIES:
+        raise ConfigError(f"load_balancer must be one of {sorted(LB_POLICIES)}, not {policy!r}")
+    _mapping(checked, "rate_limit", {"max_tokens", "tokens_per_fill", "fill_interval_s"})
+    _mapping(checked, "logging", {"access_log"})
+    hcm = _mapping(checked, "http_connection_manager", HCM_KEYS)
+    for key, value in hcm.items():
+        if key != "port":
+            hcm[key] = _seconds(value, f"http_connection_manager.{key}")
+    _mapping(
+        checked,
+        "circuit_breakers",
+        {"max_connections", "max_pending_requests", "max_requests", "max_retries"},
+    )
+    redis = checked.get("redis")
+    if isinstance(redis, dict):
+        redis = redis.get("url")
+    if redis is not None and not isinstance(redis, str):
+        raise ConfigError("redis must be a URL or {'url': URL}")
+    checked["redis"] = redis
+    _registry.config = checked
+    return checked
+
+
+def puma_service(services: Mapping[str, Any] | str) -> None:
+    """Register Python callables: ``{service: callable}`` or ``{service: {fn: callable}}``."""
+    if isinstance(services, str) or not isinstance(services, Mapping):
+        raise ConfigError(
+            "puma_service takes a mapping of service names to Python callables; "
+            "source code (strings, JSON) is not accepted: palm never executes text"
+        )
+    registered: dict[str, dict[str, Callable[..., Any]]] = {}
+    for name, target in services.items():
+        functions = target if isinstance(target, Mapping) else {DEFAULT_FUNCTION: target}
+        for fn_name, fn in functions.items():
+            if isinstance(fn, str | bytes):
+                raise ConfigError(
+                    f"puma_service: {name}.{fn_name} is a string; pass the Python callable "
+                    "itself (palm ships it with cloudpickle and never executes source text)"
+                )
+            if not callable(fn):
+                raise ConfigError(f"puma_service: {name}.{fn_name} is not callable")
+        registered[name] = dict(functions)
+    _registry.services.update(registered)
+
+
+def edge_implementation(name: str = "puma") -> Any:
+    """The object registered as ``name`` in the ``palm.edge`` entry point group."""
+    found = [entry for entry in entry_points(group=EDGE_GROUP) if entry.name == name]
+    if not found:
+        raise ConfigError(
+            f"no HTTP edge is installed (no {name!r} entry point in group {EDGE_GROUP!r}); "
+            "install palm with its gateway package, e.g. `pip install -e .` in the repository"
+        )
+    try:
+        return found[0].load()
+    except ImportError as exc:
+        raise ConfigError(f"the HTTP edge {found[0].value!r} cannot be imported: {exc}") from exc
+
+
+def puma_start(*, block: bool = True) -> Deployment:
+    """Start the deployment; block until SIGINT/SIGTERM unless ``block`` is False."""
+    factory = edge_implementation("puma")
+    puma: Deployment = factory(_registry.config, _registry.services).start()
+    _registry.running = puma
+    puma.print_urls()
+    if not block:
+        return puma
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        puma.stop()
+        if _registry.running is puma:
+            _registry.running = None
+        print("PUMA stopped", flush=True)
+    return puma
+
+
+async def puma_map(function: Callable[[Any], Any], data: Iterable[Any]) -> list[Any]:
+    """``map(function, data)`` on palm workers; results in order.
+
+    Uses the deployment started with ``puma_start(block=False)`` in this
+    process, or else a temporary local cluster for this one call.
+    """
+    items = list(data)
+    running = _registry.running
+    if running is not None:
+        return await asyncio.to_thread(running.map, function, items)
+
+    def run_locally() -> list[Any]:
+        from palm.cluster import LocalCluster
+
+        workers = int(_registry.config.get("workers") or 2)
+        with LocalCluster(workers=workers, name="puma-map") as cluster:
+            chunksize = max(1, math.isqrt(len(items)))
+            result: list[Any] = cluster.map(function, items, chunksize=chunksize)
+            return result
+
+    return await asyncio.to_thread(run_locally)

@@ -157,12 +157,16 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return {
         "cpu": cpu,
         "cores": str(os.cpu_count()),
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load average at start (1, 5, 15 min)": load,
+        "load average at start (1, 5, 15 min)": load_average(),
     }
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -182,7 +182,10 @@ def _ratio_target(
         why = missing[0] if missing else "not measured"
         return Target(text, required, "-", f"not measured ({why})")
     ratio = a / b
-    return Target(text, required, f"{ratio:.2f}x{note}", "pass" if ok(ratio) else "FAIL")
+    unit = palm[0].unit
+    figures = f"{fmt(a, unit)} vs {fmt(b, unit)}{'' if unit == 's' else ' ' + unit}"
+    measured = f"{ratio:.2f}x ({figures}){note}"
+    return Target(text, required, measured, "pass" if ok(ratio) else "FAIL")
 
 
 def targets(rows: list[Row]) -> list[Target]:

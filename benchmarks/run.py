@@ -91,13 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-install", action="store_true", help="never pip install peers")
     parser.add_argument("--output", type=Path, help="directory for RESULTS.md and plots")
+    parser.add_argument(
+        "--report-only", action="store_true", help="redraw RESULTS.md and plots from results.json"
+    )
     args = parser.parse_args(argv)
     mode = args.mode or "default"
     only = set(args.only or BENCHES)
     out_dir = args.output or (HERE / "quick" if mode == "quick" else HERE)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
+    if args.report_only:
+        return _write(report.load(str(results_path)), out_dir, _interpreters(mode, set(), False))
 
+    machine = environments.machine()
     selected = [job for job in jobs(mode) if job.bench in only]
     if args.key:
         selected = [job for job in selected if job.placeholders[0].key in args.key]
@@ -120,18 +126,24 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "mode": mode,
-        "machine": environments.machine(),
+        "machine": machine | {"load average at end (1, 5, 15 min)": environments.load_average()},
         "versions": _versions(ready),
         "benches": benches,
         "notes": [],
     }
-    results = {"meta": meta, "rows": rows}
+    return _write({"meta": meta, "rows": rows}, out_dir, ready)
+
+
+def _write(results: dict[str, Any], out_dir: Path, ready: dict[str, environments.Ready]) -> int:
+    """results.json, the plots, RESULTS.md; the targets on stdout."""
+    results_path = out_dir / "results.json"
+    results["meta"]["notes"] = [n for n in results["meta"].get("notes", []) if "plots" not in n]
     results_path.write_text(json.dumps(results, indent=1))
-    meta["notes"].append(_plot(results_path, out_dir / "plots", ready))
+    results["meta"]["notes"].append(_plot(results_path, out_dir / "plots", ready))
     results_path.write_text(json.dumps(results, indent=1))
     report.write(results, str(out_dir / "RESULTS.md"))
     print(f"[bench] wrote {out_dir / 'RESULTS.md'}", file=sys.stderr)
-    for target in report.targets([Row.from_dict(r) for r in rows]):
+    for target in report.targets([Row.from_dict(r) for r in results["rows"]]):
         print(f"{target.verdict:>5}  {target.text}: {target.measured} (required {target.required})")
     return 0
 

@@ -74,7 +74,10 @@ def _plot(results_path: Path, out_dir: Path, ready: dict[str, environments.Ready
         )  # fmt: skip
         if done.returncode == 0:
             count = len(done.stdout.split())
-            return f"{count} plots in {out_dir.relative_to(HERE.parent)}/ (matplotlib, {python})"
+            where = (
+                out_dir.relative_to(HERE.parent) if out_dir.is_relative_to(HERE.parent) else out_dir
+            )
+            return f"{count} plots in {where}/ (matplotlib, {Path(python).parent.parent.name})"
     return "plots not drawn: no interpreter with matplotlib (the peers' venv provides it)"
 
 

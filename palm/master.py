@@ -151,6 +151,8 @@ class Master:
         self.inflight: dict[tuple[bytes, int], Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
         self.undelivered: dict[bytes, deque[list[bytes]]] = {}
+        self.undelivered_since: dict[bytes, float] = {}
+        self.undelivered_ttl_s = 300.0
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
 
         self._stopper = Stopper()
@@ -339,10 +341,12 @@ class Master:
             reply = Header(Kind.WELCOME, header.id, identity, extra=info)
             self._send_client(identity, [reply.to_wire()])
             waiting = self.undelivered.pop(identity, None)
+            self.undelivered_since.pop(identity, None)
             while waiting:
                 self._send_client(identity, waiting.popleft())
         elif header.kind == Kind.BYE:
             self.undelivered.pop(identity, None)
+            self.undelivered_since.pop(identity, None)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a client")
 
@@ -352,7 +356,10 @@ class Master:
         except zmq.ZMQError:
             # the client is not connected (yet, or any more): keep its results,
             # within a bound, until it says hello again.
-            box = self.undelivered.setdefault(client, deque())
+            box = self.undelivered.get(client)
+            if box is None:
+                box = self.undelivered[client] = deque()
+                self.undelivered_since[client] = time.monotonic()
             if len(box) >= self.pending_results_per_client:
                 box.popleft()
                 self.logger.warning("dropping an undelivered result for a silent client")
@@ -556,6 +563,16 @@ class Master:
         for w in list(self.workers.values()):
             if now - w.last_seen > deadline:
                 self._worker_dead(w, f"silent for {now - w.last_seen:.1f} s")
+        for client, since in list(self.undelivered_since.items()):
+            if now - since > self.undelivered_ttl_s:
+                lost = len(self.undelivered.pop(client, ()))
+                del self.undelivered_since[client]
+                self.logger.warning(
+                    "dropped %d result message(s) for client %s, silent for %.0f s",
+                    lost,
+                    client.hex(),
+                    self.undelivered_ttl_s,
+                )
         self.counters.set_backlog(self.queued)
         for w in self.workers.values():
             self.counters.worker_seen(w.name or w.identity.hex(), w.done)

@@ -122,6 +122,7 @@ class Up:
         env["PALM_SECRET"] = self.secret
         if self.redis_url:
             env["PALM_REDIS_URL"] = self.redis_url
+        env["PALM_CLUSTER"] = self.config.name
         if self.config.path is not None:
             here = str(self.config.path.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)

@@ -37,7 +37,7 @@ from palm.protocol import (
     job_count,
     jobs_in,
 )
-from palm.service import Service, Stopper
+from palm.service import Service, Stopper, split_function
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
 
 __all__ = ["Server"]
@@ -169,13 +169,14 @@ class Server(Service):
         """Run ``header.function`` on each payload: the reply header and results."""
         reply = header.reply()
         started = time.monotonic()
+        function = split_function(header.function)[1]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = [
                 self.unknown(header.function, i, header.stage) for i in range(len(payloads))
             ]
             self.failed += len(payloads)
-            self.counters.record_batch(header.function, 0.0, len(payloads), len(payloads))
+            self.counters.record_batch(function, 0.0, len(payloads), len(payloads))
             return reply, [b""] * len(payloads)
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
@@ -189,9 +190,7 @@ class Server(Service):
                 errors.append(error)
         self.handled += len(payloads)
         self.failed += len(errors)
-        self.counters.record_batch(
-            header.function, time.monotonic() - started, len(payloads), len(errors)
-        )
+        self.counters.record_batch(function, time.monotonic() - started, len(payloads), len(errors))
         if errors:
             reply.errors = errors
         return reply, results

@@ -1,0 +1,145 @@
+"""Aggregates kept in Redis, applied exactly once per position id.
+
+Everything a run keeps lives under ``<prefix>mastr:<run>:``:
+
+- ``agg:<book>|<ccy>``: a hash with ``count`` and the sums of every field;
+- ``seen:<book>|<ccy>``: the set of position ids already added to that hash;
+- ``keys``: the set of aggregate keys the run has touched;
+- ``meta``: a hash with ``expected`` (valid positions), ``done`` and the
+  invalid positions as JSON.
+
+A position is applied by a Lua script that adds its id to ``seen`` and, only if
+it was not there, increments the hash: the check and the update are one atomic
+step inside Redis. So an aggregation worker keeps no state of its own; a worker
+killed halfway through a batch loses nothing, and the batch delivered again to
+its replacement adds only what was not added yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from examples.mastr.aggregate import FIELDS, Aggregate, Key, key_name, parse_key
+from examples.mastr.pricing import Valuation
+
+__all__ = ["Snapshot", "Store"]
+
+# KEYS: keys-set, seen-set, agg-hash.  ARGV: key name, then 6 values per position
+# (id and the five fields, in FIELDS order).  Returns how many were new.
+_APPLY = """
+local fields = {'pv', 'pv_reporting', 'delta', 'vega', 'dv01'}
+local added = 0
+for i = 2, #ARGV, 6 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    added = added + 1
+    for f = 1, 5 do
+      redis.call('HINCRBYFLOAT', KEYS[3], fields[f], ARGV[i + f])
+    end
+  end
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[3], 'count', added)
+  redis.call('SADD', KEYS[1], ARGV[1])
+end
+return added
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Aggregates read in one Redis transaction, with the run's progress."""
+
+    aggregates: dict[Key, Aggregate]
+    expected: int
+    done: bool
+    ids: dict[Key, frozenset[str]] | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(a.count for a in self.aggregates.values())
+
+
+class Store:
+    """The aggregation state of one run in Redis (``client`` is a redis-py client)."""
+
+    def __init__(self, client: redis.Redis, run: str, prefix: str = "palm:default:") -> None:
+        self.client = client
+        self.run = run
+        self.base = f"{prefix}mastr:{run}:"
+        self._apply = client.register_script(_APPLY)
+
+    def _key(self, *parts: str) -> str:
+        return self.base + ":".join(parts)
+
+    def begin(self, expected: int, invalid: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Start a run: forget any earlier state of the same run id."""
+        stale = list(self.client.scan_iter(match=self.base + "*", count=1000))
+        pipe = self.client.pipeline(transaction=True)
+        if stale:
+            pipe.delete(*stale)
+        pipe.hset(
+            self._key("meta"),
+            mapping={"expected": expected, "done": 0, "invalid": json.dumps(list(invalid))},
+        )
+        pipe.execute()
+
+    def finish(self) -> None:
+        """Mark the run complete: every valid position has been applied."""
+        self.client.hset(self._key("meta"), "done", 1)
+
+    def apply(self, valuations: Iterable[Valuation]) -> int:
+        """Add valuations not added before; returns how many were new."""
+        groups: dict[Key, list[str]] = {}
+        for v in valuations:
+            args = groups.setdefault((v.book, v.currency), [])
+            args.append(v.position_id)
+            args.extend(repr(x) for x in (v.pv, v.pv_reporting, v.delta, v.vega, v.dv01))
+        if not groups:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for key, args in groups.items():
+            name = key_name(key)
+            self._apply(
+                keys=[self._key("keys"), self._key("seen", name), self._key("agg", name)],
+                args=[name, *args],
+                client=pipe,
+            )
+        return sum(int(n) for n in pipe.execute())
+
+    def invalid(self) -> list[dict[str, Any]]:
+        raw = self.client.hget(self._key("meta"), "invalid")
+        return list(json.loads(raw)) if raw else []
+
+    def snapshot(self, with_ids: bool = False) -> Snapshot:
+        """Every aggregate of the run as of one instant (a MULTI/EXEC read)."""
+        names = sorted(n.decode() for n in self.client.smembers(self._key("keys")))  # type: ignore[union-attr]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(self._key("meta"), ["expected", "done"])
+        for name in names:
+            pipe.hgetall(self._key("agg", name))
+            if with_ids:
+                pipe.smembers(self._key("seen", name))
+        replies = pipe.execute()
+        expected, done = replies[0]
+        step = 2 if with_ids else 1
+        aggregates: dict[Key, Aggregate] = {}
+        ids: dict[Key, frozenset[str]] = {}
+        for i, name in enumerate(names):
+            raw = replies[1 + i * step]
+            key = parse_key(name)
+            aggregates[key] = Aggregate(
+                int(raw.get(b"count", 0)), {f: float(raw.get(f.encode(), 0.0)) for f in FIELDS}
+            )
+            if with_ids:
+                ids[key] = frozenset(m.decode() for m in replies[2 + i * step])
+        return Snapshot(
+            aggregates=aggregates,
+            expected=int(expected or 0),
+            done=bool(int(done or 0)),
+            ids=ids if with_ids else None,
+        )

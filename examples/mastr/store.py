@@ -111,6 +111,13 @@ class Store:
             )
         return sum(int(n) for n in pipe.execute())
 
+    def record_failed(self, failed: Sequence[Mapping[str, Any]]) -> None:
+        """Move positions that could not be valued from ``expected`` to the invalid list."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._key("meta"), "invalid", json.dumps([*self.invalid(), *failed]))
+        pipe.hincrby(self._key("meta"), "expected", -len(failed))
+        pipe.execute()
+
     def invalid(self) -> list[dict[str, Any]]:
         raw = self.client.hget(self._key("meta"), "invalid")
         return list(json.loads(raw)) if raw else []

@@ -20,8 +20,6 @@ __all__ = ["main"]
 
 def _run(args: argparse.Namespace) -> int:
     from examples.mastr.aggregate import format_table
-    from examples.mastr.client import value_portfolio
-    from examples.mastr.cluster import LocalMastr
     from examples.mastr.schema import PortfolioError, load_portfolio, parse_portfolio
 
     started = time.perf_counter()
@@ -40,6 +38,9 @@ def _run(args: argparse.Namespace) -> int:
         f"(read in {time.perf_counter() - started:.1f} s)",
         file=sys.stderr,
     )
+    from examples.mastr.client import value_portfolio  # palm is needed from here on
+    from examples.mastr.cluster import LocalMastr
+
     with LocalMastr(workers=args.workers, shards=args.shards, redis_url=args.redis) as cluster:
         assert cluster.deployment is not None
         result = value_portfolio(

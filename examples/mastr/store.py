@@ -8,11 +8,13 @@ Everything a run keeps lives under ``<prefix>mastr:<run>:``:
 - ``meta``: a hash with ``expected`` (valid positions), ``done`` and the
   invalid positions as JSON.
 
-A position is applied by a Lua script that adds its id to ``seen`` and, only if
-it was not there, increments the hash: the check and the update are one atomic
-step inside Redis. So an aggregation worker keeps no state of its own; a worker
-killed halfway through a batch loses nothing, and the batch delivered again to
-its replacement adds only what was not added yet.
+Results are applied by a Lua script that adds each id to ``seen`` and sums
+only the values of the ids that were not there yet, then increments the hash
+by those sums (formatted with 17 significant digits, so no bit is lost on the
+way): the check and the update are one atomic step inside Redis. So an
+aggregation worker keeps no state of its own; a worker killed halfway through
+a batch loses nothing, and the batch delivered again to its replacement adds
+only what was not added yet.
 """
 
 from __future__ import annotations
@@ -29,24 +31,36 @@ from examples.mastr.pricing import Valuation
 
 __all__ = ["Snapshot", "Store"]
 
-# KEYS: keys-set, seen-set, agg-hash.  ARGV: key name, then 6 values per position
-# (id and the five fields, in FIELDS order).  Returns how many were new.
+# KEYS: keys-set, then per aggregate key its seen-set and its hash.
+# ARGV: per aggregate key: its name, n, then 6 values per position (id and the
+# five fields, in FIELDS order).  Returns how many positions were new.
 _APPLY = """
 local fields = {'pv', 'pv_reporting', 'delta', 'vega', 'dv01'}
-local added = 0
-for i = 2, #ARGV, 6 do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
-    added = added + 1
-    for f = 1, 5 do
-      redis.call('HINCRBYFLOAT', KEYS[3], fields[f], ARGV[i + f])
+local total = 0
+local a = 1
+for k = 2, #KEYS, 2 do
+  local name, n = ARGV[a], tonumber(ARGV[a + 1])
+  local sums = {0.0, 0.0, 0.0, 0.0, 0.0}
+  local added = 0
+  for i = a + 2, a + 1 + 6 * n, 6 do
+    if redis.call('SADD', KEYS[k], ARGV[i]) == 1 then
+      added = added + 1
+      for f = 1, 5 do
+        sums[f] = sums[f] + tonumber(ARGV[i + f])
+      end
     end
   end
+  if added > 0 then
+    for f = 1, 5 do
+      redis.call('HINCRBYFLOAT', KEYS[k + 1], fields[f], string.format('%.17g', sums[f]))
+    end
+    redis.call('HINCRBY', KEYS[k + 1], 'count', added)
+    redis.call('SADD', KEYS[1], name)
+  end
+  total = total + added
+  a = a + 2 + 6 * n
 end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[3], 'count', added)
-  redis.call('SADD', KEYS[1], ARGV[1])
-end
-return added
+return total
 """
 
 
@@ -96,20 +110,18 @@ class Store:
         """Add valuations not added before; returns how many were new."""
         groups: dict[Key, list[str]] = {}
         for v in valuations:
-            args = groups.setdefault((v.book, v.currency), [])
-            args.append(v.position_id)
-            args.extend(repr(x) for x in (v.pv, v.pv_reporting, v.delta, v.vega, v.dv01))
+            group = groups.setdefault((v.book, v.currency), [])
+            group.append(v.position_id)
+            group.extend(repr(x) for x in (v.pv, v.pv_reporting, v.delta, v.vega, v.dv01))
         if not groups:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for key, args in groups.items():
+        keys = [self._key("keys")]
+        args: list[str | int] = []
+        for key, values in groups.items():
             name = key_name(key)
-            self._apply(
-                keys=[self._key("keys"), self._key("seen", name), self._key("agg", name)],
-                args=[name, *args],
-                client=pipe,
-            )
-        return sum(int(n) for n in pipe.execute())
+            keys += [self._key("seen", name), self._key("agg", name)]
+            args += [name, len(values) // 6, *values]
+        return int(self._apply(keys=keys, args=args))
 
     def record_failed(self, failed: Sequence[Mapping[str, Any]]) -> None:
         """Move positions that could not be valued from ``expected`` to the invalid list."""

@@ -1,0 +1,14 @@
+"""palm's HTTP edge: a Flask gateway served by gunicorn, behind Envoy.
+
+Requests flow ``HTTP client -> Envoy -> gateway -> palm masters/servers``.
+
+- :mod:`gateway.app`: ``create_app(config=None)``, the Flask app factory
+  (configuration from ``PALM_GATEWAY_*`` variables, see :mod:`gateway.settings`).
+- :mod:`gateway.serve`: ``GatewayServer``, gunicorn in a child process.
+- :mod:`gateway.envoy_config`: ``EdgeConfig`` and the rendering of Envoy's
+  bootstrap and filesystem xDS files from the templates in ``envoy/``.
+- :mod:`gateway.envoy_process`: ``EnvoyProcess``, Envoy in a child process,
+  routes added while it runs.
+
+Importing this package starts nothing and reads no environment variable.
+"""

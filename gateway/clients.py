@@ -1,0 +1,205 @@
+"""palm clients for the gateway, created lazily in each gunicorn worker process.
+
+A palm client owns ZeroMQ sockets, which must not cross a ``fork`` nor be used
+by two threads at once. Each gateway process therefore creates its clients on
+first use (after gunicorn forked it) and lends each one to a single request
+thread at a time; a process keeps at most as many clients per service as it
+ran requests at once (one for a sync worker). Clients are rebuilt when the
+process id changes and after a timeout, since a socket that timed out may hold
+a stale reply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from palm.errors import RemoteError, TimeoutError, UnknownFunction
+
+__all__ = ["Caller", "ClientPool", "make_caller"]
+
+
+class Caller(Protocol):
+    """What the gateway needs from a palm client, whatever the service kind."""
+
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes: ...
+
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class StandaloneCaller:
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        from palm.standalone import Client
+
+        self.client = Client(
+            spec["address"], spec["server_name"], db_address=spec["db_address"], timeout_s=timeout_s
+        )
+
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
+        # The request id travels in the job header (``extra``), for the server's logs.
+        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
+        return self.client.job(function, payload, extra=extra)
+
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
+        return [self.call(function, payload) for payload in payloads]
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+class ParallelCaller:
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        from palm.standalone import ParallelClient
+
+        self.client = ParallelClient(
+            spec["push_address"],
+            spec["pull_address"],
+            spec["db_address"],
+            spec["server_name"],
+            timeout_s=timeout_s,
+        )
+
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
+        return self.map(function, [payload], request_id)[0]
+
+    def map(
+        self, function: str, payloads: list[bytes], request_id: str | None = None
+    ) -> list[bytes]:
+        if not payloads:
+            return []
+        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
+        results = self.client.job(
+            function, payloads, messages=len(payloads), ordered=True, extra=extra
+        )
+        out: list[bytes] = []
+        for result in results:
+            if isinstance(result, RemoteError):  # only with errors="yield"; kept for safety
+                raise result
+            out.append(bytes(result))
+        return out
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+def to_bytes(value: Any, *, text_as_json: bool) -> bytes:
+    """A Python function's result as response bytes (bytes as they are)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str) and not text_as_json:
+        return value.encode()
+    return json.dumps(value).encode()
+
+
+class FunctionCaller:
+    """Python callables (registered with ``puma_service``) run by function workers.
+
+    ``call`` hands the callable the request body (bytes); ``map`` hands it each
+    item's JSON value. Results that are not bytes come back as UTF-8 text
+    (``call``, for a ``str``) or as JSON.
+    """
+
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        import cloudpickle
+
+        from palm.standalone import ParallelClient
+
+        with open(spec["functions_path"], "rb") as source:
+            self.functions: dict[str, Callable[[Any], Any]] = cloudpickle.load(source)
+        self.service = spec["server_name"]
+        # The cluster secret (signing pickled functions) comes from PALM_SECRET.
+        self.client = ParallelClient(
+            spec["push_address"],
+            spec["pull_address"],
+            spec["db_address"],
+            spec["server_name"],
+            timeout_s=timeout_s,
+        )
+
+    def _function(self, name: str) -> Callable[[Any], Any]:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise UnknownFunction(
+                "palm.UnknownFunction",
+                f"service {self.service!r} has no function {name!r}",
+                server=self.service,
+                function=name,
+            ) from None
+
+    def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
+        (result,) = self.client.map(self._function(function), [payload])
+        return to_bytes(result, text_as_json=False)
+
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
+        fn = self._function(function)
+        items = [json.loads(payload) for payload in payloads]
+        return [to_bytes(result, text_as_json=True) for result in self.client.map(fn, items)]
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+def make_caller(spec: dict[str, Any], timeout_s: float) -> Caller:
+    if spec["kind"] == "parallel":
+        return ParallelCaller(spec, timeout_s)
+    if spec["kind"] == "function":
+        return FunctionCaller(spec, timeout_s)
+    return StandaloneCaller(spec, timeout_s)
+
+
+class ClientPool:
+    """Idle callers per service, owned by one process."""
+
+    def __init__(self, services: dict[str, dict[str, Any]], timeout_s: float) -> None:
+        self.services = services
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._idle: dict[str, list[Caller]] = {}
+
+    def _reset_after_fork(self) -> None:
+        # Sockets inherited from the parent belong to it: drop them unclosed.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._idle = {}
+
+    @contextmanager
+    def borrow(self, service: str) -> Iterator[Caller]:
+        with self._lock:
+            self._reset_after_fork()
+            idle = self._idle.setdefault(service, [])
+            caller = idle.pop() if idle else None
+        if caller is None:
+            caller = make_caller(self.services[service], self.timeout_s)
+        try:
+            yield caller
+        except TimeoutError:
+            caller.close()
+            raise
+        except BaseException:
+            with self._lock:
+                self._idle.setdefault(service, []).append(caller)
+            raise
+        else:
+            with self._lock:
+                self._idle.setdefault(service, []).append(caller)
+
+    def close(self) -> None:
+        with self._lock:
+            for callers in self._idle.values():
+                for caller in callers:
+                    caller.close()
+            self._idle = {}

@@ -1,0 +1,37 @@
+"""gunicorn settings for the gateway (``--config python:gateway.gunicorn_conf``).
+
+The gateway process is an application, so this is where its logging is set up:
+records carry the request's ``x-request-id`` (``[request_id]`` in the format).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "gateway.app.RequestIdFilter"}},
+    "formatters": {
+        "palm": {
+            "format": "%(asctime)s %(process)d %(levelname)s %(name)s [%(request_id)s] %(message)s"
+        }
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "palm",
+            "filters": ["request_id"],
+            "stream": "ext://sys.stderr",
+        },
+        # gunicorn's own defaults refer to these two names.
+        "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gateway": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "palm": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.error": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+    },
+}

@@ -1,0 +1,32 @@
+"""palm: clusters of high-performance micro-servers on ZeroMQ."""
+
+__version__ = "0.1.0"
+
+from palm.errors import (
+    BadResult,
+    ConfigError,
+    JobLost,
+    PalmError,
+    PayloadTooLarge,
+    ProtocolError,
+    RemoteError,
+    StateError,
+    TimeoutError,
+    UnknownFunction,
+)
+
+__all__ = [
+    # errors
+    "BadResult",
+    "ConfigError",
+    "JobLost",
+    "PalmError",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "RemoteError",
+    "StateError",
+    "TimeoutError",
+    "UnknownFunction",
+    # version
+    "__version__",
+]

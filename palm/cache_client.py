@@ -1,0 +1,79 @@
+"""Cache calls against a master's ``db_address``: ``set``, ``get``, ``delete``.
+
+A failure to reach the master, or a cache backend that fails behind it,
+raises :class:`palm.errors.StateError`; a missing key raises ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import zmq
+
+from palm.errors import ProtocolError, StateError
+from palm.protocol import Header, Kind, decode
+from palm.sockets import check_endpoint, make_socket
+
+__all__ = ["CacheClient"]
+
+
+class CacheClient:
+    """A client of the shared cache a master serves on its ``db_address``."""
+
+    def __init__(self, db_address: str, *, timeout_s: float = 5.0) -> None:
+        self.db_address = check_endpoint(db_address, "db_address")
+        self.timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        self._socket: zmq.Socket[bytes] | None = None
+        self._pid = os.getpid()
+
+    def set(self, value: bytes, key: str | None = None) -> str:
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise TypeError(f"cache values are bytes, got {type(value).__name__}")
+        header, payloads = self._call(Header(Kind.CACHE_SET, key=key), [bytes(value)])
+        return header.key or payloads[0].decode()
+
+    def get(self, key: str) -> bytes:
+        header, payloads = self._call(Header(Kind.CACHE_GET, key=key), [], missing_ok=True)
+        if header.errors:
+            raise KeyError(key)
+        return payloads[0]
+
+    def delete(self, key: str) -> bool:
+        _, payloads = self._call(Header(Kind.CACHE_DELETE, key=key), [])
+        return payloads[0] == b"1"
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+
+    def _call(
+        self, header: Header, payloads: list[bytes], missing_ok: bool = False
+    ) -> tuple[Header, list[bytes]]:
+        if self._socket is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._socket = make_socket(zmq.DEALER)
+            self._socket.connect(self.db_address)
+        sock = self._socket
+        header.id = next(self._ids)
+        sock.send_multipart([header.to_wire(), *payloads])
+        while True:
+            if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                self.close()
+                raise StateError(
+                    f"the cache at {self.db_address} did not answer within {self.timeout_s} s"
+                )
+            try:
+                reply, results = decode(sock.recv_multipart())
+            except ProtocolError:
+                continue
+            if reply.id != header.id:
+                continue
+            if reply.errors and not (missing_ok and reply.errors[0].type == "KeyError"):
+                info = reply.errors[0]
+                raise StateError(f"cache {Kind.NAMES[header.kind]} failed: {info.message}")
+            if not results:
+                results = [b""]
+            return reply, results

@@ -1,0 +1,208 @@
+"""A whole parallel cluster on this machine, for scripts, notebooks and tests.
+
+::
+
+    with LocalCluster(workers=2) as cluster:
+        squares = cluster.map(lambda x: x * x, range(1000))
+
+It starts a master and ``workers`` generic worker processes (plus any
+``worker_class``) on loopback with OS-chosen ports and a fresh cluster
+secret, and stops every process it started on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+from palm.errors import ConfigError
+from palm.parallel import ParallelClient
+
+__all__ = ["LocalCluster", "read_ready"]
+
+
+def read_ready(proc: subprocess.Popen[str], timeout_s: float = 20.0) -> dict[str, Any]:
+    """Wait for the JSON ``ready`` line a palm process prints on stdout."""
+    import selectors
+
+    assert proc.stdout is not None
+    stream: IO[str] = proc.stdout
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError(f"process {proc.pid} did not report ready in {timeout_s} s")
+            line = stream.readline()
+            if not line:
+                raise RuntimeError(f"process {proc.pid} exited with {proc.wait()} before ready")
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "ready":
+                return event
+    finally:
+        sel.close()
+
+
+class LocalCluster:
+    """A master and a pool of worker processes on 127.0.0.1."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        name: str = "palm",
+        worker_class: str = "palm.worker:FunctionWorker",
+        secret: str | None = None,
+        heartbeat_interval_s: float = 1.0,
+        credit: int = 2,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ConfigError("workers must be zero or more")
+        self.name = name
+        self.worker_count = workers
+        self.worker_class = worker_class
+        self.secret = secret or secrets.token_hex(16)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.credit = credit
+        self.host = host
+        self.env = dict(os.environ, PALM_SECRET=self.secret, **(env or {}))
+        self.master: subprocess.Popen[str] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.addresses: dict[str, str] = {}
+        self._clients: list[ParallelClient] = []
+
+    # lifecycle ---------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        any_port = f"tcp://{self.host}:*"
+        cmd = [
+            sys.executable,
+            "-m",
+            "palm",
+            "--log-level",
+            "WARNING",
+            "master",
+            "--name",
+            self.name,
+        ]
+        for flag in ("--pull", "--push", "--worker-pull", "--worker-push", "--db"):
+            cmd += [flag, any_port]
+        cmd += ["--heartbeat-interval-s", str(self.heartbeat_interval_s)]
+        self.master = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=self.env)
+        try:
+            ready = read_ready(self.master)
+            self.addresses = {k: v for k, v in ready.items() if isinstance(v, str) and "://" in v}
+            for _ in range(self.worker_count):
+                self.add_worker()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_worker(self, worker_class: str | None = None) -> subprocess.Popen[bytes]:
+        """Start one more worker process; returns it (its ``pid`` is the worker's)."""
+        index = len(self.workers)
+        cmd = [
+            sys.executable,
+            "-m",
+            "palm.worker_process",
+            worker_class or self.worker_class,
+            f"{self.name}-w{index}",
+            "--push",
+            self.addresses["worker_push"],
+            "--pull",
+            self.addresses["worker_pull"],
+            "--credit",
+            str(self.credit),
+            "--heartbeat-interval-s",
+            str(self.heartbeat_interval_s),
+            "--log-level",
+            "WARNING",
+        ]
+        proc = subprocess.Popen(cmd, env=self.env)
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, count: int | None = None, timeout_s: float = 20.0) -> None:
+        """Block until the master knows ``count`` workers (default: all started)."""
+        import msgpack
+
+        from palm.client import Client
+
+        want = len([w for w in self.workers if w.poll() is None]) if count is None else count
+        probe = Client(self.addresses["db"], self.name, timeout_s=2.0)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                info = probe.info()
+                if len(info.get("workers", [])) >= want:  # type: ignore[arg-type]
+                    return
+                time.sleep(0.05)
+        finally:
+            probe.close()
+            del msgpack
+        raise TimeoutError(f"the master did not see {want} workers within {timeout_s} s")
+
+    def stop(self) -> None:
+        """Stop every process this cluster started (SIGTERM, then SIGKILL)."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        procs: list[subprocess.Popen[Any]] = [*self.workers]
+        if self.master is not None:
+            procs.append(self.master)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.master is not None and self.master.stdout is not None:
+            self.master.stdout.close()
+        self.workers.clear()
+        self.master = None
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # use ---------------------------------------------------------------------
+
+    def client(self, **options: Any) -> ParallelClient:
+        """A new ParallelClient of this cluster's master (closed on stop)."""
+        client = ParallelClient(
+            self.addresses["push"],
+            self.addresses["pull"],
+            self.addresses["db"],
+            self.name,
+            secret=self.secret,
+            **options,
+        )
+        self._clients.append(client)
+        return client
+
+    def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], **options: Any) -> list[Any]:
+        """``[fn(x) for x in iterable]`` on the cluster's workers."""
+        if not self._clients:
+            self.client()
+        return self._clients[0].map(fn, iterable, **options)

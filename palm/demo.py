@@ -1,0 +1,63 @@
+"""What ``palm demo`` runs: a standalone server and a parallel cluster, called for real."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from palm.client import Client
+from palm.cluster import LocalCluster, read_ready
+from palm.server import Server
+
+__all__ = ["DemoServer", "run"]
+
+
+class DemoServer(Server):
+    """The presentation's standalone server."""
+
+    def foo(self, message: bytes) -> bytes:
+        return b"you sent me " + message
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def run(out: object = None) -> int:
+    write = print
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "palm",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "palm.demo:DemoServer",
+            "--name",
+            "my_server",
+            "--address",
+            "tcp://127.0.0.1:*",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address = read_ready(server)["address"]
+        write(f"standalone server 'my_server' on {address} (pid {server.pid})")
+        with Client(address, "my_server") as client:
+            write(f"Client got:  {client.job('foo', b'a message')!r}")
+        with LocalCluster(workers=2, name="demo") as cluster:
+            cluster.wait_for_workers()
+            write(f"parallel master 'demo' on {cluster.addresses['pull']} with 2 workers")
+            start = time.perf_counter()
+            squares = cluster.map(_square, range(100_000))
+            took = time.perf_counter() - start
+            write(f"map of 100,000 squares: sum {sum(squares)} in {took:.2f} s")
+    finally:
+        server.terminate()
+        server.wait(5)
+        if server.stdout is not None:
+            server.stdout.close()
+    return 0

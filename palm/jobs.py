@@ -1,0 +1,161 @@
+"""The bookkeeping of one streaming ``job()`` call, free of any I/O.
+
+:class:`JobStream` takes items from the caller's iterable lazily, packs them
+into JOB messages within a window of jobs in flight, keeps what it sent until
+the result arrives (so it can send it again after a master restart), drops
+duplicate results, and hands back results in arrival or submission order.
+The blocking and the asyncio clients drive the same stream, each with its own
+sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from palm.errors import ConfigError, PayloadTooLarge, RemoteError
+from palm.protocol import Header, Kind, decode
+
+__all__ = ["JobStream", "Outcome"]
+
+#: A result as the stream hands it back: payload bytes or the error for that job.
+Outcome = bytes | RemoteError
+
+
+class JobStream:
+    """State of one ``job()`` call.
+
+    ``messages`` caps how many items are taken from ``iterable`` (and so how
+    many results there will be); ``window`` caps jobs in flight; ``batch``
+    caps jobs per message.
+    """
+
+    def __init__(
+        self,
+        client: bytes,
+        function: str,
+        iterable: Iterable[bytes],
+        *,
+        ids: Iterator[int],
+        messages: int | None = None,
+        ordered: bool = False,
+        window: int = 2_000,
+        batch: int = 64,
+        max_message_bytes: int,
+        extra: dict[str, Any] | None = None,
+        pipeline: bytes | None = None,
+    ) -> None:
+        if messages is not None and messages < 0:
+            raise ConfigError("messages must be zero or more")
+        if window < 1 or batch < 1:
+            raise ConfigError("window and batch must be at least 1")
+        self.client = client
+        self.function = function
+        source = iter(iterable)
+        self._source = itertools.islice(source, messages) if messages is not None else source
+        self.exhausted = messages == 0
+        self.ordered = ordered
+        self.window = window
+        self.batch = batch
+        self.max_message_bytes = max_message_bytes
+        self.extra = extra
+        self.pipeline = pipeline
+        self._ids = ids
+        self.outstanding: dict[int, bytes] = {}
+        self.sent = 0
+        self.received = 0
+        # ordered delivery: job id -> submission position, and results parked
+        self._position: dict[int, int] = {}
+        self._parked: dict[int, Outcome] = {}
+        self._next_position = 0
+        self._taken = 0
+
+    @property
+    def done(self) -> bool:
+        return self.exhausted and not self.outstanding and not self._parked
+
+    def fill(self) -> list[list[bytes]]:
+        """Messages to send now to top the window up (possibly none)."""
+        out: list[list[bytes]] = []
+        while not self.exhausted:
+            room = self.window - len(self.outstanding)
+            if room <= 0:
+                break
+            take = min(room, self.batch)
+            payloads: list[bytes] = []
+            size = 0
+            for item in self._source:
+                if not isinstance(item, bytes | bytearray | memoryview):
+                    raise TypeError(f"job payloads must be bytes, got {type(item).__name__}")
+                payload = bytes(item)
+                if len(payload) > self.max_message_bytes:
+                    raise PayloadTooLarge(len(payload), self.max_message_bytes)
+                payloads.append(payload)
+                size += len(payload)
+                if len(payloads) >= take or size >= self.max_message_bytes // 4:
+                    break
+            else:
+                self.exhausted = True
+            if not payloads:
+                break
+            out.append(self._message(payloads))
+        return out
+
+    def _message(self, payloads: list[bytes]) -> list[bytes]:
+        first = next(self._ids)
+        # reserve consecutive ids for the batch
+        for _ in range(len(payloads) - 1):
+            next(self._ids)
+        for offset, payload in enumerate(payloads):
+            self.outstanding[first + offset] = payload
+            if self.ordered:
+                self._position[first + offset] = self._taken
+            self._taken += 1
+        self.sent += len(payloads)
+        header = Header(
+            Kind.JOB, first, self.client, self.function, pipeline=self.pipeline, extra=self.extra
+        )
+        return [header.to_wire(), *payloads]
+
+    def resend(self) -> list[list[bytes]]:
+        """Every job still outstanding, as messages, for a master that lost them."""
+        out: list[list[bytes]] = []
+        for job_id, payload in sorted(self.outstanding.items()):
+            header = Header(
+                Kind.JOB,
+                job_id,
+                self.client,
+                self.function,
+                pipeline=self.pipeline,
+                extra=self.extra,
+            )
+            out.append([header.to_wire(), payload])
+        return out
+
+    def accept(self, frames: list[bytes]) -> list[Outcome]:
+        """Take a RESULT message; return the outcomes ready to hand to the caller."""
+        header, payloads = decode(frames)
+        if header.kind != Kind.RESULT:
+            return []
+        errors = {e.offset: e for e in header.errors or ()}
+        ready: list[Outcome] = []
+        for offset, payload in enumerate(payloads):
+            job_id = header.id + offset
+            if self.outstanding.pop(job_id, None) is None:
+                continue  # a duplicate, or an answer to an abandoned call
+            self.received += 1
+            info = errors.get(offset)
+            outcome: Outcome = payload if info is None else info.to_exception(self.function)
+            if not self.ordered:
+                ready.append(outcome)
+                continue
+            self._parked[self._position.pop(job_id)] = outcome
+        if self.ordered:
+            while self._next_position in self._parked:
+                ready.append(self._parked.pop(self._next_position))
+                self._next_position += 1
+        return ready
+
+    def first_outstanding(self) -> int | None:
+        return min(self.outstanding) if self.outstanding else None

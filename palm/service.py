@@ -1,0 +1,180 @@
+"""What every palm server and worker shares: its name, logger, user functions,
+and the rule that turns a call into result bytes or an error that travels.
+
+A user function is any public method a subclass defines (not one of the
+framework's own methods) taking the message bytes and returning bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from palm.errors import ConfigError
+from palm.protocol import ErrorInfo
+
+__all__ = ["Service", "Stopper", "split_function"]
+
+
+def split_function(function: str) -> tuple[str, str]:
+    """``'server.foo'`` -> ``('server', 'foo')``; ``'foo'`` -> ``('', 'foo')``."""
+    server, _, name = function.rpartition(".")
+    return server, name
+
+
+class Stopper:
+    """A stop request that wakes a ZeroMQ poller: a pipe whose read end is polled.
+
+    ``stop()`` may be called from any thread or from a signal handler.
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._event = threading.Event()
+
+    @property
+    def fd(self) -> int:
+        return self._read_fd
+
+    @property
+    def stopping(self) -> bool:
+        return self._event.is_set()
+
+    def stop(self) -> None:
+        self._event.set()
+        try:
+            os.write(self._write_fd, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    @contextmanager
+    def on_signals(self) -> Iterator[None]:
+        """Stop on SIGINT/SIGTERM while inside, when running in the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # The C-level handler writes to the pipe at once, so a signal landing
+        # just before the poller blocks still wakes it (Python runs `handler`
+        # only between bytecodes).
+        old_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class Service:
+    """Base of palm's servers and workers: name, logger and user functions.
+
+    Classes that set ``_palm_framework = True`` in their body are palm's own:
+    their public methods are never user functions.
+    """
+
+    _palm_framework = True
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise ConfigError(f"server name must be a non-empty string without dots, got {name!r}")
+        self.name = name
+        self.logger = logging.getLogger(f"palm.{name}")
+        self._functions = self._find_functions()
+
+    @classmethod
+    def _framework_classes(cls) -> list[type]:
+        return [k for k in cls.__mro__ if vars(k).get("_palm_framework") or k is object]
+
+    @classmethod
+    def _reserved(cls) -> set[str]:
+        names: set[str] = set()
+        for klass in cls._framework_classes():
+            names.update(n for n in vars(klass) if not n.startswith("_"))
+        return names
+
+    def _find_functions(self) -> dict[str, Callable[[bytes], Any]]:
+        reserved = self._reserved()
+        framework = self._framework_classes()
+        found: dict[str, Callable[[bytes], Any]] = {}
+        for klass in type(self).__mro__:
+            if klass in framework:
+                continue
+            for attr, value in vars(klass).items():
+                if attr.startswith("_") or attr in reserved or attr in found:
+                    continue
+                if callable(value):
+                    found[attr] = getattr(self, attr)
+        return found
+
+    @property
+    def functions(self) -> list[str]:
+        """The user functions this service answers, sorted."""
+        return sorted(self._functions)
+
+    def resolve(self, function: str) -> Callable[[bytes], Any] | None:
+        """The callable for ``'foo'`` or ``'<name>.foo'``, or None."""
+        server, name = split_function(function)
+        if server and server != self.name:
+            return None
+        return self._functions.get(name)
+
+    def unknown(self, function: str, offset: int = 0, stage: int = 0) -> ErrorInfo:
+        known = ", ".join(self.functions) or "(none)"
+        return ErrorInfo(
+            offset,
+            "palm.UnknownFunction",
+            f"{self.name!r} has no function {split_function(function)[1]!r}; it has: {known}",
+            "",
+            self.name,
+            stage,
+        )
+
+    def call(
+        self, func: Callable[[bytes], Any], function: str, payload: bytes, offset: int, stage: int
+    ) -> tuple[bytes, ErrorInfo | None]:
+        """Run one user call; never raises for user errors."""
+        try:
+            result = func(payload)
+        except Exception as exc:
+            self.logger.exception("%s.%s raised %s", self.name, function, type(exc).__name__)
+            return b"", error_info(exc, offset, self.name, stage)
+        if isinstance(result, bytes):
+            return result, None
+        if isinstance(result, bytearray | memoryview):
+            return bytes(result), None
+        message = (
+            f"{self.name}.{split_function(function)[1]} returned {type(result).__name__}, not bytes"
+        )
+        self.logger.error(message)
+        return b"", ErrorInfo(offset, "palm.BadResult", message, "", self.name, stage)
+
+
+def error_info(exc: BaseException, offset: int, server: str, stage: int) -> ErrorInfo:
+    """An :class:`ErrorInfo` describing ``exc``, with its traceback text."""
+    klass = type(exc)
+    qualname = klass.__qualname__
+    module = klass.__module__
+    type_name = qualname if module == "builtins" else f"{module}.{qualname}"
+    tb = "".join(traceback.format_exception(klass, exc, exc.__traceback__))
+    return ErrorInfo(offset, type_name, str(exc), tb, server, stage)

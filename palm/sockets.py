@@ -1,0 +1,67 @@
+"""ZeroMQ sockets as palm uses them: one context per process, validated
+endpoints, and the few socket options every palm socket sets."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import zmq
+
+from palm.errors import ConfigError
+
+__all__ = ["bound_endpoint", "check_endpoint", "context", "make_socket"]
+
+_ENDPOINT = re.compile(r"^(tcp://[^:\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
+
+_context: zmq.Context[zmq.Socket[bytes]] | None = None
+_context_pid = 0
+
+
+def context() -> zmq.Context[zmq.Socket[bytes]]:
+    """This process's ZeroMQ context (a fresh one after fork)."""
+    global _context, _context_pid
+    if _context is None or _context_pid != os.getpid():
+        _context = zmq.Context()
+        _context_pid = os.getpid()
+    return _context
+
+
+def check_endpoint(address: str, what: str = "address") -> str:
+    """Return ``address`` if it is a full ZeroMQ endpoint, else raise ConfigError."""
+    if not isinstance(address, str) or not _ENDPOINT.match(address):
+        raise ConfigError(
+            f"{what} must be a full ZeroMQ endpoint such as 'tcp://127.0.0.1:5555', got {address!r}"
+        )
+    return address
+
+
+def make_socket(
+    kind: int,
+    *,
+    hwm: int = 100_000,
+    linger_ms: int = 0,
+    identity: bytes | None = None,
+    max_message_bytes: int | None = None,
+) -> zmq.Socket[bytes]:
+    """A socket of ``kind`` with palm's defaults for high-water marks and linger."""
+    sock = context().socket(kind)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5_000)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    if max_message_bytes is not None:
+        # A hard safety net well above the limit that palm checks itself and
+        # answers with a clear error: a peer sending more is disconnected.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes * 4)
+    return sock
+
+
+def bound_endpoint(sock: zmq.Socket[bytes]) -> str:
+    """The endpoint a socket is bound to, with the port the OS picked."""
+    value = sock.getsockopt(zmq.LAST_ENDPOINT)
+    assert isinstance(value, bytes)
+    return value.decode()

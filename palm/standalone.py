@@ -1,0 +1,14 @@
+"""The standalone topology: servers and masters that talk to clients directly.
+
+``Server``/``Client`` are a single-process server and its client;
+``Master``/``Worker``/``ParallelClient`` are the parallel flavour, a master
+fanning jobs out to a pool of worker processes.
+"""
+
+from palm.client import Client
+from palm.master import Master
+from palm.parallel import ParallelClient
+from palm.server import Server
+from palm.worker import FunctionWorker, Worker
+
+__all__ = ["Client", "FunctionWorker", "Master", "ParallelClient", "Server", "Worker"]

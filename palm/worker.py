@@ -1,0 +1,304 @@
+"""The parallel worker: asks its master for jobs with credit, runs them, pushes results.
+
+A worker connects a DEALER to the master's ``worker_push_address`` (jobs,
+credit, heartbeats) and a PUSH to its ``worker_pull_address`` (results and
+this worker's heartbeats, which a thread sends even while user code runs).
+When the master falls silent for ``liveness`` heartbeats, or a master with a
+new session answers, the worker registers again, waiting with exponential
+backoff between attempts.
+
+A worker that knows only the master's ``db_address`` asks it for the other
+two addresses first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+
+import msgpack
+import zmq
+
+from palm import mapping
+from palm.errors import ConfigError, ProtocolError
+from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
+from palm.service import Service, Stopper, split_function
+from palm.sockets import check_endpoint, make_socket
+
+__all__ = ["FunctionWorker", "Worker"]
+
+
+class Worker(Service):
+    """A worker of a parallel :class:`~palm.master.Master`.
+
+    Subclass it and define functions ``def foo(self, message: bytes) -> bytes``.
+    Every worker also runs ``map`` chunks shipped by
+    :meth:`palm.parallel.ParallelClient.map` (signed with the cluster secret).
+    """
+
+    _palm_framework = True
+
+    def __init__(
+        self,
+        name: str,
+        push_address: str | None = None,
+        pull_address: str | None = None,
+        db_address: str | None = None,
+        *,
+        credit: int = 2,
+        heartbeat_interval_s: float = 1.0,
+        liveness: int = 3,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        secret: bytes | str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if (push_address is None or pull_address is None) and db_address is None:
+            raise ConfigError("a worker needs push_address and pull_address, or db_address")
+        self.push_address = check_endpoint(push_address, "push_address") if push_address else None
+        self.pull_address = check_endpoint(pull_address, "pull_address") if pull_address else None
+        self.db_address = db_address
+        self.credit = credit
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.liveness = liveness
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.secret = mapping.resolve_secret(secret)
+        self.identity = uuid.uuid4().bytes
+        self.session: str | None = None
+        self.jobs_done = 0
+        self.malformed = MalformedCounter(name, self.logger)
+        self._stopper = Stopper()
+        self._functions_cache: dict[bytes, object] = {}
+
+    # lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the job in hand, then leave the master and return from ``start()``."""
+        self._stopper.stop()
+
+    def start(self) -> None:
+        """Serve the master until SIGINT/SIGTERM or :meth:`stop`."""
+        with self._stopper.on_signals():
+            try:
+                self._run()
+            finally:
+                self._stopper.close()
+
+    def _run(self) -> None:
+        if (self.push_address is None or self.pull_address is None) and not self._discover_master():
+            return
+        assert self.push_address is not None and self.pull_address is not None
+        results = make_socket(zmq.PUSH, hwm=10_000)
+        results.connect(self.pull_address)
+        beats = _HeartbeatThread(self.pull_address, self.identity, self.heartbeat_interval_s)
+        beats.start()
+        backoff = self.backoff_initial_s
+        try:
+            while not self._stopper.stopping:
+                served = self._session(results)
+                if self._stopper.stopping:
+                    break
+                backoff = self.backoff_initial_s if served else min(backoff * 2, self.backoff_max_s)
+                self.logger.warning(
+                    "worker %s lost its master; registering again in %.1f s", self.name, backoff
+                )
+                self._sleep(backoff)
+        finally:
+            beats.stop()
+            results.close(0)
+
+    def _sleep(self, seconds: float) -> None:
+        poller = zmq.Poller()
+        poller.register(self._stopper.fd, zmq.POLLIN)
+        poller.poll(int(seconds * 1000))
+
+    def _discover_master(self) -> bool:
+        """Learn the master's worker addresses from its db endpoint."""
+        assert self.db_address is not None
+        backoff = self.backoff_initial_s
+        host = _host_of(self.db_address)
+        while not self._stopper.stopping:
+            sock = make_socket(zmq.DEALER)
+            sock.connect(self.db_address)
+            try:
+                sock.send_multipart([Header(Kind.INFO, 1).to_wire()])
+                if sock.poll(int(max(backoff, 0.5) * 1000), zmq.POLLIN):
+                    _, payloads = decode(sock.recv_multipart())
+                    info = msgpack.unpackb(payloads[0], raw=False)
+                    addresses = info["addresses"]
+                    self.push_address = _connectable(addresses["worker_push"], host)
+                    self.pull_address = _connectable(addresses["worker_pull"], host)
+                    return True
+            except (ProtocolError, KeyError, TypeError, ValueError, msgpack.UnpackException):
+                self.logger.warning(
+                    "worker %s got a bad answer from %s", self.name, self.db_address
+                )
+            finally:
+                sock.close(0)
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+        return False
+
+    def _session(self, results: zmq.Socket[bytes]) -> bool:
+        """Register with the master and serve it; return when it goes silent."""
+        assert self.push_address is not None
+        dealer = make_socket(zmq.DEALER, identity=self.identity, hwm=1000)
+        dealer.connect(self.push_address)
+        served = False
+        try:
+            self._ready(dealer)
+            poller = zmq.Poller()
+            poller.register(dealer, zmq.POLLIN)
+            poller.register(self._stopper.fd, zmq.POLLIN)
+            interval_ms = max(1, int(self.heartbeat_interval_s * 1000))
+            silence_s = self.heartbeat_interval_s * self.liveness
+            last_heard = time.monotonic()
+            while not self._stopper.stopping:
+                poller.poll(interval_ms)
+                for _ in range(64):
+                    if self._stopper.stopping:
+                        break
+                    try:
+                        frames = dealer.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    last_heard = time.monotonic()
+                    if not self._on_message(frames, dealer, results):
+                        return served
+                    served = True
+                if time.monotonic() - last_heard > silence_s:
+                    return served
+            try:
+                dealer.send_multipart([Header(Kind.BYE, 0).to_wire()], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            return served
+        finally:
+            dealer.close(0)
+
+    def _ready(self, dealer: zmq.Socket[bytes]) -> None:
+        extra = {
+            "credit": self.credit,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "name": self.name,
+            "functions": self.functions,
+        }
+        dealer.send_multipart([Header(Kind.READY, 0, extra=extra).to_wire()])
+
+    def _on_message(
+        self, frames: list[bytes], dealer: zmq.Socket[bytes], results: zmq.Socket[bytes]
+    ) -> bool:
+        """Handle one message from the master; False means register again."""
+        try:
+            header, payloads = decode(frames)
+        except ProtocolError as exc:
+            self.malformed.record(str(exc))
+            return True
+        extra = header.extra or {}
+        if header.kind == Kind.JOB:
+            reply, out = self.run_job(header, payloads)
+            results.send_multipart([reply.to_wire(), *out])
+            self.jobs_done += len(payloads)
+            return True
+        session = extra.get("session")
+        if header.kind == Kind.WELCOME:
+            if extra.get("reset"):
+                self.logger.info("worker %s: master asks to register again", self.name)
+                self._ready(dealer)
+                self.session = session if isinstance(session, str) else None
+            else:
+                self.session = session if isinstance(session, str) else None
+            return True
+        if header.kind == Kind.HEARTBEAT:
+            if self.session is not None and session != self.session:
+                self.logger.info("worker %s: master restarted; registering again", self.name)
+                self.session = None
+                self._ready(dealer)
+            return True
+        self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from the master")
+        return True
+
+    # jobs --------------------------------------------------------------------
+
+    def resolve(self, function: str):  # type: ignore[no-untyped-def]
+        """Workers answer ``'<master>.foo'`` for any master name."""
+        return self._functions.get(split_function(function)[1])
+
+    def run_job(self, header: Header, payloads: list[bytes]) -> tuple[Header, list[bytes]]:
+        reply = header.reply()
+        reply.extra = dict(header.extra or {}, w=self.identity)
+        name = split_function(header.function)[1]
+        if name == mapping.MAP_FUNCTION:
+            return reply, [
+                mapping.run_chunk(p, self.secret, self._functions_cache) for p in payloads
+            ]
+        func = self.resolve(header.function)
+        if func is None:
+            reply.errors = [
+                self.unknown(header.function, i, header.stage) for i in range(len(payloads))
+            ]
+            return reply, [b""] * len(payloads)
+        out: list[bytes] = []
+        errors: list[ErrorInfo] = []
+        for offset, payload in enumerate(payloads):
+            result, error = self.call(func, header.function, payload, offset, header.stage)
+            out.append(result)
+            if error is not None:
+                errors.append(error)
+        if errors:
+            reply.errors = errors
+        return reply, out
+
+
+class FunctionWorker(Worker):
+    """A generic worker with no functions of its own: it runs ``map`` chunks."""
+
+    _palm_framework = True
+
+
+class _HeartbeatThread(threading.Thread):
+    """Tells the master this process is alive, even while user code runs."""
+
+    def __init__(self, address: str, identity: bytes, interval_s: float) -> None:
+        super().__init__(name="palm-worker-heartbeat", daemon=True)
+        self.address = address
+        self.identity = identity
+        self.interval_s = interval_s
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        sock = make_socket(zmq.PUSH, hwm=4)
+        sock.connect(self.address)
+        beat = Header(Kind.HEARTBEAT, 0, extra={"w": self.identity}).to_wire()
+        try:
+            while not self._done.wait(self.interval_s):
+                try:
+                    sock.send(beat, zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        finally:
+            sock.close(0)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(2)
+
+
+def _host_of(endpoint: str) -> str:
+    if endpoint.startswith("tcp://"):
+        return endpoint[len("tcp://") :].rsplit(":", 1)[0]
+    return ""
+
+
+def _connectable(endpoint: str, host: str) -> str:
+    """A bound endpoint as seen from here: wildcard hosts become the master's host."""
+    if endpoint.startswith("tcp://"):
+        bound_host, port = endpoint[len("tcp://") :].rsplit(":", 1)
+        if bound_host in ("0.0.0.0", "*", "[::]", "::") and host:
+            return f"tcp://{host}:{port}"
+    return endpoint

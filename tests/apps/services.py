@@ -1,0 +1,51 @@
+"""Servers and workers the tests run in real processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from palm.standalone import Server, Worker
+
+
+class EchoServer(Server):
+    def foo(self, message: bytes) -> bytes:
+        return b"you sent me " + message
+
+    def echo(self, message: bytes) -> bytes:
+        return message
+
+    def boom(self, message: bytes) -> bytes:
+        raise ValueError("boom: " + message.decode())
+
+    def notbytes(self, message: bytes) -> str:
+        return "a str"
+
+    def slow(self, message: bytes) -> bytes:
+        time.sleep(float(message))
+        return message
+
+
+class EchoWorker(Worker):
+    def foo(self, message: bytes) -> bytes:
+        return self.name.encode() + b" processed " + message
+
+    def echo(self, message: bytes) -> bytes:
+        return message
+
+    def tag(self, message: bytes) -> bytes:
+        return b"ok:" + message
+
+    def poison(self, message: bytes) -> bytes:
+        if message == b"poison":
+            os._exit(1)
+        return b"ok:" + message
+
+    def jitter(self, message: bytes) -> bytes:
+        # later jobs often finish first: exercises ordered delivery
+        n = int(message)
+        time.sleep(0.002 if n % 3 == 0 else 0.0)
+        return message
+
+    def boom(self, message: bytes) -> bytes:
+        raise RuntimeError("worker boom " + message.decode())

@@ -1,0 +1,100 @@
+"""The bookkeeping of a streaming job call, without sockets."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from palm.errors import PayloadTooLarge, RemoteError
+from palm.jobs import JobStream
+from palm.protocol import ErrorInfo, Header, Kind, decode
+
+
+def stream(items: list[bytes], **options: object) -> JobStream:
+    defaults: dict[str, object] = {"ids": itertools.count(1), "max_message_bytes": 1 << 20}
+    defaults.update(options)
+    return JobStream(b"client", "srv.fn", items, **defaults)  # type: ignore[arg-type]
+
+
+def answer(message: list[bytes], reverse: bool = False, fail: int | None = None) -> list[bytes]:
+    header, payloads = decode(message)
+    reply = header.reply()
+    results = [b"r" + p for p in payloads]
+    if fail is not None:
+        reply.errors = [ErrorInfo(fail, "ValueError", "bad")]
+        results[fail] = b""
+    return [reply.to_wire(), *results]
+
+
+def test_the_window_bounds_jobs_in_flight_and_batches_bound_messages() -> None:
+    s = stream([b"%d" % i for i in range(100)], window=10, batch=4)
+    sent = s.fill()
+    assert [len(m) - 1 for m in sent] == [4, 4, 2]
+    assert s.fill() == []
+    s.accept(answer(sent[0]))
+    assert sum(len(m) - 1 for m in s.fill()) == 4
+
+
+def test_items_are_taken_lazily_and_messages_caps_them() -> None:
+    taken: list[int] = []
+
+    def gen():  # type: ignore[no-untyped-def]
+        for i in itertools.count():
+            taken.append(i)
+            yield b"x"
+
+    s = stream(gen(), window=5, batch=5, messages=7)  # type: ignore[arg-type]
+    s.fill()
+    assert len(taken) == 5
+    s.accept(answer(s.fill() or [Header(Kind.JOB, 1, b"client", "f").to_wire(), *[b"x"] * 5]))
+    s.fill()
+    assert len(taken) <= 8
+    assert s.sent == 7
+
+
+def test_duplicates_are_dropped() -> None:
+    s = stream([b"a", b"b"], batch=2)
+    (message,) = s.fill()
+    assert s.accept(answer(message)) == [b"ra", b"rb"]
+    assert s.accept(answer(message)) == []
+    assert s.done
+
+
+def test_ordered_delivery_waits_for_earlier_results() -> None:
+    s = stream([b"a", b"b", b"c"], batch=1, ordered=True)
+    first, second, third = s.fill()
+    assert s.accept(answer(third)) == []
+    assert s.accept(answer(second)) == []
+    assert s.accept(answer(first)) == [b"ra", b"rb", b"rc"]
+
+
+def test_an_error_arrives_in_place_of_its_result() -> None:
+    s = stream([b"a", b"b", b"c"], batch=3)
+    (message,) = s.fill()
+    out = s.accept(answer(message, fail=1))
+    assert out[0] == b"ra" and out[2] == b"rc"
+    assert isinstance(out[1], RemoteError)
+    assert out[1].remote_type == "ValueError"
+
+
+def test_resend_covers_exactly_the_outstanding_jobs() -> None:
+    s = stream([b"a", b"b", b"c"], batch=3)
+    (message,) = s.fill()
+    header, _ = decode(message)
+    partial = [Header(Kind.RESULT, header.id + 1, b"client", "srv.fn").to_wire(), b"rb"]
+    assert s.accept(partial) == [b"rb"]
+    again = s.resend()
+    assert sorted(decode(m)[1][0] for m in again) == [b"a", b"c"]
+
+
+def test_a_payload_over_the_limit_is_refused_before_sending() -> None:
+    s = stream([b"x" * 100], max_message_bytes=50)
+    with pytest.raises(PayloadTooLarge):
+        s.fill()
+
+
+def test_non_bytes_items_are_a_type_error() -> None:
+    s = stream(["text"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="bytes"):
+        s.fill()

@@ -1,0 +1,77 @@
+"""Shipping functions and chunks for map."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from palm import mapping
+from palm.errors import ConfigError, RemoteError
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_a_signed_chunk_runs_and_reports_its_time() -> None:
+    digest, fn = mapping.pickle_function(square)
+    payload = mapping.encode_chunk(b"s", digest, fn, [1, 2, 3])
+    results, seconds = mapping.decode_answer(mapping.run_chunk(payload, b"s", {}), 0, "f")
+    assert results == [1, 4, 9]
+    assert seconds >= 0
+
+
+def test_a_chunk_signed_with_another_secret_is_not_unpickled() -> None:
+    digest, fn = mapping.pickle_function(square)
+    payload = mapping.encode_chunk(b"other", digest, fn, [1])
+    with pytest.raises(RemoteError, match="signature"):
+        mapping.decode_answer(mapping.run_chunk(payload, b"s", {}), 0, "f")
+
+
+def test_a_worker_without_secret_refuses_chunks() -> None:
+    digest, fn = mapping.pickle_function(square)
+    payload = mapping.encode_chunk(b"s", digest, fn, [1])
+    with pytest.raises(RemoteError, match="PALM_SECRET"):
+        mapping.decode_answer(mapping.run_chunk(payload, None, {}), 0, "f")
+
+
+def test_an_exception_names_the_item_index() -> None:
+    digest, fn = mapping.pickle_function(lambda x: 1 // x)
+    payload = mapping.encode_chunk(b"s", digest, fn, [1, 1, 0, 1])
+    with pytest.raises(RemoteError) as info:
+        mapping.decode_answer(mapping.run_chunk(payload, b"s", {}), 100, "f")
+    assert info.value.index == 102
+    assert info.value.remote_type == "ZeroDivisionError"
+
+
+def test_source_text_is_not_accepted_as_a_function() -> None:
+    with pytest.raises(ConfigError):
+        mapping.pickle_function("lambda x: x")  # type: ignore[arg-type]
+
+
+def test_chunks_grow_from_probes_to_the_measured_target() -> None:
+    planner = mapping.ChunkPlanner(1_000_000, 2, target_s=0.02)
+    chunks = planner.chunks(range(1_000_000))
+    first = next(chunks)
+    assert len(first) == planner.probe
+    planner.observe(len(first), len(first) * 1e-5)  # 10 us an item
+    assert len(next(chunks)) == 2000  # 20 ms of work
+
+
+def test_chunks_shrink_so_every_worker_gets_several() -> None:
+    planner = mapping.ChunkPlanner(1000, 2, target_s=10.0)
+    planner.observe(10, 1e-5)
+    assert planner.next_size() == 1000 // (2 * 4)
+
+
+def test_a_fixed_chunksize_wins() -> None:
+    planner = mapping.ChunkPlanner(None, 2, chunksize=7)
+    assert [len(c) for c in planner.chunks(range(20))] == [7, 7, 6]
+
+
+def test_results_that_cannot_be_pickled_are_an_error() -> None:
+    digest, fn = mapping.pickle_function(lambda x: (y for y in range(x)))
+    payload = mapping.encode_chunk(b"s", digest, fn, [1])
+    answer = pickle.loads(mapping.run_chunk(payload, b"s", {}))
+    assert answer[0] == "err"

@@ -1,0 +1,45 @@
+"""Run a pool of workers: ``palm worker pkg.module:MyWorker --connect DB --processes N``.
+
+``--connect`` is the master's db endpoint, from which each worker learns the
+master's other addresses; ``--push``/``--pull`` name them directly instead.
+The pool restarts a worker that crashes (with growing backoff) and stops
+them all on SIGINT/SIGTERM. ``palm.worker:FunctionWorker`` is the generic
+worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from workers.pool import WorkerPool
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("worker", help="run a supervised pool of workers", description=__doc__)
+    p.add_argument("spec", help="package.module:WorkerClass")
+    p.add_argument("--connect", default=None, help="the master's db endpoint")
+    p.add_argument("--push", default=None, help="the master's worker_push endpoint")
+    p.add_argument("--pull", default=None, help="the master's worker_pull endpoint")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--name", default="worker", help="name prefix of the workers")
+    p.add_argument("--credit", type=int, default=2, help="job messages a worker holds at once")
+    p.add_argument("--heartbeat-interval-s", type=float, default=1.0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.connect is None and (args.push is None or args.pull is None):
+        raise SystemExit("palm worker: give --connect DB_ADDRESS, or both --push and --pull")
+    pool = WorkerPool(
+        args.spec,
+        processes=args.processes,
+        name=args.name,
+        connect=args.connect,
+        push_address=args.push,
+        pull_address=args.pull,
+        credit=args.credit,
+        heartbeat_interval_s=args.heartbeat_interval_s,
+        log_level=args.log_level,
+    )
+    pool.run()
+    return 0

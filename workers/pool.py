@@ -1,0 +1,198 @@
+"""A supervised pool of worker processes.
+
+:class:`WorkerPool` starts ``processes`` worker processes, restarts one that
+exits unexpectedly (waiting longer after each quick crash, up to
+``max_backoff_s``), can grow or shrink, and stops them all: SIGTERM first,
+SIGKILL for any still alive after ``grace_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff_s: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = 0
+    pids: list[int] = field(default_factory=list)
+
+
+class WorkerPool:
+    """Run and supervise worker processes of one Worker class."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        processes: int = 2,
+        name: str = "worker",
+        connect: str | None = None,
+        push_address: str | None = None,
+        pull_address: str | None = None,
+        credit: int = 2,
+        heartbeat_interval_s: float = 1.0,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        grace_s: float = 5.0,
+        env: dict[str, str] | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        if processes < 0:
+            raise ValueError("processes must be zero or more")
+        if connect is None and (push_address is None or pull_address is None):
+            raise ValueError("give connect (the master's db address) or push and pull addresses")
+        self.spec = spec
+        self.name = name
+        self.connect = connect
+        self.push_address = push_address
+        self.pull_address = pull_address
+        self.credit = credit
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.grace_s = grace_s
+        self.env = env
+        self.log_level = log_level
+        self.slots = [_Slot(i) for i in range(processes)]
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    # processes -----------------------------------------------------------------
+
+    def _command(self, slot: _Slot) -> list[str]:
+        cmd = [sys.executable, "-m", "palm.worker_process", self.spec, f"{self.name}-{slot.index}"]
+        if self.push_address:
+            cmd += ["--push", self.push_address]
+        if self.pull_address:
+            cmd += ["--pull", self.pull_address]
+        if self.connect:
+            cmd += ["--db", self.connect]
+        cmd += [
+            "--credit",
+            str(self.credit),
+            "--heartbeat-interval-s",
+            str(self.heartbeat_interval_s),
+            "--log-level",
+            self.log_level,
+        ]
+        return cmd
+
+    def _spawn(self, slot: _Slot) -> None:
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        slot.proc = subprocess.Popen(self._command(slot), env=env)
+        slot.started = time.monotonic()
+        slot.pids.append(slot.proc.pid)
+        log.info("started %s-%d (pid %d)", self.name, slot.index, slot.proc.pid)
+
+    def start(self) -> None:
+        with self._lock:
+            for slot in self.slots:
+                self._spawn(slot)
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the worker processes alive now."""
+        with self._lock:
+            return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
+
+    def check(self) -> None:
+        """Restart workers that exited, with backoff; call it now and then."""
+        now = time.monotonic()
+        with self._lock:
+            for slot in self.slots:
+                proc = slot.proc
+                if proc is None:
+                    if slot.restart_at and now >= slot.restart_at:
+                        slot.restart_at = 0.0
+                        slot.restarts += 1
+                        self._spawn(slot)
+                    continue
+                code = proc.poll()
+                if code is None or self._stopped.is_set():
+                    continue
+                ran_s = now - slot.started
+                if ran_s > 30:
+                    slot.backoff_s = 0.0
+                slot.backoff_s = (
+                    self.initial_backoff_s
+                    if slot.backoff_s == 0
+                    else min(slot.backoff_s * 2, self.max_backoff_s)
+                )
+                log.warning(
+                    "%s-%d (pid %d) exited with %s after %.1f s; restarting in %.1f s",
+                    self.name,
+                    slot.index,
+                    proc.pid,
+                    code,
+                    ran_s,
+                    slot.backoff_s,
+                )
+                slot.proc = None
+                slot.restart_at = now + slot.backoff_s
+
+    def scale(self, processes: int) -> None:
+        """Grow or shrink the pool to ``processes`` workers."""
+        with self._lock:
+            while len(self.slots) < processes:
+                slot = _Slot(len(self.slots))
+                self.slots.append(slot)
+                self._spawn(slot)
+            while len(self.slots) > processes:
+                slot = self.slots.pop()
+                if slot.proc is not None:
+                    _terminate([slot.proc], self.grace_s)
+
+    def stop(self) -> None:
+        """Stop every worker: SIGTERM, then SIGKILL after the grace period."""
+        self._stopped.set()
+        with self._lock:
+            procs = [s.proc for s in self.slots if s.proc is not None]
+            _terminate(procs, self.grace_s)
+
+    def run(self, poll_s: float = 0.2) -> None:
+        """Start, supervise until SIGINT/SIGTERM, then stop everything."""
+        done = threading.Event()
+
+        def handler(signum: int, frame: object) -> None:
+            done.set()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not done.wait(poll_s):
+                self.check()
+        finally:
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _terminate(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

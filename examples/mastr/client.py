@@ -9,31 +9,34 @@ Data flow (one run)::
 
 The valuation client forwards each batch of results, split by shard, to the
 aggregation master that owns the shard as soon as it arrives, so aggregates
-grow while valuation is still running. A run is ``done`` once every shard has
-acknowledged every result sent to it.
+grow while valuation is still running. Each shard's feed keeps one
+aggregation job in flight and packs every result that arrived meanwhile into
+the next one: under load the jobs grow, when idle a result goes out at once.
+A run is ``done`` once every shard has acknowledged every result sent to it.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from palm.standalone import ParallelClient
-from palm.state import State
 from tqdm import tqdm
 
 from examples.mastr import wire
 from examples.mastr.aggregate import shard_of
 from examples.mastr.baseline import chunks
-from examples.mastr.processes import free_port
 from examples.mastr.schema import Portfolio
 from examples.mastr.store import Snapshot, Store
 from examples.mastr.workers import market_payload
+from palm.client import Client
+from palm.standalone import ParallelClient
+from palm.state import State
 
 __all__ = [
     "AggregationClient",
@@ -43,7 +46,12 @@ __all__ = [
     "value_portfolio",
 ]
 
-_FEED_DEPTH = 64
+#: Result batches waiting for one shard before the valuation loop slows down.
+_FEED_DEPTH = 256
+#: Most results packed into one aggregation job.
+_FEED_MAX_ROWS = 20_000
+#: Seconds without any answer from a master before a run gives up.
+_STALL_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -58,17 +66,35 @@ class MasterAddresses:
     db: str
 
     @classmethod
-    def on_loopback(cls, name: str) -> MasterAddresses:
-        ports = [free_port() for _ in range(5)]
-        pull, push, wpull, wpush, db = (f"tcp://127.0.0.1:{p}" for p in ports)
-        return cls(name, pull, push, wpull, wpush, db)
+    def from_ready(cls, ready: Mapping[str, Any]) -> MasterAddresses:
+        """From the JSON line ``palm master`` prints once bound (or ``Master.bound``)."""
+        return cls(
+            str(ready["name"]),
+            str(ready["pull"]),
+            str(ready["push"]),
+            str(ready["worker_pull"]),
+            str(ready["worker_push"]),
+            str(ready.get("db", "")),
+        )
 
-    def client(self) -> ParallelClient:
+    @classmethod
+    def discover(cls, db_address: str, name: str, timeout_s: float = 10.0) -> MasterAddresses:
+        """Ask a running master, by its db endpoint, where its other sockets are."""
+        with Client(db_address, name, timeout_s=timeout_s) as probe:
+            info = probe.info()
+        addresses = info["addresses"]
+        assert isinstance(addresses, dict)
+        return cls.from_ready({"name": info.get("name", name), **addresses})
+
+    def client(self, **options: Any) -> ParallelClient:
+        """A ParallelClient of this master (``options`` go to its constructor)."""
+        options.setdefault("timeout_s", _STALL_TIMEOUT_S)
         return ParallelClient(
             push_address=self.push,
             pull_address=self.pull,
-            db_address=self.db,
+            db_address=self.db or None,
             server_name=self.name,
+            **options,
         )
 
 
@@ -84,6 +110,19 @@ class Deployment:
     def state(self) -> State:
         return State(self.redis_url, self.cluster)
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        data = json.loads(text)
+        return cls(
+            MasterAddresses(**data["valuation"]),
+            tuple(MasterAddresses(**s) for s in data["shards"]),
+            data["redis_url"],
+            data.get("cluster", "default"),
+        )
+
 
 @dataclass
 class RunResult:
@@ -96,50 +135,76 @@ class RunResult:
 
 
 class _ShardFeed(threading.Thread):
-    """Streams one shard's result batches to its aggregation master."""
+    """Streams one shard's results to its aggregation master, one job in flight.
 
-    def __init__(self, addresses: MasterAddresses, on_ack: Callable[[int], None]) -> None:
+    ``put`` queues the rows of one valuation batch; the job stream packs all
+    rows queued so far into one aggregation job when the previous one is
+    acknowledged (palm's client takes a job from the iterable only when its
+    window, here one job, has room).
+    """
+
+    def __init__(
+        self,
+        addresses: MasterAddresses,
+        make_job: Callable[[list[Any]], bytes],
+        on_ack: Callable[[int], None],
+    ) -> None:
         super().__init__(name=f"feed-{addresses.name}", daemon=True)
         self.addresses = addresses
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_FEED_DEPTH)
+        self.make_job = make_job
+        self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=_FEED_DEPTH)
         self.on_ack = on_ack
-        self.sent = 0
-        self.acked = 0
         self.error: BaseException | None = None
+        self.ended = False
 
-    def put(self, payload: bytes) -> None:
+    def put(self, rows: list[Any]) -> None:
         if self.error is not None:
             raise RuntimeError(f"aggregation feed {self.name} failed") from self.error
-        self.sent += 1
-        self.queue.put(payload)
+        self.queue.put(rows)
 
     def _jobs(self) -> Iterator[bytes]:
-        return iter(self.queue.get, None)
+        while not self.ended:
+            first = self.queue.get()  # blocks only while nothing is waiting
+            if first is None:
+                self.ended = True
+                return
+            rows = list(first)
+            while len(rows) < _FEED_MAX_ROWS:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.ended = True
+                    break
+                rows.extend(more)
+            yield self.make_job(rows)
 
     def run(self) -> None:
+        client = self.addresses.client(window=1, batch=1)
         try:
-            client = self.addresses.client()
             for reply in client.job("aggregate", self._jobs()):
-                received = int(wire.read(reply)["received"])
-                self.acked += 1
-                self.on_ack(received)
+                self.on_ack(int(wire.read(reply)["received"]))
         except BaseException as exc:
             self.error = exc
-            while self.queue.get() is not None:  # unblock the producer until it is done
-                pass
+            while not self.ended:  # unblock the producer until it is done
+                self.ended = self.queue.get() is None
+        finally:
+            client.close()
 
 
 def value_portfolio(
     portfolio: Portfolio,
     deployment: Deployment,
     run: str | None = None,
-    batch_size: int = 500,
+    batch_size: int = 250,
     progress: bool = False,
 ) -> RunResult:
     """Value every valid position and aggregate the results; returns when all are applied."""
     run = run or uuid.uuid4().hex[:12]
     started = time.perf_counter()
     state = deployment.state()
+    cluster = deployment.cluster
     market_key = state.set(
         market_payload(portfolio.reporting_currency, portfolio.market_doc),
         key=f"mastr:{run}:market",
@@ -154,26 +219,38 @@ def value_portfolio(
             bar.update(n)
 
     shards = len(deployment.shards)
-    feeds = [_ShardFeed(addresses, on_ack) for addresses in deployment.shards]
+    feeds = [
+        _ShardFeed(
+            addresses,
+            lambda rows, i=i: wire.aggregation_job(cluster, run, i, shards, rows),
+            on_ack,
+        )
+        for i, addresses in enumerate(deployment.shards)
+    ]
     for feed in feeds:
         feed.start()
     failed: list[tuple[str, str]] = []
     valued = 0
+    valuation = deployment.valuation.client()
     try:
-        jobs = (wire.valuation_job(market_key, c) for c in chunks(portfolio.positions, batch_size))
+        jobs = (
+            wire.valuation_job(cluster, market_key, c)
+            for c in chunks(portfolio.positions, batch_size)
+        )
         n_jobs = (len(portfolio.positions) + batch_size - 1) // batch_size
-        for reply in deployment.valuation.client().job("value", jobs, messages=n_jobs):
+        for reply in valuation.job("value", jobs, messages=n_jobs):
             data = wire.read(reply)
             failed.extend((str(i), str(m)) for i, m in data["failed"])
             by_shard: dict[int, list[Any]] = {}
             for row in data["results"]:
                 by_shard.setdefault(shard_of((row[1], row[2]), shards), []).append(row)
             for shard, rows in by_shard.items():
-                feeds[shard].put(wire.aggregation_job(run, shard, shards, rows))
+                feeds[shard].put(rows)
             valued += len(data["results"])
             if data["failed"]:
                 on_ack(len(data["failed"]))
     finally:
+        valuation.close()
         for feed in feeds:
             feed.queue.put(None)
         for feed in feeds:
@@ -185,7 +262,7 @@ def value_portfolio(
     if failed:
         store.record_failed([{"id": i, "field": "(valuation)", "message": m} for i, m in failed])
     store.finish()
-    return RunResult(
+    result = RunResult(
         run=run,
         valued=valued,
         invalid=store.invalid(),
@@ -193,6 +270,8 @@ def value_portfolio(
         final=store.snapshot(),
         failed=failed,
     )
+    state.close()
+    return result
 
 
 class AggregationClient:

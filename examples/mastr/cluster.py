@@ -1,39 +1,44 @@
 """A whole mastr deployment on this machine, every part a real process on loopback.
 
-``LocalMastr(workers=2, shards=2)`` starts a redis-server (unless given a
-URL), the valuation master with ``workers`` valuation workers, and for each
-aggregation shard a master with one aggregation worker. A supervisor thread
-restarts any worker process that dies, so a killed aggregation worker is
-replaced and its shard carries on from the state in Redis.
+``LocalMastr(workers=2, shards=2)`` starts a redis-server (palm's
+:class:`~palm.redis_server.EmbeddedRedis`, unless given a URL), the valuation
+master (``palm master``) with ``workers`` valuation workers, and for each
+aggregation shard a master with exactly one aggregation worker. The workers
+run in :class:`workers.pool.WorkerPool` pools, which a supervisor thread
+checks: a worker that dies is started again, so a killed aggregation worker is
+replaced and its shard carries on from its state in Redis.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from examples.mastr.client import Deployment, MasterAddresses
-from examples.mastr.processes import RedisProcess, spawn, stop
+from palm.cluster import read_ready
+from palm.redis_server import EmbeddedRedis
+from palm.state import REDIS_URL_ENV
+from workers.pool import WorkerPool
 
-__all__ = ["LocalMastr", "Node"]
+__all__ = ["AGGREGATION_WORKER", "VALUATION_WORKER", "LocalMastr"]
+
+VALUATION_WORKER = "examples.mastr.workers:ValuationWorker"
+AGGREGATION_WORKER = "examples.mastr.workers:AggregationWorker"
+_ROOT = Path(__file__).resolve().parents[2]
+_ANY_PORT = "tcp://127.0.0.1:*"
 
 
-@dataclass
-class Node:
-    """One supervised process: its role, its arguments and the current process."""
-
-    role: str
-    args: list[str]
-    proc: subprocess.Popen[bytes]
-    restarts: int = 0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ, **extra)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), path) if p)
+    return env
 
 
 class LocalMastr:
@@ -43,24 +48,24 @@ class LocalMastr:
         shards: int = 2,
         redis_url: str | None = None,
         cluster: str = "default",
-        log_dir: str | None = None,
+        heartbeat_interval_s: float = 1.0,
         ready_timeout_s: float = 30.0,
     ) -> None:
         self.workers = workers
         self.shards = shards
         self.cluster = cluster
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.ready_timeout_s = ready_timeout_s
         self._redis_url = redis_url
-        self._redis: RedisProcess | None = None
-        self._tmp = tempfile.TemporaryDirectory(prefix="mastr-logs-") if log_dir is None else None
-        self.log_dir = Path(log_dir or self._tmp.name)  # type: ignore[union-attr]
-        self.nodes: list[Node] = []
+        self._redis: EmbeddedRedis | None = None
+        self._redis_dir: str | None = None
+        self.masters: list[subprocess.Popen[str]] = []
+        self.pools: dict[str, WorkerPool] = {}
         self.deployment: Deployment | None = None
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
-        self._lock = threading.Lock()
 
-    # -- lifecycle -----------------------------------------------------------------
+    # lifecycle -------------------------------------------------------------------
 
     def start(self) -> Deployment:
         try:
@@ -71,18 +76,18 @@ class LocalMastr:
 
     def _start(self) -> Deployment:
         if self._redis_url is None:
-            self._redis = RedisProcess()
+            self._redis_dir = tempfile.mkdtemp(prefix="mastr-", dir="/tmp")
+            self._redis = EmbeddedRedis(self._redis_dir, self.cluster)
             self._redis_url = self._redis.start()
-        valuation = MasterAddresses.on_loopback("mastr-value")
-        shards = tuple(MasterAddresses.on_loopback(f"mastr-agg-{i}") for i in range(self.shards))
-        self.deployment = Deployment(valuation, shards, self._redis_url, self.cluster)
-        for master in (valuation, *shards):
-            self._spawn("master", self._master_args(master))
-        for i in range(self.workers):
-            self._spawn("value-worker", self._worker_args("value-worker", valuation, f"value-{i}"))
+        names = ["mastr-value", *(f"mastr-agg-{i}" for i in range(self.shards))]
+        procs = [self._spawn_master(name) for name in names]  # they start side by side
+        valuation, *shards = (
+            MasterAddresses.from_ready(read_ready(proc, self.ready_timeout_s)) for proc in procs
+        )
+        self.deployment = Deployment(valuation, tuple(shards), self._redis_url, self.cluster)
+        self._pool("value-worker", VALUATION_WORKER, valuation, self.workers)
         for i, master in enumerate(shards):
-            args = self._worker_args("agg-worker", master, f"agg-{i}")
-            self._spawn(f"agg-worker-{i}", [*args, "--shard", str(i), "--shards", str(self.shards)])
+            self._pool(f"agg-worker-{i}", AGGREGATION_WORKER, master, 1)
         self._wait_ready()
         self._supervisor.start()
         return self.deployment
@@ -91,14 +96,25 @@ class LocalMastr:
         self._stopping.set()
         if self._supervisor.is_alive():
             self._supervisor.join(timeout=5)
-        with self._lock:
-            for node in reversed(self.nodes):
-                stop(node.proc)
+        for pool in self.pools.values():
+            pool.stop()
+        for proc in self.masters:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.masters:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         if self._redis is not None:
             self._redis.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+            self._redis = None
+        if self._redis_dir is not None:
+            shutil.rmtree(self._redis_dir, ignore_errors=True)
+            self._redis_dir = None
 
     def __enter__(self) -> LocalMastr:
         self.start()
@@ -107,62 +123,57 @@ class LocalMastr:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- processes ------------------------------------------------------------------
+    # processes ------------------------------------------------------------------
 
-    def _master_args(self, m: MasterAddresses) -> list[str]:
-        return [
-            "examples.mastr.node",
-            "master",
-            *("--name", m.name, "--pull", m.pull, "--push", m.push),
-            *("--worker-pull", m.worker_pull, "--worker-push", m.worker_push, "--db", m.db),
-        ]
+    def _spawn_master(self, name: str) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "palm", "--log-level", "WARNING", "master", "--name", name]
+        for flag in ("--pull", "--push", "--worker-pull", "--worker-push", "--db"):
+            cmd += [flag, _ANY_PORT]
+        cmd += ["--heartbeat-interval-s", str(self.heartbeat_interval_s)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env({}), cwd=_ROOT)
+        self.masters.append(proc)
+        return proc
 
-    def _worker_args(self, role: str, m: MasterAddresses, name: str) -> list[str]:
+    def _pool(self, role: str, spec: str, master: MasterAddresses, processes: int) -> None:
         assert self._redis_url is not None
-        return [
-            "examples.mastr.node",
-            role,
-            *("--name", name, "--push", m.worker_pull, "--pull", m.worker_push, "--db", m.db),
-            *("--redis", self._redis_url, "--cluster", self.cluster),
-        ]
-
-    def _spawn(self, role: str, args: list[str]) -> Node:
-        log = self.log_dir / f"{role}-{len(self.nodes)}.log"
-        node = Node(role, args, spawn(args, log))
-        self.nodes.append(node)
-        return node
+        pool = WorkerPool(
+            spec,
+            processes=processes,
+            name=role,
+            push_address=master.worker_push,
+            pull_address=master.worker_pull,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            initial_backoff_s=0.05,
+            env=_env({REDIS_URL_ENV: self._redis_url}),
+            log_level="WARNING",
+        )
+        self.pools[role] = pool
+        pool.start()
 
     def _wait_ready(self) -> None:
         """Handshake: every master answers a ``ping`` through one of its workers."""
         assert self.deployment is not None
-        deadline = time.monotonic() + self.ready_timeout_s
         for master in (self.deployment.valuation, *self.deployment.shards):
-            while True:
-                dead = [n for n in self.nodes if n.proc.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"{dead[0].role} exited early; logs in {self.log_dir}")
-                try:
-                    if list(master.client().job("ping", [b"ping"], messages=1)) == [b"pong"]:
-                        break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{master.name} not ready after {self.ready_timeout_s} s")
-                time.sleep(0.05)
+            with master.client(timeout_s=self.ready_timeout_s) as client:
+                answers = list(client.job("ping", [b"ping"], messages=1))
+            if answers != [b"pong"]:
+                raise RuntimeError(f"{master.name} answered {answers!r} to ping")
 
     def _supervise(self) -> None:
-        while not self._stopping.wait(0.1):
-            with self._lock:
-                for node in self.nodes:
-                    if node.role != "master" and node.proc.poll() is not None:
-                        node.proc = spawn(node.args, self.log_dir / f"{node.role}-restart.log")
-                        node.restarts += 1
+        while not self._stopping.wait(0.05):
+            for pool in self.pools.values():
+                pool.check()
 
     def pids(self, role: str) -> list[int]:
-        """PIDs of the live processes of ``role`` ('master', 'value-worker', 'agg-worker-0'...)."""
-        with self._lock:
-            return [n.pid for n in self.nodes if n.role == role and n.proc.poll() is None]
+        """PIDs of the live workers of ``role`` ('value-worker', 'agg-worker-0', ...)."""
+        return self.pools[role].pids
 
     def restarts(self, role: str) -> int:
-        return sum(n.restarts for n in self.nodes if n.role == role)
+        return sum(slot.restarts for slot in self.pools[role].slots)
+
+    def wait_for_restart(self, role: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.restarts(role) == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {role} restarted within {timeout_s} s")
+            time.sleep(0.02)

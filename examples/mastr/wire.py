@@ -1,10 +1,13 @@
 """What travels between mastr's stages: msgpack payloads, built and read here only.
 
-- valuation job: ``{"market": <cache key>, "positions": [position, ...]}``
+- valuation job: ``{"cluster": c, "market": <cache key>, "positions": [position, ...]}``
 - valuation reply: ``{"results": [row, ...], "failed": [[id, message], ...]}``
   where a row is :meth:`Valuation.as_tuple`
-- aggregation job: ``{"run": id, "shard": i, "shards": n, "results": [row, ...]}``
+- aggregation job: ``{"cluster": c, "run": id, "shard": i, "shards": n, "results": [row, ...]}``
 - aggregation reply: ``{"received": n, "applied": k}``
+
+``cluster`` names the deployment's keys in Redis (``palm:<cluster>:``), so one
+set of workers can serve runs of several deployments sharing a Redis.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ def read(payload: bytes) -> dict[str, Any]:
     return data
 
 
-def valuation_job(market_key: str, positions: Sequence[dict[str, Any]]) -> bytes:
-    return bytes(msgpack.packb({"market": market_key, "positions": list(positions)}))
+def valuation_job(cluster: str, market_key: str, positions: Sequence[dict[str, Any]]) -> bytes:
+    return bytes(
+        msgpack.packb({"cluster": cluster, "market": market_key, "positions": list(positions)})
+    )
 
 
 def valuation_reply(results: Sequence[Valuation], failed: Sequence[tuple[str, str]]) -> bytes:
@@ -49,9 +54,19 @@ def valuations(rows: Sequence[Sequence[Any]]) -> list[Valuation]:
     return [Valuation.from_tuple(row) for row in rows]
 
 
-def aggregation_job(run: str, shard: int, shards: int, rows: Sequence[Sequence[Any]]) -> bytes:
+def aggregation_job(
+    cluster: str, run: str, shard: int, shards: int, rows: Sequence[Sequence[Any]]
+) -> bytes:
     return bytes(
-        msgpack.packb({"run": run, "shard": shard, "shards": shards, "results": list(rows)})
+        msgpack.packb(
+            {
+                "cluster": cluster,
+                "run": run,
+                "shard": shard,
+                "shards": shards,
+                "results": list(rows),
+            }
+        )
     )
 
 

@@ -6,23 +6,25 @@ import math
 import random
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from examples.mastr import generate
 from examples.mastr.aggregate import aggregate, compare, gross_aggregates, value_all
-from examples.mastr.processes import RedisProcess
 from examples.mastr.schema import validate_portfolio
 from examples.mastr.store import Store
+
+if TYPE_CHECKING:
+    from tests.fixtures.redis import RedisProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with RedisProcess() as server:
-        yield server.url
+@pytest.fixture
+def redis_url(redis_proc: RedisProcess) -> str:
+    return redis_proc.url
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping
 from examples.mastr import generate
 from examples.mastr.aggregate import Aggregate, Key, compare, gross_aggregates, value_all
 from examples.mastr.baseline import PoolValuer, value_single
-from examples.mastr.schema import Portfolio, parse_portfolio
+from examples.mastr.schema import parse_portfolio
 
 __all__ = ["main", "measure"]
 
@@ -43,27 +44,18 @@ def measure(
     return statistics.median(times)
 
 
-def _palm(portfolio: Portfolio) -> Callable[[], Mapping[Key, Aggregate]]:
-    from examples.mastr.client import value_portfolio
-
-    def run() -> Mapping[Key, Aggregate]:
-        assert _palm.cluster.deployment is not None  # type: ignore[attr-defined]
-        result = value_portfolio(portfolio, _palm.cluster.deployment)  # type: ignore[attr-defined]
-        assert result.final is not None
-        return result.final.aggregates
-
-    return run
-
-
 def main(args: argparse.Namespace) -> int:
+    from examples.mastr.aggregate import aggregate
+    from examples.mastr.client import value_portfolio
+    from examples.mastr.cluster import LocalMastr
+
     text = io.StringIO()
     generate.write(text, args.positions, args.seed)
     portfolio = parse_portfolio(text.getvalue())
     n = len(portfolio.positions)
     valuations = value_all(portfolio)
-    from examples.mastr.aggregate import aggregate
-
     reference, gross = aggregate(valuations), gross_aggregates(valuations)
+    load_before = os.getloadavg()[0]
     rows: list[tuple[str, float]] = []
     rows.append(
         (
@@ -76,20 +68,27 @@ def main(args: argparse.Namespace) -> int:
         rows.append(
             ("multiprocessing.Pool(2)", measure("pool", pool.run, reference, gross, args.repeat))
         )
-    from examples.mastr.cluster import LocalMastr
-
     with LocalMastr(workers=2, shards=2) as cluster:
-        _palm.cluster = cluster  # type: ignore[attr-defined]
-        run = _palm(portfolio)
-        run()  # warm up
+        deployment = cluster.deployment
+        assert deployment is not None
+
+        def on_palm() -> Mapping[Key, Aggregate]:
+            result = value_portfolio(portfolio, deployment)
+            assert result.final is not None
+            return result.final.aggregates
+
+        on_palm()  # warm up: workers connected, market loaded
         rows.append(
             (
                 "mastr on palm (2 valuation workers, 2 shards)",
-                measure("palm", run, reference, gross, args.repeat),
+                measure("palm", on_palm, reference, gross, args.repeat),
             )
         )
     base = rows[0][1]
-    print(f"{n} positions, median of {args.repeat} runs")
+    print(
+        f"{n} positions, median of {args.repeat} runs, {os.cpu_count()} CPUs, "
+        f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after"
+    )
     print(f"{'method':48} {'positions/s':>12} {'vs loop':>8}")
     for name, seconds in rows:
         print(f"{name:48} {n / seconds:12,.0f} {base / seconds:7.2f}x")

@@ -49,7 +49,7 @@ __all__ = [
 #: Result batches waiting for one shard before the valuation loop slows down.
 _FEED_DEPTH = 256
 #: Most results packed into one aggregation job.
-_FEED_MAX_ROWS = 20_000
+_FEED_MAX_ROWS = 5_000
 #: Seconds without any answer from a master before a run gives up.
 _STALL_TIMEOUT_S = 120.0
 
@@ -231,7 +231,9 @@ def value_portfolio(
         feed.start()
     failed: list[tuple[str, str]] = []
     valued = 0
-    valuation = deployment.valuation.client()
+    # each payload already holds batch_size positions: one payload per message
+    # spreads them evenly over the workers and streams results back early
+    valuation = deployment.valuation.client(batch=1)
     try:
         jobs = (
             wire.valuation_job(cluster, market_key, c)

@@ -10,11 +10,11 @@ Everything a run keeps lives under ``<prefix>mastr:<run>:``:
 
 Results are applied by a Lua script that adds each id to ``seen`` and sums
 only the values of the ids that were not there yet, then increments the hash
-by those sums (formatted with 17 significant digits, so no bit is lost on the
-way): the check and the update are one atomic step inside Redis. So an
-aggregation worker keeps no state of its own; a worker killed halfway through
-a batch loses nothing, and the batch delivered again to its replacement adds
-only what was not added yet.
+by those sums (the values travel as msgpack float64 and the sums are formatted
+with 17 significant digits, so no bit is lost on the way): the check and the
+update are one atomic step inside Redis. So an aggregation worker keeps no
+state of its own; a worker killed halfway through a batch loses nothing, and
+the batch delivered again to its replacement adds only what was not added yet.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import redis
 
 from examples.mastr.aggregate import FIELDS, Aggregate, Key, key_name, parse_key
@@ -32,33 +33,36 @@ from examples.mastr.pricing import Valuation
 __all__ = ["Snapshot", "Store"]
 
 # KEYS: keys-set, then per aggregate key its seen-set and its hash.
-# ARGV: per aggregate key: its name, n, then 6 values per position (id and the
-# five fields, in FIELDS order).  Returns how many positions were new.
+# ARGV[1]: msgpack [[name, [[id, pv, pv_reporting, delta, vega, dv01], ...]], ...]
+# with the values as float64, so they reach Lua bit for bit. One argument
+# instead of six per position keeps the call cheap to send and to parse.
+# Returns how many positions were new.
 _APPLY = """
 local fields = {'pv', 'pv_reporting', 'delta', 'vega', 'dv01'}
+local groups = cmsgpack.unpack(ARGV[1])
 local total = 0
-local a = 1
-for k = 2, #KEYS, 2 do
-  local name, n = ARGV[a], tonumber(ARGV[a + 1])
+for g = 1, #groups do
+  local name, rows = groups[g][1], groups[g][2]
+  local seen, hash = KEYS[2 * g], KEYS[2 * g + 1]
   local sums = {0.0, 0.0, 0.0, 0.0, 0.0}
   local added = 0
-  for i = a + 2, a + 1 + 6 * n, 6 do
-    if redis.call('SADD', KEYS[k], ARGV[i]) == 1 then
+  for i = 1, #rows do
+    local row = rows[i]
+    if redis.call('SADD', seen, row[1]) == 1 then
       added = added + 1
       for f = 1, 5 do
-        sums[f] = sums[f] + tonumber(ARGV[i + f])
+        sums[f] = sums[f] + row[f + 1]
       end
     end
   end
   if added > 0 then
     for f = 1, 5 do
-      redis.call('HINCRBYFLOAT', KEYS[k + 1], fields[f], string.format('%.17g', sums[f]))
+      redis.call('HINCRBYFLOAT', hash, fields[f], string.format('%.17g', sums[f]))
     end
-    redis.call('HINCRBY', KEYS[k + 1], 'count', added)
+    redis.call('HINCRBY', hash, 'count', added)
     redis.call('SADD', KEYS[1], name)
   end
   total = total + added
-  a = a + 2 + 6 * n
 end
 return total
 """
@@ -108,20 +112,20 @@ class Store:
 
     def apply(self, valuations: Iterable[Valuation]) -> int:
         """Add valuations not added before; returns how many were new."""
-        groups: dict[Key, list[str]] = {}
+        groups: dict[Key, list[list[Any]]] = {}
         for v in valuations:
-            group = groups.setdefault((v.book, v.currency), [])
-            group.append(v.position_id)
-            group.extend(repr(x) for x in (v.pv, v.pv_reporting, v.delta, v.vega, v.dv01))
+            groups.setdefault((v.book, v.currency), []).append(
+                [v.position_id, v.pv, v.pv_reporting, v.delta, v.vega, v.dv01]
+            )
         if not groups:
             return 0
         keys = [self._key("keys")]
-        args: list[str | int] = []
-        for key, values in groups.items():
+        packed: list[Any] = []
+        for key, rows in groups.items():
             name = key_name(key)
             keys += [self._key("seen", name), self._key("agg", name)]
-            args += [name, len(values) // 6, *values]
-        return int(self._apply(keys=keys, args=args))
+            packed.append([name, rows])
+        return int(self._apply(keys=keys, args=[msgpack.packb(packed, use_single_float=False)]))
 
     def record_failed(self, failed: Sequence[Mapping[str, Any]]) -> None:
         """Move positions that could not be valued from ``expected`` to the invalid list."""

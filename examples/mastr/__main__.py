@@ -4,16 +4,23 @@ python -m examples.mastr run --positions 100000        # generate, value, print,
 python -m examples.mastr run --input portfolio.json    # value a file
 python -m examples.mastr generate --positions N --seed S -o portfolio.json
 python -m examples.mastr bench --positions 20000       # loop vs Pool(2) vs palm
+python -m examples.mastr run --deployment ready.json   # on a running mastr (see .service)
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from examples.mastr import generate
+
+if TYPE_CHECKING:
+    from examples.mastr.client import Deployment
 
 __all__ = ["main"]
 
@@ -41,11 +48,16 @@ def _run(args: argparse.Namespace) -> int:
     from examples.mastr.client import value_portfolio  # palm is needed from here on
     from examples.mastr.cluster import LocalMastr
 
-    with LocalMastr(workers=args.workers, shards=args.shards, redis_url=args.redis) as cluster:
-        assert cluster.deployment is not None
+    if args.deployment:
         result = value_portfolio(
-            portfolio, cluster.deployment, batch_size=args.batch_size, progress=True
+            portfolio, _deployment(args.deployment), batch_size=args.batch_size, progress=True
         )
+    else:
+        with LocalMastr(workers=args.workers, shards=args.shards, redis_url=args.redis) as local:
+            assert local.deployment is not None
+            result = value_portfolio(
+                portfolio, local.deployment, batch_size=args.batch_size, progress=True
+            )
     assert result.final is not None
     print(format_table(result.final.aggregates, portfolio.reporting_currency))
     rate = result.valued / result.elapsed_s if result.elapsed_s else 0.0
@@ -71,6 +83,14 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if result.invalid else 0
 
 
+def _deployment(path: str) -> Deployment:
+    """A running deployment from a file: ``service serve``'s ready line, or its ``deployment``."""
+    from examples.mastr.client import Deployment
+
+    data = json.loads(Path(path).read_text())
+    return Deployment.from_json(json.dumps(data.get("deployment", data)))
+
+
 def _bench(args: argparse.Namespace) -> int:
     from examples.mastr.bench import main as bench_main
 
@@ -89,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--shards", type=int, default=2, help="aggregation shards")
     run.add_argument("--batch-size", type=int, default=500)
     run.add_argument("--redis", help="Redis URL (default: start a private redis-server)")
+    run.add_argument(
+        "--deployment",
+        help="use a running mastr (a JSON file: the ready line of `python -m "
+        "examples.mastr.service serve`) instead of starting one",
+    )
     run.add_argument("--chart", default="mastr_pv.png", help="PNG path ('' for none)")
     run.set_defaults(func=_run)
     gen = sub.add_parser("generate", help="write a seeded portfolio (see generate --help)")

@@ -21,15 +21,18 @@ import time
 from pathlib import Path
 
 from examples.mastr.client import Deployment, MasterAddresses
+from examples.mastr.service import (
+    AGGREGATION_WORKER,
+    VALUATION_MASTER,
+    VALUATION_WORKER,
+    shard_master,
+)
 from palm.cluster import read_ready
 from palm.redis_server import EmbeddedRedis
 from palm.state import REDIS_URL_ENV
 from workers.pool import WorkerPool
 
-__all__ = ["AGGREGATION_WORKER", "VALUATION_WORKER", "LocalMastr"]
-
-VALUATION_WORKER = "examples.mastr.workers:ValuationWorker"
-AGGREGATION_WORKER = "examples.mastr.workers:AggregationWorker"
+__all__ = ["LocalMastr"]
 _ROOT = Path(__file__).resolve().parents[2]
 _ANY_PORT = "tcp://127.0.0.1:*"
 
@@ -79,7 +82,7 @@ class LocalMastr:
             self._redis_dir = tempfile.mkdtemp(prefix="mastr-", dir="/tmp")
             self._redis = EmbeddedRedis(self._redis_dir, self.cluster)
             self._redis_url = self._redis.start()
-        names = ["mastr-value", *(f"mastr-agg-{i}" for i in range(self.shards))]
+        names = [VALUATION_MASTER, *(shard_master(i) for i in range(self.shards))]
         procs = [self._spawn_master(name) for name in names]  # they start side by side
         valuation, *shards = (
             MasterAddresses.from_ready(read_ready(proc, self.ready_timeout_s)) for proc in procs

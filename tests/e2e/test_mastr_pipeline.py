@@ -28,8 +28,8 @@ from examples.mastr.client import (
     RunResult,
     value_portfolio,
 )
-from examples.mastr.cluster import AGGREGATION_WORKER, VALUATION_WORKER
 from examples.mastr.schema import Portfolio, validate_portfolio
+from examples.mastr.service import AGGREGATION_WORKER, VALUATION_WORKER
 from palm.client import Client
 from tests.fixtures.procs import Processes
 

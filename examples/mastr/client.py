@@ -17,6 +17,7 @@ A run is ``done`` once every shard has acknowledged every result sent to it.
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import threading
@@ -184,6 +185,7 @@ class _ShardFeed(threading.Thread):
         client = self.addresses.client(window=1, batch=1)
         try:
             for reply in client.job("aggregate", self._jobs()):
+                assert isinstance(reply, bytes)  # errors raise
                 self.on_ack(int(wire.read(reply)["received"]))
         except BaseException as exc:
             self.error = exc
@@ -222,7 +224,7 @@ def value_portfolio(
     feeds = [
         _ShardFeed(
             addresses,
-            lambda rows, i=i: wire.aggregation_job(cluster, run, i, shards, rows),
+            functools.partial(wire.aggregation_job, cluster, run, i, shards),
             on_ack,
         )
         for i, addresses in enumerate(deployment.shards)
@@ -241,6 +243,7 @@ def value_portfolio(
         )
         n_jobs = (len(portfolio.positions) + batch_size - 1) // batch_size
         for reply in valuation.job("value", jobs, messages=n_jobs):
+            assert isinstance(reply, bytes)  # errors raise
             data = wire.read(reply)
             failed.extend((str(i), str(m)) for i, m in data["failed"])
             by_shard: dict[int, list[Any]] = {}

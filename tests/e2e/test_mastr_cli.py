@@ -60,3 +60,15 @@ def test_a_document_without_usable_market_data_is_refused(tmp_path: Path) -> Non
     done = _mastr("run", "--input", str(path))
     assert done.returncode == 2
     assert "market.curves.USD.compounding" in done.stderr and "monthly" in done.stderr
+
+
+def test_bench_measures_the_three_methods_in_one_run() -> None:
+    done = _mastr("bench", "--positions", "2000", "--repeat", "1")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.endswith("x")]
+    assert [r.split("  ")[0] for r in rows] == [
+        "single loop",
+        "multiprocessing.Pool(2)",
+        "mastr on palm (2 valuation workers, 2 shards)",
+    ]
+    assert all(float(r.split()[-2].replace(",", "")) > 0 for r in rows)

@@ -25,6 +25,7 @@ directory, then ``os.rename``), which is what makes Envoy reload it.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import tempfile
 from collections.abc import Mapping
@@ -252,6 +253,10 @@ def render_cluster(config: EdgeConfig) -> dict[str, Any]:
     cluster = load_template("cluster.yaml")
     cluster["connect_timeout"] = duration(config.timeouts.connect_s)
     cluster["lb_policy"] = LB_POLICIES[config.lb_policy]
+    if not all(_is_ip(host) for host, _ in config.gateways):
+        # host names (docker-compose service names) are resolved by Envoy
+        cluster["type"] = "STRICT_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
         {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
         for host, port in config.gateways
@@ -274,6 +279,14 @@ def render_cluster(config: EdgeConfig) -> dict[str, Any]:
         max_retries=cb.max_retries,
     )
     return cluster
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def render_routes(config: EdgeConfig) -> dict[str, Any]:

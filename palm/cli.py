@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
+    # the palm logger may be set lower (for the central logs); stderr keeps this level
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(getattr(logging, args.log_level))
     result: int = args.func(args)
     return result
 

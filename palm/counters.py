@@ -163,6 +163,16 @@ class Counters:
                 counts.failed += 1
             counts.window.add(latency_s, now)
 
+    def record_batch(self, function: str, latency_s: float, count: int, failed: int = 0) -> None:
+        """Count ``count`` jobs handled together in ``latency_s``, ``failed`` of them failed."""
+        now = time.monotonic()
+        with self._lock:
+            counts = self._function(function)
+            counts.messages_in += count
+            counts.messages_out += count - failed
+            counts.failed += failed
+            counts.window.add(latency_s, now)
+
     @contextmanager
     def track(self, function: str) -> Iterator[None]:
         """Count the job run inside the block; an exception counts it as failed."""

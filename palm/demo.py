@@ -1,7 +1,13 @@
-"""What ``palm demo`` runs: a standalone server and a parallel cluster, called for real."""
+"""What ``palm demo`` runs: a standalone server and a parallel cluster, called for real.
+
+The classes and functions here are also the services of the repository's
+``palm.yaml`` (``palm up``): :class:`DemoServer`, :class:`DemoWorker` and
+:func:`factorial`.
+"""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -9,8 +15,9 @@ import time
 from palm.client import Client
 from palm.cluster import LocalCluster, read_ready
 from palm.server import Server
+from palm.worker import Worker
 
-__all__ = ["DemoServer", "run"]
+__all__ = ["DemoServer", "DemoWorker", "factorial", "run"]
 
 
 class DemoServer(Server):
@@ -18,6 +25,18 @@ class DemoServer(Server):
 
     def foo(self, message: bytes) -> bytes:
         return b"you sent me " + message
+
+
+class DemoWorker(Worker):
+    """The presentation's parallel worker."""
+
+    def foo(self, message: bytes) -> bytes:
+        return self.name.encode() + b" processed " + message
+
+
+def factorial(n: int | str | bytes) -> int:
+    """``n!`` for an integer, or for the digits of a request body."""
+    return math.factorial(int(n))
 
 
 def _square(x: int) -> int:

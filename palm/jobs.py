@@ -15,12 +15,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from palm.errors import ConfigError, PayloadTooLarge, RemoteError
-from palm.protocol import Header, Kind, decode
+from palm.protocol import Header, Kind, decode, frames_for, jobs_in
 
 __all__ = ["JobStream", "Outcome"]
 
 #: A result as the stream hands it back: payload bytes or the error for that job.
 Outcome = bytes | RemoteError
+
+#: Payloads of a batch all at most this size travel packed in one frame.
+PACK_BELOW_BYTES = 16 * 1024
 
 
 class JobStream:
@@ -116,7 +119,9 @@ class JobStream:
         header = Header(
             Kind.JOB, first, self.client, self.function, pipeline=self.pipeline, extra=self.extra
         )
-        return [header.to_wire(), *payloads]
+        if len(payloads) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
+            header.packed = len(payloads)
+        return [header.to_wire(), *frames_for(header, payloads)]
 
     def resend(self) -> list[list[bytes]]:
         """Every job still outstanding, as messages, for a master that lost them."""
@@ -135,9 +140,10 @@ class JobStream:
 
     def accept(self, frames: list[bytes]) -> list[Outcome]:
         """Take a RESULT message; return the outcomes ready to hand to the caller."""
-        header, payloads = decode(frames)
+        header, frames_in = decode(frames)
         if header.kind != Kind.RESULT:
             return []
+        payloads = jobs_in(header, frames_in)
         errors = {e.offset: e for e in header.errors or ()}
         ready: list[Outcome] = []
         for offset, payload in enumerate(payloads):

@@ -33,7 +33,9 @@ import msgpack
 import zmq
 
 from palm.cache import Cache, MemoryCache
+from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
+from palm.mapping import MAP_FUNCTION
 from palm.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
@@ -43,6 +45,9 @@ from palm.protocol import (
     check_size,
     decode,
     decode_header,
+    frames_for,
+    job_count,
+    jobs_in,
 )
 from palm.service import Stopper
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
@@ -60,7 +65,10 @@ class Job:
     client: bytes
     header: Header
     frames: list[bytes]  # [encoded header, payload, ...] exactly as received
-    attempts: int = 0
+    function: str = ""  # the bare function name, for picking workers
+    received: float = 0.0  # monotonic time the master got it
+    attempts: int = 0  # times handed to a worker
+    deaths: int = 0  # times its worker died while running it
     worker: bytes | None = None
 
     @property
@@ -77,7 +85,9 @@ class WorkerInfo:
     host: str = ""
     name: str = ""
     done: int = 0
-    inflight: set[tuple[bytes, int]] = field(default_factory=set)
+    functions: frozenset[str] = frozenset()
+    # jobs handed to this worker, in the order it runs them (a dict as an ordered set)
+    inflight: dict[tuple[bytes, int], None] = field(default_factory=dict)
 
 
 class Master:
@@ -104,6 +114,8 @@ class Master:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache: Cache | None = None,
         pending_results_per_client: int = 100_000,
+        redis_url: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         if not name or "." in name:
             raise ValueError(f"master name must be non-empty and without dots, got {name!r}")
@@ -117,7 +129,10 @@ class Master:
         self.liveness = liveness
         self.max_attempts = max_attempts
         self.max_message_bytes = max_message_bytes
-        self.cache: Cache = cache if cache is not None else MemoryCache()
+        self._cache = cache
+        self.cache: Cache = MemoryCache()
+        self.deployment = Deployment(name, redis_url=redis_url, cluster=cluster, start_redis=True)
+        self.counters = self.deployment.counters
         self.pending_results_per_client = pending_results_per_client
         self.session = uuid.uuid4().hex[:12]
 
@@ -129,10 +144,15 @@ class Master:
         self.on_ready: Callable[[Master], None] | None = None
 
         # state
-        self.queue: deque[Job] = deque()
+        # jobs waiting for a worker, one queue per function (workers may differ)
+        self.queues: dict[str, deque[Job]] = {}
+        self.queued = 0
+        self.known_functions: set[str] = {MAP_FUNCTION}
         self.inflight: dict[tuple[bytes, int], Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
         self.undelivered: dict[bytes, deque[list[bytes]]] = {}
+        self.undelivered_since: dict[bytes, float] = {}
+        self.undelivered_ttl_s = 300.0
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
 
         self._stopper = Stopper()
@@ -142,7 +162,16 @@ class Master:
 
     # lifecycle ---------------------------------------------------------------
 
+    def _join_deployment(self) -> None:
+        """Open Redis (starting the embedded one if none is configured): cache, logs, counters."""
+        self.deployment.open()
+        if self._cache is not None:
+            self.cache = self._cache
+        elif self.deployment.state is not None:
+            self.cache = self.deployment.state
+
     def _start_background(self) -> None:
+        self._join_deployment()
         self._thread = threading.Thread(target=self._run, name=f"palm-master-{self.name}")
         self._thread.start()
         if threading.current_thread() is threading.main_thread():
@@ -161,6 +190,7 @@ class Master:
             while self._thread.is_alive():
                 self._thread.join(0.2)
             return
+        self._join_deployment()
         with self._stopper.on_signals():
             self._run()
 
@@ -209,6 +239,7 @@ class Master:
             for sock in sockets:
                 sock.close(0)
             self._stopper.close()
+            self.deployment.close()
             self.ready.set()
             self.logger.info("master %s stopped", self.name)
 
@@ -237,7 +268,7 @@ class Master:
                 self._drain(self.client_in, self._on_client_job)
             if self.db is not None and self.db in events:
                 self._drain(self.db, self._on_db)
-            if self.queue:
+            if self.queued:
                 self._dispatch()
             now = time.monotonic()
             if now >= next_beat:
@@ -251,7 +282,7 @@ class Master:
                 poller.modify(self.client_in, zmq.POLLIN)
 
     def _window_open(self) -> bool:
-        return len(self.queue) < 100_000
+        return self.queued < 100_000
 
     def _drain(self, sock: zmq.Socket[bytes], handler: Any) -> None:
         for _ in range(DRAIN):
@@ -270,16 +301,26 @@ class Master:
             self.malformed.record(str(exc))
             return
         if header.kind != Kind.JOB or len(frames) < 2:
-            self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
+            self._on_stream_control(header, frames)
             return
-        job = Job(header.client, header, frames)
+        job = Job(
+            header.client, header, frames, header.function.rpartition(".")[2], time.monotonic()
+        )
         try:
             check_size(frames, self.max_message_bytes)
         except PayloadTooLarge as exc:
             self._answer_error(job, "palm.PayloadTooLarge", str(exc))
             return
-        self.stats["jobs_in"] += len(frames) - 1
-        self.queue.append(job)
+        self.stats["jobs_in"] += job_count(header, len(frames) - 1)
+        self._accept(job)
+
+    def _accept(self, job: Job) -> None:
+        """Queue a job that arrived on the job socket (a hook for chained masters)."""
+        self._enqueue(job)
+
+    def _on_stream_control(self, header: Header, frames: list[bytes]) -> None:
+        """A message other than a job on the job socket (a hook for chained masters)."""
+        self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
 
     def _on_client_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -300,10 +341,12 @@ class Master:
             reply = Header(Kind.WELCOME, header.id, identity, extra=info)
             self._send_client(identity, [reply.to_wire()])
             waiting = self.undelivered.pop(identity, None)
+            self.undelivered_since.pop(identity, None)
             while waiting:
                 self._send_client(identity, waiting.popleft())
         elif header.kind == Kind.BYE:
             self.undelivered.pop(identity, None)
+            self.undelivered_since.pop(identity, None)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a client")
 
@@ -313,36 +356,68 @@ class Master:
         except zmq.ZMQError:
             # the client is not connected (yet, or any more): keep its results,
             # within a bound, until it says hello again.
-            box = self.undelivered.setdefault(client, deque())
+            box = self.undelivered.get(client)
+            if box is None:
+                box = self.undelivered[client] = deque()
+                self.undelivered_since[client] = time.monotonic()
             if len(box) >= self.pending_results_per_client:
                 box.popleft()
                 self.logger.warning("dropping an undelivered result for a silent client")
             box.append(frames)
 
     def _answer_error(self, job: Job, type_: str, message: str) -> None:
-        count = len(job.frames) - 1
+        count = job_count(job.header, len(job.frames) - 1)
         reply = job.header.reply()
-        reply.errors = [
-            ErrorInfo(i, type_, message, "", self.name, job.header.stage) for i in range(count)
-        ]
+        stage = job.header.stage
+        reply.errors = [ErrorInfo(i, type_, message, "", self.name, stage) for i in range(count)]
         self.stats["failed"] += count
-        self._send_client(job.client, [reply.to_wire(), *([b""] * count)])
+        self.counters.record_batch(
+            job.function or "?", time.monotonic() - job.received, count, count
+        )
+        self._deliver(reply, [reply.to_wire(), *frames_for(reply, [b""] * count)])
 
     # workers -----------------------------------------------------------------
 
+    def _enqueue(self, job: Job, front: bool = False) -> None:
+        queue = self.queues.get(job.function)
+        if queue is None:
+            queue = self.queues[job.function] = deque()
+        if front:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self.queued += 1
+
     def _dispatch(self) -> None:
-        workers = [w for w in self.workers.values() if w.credit > 0]
-        if not workers:
+        ready = [w for w in self.workers.values() if w.credit > 0]
+        if not ready:
             return
-        queue = self.queue
+        for function, queue in list(self.queues.items()):
+            if not queue:
+                del self.queues[function]
+                continue
+            if function == MAP_FUNCTION:
+                workers = ready
+            else:
+                workers = [w for w in ready if function in w.functions]
+                if not workers and function not in self.known_functions and self.workers:
+                    self._unknown(function, queue)
+                    continue
+            self._hand_out(queue, workers)
+            ready = [w for w in ready if w.credit > 0]
+            if not ready:
+                return
+
+    def _hand_out(self, queue: deque[Job], workers: list[WorkerInfo]) -> None:
         i = 0
         while queue and workers:
             w = workers[i % len(workers)]
             job = queue.popleft()
+            self.queued -= 1
             job.worker = w.identity
             job.attempts += 1
             self.inflight[job.key] = job
-            w.inflight.add(job.key)
+            w.inflight[job.key] = None
             w.credit -= 1
             try:
                 self.worker_out.send_multipart([w.identity, *job.frames], zmq.NOBLOCK)
@@ -355,6 +430,14 @@ class Master:
                 workers.remove(w)
                 continue
             i += 1
+
+    def _unknown(self, function: str, queue: deque[Job]) -> None:
+        """No worker this master has seen knows ``function``: answer every job now."""
+        known = ", ".join(sorted(self.known_functions - {MAP_FUNCTION})) or "(none)"
+        message = f"no worker of {self.name!r} has function {function!r}; they have: {known}"
+        while queue:
+            self.queued -= 1
+            self._answer_error(queue.popleft(), "palm.UnknownFunction", message)
 
     def _on_worker_control(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -371,8 +454,15 @@ class Master:
         if header.kind == Kind.READY:
             old = self.workers.pop(identity, None)
             if old is not None:
-                self._requeue(old)
+                self._requeue(old, died=False)
             credit = int(extra.get("credit", 1))
+            raw = extra.get("functions")
+            functions = (
+                frozenset(f for f in raw if isinstance(f, str))
+                if isinstance(raw, list)
+                else frozenset()
+            )
+            self.known_functions |= functions
             self.workers[identity] = WorkerInfo(
                 identity,
                 credit,
@@ -380,7 +470,9 @@ class Master:
                 int(extra.get("pid", 0)),
                 str(extra.get("host", "")),
                 str(extra.get("name", "")),
+                functions=functions,
             )
+            self.counters.worker_seen(str(extra.get("name", "")) or identity.hex(), 0)
             welcome = Header(
                 Kind.WELCOME,
                 header.id,
@@ -445,8 +537,8 @@ class Master:
         if w is not None:
             w.last_seen = now
             w.credit += 1
-            w.done += len(frames) - 1
-            w.inflight.discard(key)
+            w.done += job_count(header, len(frames) - 1)
+            w.inflight.pop(key, None)
         job = self.inflight.pop(key, None)
         if job is None:
             self.stats["duplicates"] += 1
@@ -454,11 +546,16 @@ class Master:
         if job.worker is not None and job.worker != wid:
             owner = self.workers.get(job.worker)
             if owner is not None:
-                owner.inflight.discard(key)
-        count = len(frames) - 1
+                owner.inflight.pop(key, None)
+        count = job_count(header, len(frames) - 1)
+        failed = len(header.errors) if header.errors else 0
         self.stats["jobs_out"] += count
-        if header.errors:
-            self.stats["failed"] += len(header.errors)
+        self.stats["failed"] += failed
+        self.counters.record_batch(job.function, time.monotonic() - job.received, count, failed)
+        self._deliver(header, frames)
+
+    def _deliver(self, header: Header, frames: list[bytes]) -> None:
+        """Send a finished result on (a hook: chained masters pass it to the next stage)."""
         self._send_client(header.client, frames)
 
     def _heartbeat(self, now: float) -> None:
@@ -466,12 +563,26 @@ class Master:
         for w in list(self.workers.values()):
             if now - w.last_seen > deadline:
                 self._worker_dead(w, f"silent for {now - w.last_seen:.1f} s")
+        for client, since in list(self.undelivered_since.items()):
+            if now - since > self.undelivered_ttl_s:
+                lost = len(self.undelivered.pop(client, ()))
+                del self.undelivered_since[client]
+                self.logger.warning(
+                    "dropped %d result message(s) for client %s, silent for %.0f s",
+                    lost,
+                    client.hex(),
+                    self.undelivered_ttl_s,
+                )
+        self.counters.set_backlog(self.queued)
+        for w in self.workers.values():
+            self.counters.worker_seen(w.name or w.identity.hex(), w.done)
         beat = Header(Kind.HEARTBEAT, 0, b"", extra={"session": self.session}).to_wire()
         for identity in list(self.workers):
             self._send_worker(identity, [beat])
 
     def _worker_dead(self, w: WorkerInfo, why: str) -> None:
         self.workers.pop(w.identity, None)
+        self.counters.worker_lost(w.name or w.identity.hex())
         level = logging.INFO if why == "left" and not w.inflight else logging.WARNING
         self.logger.log(
             level,
@@ -481,39 +592,57 @@ class Master:
             why,
             len(w.inflight),
         )
-        self._requeue(w)
+        self._requeue(w, died=why != "left")
 
-    def _requeue(self, w: WorkerInfo) -> None:
-        for key in sorted(w.inflight, key=lambda k: k[1], reverse=True):
+    def _requeue(self, w: WorkerInfo, died: bool = True) -> None:
+        """Hand a gone worker's jobs to others.
+
+        A worker runs its jobs in the order it got them, so only the oldest
+        unfinished one can have been running when it died: that one counts a
+        death (and fails for good after ``max_attempts``); the others only
+        waited in its queue and go back as they were.
+        """
+        suspect = True
+        requeue: list[Job] = []
+        for key in list(w.inflight):
             job = self.inflight.pop(key, None)
             if job is None:
                 continue
             self.stats["requeued"] += 1
-            if job.attempts >= self.max_attempts:
-                self._answer_error(
-                    job,
-                    "palm.JobLost",
-                    f"the job's worker died {job.attempts} times while running it; not retried",
-                )
-                continue
-            for part in self._split(job):
-                self.queue.appendleft(part)
+            if suspect and died:
+                job.deaths += 1
+                suspect = False
+                if job.deaths >= self.max_attempts:
+                    self._answer_error(
+                        job,
+                        "palm.JobLost",
+                        f"the job's worker died {job.deaths} times while running it; not retried",
+                    )
+                    continue
+                requeue.extend(self._split(job))
+            else:
+                requeue.append(job)
+        for job in reversed(requeue):
+            self._enqueue(job, front=True)
         w.inflight.clear()
 
     def _split(self, job: Job) -> list[Job]:
         """A batch that took down its worker is retried one job at a time,
         so one poisonous job cannot sink its neighbours."""
-        count = len(job.frames) - 1
-        if count == 1:
+        try:
+            payloads = jobs_in(job.header, job.frames[1:])
+        except ProtocolError:
+            return [job]
+        if len(payloads) == 1 and not job.header.packed:
             return [job]
         parts: list[Job] = []
-        for i in range(count - 1, -1, -1):
+        for i, payload in enumerate(payloads):
             header = job.header.reply(Kind.JOB)
             header.id = job.header.id + i
-            header.errors = None
-            parts.append(
-                Job(job.client, header, [header.to_wire(), job.frames[1 + i]], job.attempts)
-            )
+            header.packed = 0
+            part = Job(job.client, header, [header.to_wire(), payload], job.function, job.received)
+            part.attempts, part.deaths = job.attempts, job.deaths
+            parts.append(part)
         return parts
 
     # db endpoint -------------------------------------------------------------
@@ -583,7 +712,7 @@ class Master:
                 {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
                 for w in self.workers.values()
             ],
-            "queued": len(self.queue),
+            "queued": self.queued,
             "inflight": len(self.inflight),
             "stats": dict(self.stats),
             "malformed": self.malformed.total,

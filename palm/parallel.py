@@ -73,6 +73,9 @@ class ParallelClient:
         self.secret = mapping.resolve_secret(secret)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.client_id = uuid.uuid4().bytes
+        # asyncio streams have sockets of their own, so an identity of their own:
+        # the master routes results to the socket whose identity is the job's client
+        self.async_client_id = uuid.uuid4().bytes
         self.session: str | None = None
         self.workers = 0
         self._ids = itertools.count(1)
@@ -96,9 +99,10 @@ class ParallelClient:
         window: int | None = None,
         batch: int | None = None,
         extra: dict[str, Any] | None = None,
+        client: bytes | None = None,
     ) -> JobStream:
         return JobStream(
-            self.client_id,
+            client or self.client_id,
             self._qualify(function),
             iterable,
             ids=self._ids,
@@ -110,8 +114,8 @@ class ParallelClient:
             extra=extra,
         )
 
-    def _hello(self) -> list[bytes]:
-        return [Header(Kind.HELLO, 0, self.client_id).to_wire()]
+    def _hello(self, client: bytes | None = None) -> list[bytes]:
+        return [Header(Kind.HELLO, 0, client or self.client_id).to_wire()]
 
     def _control(self, frames: list[bytes], stream: JobStream) -> list[list[bytes]]:
         """Handle a WELCOME; return messages to send again after a master restart."""
@@ -245,6 +249,8 @@ class ParallelClient:
         timeout_s: float | object | None = ...,
     ) -> list[Any]:
         """``[fn(x) for x in iterable]`` computed by the master's workers, in order."""
+        if self.session is None:
+            self._greet()
         plan, stream = self._map_stream(fn, iterable, chunksize)
         out: list[Any] = []
         bar = self._progress(progress, plan[0].total)
@@ -262,7 +268,11 @@ class ParallelClient:
         return out
 
     def _map_stream(
-        self, fn: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        client: bytes | None = None,
     ) -> tuple[list[mapping.ChunkPlanner], JobStream]:
         if self.secret is None:
             raise ConfigError(
@@ -271,8 +281,6 @@ class ParallelClient:
             )
         secret = self.secret
         digest, fn_bytes = mapping.pickle_function(fn)
-        if self.session is None:
-            self._greet()
         workers = max(1, self.workers)
         planner = mapping.ChunkPlanner(_length(iterable), workers, chunksize=chunksize)
         payloads = (
@@ -280,7 +288,9 @@ class ParallelClient:
             for chunk in planner.chunks(iterable)
         )
         window = 2 * workers + 2
-        stream = self._stream(mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=1)
+        stream = self._stream(
+            mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=1, client=client
+        )
         return [planner], stream
 
     def _greet(self) -> None:
@@ -288,15 +298,7 @@ class ParallelClient:
         _, dealer = self._socks()
         dealer.send_multipart(self._hello())
         if dealer.poll(int(max(self.heartbeat_interval_s, 1.0) * 1000), zmq.POLLIN):
-            frames = dealer.recv_multipart()
-            try:
-                header, _ = decode(frames)
-            except ProtocolError:
-                return
-            if header.kind == Kind.WELCOME:
-                extra = header.extra or {}
-                self.session = extra.get("session")
-                self.workers = int(extra.get("workers", 0) or 0)
+            self._welcome(dealer.recv_multipart())
 
     # asyncio -------------------------------------------------------------------
 
@@ -311,7 +313,7 @@ class ParallelClient:
         timeout_s: float | object | None = ...,
     ) -> AsyncIterator[Outcome]:
         """``job()`` for asyncio code: ``async for result in client.ajob(...)``."""
-        stream = self._stream(function, iterable, messages, ordered)
+        stream = self._stream(function, iterable, messages, ordered, client=self.async_client_id)
         async for outcome in self._adrive(stream, errors, timeout_s):
             yield outcome
 
@@ -326,11 +328,11 @@ class ParallelClient:
         for sock in (push, dealer):
             sock.setsockopt(zmq.LINGER, 0)
         # a separate identity: the blocking sockets may be connected too
-        dealer.setsockopt(zmq.IDENTITY, self.client_id)
+        dealer.setsockopt(zmq.IDENTITY, self.async_client_id)
         push.connect(self.pull_address)
         dealer.connect(self.push_address)
         try:
-            await dealer.send_multipart(self._hello())
+            await dealer.send_multipart(self._hello(self.async_client_id))
             last_hello = last_progress = time.monotonic()
             while not stream.done:
                 for message in stream.fill():
@@ -355,7 +357,7 @@ class ParallelClient:
                         yield outcome
                 now = time.monotonic()
                 if now - last_hello >= self.heartbeat_interval_s:
-                    await dealer.send_multipart(self._hello())
+                    await dealer.send_multipart(self._hello(self.async_client_id))
                     last_hello = now
                 if timeout is not None and now - last_progress > timeout:
                     raise self._timeout(stream, now - last_progress)
@@ -372,7 +374,9 @@ class ParallelClient:
         timeout_s: float | object | None = ...,
     ) -> list[Any]:
         """``map()`` for asyncio code."""
-        plan, stream = self._map_stream(fn, iterable, chunksize)
+        if self.session is None:
+            await self._agreet()
+        plan, stream = self._map_stream(fn, iterable, chunksize, client=self.async_client_id)
         out: list[Any] = []
         async for answer in self._adrive(stream, "raise", timeout_s):
             assert isinstance(answer, bytes)
@@ -380,6 +384,32 @@ class ParallelClient:
             plan[0].observe(len(results), seconds)
             out.extend(results)
         return out
+
+    async def _agreet(self) -> None:
+        """``_greet`` for asyncio code, on a short-lived socket of its own."""
+        ctx = zmq.asyncio.Context.instance()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.IDENTITY, self.async_client_id)
+        dealer.connect(self.push_address)
+        try:
+            await dealer.send_multipart(self._hello(self.async_client_id))
+            wait_ms = int(max(self.heartbeat_interval_s, 1.0) * 1000)
+            if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
+                self._welcome(await dealer.recv_multipart())
+        finally:
+            dealer.close(0)
+
+    def _welcome(self, frames: list[bytes]) -> None:
+        try:
+            header, _ = decode(frames)
+        except ProtocolError:
+            return
+        if header.kind == Kind.WELCOME:
+            extra = header.extra or {}
+            session = extra.get("session")
+            self.session = session if isinstance(session, str) else None
+            self.workers = int(extra.get("workers", 0) or 0)
 
     # cache -------------------------------------------------------------------
 

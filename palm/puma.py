@@ -44,7 +44,12 @@ workers. Source code strings are refused: palm never ``exec``\\ s text.
 ``puma_start()`` starts Redis (unless configured), the master and its worker
 pool, the gateway and Envoy, prints the URLs, and blocks until SIGINT or
 SIGTERM; then it stops every process it started. ``puma_start(block=False)``
-returns the running :class:`Puma` instead (stop it with ``.stop()``).
+returns the running deployment instead (stop it with ``.stop()``).
+
+The deployment itself (processes, Envoy configuration) is not part of the
+library: palm finds it through the ``puma`` entry point of the ``palm.edge``
+group, which the ``gateway`` package provides (``gateway.deploy:Puma``). This
+module checks configurations on its own and imports nothing of the gateway.
 
 ``await puma_map(function, data)`` maps a function over data on the running
 deployment's workers (or on a temporary local cluster when none runs here).
@@ -56,20 +61,23 @@ import asyncio
 import json
 import math
 import signal
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.metadata import entry_points
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
+from palm.config import LB_POLICIES, check_route
 from palm.errors import ConfigError
 
 __all__ = [
     "CONFIG_KEYS",
-    "Puma",
+    "EDGE_GROUP",
+    "LB_POLICIES",
+    "Deployment",
+    "check_route",
+    "edge_implementation",
     "puma_config",
     "puma_map",
     "puma_service",
@@ -100,12 +108,30 @@ HCM_KEYS = {
 }
 DEFAULT_FUNCTION = "call"
 
+#: The entry point group where the HTTP edge implementation registers itself.
+EDGE_GROUP = "palm.edge"
+
+
+class Deployment(Protocol):
+    """What palm needs from a running PUMA deployment (see ``gateway.deploy``)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def start(self) -> Deployment: ...
+
+    def stop(self) -> None: ...
+
+    def print_urls(self, out: TextIO | None = None) -> None: ...
+
+    def map(self, function: Callable[[Any], Any], data: Iterable[Any]) -> list[Any]: ...
+
 
 @dataclass
 class _Registry:
     config: dict[str, Any] = field(default_factory=dict)
     services: dict[str, dict[str, Callable[..., Any]]] = field(default_factory=dict)
-    running: Puma | None = None
+    running: Deployment | None = None
 
 
 _registry = _Registry()
@@ -158,10 +184,8 @@ def puma_config(conf: Mapping[str, Any] | str) -> dict[str, Any]:
         isinstance(k, str) and isinstance(v, str) for k, v in services.items()
     ):
         raise ConfigError("puma_services must map service names to route prefixes like '/name'")
-    from gateway.envoy_config import LB_POLICIES, check_service
-
     for name, route in services.items():
-        check_service(name, route.rstrip("/") or route)
+        check_route(name, route.rstrip("/") or route)
     checked["puma_services"] = {name: route.rstrip("/") for name, route in services.items()}
     policy = checked.setdefault("load_balancer", "round_robin")
     if policy not in LB_POLICIES:
@@ -209,168 +233,24 @@ def puma_service(services: Mapping[str, Any] | str) -> None:
     _registry.services.update(registered)
 
 
-class Puma:
-    """A running PUMA deployment: Redis, master and workers, gateway, Envoy."""
-
-    def __init__(
-        self, config: Mapping[str, Any], services: Mapping[str, dict[str, Callable[..., Any]]]
-    ) -> None:
-        routes: dict[str, str] = dict(config.get("puma_services") or {})
-        for name in services:
-            routes.setdefault(name, f"/{name}")
-        missing = sorted(set(routes) - set(services))
-        if missing:
-            raise ConfigError(f"puma_services without a registered function: {missing}")
-        if not routes:
-            raise ConfigError("no services: call puma_service({name: callable}) first")
-        self.config = dict(config)
-        self.routes = routes
-        self.services = dict(services)
-        self.workdir = Path(tempfile.mkdtemp(prefix="palm-puma-"))
-        self._stack: list[Callable[[], None]] = []
-        self.redis_url: str | None = None
-        self.cluster: Any = None
-        self.gateway: Any = None
-        self.edge: Any = None
-
-    def start(self) -> Puma:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start(self) -> None:
-        import cloudpickle
-
-        from gateway.envoy_config import CircuitBreakers, EdgeConfig, RateLimit, Timeouts
-        from gateway.envoy_process import EnvoyProcess
-        from gateway.serve import GatewayServer
-        from palm.cluster import LocalCluster
-
-        conf = self.config
-        self.redis_url = conf.get("redis")
-        if self.redis_url is None:
-            from palm.redis_server import EmbeddedRedis
-
-            embedded = EmbeddedRedis(data_dir=self.workdir / "redis")
-            self.redis_url = embedded.start()
-            self._stack.append(embedded.stop)
-
-        cluster = LocalCluster(workers=int(conf.get("workers") or 2), name="puma")
-        cluster.__enter__()
-        self.cluster = cluster
-        self._stack.append(lambda: cluster.__exit__(None, None, None))
-
-        functions_dir = self.workdir / "functions"
-        functions_dir.mkdir()
-        gateway_services: dict[str, Any] = {}
-        for name, functions in self.services.items():
-            path = functions_dir / f"{name}.pkl"
-            path.write_bytes(cloudpickle.dumps(functions))
-            gateway_services[name] = {
-                "kind": "function",
-                "push_address": cluster.addresses["push"],
-                "pull_address": cluster.addresses["pull"],
-                "db_address": cluster.addresses["db"],
-                "server_name": cluster.name,
-                "functions_path": str(path),
-            }
-        hcm = conf.get("http_connection_manager") or {}
-        route_timeout_s = float(hcm.get("route_timeout_s", 60.0))
-        gateway = GatewayServer(
-            {
-                "services": gateway_services,
-                "redis_url": self.redis_url,
-                "timeout_s": route_timeout_s,
-            },
-            workers=int(conf.get("gateway_workers") or 2),
-            workdir=self.workdir / "gateway",
-            env={"PALM_SECRET": cluster.secret},  # functions travel signed
+def edge_implementation(name: str = "puma") -> Any:
+    """The object registered as ``name`` in the ``palm.edge`` entry point group."""
+    found = [entry for entry in entry_points(group=EDGE_GROUP) if entry.name == name]
+    if not found:
+        raise ConfigError(
+            f"no HTTP edge is installed (no {name!r} entry point in group {EDGE_GROUP!r}); "
+            "install palm with its gateway package, e.g. `pip install -e .` in the repository"
         )
-        self._stack.append(gateway.stop)
-        gateway.start()
-        self.gateway = gateway
-
-        defaults = Timeouts()
-        timeouts = Timeouts(
-            connect_s=hcm.get("connect_timeout_s", defaults.connect_s),
-            route_s=route_timeout_s,
-            stream_idle_s=hcm.get("stream_idle_timeout_s", defaults.stream_idle_s),
-            request_s=hcm.get("request_timeout_s", defaults.request_s),
-            drain_s=hcm.get("drain_timeout_s", defaults.drain_s),
-            downstream_idle_s=hcm.get("idle_timeout_s", defaults.downstream_idle_s),
-        )
-        logging_conf = conf.get("logging") or {}
-        edge_config = EdgeConfig(
-            services=self.routes,
-            gateways=(gateway.address,),
-            listen_port=int(hcm.get("port", 0)),
-            lb_policy=conf.get("load_balancer", "round_robin"),
-            rate_limit=RateLimit(**(conf.get("rate_limit") or {})),
-            circuit_breakers=CircuitBreakers(**(conf.get("circuit_breakers") or {})),
-            timeouts=timeouts,
-            access_log=logging_conf.get("access_log", str(self.workdir / "access.log")),
-        )
-        edge = EnvoyProcess(edge_config, workdir=self.workdir / "envoy")
-        self._stack.append(edge.stop)
-        edge.start()
-        self.edge = edge
-
-    @property
-    def url(self) -> str:
-        if self.edge is None:
-            raise ConfigError("PUMA is not running")
-        url: str = self.edge.url
-        return url
-
-    def urls(self) -> dict[str, str]:
-        """The public URL of every service function, plus the gateway's own pages."""
-        found = {
-            f"{name}.{fn}": f"{self.url}{self.routes[name]}/{fn}"
-            for name, functions in self.services.items()
-            for fn in functions
-        }
-        found["map"] = f"{self.url}/map/<service>/<function>"
-        found["gateway metrics"] = f"{self.gateway.url}/metrics"
-        host, port = self.edge.admin_address
-        found["envoy admin"] = f"http://{host}:{port}"
-        return found
-
-    def print_urls(self, out: TextIO = sys.stdout) -> None:
-        print(f"PUMA edge listening at {self.url}", file=out)
-        for what, url in self.urls().items():
-            print(f"  {what}: {url}", file=out)
-        out.flush()
-
-    def map(self, function: Callable[[Any], Any], data: Iterable[Any]) -> list[Any]:
-        items = list(data)
-        chunksize = max(1, math.isqrt(len(items)))
-        result: list[Any] = self.cluster.map(function, items, chunksize=chunksize)
-        return result
-
-    def stop(self) -> None:
-        """Stop every process started, newest first."""
-        while self._stack:
-            stop = self._stack.pop()
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the rest
-                print(f"PUMA: error while stopping: {exc!r}", file=sys.stderr)
-        if _registry.running is self:
-            _registry.running = None
-
-    def __enter__(self) -> Puma:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    try:
+        return found[0].load()
+    except ImportError as exc:
+        raise ConfigError(f"the HTTP edge {found[0].value!r} cannot be imported: {exc}") from exc
 
 
-def puma_start(*, block: bool = True) -> Puma:
+def puma_start(*, block: bool = True) -> Deployment:
     """Start the deployment; block until SIGINT/SIGTERM unless ``block`` is False."""
-    puma = Puma(_registry.config, _registry.services).start()
+    factory = edge_implementation("puma")
+    puma: Deployment = factory(_registry.config, _registry.services).start()
     _registry.running = puma
     puma.print_urls()
     if not block:
@@ -388,6 +268,8 @@ def puma_start(*, block: bool = True) -> Puma:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         puma.stop()
+        if _registry.running is puma:
+            _registry.running = None
         print("PUMA stopped", flush=True)
     return puma
 

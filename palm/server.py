@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
+from palm.cache import Cache
+from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -30,8 +33,11 @@ from palm.protocol import (
     check_size,
     decode,
     decode_header,
+    frames_for,
+    job_count,
+    jobs_in,
 )
-from palm.service import Service, Stopper
+from palm.service import Service, Stopper, split_function
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
 
 __all__ = ["Server"]
@@ -52,8 +58,12 @@ class Server(Service):
         db_address: str | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        redis_url: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         super().__init__(name)
+        self.deployment = Deployment(name, redis_url=redis_url, cluster=cluster, start_redis=True)
+        self.counters = self.deployment.counters
         self.address = check_endpoint(address, "address")
         self.db_address = db_address
         self.max_message_bytes = max_message_bytes
@@ -66,6 +76,11 @@ class Server(Service):
         #: Called once the socket is bound (``bound_address`` is known).
         self.on_ready: Callable[[Server], None] | None = None
 
+    def shared_cache(self) -> Cache:
+        if self.deployment.state is None:
+            return super().shared_cache()
+        return self.deployment.state
+
     # lifecycle -----------------------------------------------------------------
 
     def stop(self) -> None:
@@ -74,12 +89,14 @@ class Server(Service):
 
     def start(self) -> None:
         """Bind, serve until SIGINT/SIGTERM or :meth:`stop`, close sockets, return."""
+        self.deployment.open()
         sock = make_socket(zmq.ROUTER, max_message_bytes=self.max_message_bytes)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             sock.bind(self.address)
         except zmq.ZMQError as exc:
             sock.close(0)
+            self.deployment.close()
             raise OSError(f"{self.name} cannot bind {self.address}: {exc}") from exc
         self._socket = sock
         self.bound_address = bound_endpoint(sock)
@@ -97,6 +114,7 @@ class Server(Service):
             self._socket = None
             self._stopper.close()
             self._stopper = Stopper()
+            self.deployment.close()
             self.logger.info("%s stopped", self.name)
 
     def _serve(self, sock: zmq.Socket[bytes], poller: zmq.Poller) -> None:
@@ -133,8 +151,13 @@ class Server(Service):
             self.malformed.record(str(exc))
             return None
         if header.kind == Kind.JOB:
-            reply_header, results = self.handle_job(header, payloads)
-            return [identity, reply_header.to_wire(), *results]
+            try:
+                jobs = jobs_in(header, payloads)
+            except ProtocolError as exc:
+                self.malformed.record(str(exc))
+                return None
+            reply_header, results = self.handle_job(header, jobs)
+            return [identity, reply_header.to_wire(), *frames_for(reply_header, results)]
         if header.kind == Kind.PING:
             return [identity, header.reply().to_wire(), b"pong"]
         if header.kind == Kind.INFO:
@@ -145,40 +168,47 @@ class Server(Service):
     def handle_job(self, header: Header, payloads: list[bytes]) -> tuple[Header, list[bytes]]:
         """Run ``header.function`` on each payload: the reply header and results."""
         reply = header.reply()
+        started = time.monotonic()
+        function = split_function(header.function)[1]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = [
                 self.unknown(header.function, i, header.stage) for i in range(len(payloads))
             ]
             self.failed += len(payloads)
+            self.counters.record_batch(function, 0.0, len(payloads), len(payloads))
             return reply, [b""] * len(payloads)
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
+        request_id = (header.extra or {}).get("request_id")
         for offset, payload in enumerate(payloads):
-            result, error = self.call(func, header.function, payload, offset, header.stage)
+            result, error = self.call(
+                func, header.function, payload, offset, header.stage, request_id
+            )
             results.append(result)
             if error is not None:
                 errors.append(error)
         self.handled += len(payloads)
         self.failed += len(errors)
+        self.counters.record_batch(function, time.monotonic() - started, len(payloads), len(errors))
         if errors:
             reply.errors = errors
         return reply, results
 
     def _too_large(self, frames: list[bytes], exc: PayloadTooLarge) -> list[bytes]:
-        count = max(1, len(frames) - 2)
         try:
             reply = decode_header(frames[1]).reply()
         except ProtocolError:
             self.malformed.record("oversized message without a valid header")
             reply = Header(Kind.RESULT)
+        count = job_count(reply, max(1, len(frames) - 2))
         self.logger.warning("%s refused a message: %s", self.name, exc)
         reply.kind = Kind.RESULT
         reply.errors = [
             ErrorInfo(i, "palm.PayloadTooLarge", str(exc), "", self.name, reply.stage)
             for i in range(count)
         ]
-        return [reply.to_wire(), *([b""] * count)]
+        return [reply.to_wire(), *frames_for(reply, [b""] * count)]
 
     def describe(self) -> bytes:
         """msgpack description of this server for INFO requests."""

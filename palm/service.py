@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from palm.errors import ConfigError
+from palm.cache import Cache
+from palm.errors import ConfigError, StateError
+from palm.logs import current_request_id
 from palm.protocol import ErrorInfo
 
 __all__ = ["Service", "Stopper", "split_function"]
@@ -127,6 +129,24 @@ class Service:
                     found[attr] = getattr(self, attr)
         return found
 
+    # the shared cache ------------------------------------------------------------
+
+    def shared_cache(self) -> Cache:
+        """Where ``set``/``get``/``delete`` go; subclasses say (StateError when nowhere)."""
+        raise StateError(f"{self.name} has no shared cache: give it a Redis URL or db_address")
+
+    def set(self, value: bytes, key: str | None = None) -> str:
+        """Store ``value`` in the cluster's shared cache; returns its key."""
+        return self.shared_cache().set(value, key)
+
+    def get(self, key: str) -> bytes | None:
+        """The cached value under ``key``, or None."""
+        return self.shared_cache().get(key)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` from the shared cache; False if it was not there."""
+        return self.shared_cache().delete(key)
+
     @property
     def functions(self) -> list[str]:
         """The user functions this service answers, sorted."""
@@ -151,14 +171,27 @@ class Service:
         )
 
     def call(
-        self, func: Callable[[bytes], Any], function: str, payload: bytes, offset: int, stage: int
+        self,
+        func: Callable[[bytes], Any],
+        function: str,
+        payload: bytes,
+        offset: int,
+        stage: int,
+        request_id: object = None,
     ) -> tuple[bytes, ErrorInfo | None]:
-        """Run one user call; never raises for user errors."""
+        """Run one user call; never raises for user errors.
+
+        ``request_id`` (from the HTTP edge) is in the logging context while it runs.
+        """
+        token = current_request_id.set(request_id) if isinstance(request_id, str) else None
         try:
             result = func(payload)
         except Exception as exc:
             self.logger.exception("%s.%s raised %s", self.name, function, type(exc).__name__)
             return b"", error_info(exc, offset, self.name, stage)
+        finally:
+            if token is not None:
+                current_request_id.reset(token)
         if isinstance(result, bytes):
             return result, None
         if isinstance(result, bytearray | memoryview):

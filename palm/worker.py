@@ -23,8 +23,19 @@ import msgpack
 import zmq
 
 from palm import mapping
+from palm.cache import Cache
+from palm.cache_client import CacheClient
+from palm.deployment import Deployment
 from palm.errors import ConfigError, ProtocolError
-from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
+from palm.protocol import (
+    ErrorInfo,
+    Header,
+    Kind,
+    MalformedCounter,
+    decode,
+    frames_for,
+    jobs_in,
+)
 from palm.service import Service, Stopper, split_function
 from palm.sockets import check_endpoint, make_socket
 
@@ -54,6 +65,8 @@ class Worker(Service):
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         secret: bytes | str | None = None,
+        redis_url: str | None = None,
+        cluster: str | None = None,
     ) -> None:
         super().__init__(name)
         if (push_address is None or pull_address is None) and db_address is None:
@@ -73,6 +86,20 @@ class Worker(Service):
         self.malformed = MalformedCounter(name, self.logger)
         self._stopper = Stopper()
         self._functions_cache: dict[bytes, object] = {}
+        self.redis_url = redis_url
+        self.cluster = cluster
+        self.deployment: Deployment | None = None
+        self._cache_client: _MissingAsNone | None = None
+
+    def shared_cache(self) -> Cache:
+        """Redis when the deployment has one, else the master's db endpoint."""
+        if self.deployment is not None and self.deployment.state is not None:
+            return self.deployment.state
+        if self.db_address:
+            if self._cache_client is None:
+                self._cache_client = _MissingAsNone(CacheClient(self.db_address))
+            return self._cache_client
+        return super().shared_cache()
 
     # lifecycle ---------------------------------------------------------------
 
@@ -110,6 +137,10 @@ class Worker(Service):
         finally:
             beats.stop()
             results.close(0)
+            if self.deployment is not None:
+                self.deployment.close()
+            if self._cache_client is not None:
+                self._cache_client.close()
 
     def _sleep(self, seconds: float) -> None:
         poller = zmq.Poller()
@@ -201,12 +232,26 @@ class Worker(Service):
             return True
         extra = header.extra or {}
         if header.kind == Kind.JOB:
-            reply, out = self.run_job(header, payloads)
-            results.send_multipart([reply.to_wire(), *out])
-            self.jobs_done += len(payloads)
+            try:
+                jobs = jobs_in(header, payloads)
+            except ProtocolError as exc:
+                self.malformed.record(str(exc))
+                return True
+            reply, out = self.run_job(header, jobs)
+            results.send_multipart([reply.to_wire(), *frames_for(reply, out)])
+            self.jobs_done += len(jobs)
             return True
         session = extra.get("session")
         if header.kind == Kind.WELCOME:
+            if self.deployment is None and isinstance(extra.get("master"), str):
+                # central logs under the master's name, once we know it
+                self.deployment = Deployment(
+                    extra["master"],
+                    self.name,
+                    redis_url=self.redis_url,
+                    cluster=self.cluster,
+                    publish=False,
+                ).open()
             if extra.get("reset"):
                 self.logger.info("worker %s: master asks to register again", self.name)
                 self._ready(dealer)
@@ -245,8 +290,11 @@ class Worker(Service):
             return reply, [b""] * len(payloads)
         out: list[bytes] = []
         errors: list[ErrorInfo] = []
+        request_id = (header.extra or {}).get("request_id")
         for offset, payload in enumerate(payloads):
-            result, error = self.call(func, header.function, payload, offset, header.stage)
+            result, error = self.call(
+                func, header.function, payload, offset, header.stage, request_id
+            )
             out.append(result)
             if error is not None:
                 errors.append(error)
@@ -259,6 +307,28 @@ class FunctionWorker(Worker):
     """A generic worker with no functions of its own: it runs ``map`` chunks."""
 
     _palm_framework = True
+
+
+class _MissingAsNone:
+    """The db endpoint's cache with ``get`` answering None for a missing key."""
+
+    def __init__(self, client: CacheClient) -> None:
+        self.client = client
+
+    def set(self, value: bytes, key: str | None = None) -> str:
+        return self.client.set(value, key)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get(key)
+        except KeyError:
+            return None
+
+    def delete(self, key: str) -> bool:
+        return self.client.delete(key)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class _HeartbeatThread(threading.Thread):

@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--credit", type=int, default=2)
     p.add_argument("--heartbeat-interval-s", type=float, default=1.0)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--redis", default=None, help="Redis URL (default: $PALM_REDIS_URL or embedded)")
+    p.add_argument("--cluster", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         db_address=args.db,
         credit=args.credit,
         heartbeat_interval_s=args.heartbeat_interval_s,
+        redis_url=args.redis,
+        cluster=args.cluster,
     )
     worker.start()
     return 0

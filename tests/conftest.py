@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ if str(ROOT) not in sys.path:
 
 from tests.fixtures.procs import Processes  # noqa: E402
 
+# Embedded Redis servers of the processes under test live in a directory of
+# this run, never in the user's data directory.
+os.environ.setdefault("PALM_DATA_DIR", tempfile.mkdtemp(prefix="palm-test-"))
+
 pytest_plugins = [
     name
     for name, path in (
@@ -23,6 +28,29 @@ pytest_plugins = [
     )
     if path.exists()
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_redis() -> Iterator[str]:
+    """One real redis-server for the whole run, configured as every process's Redis.
+
+    Tests of the embedded Redis remove ``PALM_REDIS_URL`` for themselves.
+    """
+    from tests.fixtures.redis import RedisProcess
+
+    data_dir = Path(tempfile.mkdtemp(prefix="palm-redis-"))
+    server = RedisProcess(data_dir)
+    server.start()
+    previous = os.environ.get("PALM_REDIS_URL")
+    os.environ["PALM_REDIS_URL"] = server.url
+    try:
+        yield server.url
+    finally:
+        if previous is None:
+            os.environ.pop("PALM_REDIS_URL", None)
+        else:
+            os.environ["PALM_REDIS_URL"] = previous
+        server.kill()
 
 
 @pytest.fixture

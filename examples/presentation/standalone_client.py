@@ -1,5 +1,5 @@
 from palm.standalone import Client
 
-client = Client("tcp://127.0.0.1:5555", "my_server")
-result = client.job("foo", b"a message")
-print("Client got: ", result)
+client = Client('tcp://127.0.0.1:5555', 'my_server')
+result = client.job('foo', b'a message')
+print('Client got: ', result)

@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--liveness", type=int, default=3, help="missed heartbeats before a worker is dead"
     )
     p.add_argument("--max-attempts", type=int, default=3, help="worker deaths before a job fails")
+    p.add_argument(
+        "--redis", default=None, help="Redis URL (default: $PALM_REDIS_URL, else embedded)"
+    )
+    p.add_argument(
+        "--cluster", default=None, help="deployment name for Redis keys (default: default)"
+    )
     p.set_defaults(func=run)
 
 
@@ -42,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval_s,
         liveness=args.liveness,
         max_attempts=args.max_attempts,
+        redis_url=args.redis,
+        cluster=args.cluster,
     )
     master.on_ready = lambda m: announce("ready", kind="master", name=m.name, **m.bound)
     master.start()

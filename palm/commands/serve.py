@@ -8,6 +8,7 @@ address (``tcp://127.0.0.1:*`` lets the OS pick the port).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from palm.loading import announce, load_object
 from palm.server import Server
@@ -19,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", required=True, help="server name clients call it by")
     p.add_argument("--address", required=True, help="ZeroMQ endpoint to bind")
     p.add_argument("--max-message-bytes", type=int, default=None, help="largest message accepted")
+    p.add_argument(
+        "--redis", default=None, help="Redis URL (default: $PALM_REDIS_URL, else embedded)"
+    )
+    p.add_argument(
+        "--cluster", default=None, help="deployment name for Redis keys (default: default)"
+    )
     p.set_defaults(func=run)
 
 
@@ -26,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     cls = load_object(args.spec)
     if not (isinstance(cls, type) and issubclass(cls, Server)):
         raise SystemExit(f"palm serve: {args.spec} is not a palm Server subclass")
-    options = {}
+    options: dict[str, Any] = {"redis_url": args.redis, "cluster": args.cluster}
     if args.max_message_bytes:
         options["max_message_bytes"] = args.max_message_bytes
     server = cls(args.name, args.address, **options)

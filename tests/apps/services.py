@@ -49,3 +49,21 @@ class EchoWorker(Worker):
 
     def boom(self, message: bytes) -> bytes:
         raise RuntimeError("worker boom " + message.decode())
+
+
+class CacheWorker(Worker):
+    """Workers that share values through the cluster's cache and log to it."""
+
+    def remember(self, message: bytes) -> bytes:
+        return self.set(message, key="shared").encode()
+
+    def recall(self, message: bytes) -> bytes:
+        value = self.get("shared")
+        return self.name.encode() + b"=" + (value if value is not None else b"<missing>")
+
+    def chatty(self, message: bytes) -> bytes:
+        self.logger.warning("%s handled %s", self.name, message.decode())
+        return message
+
+    def echo(self, message: bytes) -> bytes:
+        return message

@@ -8,7 +8,7 @@ import pytest
 
 from palm.errors import PayloadTooLarge, RemoteError
 from palm.jobs import JobStream
-from palm.protocol import ErrorInfo, Header, Kind, decode
+from palm.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 
 
 def stream(items: list[bytes], **options: object) -> JobStream:
@@ -18,22 +18,34 @@ def stream(items: list[bytes], **options: object) -> JobStream:
 
 
 def answer(message: list[bytes], reverse: bool = False, fail: int | None = None) -> list[bytes]:
-    header, payloads = decode(message)
+    header, frames = decode(message)
     reply = header.reply()
-    results = [b"r" + p for p in payloads]
+    results = [b"r" + p for p in jobs_in(header, frames)]
     if fail is not None:
         reply.errors = [ErrorInfo(fail, "ValueError", "bad")]
         results[fail] = b""
-    return [reply.to_wire(), *results]
+    return [reply.to_wire(), *frames_for(reply, results)]
 
 
 def test_the_window_bounds_jobs_in_flight_and_batches_bound_messages() -> None:
     s = stream([b"%d" % i for i in range(100)], window=10, batch=4)
     sent = s.fill()
-    assert [len(m) - 1 for m in sent] == [4, 4, 2]
+    assert [jobs(m) for m in sent] == [4, 4, 2]
     assert s.fill() == []
     s.accept(answer(sent[0]))
-    assert sum(len(m) - 1 for m in s.fill()) == 4
+    assert sum(jobs(m) for m in s.fill()) == 4
+
+
+def jobs(message: list[bytes]) -> int:
+    header, payloads = decode(message)
+    return len(jobs_in(header, payloads))
+
+
+def test_small_payloads_travel_packed_and_large_ones_in_frames_of_their_own() -> None:
+    small = stream([b"x"] * 3, batch=3).fill()[0]
+    assert len(small) == 2 and decode(small)[0].packed == 3
+    large = stream([b"x" * 20_000] * 3, batch=3).fill()[0]
+    assert len(large) == 4 and decode(large)[0].packed == 0
 
 
 def test_items_are_taken_lazily_and_messages_caps_them() -> None:
@@ -45,12 +57,15 @@ def test_items_are_taken_lazily_and_messages_caps_them() -> None:
             yield b"x"
 
     s = stream(gen(), window=5, batch=5, messages=7)  # type: ignore[arg-type]
-    s.fill()
+    (first,) = s.fill()
     assert len(taken) == 5
-    s.accept(answer(s.fill() or [Header(Kind.JOB, 1, b"client", "f").to_wire(), *[b"x"] * 5]))
-    s.fill()
+    assert s.fill() == []  # the window is full: nothing more is taken
+    assert len(taken) == 5
+    s.accept(answer(first))
+    (second,) = s.fill()
+    assert jobs(second) == 2
+    assert s.sent == 7 and s.exhausted
     assert len(taken) <= 8
-    assert s.sent == 7
 
 
 def test_duplicates_are_dropped() -> None:
@@ -85,7 +100,7 @@ def test_resend_covers_exactly_the_outstanding_jobs() -> None:
     partial = [Header(Kind.RESULT, header.id + 1, b"client", "srv.fn").to_wire(), b"rb"]
     assert s.accept(partial) == [b"rb"]
     again = s.resend()
-    assert sorted(decode(m)[1][0] for m in again) == [b"a", b"c"]
+    assert sorted(jobs_in(*decode(m))[0] for m in again) == [b"a", b"c"]
 
 
 def test_a_payload_over_the_limit_is_refused_before_sending() -> None:

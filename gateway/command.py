@@ -1,0 +1,114 @@
+"""Run a whole deployment file on this machine: ``palm up [--config palm.yaml]``.
+
+Starts Redis (embedded unless the file gives a URL), the masters (``palm
+masters``), a worker pool per parallel service (``palm worker``), the gateway
+(gunicorn) and Envoy; prints the URLs and curl commands to try; then blocks
+until SIGINT/SIGTERM and stops every process it started. ``--once`` sends
+those requests through Envoy instead, prints the answers and stops.
+
+``--only gateway`` or ``--only envoy`` runs one part of the stack, the way
+the docker-compose services do: the gateway finds the masters at
+``--masters-host`` on the file's fixed ports; Envoy fronts ``--gateway
+HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+
+from gateway.guide import guide, smoke
+from gateway.up import ROLES, Up
+from palm.config import load_deployment
+from palm.errors import PalmError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "up",
+        help="run a deployment file on this machine, behind Envoy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default="palm.yaml", help="deployment file (default palm.yaml)")
+    p.add_argument("--port", type=int, default=None, help="Envoy's port (default: the file's)")
+    p.add_argument("--once", action="store_true", help="send a few requests, print, stop")
+    p.add_argument("--only", choices=["gateway", "envoy"], help="run one part of the stack")
+    p.add_argument("--listen", default="127.0.0.1", help="address Envoy (or --only gateway) binds")
+    p.add_argument("--masters-host", default=None, help="where the masters run (--only gateway)")
+    p.add_argument(
+        "--gateway-port", type=int, default=0, help="the gateway's port (--only gateway)"
+    )
+    p.add_argument("--gateway", action="append", default=[], help="HOST:PORT (--only envoy)")
+    p.add_argument("--redis", default=None, help="Redis URL (default: the file's, or embedded)")
+    p.set_defaults(func=run)
+
+
+def _gateways(values: list[str]) -> tuple[tuple[str, int], ...]:
+    found = []
+    for value in values:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"palm up: --gateway takes HOST:PORT, not {value!r}")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    up: Up | None = None
+    try:
+        config = load_deployment(args.config)
+        roles = frozenset({args.only}) if args.only else ROLES
+        up = Up(
+            config,
+            port=args.port,
+            roles=roles,
+            listen=args.listen,
+            masters_host=args.masters_host,
+            gateway_port=args.gateway_port,
+            gateways=_gateways(args.gateway),
+            redis_url=args.redis,
+            log_level="WARNING" if args.log_level == "INFO" else args.log_level,
+        )
+        up.start()
+        print(f"palm up: edge at {up.url}", flush=True)
+        for name, address in up.addresses().items():
+            print(f"  service {name}: {address}")
+        if up.gateway is not None:
+            print(f"  gateway: {up.gateway.url} (metrics at {up.gateway.url}/metrics)")
+        if up.edge is not None and up.edge.admin_address is not None:
+            host, port = up.edge.admin_address
+            print(f"  envoy admin: http://{host}:{port}")
+        print(f"  processes: {json.dumps(up.processes)}")
+        if up.edge is not None:
+            print(guide(config, up.url), flush=True)
+        if args.once:
+            failed = 0
+            for result in smoke(config, up.url):
+                ok = 200 <= result["status"] < 300
+                failed += not ok
+                body = result["body"].decode(errors="replace").strip()
+                print(f"POST {result['path']} -> {result['status']} {body}", flush=True)
+            return 1 if failed else 0
+        while not stop.wait(0.5):
+            pass
+        return 0
+    except PalmError as exc:
+        print(f"palm up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if up is not None:
+            left = up.stop()
+            print(f"palm up: stopped{f' (killed {left})' if left else ''}", flush=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,121 @@
+"""What ``palm up`` prints once ready (curl commands that work) and what ``--once`` runs.
+
+:func:`examples` picks, for each service of a deployment file, one function
+and a payload it accepts; :func:`guide` turns them into curl commands against
+the edge's URL, and :func:`smoke` sends the same requests and reports the
+answers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from palm.config import DeploymentConfig, ServiceConfig
+from palm.errors import ConfigError
+from palm.loading import load_object
+from palm.server import Server
+from palm.worker import Worker
+
+__all__ = ["Example", "examples", "guide", "smoke"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One request through the edge."""
+
+    what: str
+    path: str
+    body: bytes
+    service: str = ""
+    function: str = ""
+
+    def curl(self, url: str) -> str:
+        return f"curl -s -X POST --data-binary {shlex.quote(self.body.decode())} {url}{self.path}"
+
+
+def functions_of(service: ServiceConfig) -> list[str]:
+    """The functions a service serves, ``foo`` first when there is one."""
+    if service.kind == "function":
+        names = list(service.functions)
+    else:
+        spec = service.server if service.kind == "standalone" else service.worker
+        base: type = Server if service.kind == "standalone" else Worker
+        try:
+            cls = load_object(spec or "")
+        except ConfigError:
+            return []
+        names = sorted(
+            name
+            for name in dir(cls)
+            if not name.startswith("_")
+            and not hasattr(base, name)
+            and callable(getattr(cls, name, None))
+        )
+    return sorted(names, key=lambda name: name != "foo")
+
+
+def examples(config: DeploymentConfig) -> list[Example]:
+    """One call per service (a map too for function services), and an asynchronous job."""
+    found: list[Example] = []
+    for name, service in config.services.items():
+        functions = functions_of(service)
+        if not functions:
+            continue
+        fn = functions[0]
+        if service.kind == "function":
+            route = f"{service.route}/{fn}"
+            found.append(Example(f"{name}.{fn}(10)", route, b"10", name, fn))
+            found.append(Example(f"{name}.{fn} mapped", f"/map/{name}/{fn}", b"[1, 2, 3, 4]"))
+        else:
+            found.append(Example(f"{name}.{fn}", f"{service.route}/{fn}", b"hello", name, fn))
+    if found:
+        first = found[0]
+        path = f"/jobs/{first.service}/{first.function}"
+        found.append(Example(f"{first.what}, as a background job", path, first.body))
+    return found
+
+
+def guide(config: DeploymentConfig, url: str) -> str:
+    """A few lines a person can paste into a shell."""
+    lines = [f"palm is up: {len(config.services)} services behind Envoy at {url}", "Try:"]
+    for example in examples(config):
+        lines.append(f"  # {example.what}")
+        lines.append(f"  {example.curl(url)}")
+    lines.append("  # a background job's status and result (job id from the line above)")
+    lines.append(f"  curl -s {url}/jobs/<job_id>        curl -s {url}/jobs/<job_id>/result")
+    lines.append("Stop with Ctrl-C.")
+    return "\n".join(lines)
+
+
+def _request(url: str, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def smoke(config: DeploymentConfig, url: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Send every example through the edge; a job's result is fetched when it is done."""
+    results: list[dict[str, Any]] = []
+    for example in examples(config):
+        status, body = _request(url, "POST", example.path, example.body)
+        if example.path.startswith("/jobs/") and status == 202:
+            job_id = json.loads(body)["job_id"]
+            deadline = time.monotonic() + timeout_s
+            delay_s = 0.01
+            while status == 202 and time.monotonic() < deadline:
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 0.2)
+                status, body = _request(url, "GET", f"/jobs/{job_id}/result", None)
+        results.append({"what": example.what, "path": example.path, "status": status, "body": body})
+    return results

@@ -1,0 +1,322 @@
+"""``palm up``: a whole deployment file running on this machine, behind Envoy.
+
+:class:`Up` starts, in order and each only once the previous one answers:
+
+1. Redis: the file's URL, or an embedded ``redis-server``;
+2. the masters: ``palm masters --config FILE --any-port`` (the ``masters``
+   service, one child process that runs a master or server per service);
+3. one worker pool per parallel or function service: ``palm worker SPEC
+   --connect <db endpoint>`` (the ``workers`` service), until the master
+   reports every worker;
+4. the gateway (gunicorn), with a palm client per service;
+5. Envoy in front of the gateway.
+
+The gateway package reaches the other services only through their commands,
+never by import. ``roles`` runs a part of the stack: ``{"gateway"}`` serves
+the services of masters running on ``masters_host`` at the file's fixed
+ports, ``{"envoy"}`` fronts gateways at ``gateways`` (the shape of the
+docker-compose services). :meth:`stop` stops every process started, newest
+first, by PID, and checks that none is left.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from gateway.deploy import edge_config, write_functions
+from gateway.envoy_process import EnvoyProcess
+from gateway.serve import GatewayServer
+from palm.client import Client
+from palm.cluster import read_ready
+from palm.config import ENDPOINTS, DeploymentConfig
+from palm.errors import ConfigError, PalmError, TimeoutError
+from palm.loading import load_object
+from palm.redis_server import EmbeddedRedis
+
+__all__ = ["ROLES", "Up"]
+
+log = logging.getLogger(__name__)
+
+ROLES = frozenset({"redis", "masters", "workers", "gateway", "envoy"})
+
+
+class Up:
+    """The processes of one deployment file, started and stopped together."""
+
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        *,
+        port: int | None = None,
+        roles: frozenset[str] = ROLES,
+        listen: str = "127.0.0.1",
+        masters_host: str | None = None,
+        gateway_port: int = 0,
+        gateways: tuple[tuple[str, int], ...] = (),
+        redis_url: str | None = None,
+        log_level: str = "WARNING",
+        startup_timeout_s: float = 60.0,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        unknown = set(roles) - ROLES
+        if unknown:
+            raise ConfigError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+        if "envoy" in roles and "gateway" not in roles and not gateways:
+            raise ConfigError("Envoy without a gateway needs the gateways' HOST:PORT")
+        self.config = config
+        self.port = config.edge.port if port is None else port
+        self.roles = roles
+        self.listen = listen
+        self.masters_host = masters_host
+        self.gateway_port = gateway_port
+        self.gateways = gateways
+        self.redis_url = redis_url or config.redis
+        self.log_level = log_level
+        self.startup_timeout_s = startup_timeout_s
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="palm-up-"))
+        self.secret = os.environ.get("PALM_SECRET") or secrets.token_hex(16)
+        self.services: dict[str, dict[str, Any]] = {}
+        self.processes: dict[str, int] = {}
+        self.gateway: GatewayServer | None = None
+        self.edge: EnvoyProcess | None = None
+        self._children: list[subprocess.Popen[str]] = []
+        self._stack: list[Callable[[], None]] = []
+
+    # starting ----------------------------------------------------------------
+
+    def start(self) -> Up:
+        try:
+            if "redis" in self.roles and self.redis_url is None:
+                self._start_redis()
+            if "masters" in self.roles:
+                self._start_masters()
+            else:
+                self.services = self._fixed_addresses()
+            if "workers" in self.roles:
+                self._start_workers()
+            if "gateway" in self.roles:
+                self._start_gateway()
+            if "envoy" in self.roles:
+                self._start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PALM_SECRET"] = self.secret
+        if self.redis_url:
+            env["PALM_REDIS_URL"] = self.redis_url
+        env["PALM_CLUSTER"] = self.config.name
+        if self.config.path is not None:
+            here = str(self.config.path.parent)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _spawn(self, label: str, args: list[str], **options: Any) -> subprocess.Popen[str]:
+        cwd = str(self.config.path.parent) if self.config.path is not None else None
+        cmd = [sys.executable, "-m", "palm", "--log-level", self.log_level, *args]
+        proc = subprocess.Popen(cmd, env=self._env(), cwd=cwd, text=True, **options)
+        self._children.append(proc)
+        self._stack.append(lambda: self._stop_child(proc))
+        self.processes[label] = proc.pid
+        return proc
+
+    def _start_redis(self) -> None:
+        embedded = EmbeddedRedis(data_dir=self.workdir / "redis", cluster=self.config.name)
+        self._stack.append(embedded.stop)
+        self.redis_url = embedded.start()
+        if embedded.pid is not None:
+            self.processes["redis"] = embedded.pid
+
+    def _start_masters(self) -> None:
+        if self.config.path is None:
+            raise ConfigError("palm up needs the deployment read from a file")
+        args = ["masters", "--config", str(self.config.path), "--any-port", "--host", "127.0.0.1"]
+        proc = self._spawn("masters", args, stdout=subprocess.PIPE)
+        try:
+            ready = read_ready(proc, self.startup_timeout_s)
+        except (builtins.TimeoutError, RuntimeError) as exc:
+            raise ConfigError(f"the masters did not start: {exc}") from exc
+        self.services = dict(ready["services"])
+
+    def _fixed_addresses(self) -> dict[str, dict[str, Any]]:
+        """The services' endpoints from the file's ports, on ``masters_host``."""
+        host = self.masters_host or self.config.host
+        found: dict[str, dict[str, Any]] = {}
+        for name, service in self.config.services.items():
+            if not service.port:
+                raise ConfigError(f"service {name!r} needs a fixed port to be found on {host}")
+            found[name] = {"kind": service.kind, "addresses": service.bind_addresses(host)}
+        return found
+
+    def _start_workers(self) -> None:
+        pools: list[tuple[str, int]] = []
+        for name, service in self.config.services.items():
+            spec = service.worker_spec
+            if spec is None or service.workers == 0:
+                continue
+            db = self.services[name]["addresses"]["db"]
+            args = ["worker", spec, "--connect", db, "--processes", str(service.workers)]
+            self._spawn(f"workers:{name}", [*args, "--name", name])
+            pools.append((name, service.workers))
+        for name, count in pools:
+            self._wait_for_workers(name, count)
+
+    def _wait_for_workers(self, name: str, count: int) -> None:
+        probe = Client(self.services[name]["addresses"]["db"], name, timeout_s=2.0)
+        deadline = time.monotonic() + self.startup_timeout_s
+        delay_s = 0.02
+        try:
+            while True:
+                with contextlib.suppress(PalmError):
+                    workers = probe.info().get("workers") or []
+                    if isinstance(workers, list) and len(workers) >= count:
+                        return
+                for proc in self._children:
+                    if proc.poll() is not None:
+                        raise ConfigError(f"process {proc.pid} exited with {proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{name}: {count} workers not up in {self.startup_timeout_s} s"
+                    )
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 0.2)
+        finally:
+            probe.close()
+
+    def _gateway_services(self) -> dict[str, Any]:
+        specs: dict[str, Any] = {}
+        for name, service in self.config.services.items():
+            addresses = self.services[name]["addresses"]
+            if service.kind == "standalone":
+                specs[name] = {"kind": "standalone", "address": addresses["address"]}
+                continue
+            spec = {
+                "kind": "parallel" if service.kind == "parallel" else "function",
+                **{f"{label}_address": addresses[label] for label in ("push", "pull", "db")},
+            }
+            if service.kind == "function":
+                functions = {fn: load_object(target) for fn, target in service.functions.items()}
+                path = self.workdir / "functions" / f"{name}.pkl"
+                spec["functions_path"] = write_functions(path, functions)
+            specs[name] = spec
+        return specs
+
+    def _start_gateway(self) -> None:
+        gateway = GatewayServer(
+            {
+                "services": self._gateway_services(),
+                "redis_url": self.redis_url,
+                "timeout_s": self.config.edge.route_timeout_s,
+            },
+            host=self.listen if "envoy" not in self.roles else "127.0.0.1",
+            port=self.gateway_port,
+            workers=self.config.edge.gateway_workers,
+            workdir=self.workdir / "gateway",
+            env={k: v for k, v in self._env().items() if k in ("PALM_SECRET", "PYTHONPATH")},
+        )
+        self._stack.append(gateway.stop)
+        gateway.start()
+        self.gateway = gateway
+        self.processes["gateway"] = gateway.pid
+
+    def _start_envoy(self) -> None:
+        gateways = (self.gateway.address,) if self.gateway is not None else self.gateways
+        edge = self.config.edge
+        access_log = edge.access_log
+        if access_log and access_log != "-" and self.config.path is not None:
+            access_log = str(self.config.path.parent / access_log)
+        envoy = EnvoyProcess(
+            edge_config(
+                self.config.routes(),
+                gateways,
+                port=self.port,
+                listen_address=self.listen,
+                load_balancer=edge.load_balancer,
+                rate_limit=edge.rate_limit,
+                timeouts={"route_s": edge.route_timeout_s},
+                access_log=access_log,
+            ),
+            workdir=self.workdir / "envoy",
+        )
+        self._stack.append(envoy.stop)
+        envoy.start()
+        self.edge = envoy
+        self.processes["envoy"] = envoy.pid
+
+    # running -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self.edge is not None:
+            return self.edge.url
+        if self.gateway is not None:
+            return self.gateway.url
+        raise ConfigError("neither Envoy nor the gateway runs here")
+
+    def pids(self) -> list[int]:
+        """Every process started, with their descendants (workers, gunicorn's workers)."""
+        found: set[int] = set()
+        for pid in self.processes.values():
+            found.add(pid)
+            with contextlib.suppress(psutil.Error):
+                found.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        return sorted(found)
+
+    def stop(self, timeout_s: float = 10.0) -> list[int]:
+        """Stop everything, newest first; return the PIDs that had to be killed at the end."""
+        tracked = []
+        for pid in self.pids():
+            with contextlib.suppress(psutil.Error):
+                tracked.append(psutil.Process(pid))
+        while self._stack:
+            stop = self._stack.pop()
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the rest
+                log.error("error while stopping: %r", exc)
+        _gone, alive = psutil.wait_procs(tracked, timeout=timeout_s)
+        for proc in alive:
+            log.warning("process %d still alive after stop; killing it", proc.pid)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=timeout_s)
+        return [proc.pid for proc in alive]
+
+    def _stop_child(self, proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def addresses(self) -> dict[str, str]:
+        """Where each service of the file is served, for the printed summary."""
+        return {
+            name: " ".join(
+                str(info["addresses"][label])
+                for label in ("address", *ENDPOINTS)
+                if label in info["addresses"] and label in ("address", "pull", "db")
+            )
+            for name, info in self.services.items()
+        }

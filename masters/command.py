@@ -1,0 +1,50 @@
+"""Run the masters of a deployment file: ``palm masters --config palm.yaml``.
+
+Starts one ``palm master`` per parallel or function service and one ``palm
+serve`` per standalone service, on the ports the file gives (``--any-port``:
+ports the OS picks) and on ``--host`` (default: the file's ``host``;
+``0.0.0.0`` lets workers on other hosts connect). Once all are bound it prints
+one JSON line with every endpoint, restarts a service that dies, and stops
+them all on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from masters.service import MastersService
+from palm.config import load_deployment
+from palm.errors import ConfigError
+from palm.loading import announce
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "masters",
+        help="run the masters and servers of a deployment file",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default="palm.yaml", help="deployment file (default palm.yaml)")
+    p.add_argument("--host", default=None, help="address to bind (default: the file's host)")
+    p.add_argument("--any-port", action="store_true", help="let the OS pick every port")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_deployment(args.config)
+        service = MastersService(
+            config, host=args.host, any_port=args.any_port, log_level=args.log_level
+        )
+
+        def ready(services: dict[str, Any]) -> None:
+            announce("ready", kind="masters", name=config.name, services=services)
+
+        service.run(on_ready=ready)
+    except ConfigError as exc:
+        print(f"palm masters: {exc}", file=sys.stderr)
+        return 1
+    return 0

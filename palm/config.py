@@ -1,0 +1,258 @@
+"""A deployment file (``palm.yaml``): the services of a cluster and its HTTP edge.
+
+``palm up``, ``palm masters`` and the docker-compose services all read it::
+
+    name: palm                 # deployment name (Redis key prefix)
+    redis: null                # a Redis URL; null: an embedded redis-server
+    host: 127.0.0.1            # where masters and servers bind (0.0.0.0 in containers)
+    edge:
+      port: 8080               # Envoy's public port (0: the OS picks)
+      load_balancer: round_robin
+      rate_limit: {max_tokens: 1000, tokens_per_fill: 1000, fill_interval_s: 1}
+      route_timeout_s: 60
+      access_log: null         # a file, "-" for stdout, null for none
+      gateway_workers: 2
+    services:
+      echo:                    # a standalone server
+        kind: standalone
+        server: palm.demo:DemoServer
+        route: /echo
+        port: 5570
+      demo:                    # a master and a pool of workers of one class
+        kind: parallel
+        worker: palm.demo:DemoWorker
+        workers: 2
+        port: 5571             # five ports: pull, push, worker_pull, worker_push, db
+      maths:                   # Python functions run by generic function workers
+        kind: function
+        functions: {factorial: "math:factorial"}
+        workers: 2
+        port: 5580
+
+``port`` fixes where a service binds (what a multi-host deployment needs);
+0 or no port lets the OS choose. ``route`` defaults to ``/<name>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from palm.errors import ConfigError
+
+__all__ = [
+    "ENDPOINTS",
+    "KINDS",
+    "LB_POLICIES",
+    "DeploymentConfig",
+    "EdgeSettings",
+    "ServiceConfig",
+    "check_route",
+    "load_deployment",
+    "parse_deployment",
+]
+
+#: Envoy's load-balancing policies, by the names palm configurations use.
+LB_POLICIES = ("round_robin", "least_request", "ring_hash", "maglev", "random")
+#: Names and paths the gateway keeps for itself.
+RESERVED_NAMES = frozenset({"jobs", "map", "healthz", "metrics"})
+KINDS = ("standalone", "parallel", "function")
+#: A master's endpoints, in the order of its ports (``port``, ``port + 1``, ...).
+ENDPOINTS = ("pull", "push", "worker_pull", "worker_push", "db")
+FUNCTION_WORKER = "palm.worker:FunctionWorker"
+
+_TOP_KEYS = {"name", "redis", "host", "edge", "services"}
+_EDGE_KEYS = {
+    "port",
+    "load_balancer",
+    "rate_limit",
+    "route_timeout_s",
+    "access_log",
+    "gateway_workers",
+}
+_RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
+_SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers"}
+
+
+def check_route(name: str, route: str) -> None:
+    """A service name and its public route prefix (``/name``) must be usable."""
+    if not name or "/" in name or name in RESERVED_NAMES:
+        raise ConfigError(f"bad service name {name!r}")
+    if not route.startswith("/") or route == "/" or route.endswith("/"):
+        raise ConfigError(f"route prefix for {name!r} must look like '/name', not {route!r}")
+    if route.strip("/") in RESERVED_NAMES:
+        raise ConfigError(f"route prefix {route!r} is reserved by the gateway")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One service: a standalone server, or a master with a pool of workers."""
+
+    name: str
+    kind: str
+    route: str
+    port: int = 0
+    server: str | None = None
+    worker: str | None = None
+    functions: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 2
+
+    @property
+    def worker_spec(self) -> str | None:
+        """The ``package.module:Class`` of this service's workers (None: standalone)."""
+        if self.kind == "function":
+            return FUNCTION_WORKER
+        return self.worker
+
+    def bind_addresses(self, host: str, *, any_port: bool = False) -> dict[str, str]:
+        """Where this service binds: the configured ports, or OS-chosen ones."""
+        labels = ("address",) if self.kind == "standalone" else ENDPOINTS
+        fixed = self.port and not any_port
+        return {
+            label: f"tcp://{host}:{self.port + i if fixed else '*'}"
+            for i, label in enumerate(labels)
+        }
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    port: int = 8080
+    load_balancer: str = "round_robin"
+    rate_limit: Mapping[str, float] = field(default_factory=dict)
+    route_timeout_s: float = 60.0
+    access_log: str | None = None
+    gateway_workers: int = 2
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    name: str
+    services: Mapping[str, ServiceConfig]
+    redis: str | None = None
+    host: str = "127.0.0.1"
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+    path: Path | None = None
+
+    def routes(self) -> dict[str, str]:
+        return {name: service.route for name, service in self.services.items()}
+
+
+def _mapping(value: Any, what: str, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a mapping")
+    unknown = set(value) - allowed
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {sorted(unknown)}; known: {sorted(allowed)}")
+    return dict(value)
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{what} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _spec(value: Any, what: str) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{what} must name an object as 'package.module:Name', not {value!r}")
+    return value
+
+
+def _service(name: str, raw: Any) -> ServiceConfig:
+    data = _mapping(raw, f"services.{name}", _SERVICE_KEYS)
+    kind = data.get("kind", "standalone")
+    if kind not in KINDS:
+        raise ConfigError(f"services.{name}.kind must be one of {list(KINDS)}, not {kind!r}")
+    route = str(data.get("route") or f"/{name}").rstrip("/") or "/"
+    check_route(name, route)
+    port = _int(data.get("port") or 0, f"services.{name}.port")
+    if port and port + len(ENDPOINTS) > 65536:
+        raise ConfigError(f"services.{name}.port is too high")
+    needs = {"standalone": "server", "parallel": "worker", "function": "functions"}[kind]
+    if not data.get(needs):
+        raise ConfigError(f"services.{name} ({kind}) needs '{needs}'")
+    functions: dict[str, str] = {}
+    if kind == "function":
+        raw_functions = data["functions"]
+        if not isinstance(raw_functions, Mapping):
+            raise ConfigError(f"services.{name}.functions must map names to 'module:function'")
+        functions = {
+            str(fn): _spec(spec, f"services.{name}.functions.{fn}")
+            for fn, spec in raw_functions.items()
+        }
+    return ServiceConfig(
+        name=name,
+        kind=kind,
+        route=route,
+        port=port,
+        server=_spec(data["server"], f"services.{name}.server") if kind == "standalone" else None,
+        worker=_spec(data["worker"], f"services.{name}.worker") if kind == "parallel" else None,
+        functions=functions,
+        workers=_int(data.get("workers", 2), f"services.{name}.workers"),
+    )
+
+
+def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
+    """Check a deployment mapping (as loaded from YAML) and return it typed."""
+    data = _mapping(raw, "deployment", _TOP_KEYS)
+    services_raw = _mapping(data.get("services"), "services", set(data.get("services") or {}))
+    if not services_raw:
+        raise ConfigError("a deployment needs at least one service under 'services'")
+    services = {str(name): _service(str(name), spec) for name, spec in services_raw.items()}
+    ports: dict[int, str] = {}
+    for service in services.values():
+        if service.port:
+            count = 1 if service.kind == "standalone" else len(ENDPOINTS)
+            for port in range(service.port, service.port + count):
+                if port in ports:
+                    raise ConfigError(f"port {port} of {service.name!r} is {ports[port]!r}'s too")
+                ports[port] = service.name
+    edge_raw = _mapping(data.get("edge"), "edge", _EDGE_KEYS)
+    policy = edge_raw.get("load_balancer", "round_robin")
+    if policy not in LB_POLICIES:
+        raise ConfigError(f"edge.load_balancer must be one of {list(LB_POLICIES)}, not {policy!r}")
+    rate_limit = _mapping(edge_raw.get("rate_limit"), "edge.rate_limit", _RATE_KEYS)
+    access_log = edge_raw.get("access_log")
+    if access_log is not None and not isinstance(access_log, str):
+        raise ConfigError("edge.access_log must be a path, '-' or null")
+    try:
+        route_timeout_s = float(edge_raw.get("route_timeout_s", 60.0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("edge.route_timeout_s must be a number of seconds") from exc
+    edge = EdgeSettings(
+        port=_int(edge_raw.get("port", 8080), "edge.port"),
+        load_balancer=policy,
+        rate_limit=rate_limit,
+        route_timeout_s=route_timeout_s,
+        access_log=access_log,
+        gateway_workers=_int(edge_raw.get("gateway_workers", 2), "edge.gateway_workers", 1),
+    )
+    redis = data.get("redis")
+    if redis is not None and not isinstance(redis, str):
+        raise ConfigError("redis must be a URL or null")
+    return DeploymentConfig(
+        name=str(data.get("name") or "palm"),
+        services=services,
+        redis=redis or None,
+        host=str(data.get("host") or "127.0.0.1"),
+        edge=edge,
+        path=path,
+    )
+
+
+def load_deployment(path: str | Path) -> DeploymentConfig:
+    """Read and check a deployment file."""
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file} is not valid YAML: {exc}") from exc
+    return parse_deployment(raw, file.resolve())

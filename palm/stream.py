@@ -1,0 +1,416 @@
+"""The parts every stage of a chain or pipeline shares.
+
+A stage takes palm messages in, runs one function on each payload and sends
+the results on: to the next stage, to the stages that subscribed to its
+stream, or back to the client. A message keeps its client id, job ids and
+pipeline id end to end; each stage adds one to ``header.stage`` as it takes
+a message in, so an error names the stage where it happened and a result
+arrives with the number of stages it went through.
+
+Besides jobs, two control messages travel down a stream:
+
+* ``PING`` is a probe. Each stage reports to the client's receiving endpoint
+  (the ROUTER of the last stage, named in ``extra['reply']``) with a
+  ``HEARTBEAT`` carrying ``extra['probe']``, then passes the probe on. The
+  last stage relays reports to the client by its id. A client that waits too
+  long learns which stage stopped answering.
+* ``BYE`` with a pipeline id is an end marker: the client has sent every
+  message of that pipeline. A stage passes it on once every message of the
+  pipeline that came in before it has gone out, with ``extra['end']`` set to
+  how many messages it sent on, so the last stage (or a :class:`Sink`
+  joining several streams) knows when a pipeline is complete.
+
+Routing strings are ``'server.function'``; a route of several entries
+separated by spaces (``'step1.foo step2.bar last.baz'``) lets each server
+pick the entry that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from palm.cache import Cache
+from palm.errors import PayloadTooLarge, ProtocolError
+from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, check_size, decode
+from palm.service import split_function
+from palm.sockets import check_endpoint, make_socket
+
+__all__ = [
+    "DbEndpoint",
+    "Message",
+    "Outbox",
+    "Outlet",
+    "Reporter",
+    "function_for",
+    "probe_report",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Message:
+    """One payload as the stream hooks (``scatter``, ``gather``, ``handle_stream``) see it.
+
+    A hook may change any field; ``error`` is set when an earlier stage (or
+    this one) failed on this payload, and then ``payload`` is empty.
+    """
+
+    payload: bytes
+    function: str
+    client: bytes
+    id: int
+    stage: int
+    pipeline: bytes | None = None
+    cache: str | None = None
+    error: ErrorInfo | None = None
+    extra: dict[str, Any] | None = None
+
+    def header(self, kind: int) -> Header:
+        errors = None
+        if self.error is not None:
+            self.error.offset = 0
+            errors = [self.error]
+        return Header(
+            kind,
+            self.id,
+            self.client,
+            self.function,
+            self.stage,
+            self.pipeline,
+            self.cache,
+            errors,
+            self.extra,
+        )
+
+
+def explode(header: Header, payloads: list[bytes]) -> list[Message]:
+    """One :class:`Message` per payload of a (batch) message."""
+    errors = {e.offset: e for e in header.errors or ()}
+    return [
+        Message(
+            payload,
+            header.function,
+            header.client,
+            header.id + offset,
+            header.stage,
+            header.pipeline,
+            header.key,
+            errors.get(offset),
+            dict(header.extra) if header.extra else None,
+        )
+        for offset, payload in enumerate(payloads)
+    ]
+
+
+def function_for(function: str, server: str) -> str:
+    """The entry of a routing string that ``server`` runs.
+
+    ``'foo'`` and ``'server.foo'`` stand for themselves; in a route of
+    several entries the first one naming ``server`` wins, and ``''`` means
+    the route does not name it.
+    """
+    if " " not in function:
+        return function
+    for entry in function.split():
+        if split_function(entry)[0] == server:
+            return entry
+    return ""
+
+
+def probe_report(header: Header, server: str, **details: Any) -> list[bytes]:
+    """What a stage answers a probe with: a HEARTBEAT for the probing client."""
+    report = Header(
+        Kind.HEARTBEAT,
+        header.id,
+        header.client,
+        header.function,
+        header.stage,
+        header.pipeline,
+        extra={"probe": True, "server": server, **details},
+    )
+    return [report.to_wire()]
+
+
+class Outbox:
+    """Messages for a PUSH socket that may not take them right now.
+
+    A message goes out at once when the socket takes it; otherwise it waits,
+    in order, until :meth:`flush` finds room (the next stage came back or
+    caught up). Nothing is dropped: the caller stops reading new work while
+    the outbox is over ``limit``.
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes], limit: int = 10_000) -> None:
+        self.sock = sock
+        self.limit = limit
+        self.waiting: deque[list[bytes]] = deque()
+
+    def send(self, frames: list[bytes]) -> None:
+        if self.waiting:
+            self.waiting.append(frames)
+            self.flush()
+            return
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.waiting.append(frames)
+
+    def flush(self) -> None:
+        waiting = self.waiting
+        while waiting:
+            try:
+                self.sock.send_multipart(waiting[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            waiting.popleft()
+
+    @property
+    def full(self) -> bool:
+        return len(self.waiting) >= self.limit
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+
+class Reporter:
+    """Sends probe reports to the receiving endpoints clients named."""
+
+    def __init__(self, limit: int = 16) -> None:
+        self.limit = limit
+        self._socks: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
+
+    def send(self, address: object, frames: list[bytes]) -> None:
+        if not isinstance(address, str):
+            return
+        sock = self._socks.get(address)
+        if sock is None:
+            try:
+                check_endpoint(address)
+            except ValueError:
+                return
+            sock = make_socket(zmq.DEALER, hwm=100)
+            sock.connect(address)
+            self._socks[address] = sock
+            while len(self._socks) > self.limit:
+                _, old = self._socks.popitem(last=False)
+                old.close(0)
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def close(self) -> None:
+        for sock in self._socks.values():
+            sock.close(0)
+        self._socks.clear()
+
+
+class Outlet:
+    """A ROUTER socket a stage sends results out of.
+
+    Clients connect a DEALER (identity: their client id) and say HELLO;
+    downstream stages connect a DEALER and say HELLO with
+    ``extra['previous']``, the topic whose stream they take. Results go to a
+    client by id; stream messages go to every subscriber of a topic. What
+    cannot be sent now (the peer is gone, or there is no subscriber yet)
+    waits, within ``park_limit`` messages per peer, until the peer says
+    HELLO again; a topic's stream waits until ``subscribers`` servers took
+    it, so none of them misses the start. Probe reports from earlier stages are relayed to their
+    client.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        name: str,
+        session: str,
+        logger: logging.Logger,
+        malformed: MalformedCounter,
+        park_limit: int = 100_000,
+        subscribers: int = 1,
+    ) -> None:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.sock = sock
+        self.name = name
+        self.session = session
+        self.logger = logger
+        self.malformed = malformed
+        self.park_limit = park_limit
+        self.min_subscribers = subscribers
+        self.subscribers: dict[str, list[bytes]] = {}
+        self.parked: dict[bytes, deque[list[bytes]]] = {}
+        self.topic_parked: dict[str, deque[list[bytes]]] = {}
+        self.dropped = 0
+
+    def to_client(self, client: bytes, frames: list[bytes]) -> None:
+        try:
+            self.sock.send_multipart([client, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self._park(self.parked.setdefault(client, deque()), frames)
+
+    def to_topic(self, topic: str, frames: list[bytes]) -> None:
+        peers = self.subscribers.get(topic)
+        if not peers or len(peers) < self.min_subscribers:
+            self._park(self.topic_parked.setdefault(topic, deque()), frames)
+            return
+        for peer in peers:
+            self.to_client(peer, frames)
+
+    def _park(self, box: deque[list[bytes]], frames: list[bytes]) -> None:
+        if len(box) >= self.park_limit:
+            box.popleft()
+            self.dropped += 1
+            self.logger.warning(
+                "%s: a peer stayed away too long; dropped its oldest waiting message", self.name
+            )
+        box.append(frames)
+
+    def on_message(self, frames: list[bytes]) -> None:
+        """Handle what a client or a downstream stage sent to the ROUTER."""
+        if len(frames) < 2:
+            self.malformed.record("outlet message without header")
+            return
+        identity = frames[0]
+        try:
+            header, _ = decode(frames[1:])
+        except ProtocolError as exc:
+            self.malformed.record(str(exc))
+            return
+        extra = header.extra or {}
+        if header.kind == Kind.HEARTBEAT and extra.get("probe"):
+            self.to_client(header.client, frames[1:])
+        elif header.kind in (Kind.HELLO, Kind.HEARTBEAT):
+            topic = extra.get("previous")
+            if isinstance(topic, str):
+                peers = self.subscribers.setdefault(topic, [])
+                if identity not in peers:
+                    peers.append(identity)
+                    self.logger.info("%s: %r subscribed to %r", self.name, extra.get("name"), topic)
+            welcome = Header(Kind.WELCOME, header.id, identity, extra={"session": self.session})
+            self.to_client(identity, [welcome.to_wire()])
+            self._release(self.parked.pop(identity, None), identity)
+            if isinstance(topic, str) and len(self.subscribers[topic]) >= self.min_subscribers:
+                box = self.topic_parked.pop(topic, None)
+                while box:
+                    self.to_topic(topic, box.popleft())
+        elif header.kind == Kind.BYE:
+            self.parked.pop(identity, None)
+            for peers in self.subscribers.values():
+                if identity in peers:
+                    peers.remove(identity)
+        else:
+            self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the push socket")
+
+    def _release(self, box: deque[list[bytes]] | None, identity: bytes) -> None:
+        while box:
+            self.to_client(identity, box.popleft())
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(b) for b in self.parked.values()) + sum(
+            len(b) for b in self.topic_parked.values()
+        )
+
+
+class DbEndpoint:
+    """A stage's ``db_address``: ping, info and the shared cache."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        name: str,
+        cache: Cache,
+        describe: Callable[[], bytes],
+        malformed: MalformedCounter,
+        max_message_bytes: int,
+    ) -> None:
+        self.sock = sock
+        self.name = name
+        self.cache = cache
+        self.describe = describe
+        self.malformed = malformed
+        self.max_message_bytes = max_message_bytes
+
+    def on_message(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            self.malformed.record("db request without header")
+            return
+        identity = frames[0]
+        try:
+            check_size(frames, self.max_message_bytes)
+            header, payloads = decode(frames[1:])
+        except PayloadTooLarge as exc:
+            error = ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)
+            self._reply(identity, Header(Kind.RESULT, errors=[error]), [b""])
+            return
+        except ProtocolError as exc:
+            self.malformed.record(str(exc))
+            return
+        reply = header.reply()
+        try:
+            if header.kind == Kind.PING:
+                self._reply(identity, reply, [b"pong"])
+            elif header.kind == Kind.INFO:
+                self._reply(identity, reply, [self.describe()])
+            elif header.kind == Kind.CACHE_SET:
+                key = self.cache.set(payloads[0] if payloads else b"", header.key)
+                reply.key = key
+                self._reply(identity, reply, [key.encode()])
+            elif header.kind == Kind.CACHE_GET:
+                value = self.cache.get(header.key or "")
+                if value is None:
+                    reply.errors = [
+                        ErrorInfo(0, "KeyError", f"no cache key {header.key!r}", "", self.name)
+                    ]
+                    value = b""
+                self._reply(identity, reply, [value])
+            elif header.kind == Kind.CACHE_DELETE:
+                deleted = self.cache.delete(header.key or "")
+                self._reply(identity, reply, [b"1" if deleted else b"0"])
+            else:
+                self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the db socket")
+        except Exception as exc:  # the cache backend failed: tell the caller, keep serving
+            reply.errors = [ErrorInfo(0, f"palm.{type(exc).__name__}", str(exc), "", self.name)]
+            self._reply(identity, reply, [b""])
+
+    def _reply(self, identity: bytes, header: Header, payloads: list[bytes]) -> None:
+        try:
+            self.sock.send_multipart([identity, header.to_wire(), *payloads], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+
+class EndTracker:
+    """Per pipeline: how many messages a stage sent on, for end markers.
+
+    Bounded: the oldest pipelines are forgotten past ``limit`` (a client that
+    died before its end marker leaves nothing behind for ever).
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.sent: OrderedDict[bytes, int] = OrderedDict()
+
+    def count(self, pipeline: bytes | None, n: int) -> None:
+        if pipeline is None:
+            return
+        sent = self.sent
+        if pipeline in sent:
+            sent[pipeline] += n
+            return
+        sent[pipeline] = n
+        if len(sent) > self.limit:
+            sent.popitem(last=False)
+
+    def pop(self, pipeline: bytes | None) -> int:
+        if pipeline is None:
+            return 0
+        return self.sent.pop(pipeline, 0)

@@ -1,0 +1,94 @@
+"""Deployment files (palm.yaml): checks, ports, the guide palm up prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from palm import puma
+from palm.config import load_deployment, parse_deployment
+from palm.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def minimal(**service: object) -> dict[str, object]:
+    return {"services": {"svc": {"kind": "standalone", "server": "a.b:C", **service}}}
+
+
+def test_the_shipped_palm_yaml_serves_a_standalone_a_parallel_and_a_function_service():
+    config = load_deployment(ROOT / "palm.yaml")
+    kinds = {service.kind for service in config.services.values()}
+    assert kinds == {"standalone", "parallel", "function"}
+    assert config.redis is None
+    assert config.services["maths"].worker_spec == "palm.worker:FunctionWorker"
+    assert config.routes()["echo"] == "/echo"
+
+
+def test_fixed_ports_give_five_consecutive_endpoints_and_any_port_lets_the_os_choose():
+    config = parse_deployment(
+        {"services": {"p": {"kind": "parallel", "worker": "a.b:W", "port": 6000}}}
+    )
+    service = config.services["p"]
+    assert service.bind_addresses("0.0.0.0") == {
+        "pull": "tcp://0.0.0.0:6000",
+        "push": "tcp://0.0.0.0:6001",
+        "worker_pull": "tcp://0.0.0.0:6002",
+        "worker_push": "tcp://0.0.0.0:6003",
+        "db": "tcp://0.0.0.0:6004",
+    }
+    assert set(service.bind_addresses("127.0.0.1", any_port=True).values()) == {"tcp://127.0.0.1:*"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"services": {}}, "at least one service"),
+        ({"services": {"s": {"kind": "cron"}}}, "kind must be one of"),
+        ({"services": {"s": {"kind": "parallel"}}}, "needs 'worker'"),
+        ({"services": {"jobs": {"server": "a.b:C"}}}, "bad service name"),
+        (minimal(route="/map"), "reserved"),
+        (minimal(server="not a spec"), "package.module:Name"),
+        (minimal(colour="blue"), "unknown services.svc keys"),
+        ({**minimal(), "edge": {"load_balancer": "fastest"}}, "load_balancer"),
+        ({**minimal(), "edge": {"rate_limit": {"burst": 3}}}, "rate_limit"),
+        ({**minimal(), "extra": 1}, "unknown deployment keys"),
+        (
+            {
+                "services": {
+                    "a": {"server": "a.b:C", "port": 6002},
+                    "b": {"kind": "parallel", "worker": "a.b:W", "port": 6000},
+                }
+            },
+            "port 6002",
+        ),
+    ],
+)
+def test_bad_deployment_files_are_refused_with_a_clear_message(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_deployment(raw)
+
+
+def test_the_guide_names_a_function_each_service_really_has():
+    from gateway.guide import examples, guide
+
+    config = load_deployment(ROOT / "palm.yaml")
+    paths = [example.path for example in examples(config)]
+    assert "/echo/foo" in paths and "/demo/foo" in paths
+    assert "/maths/factorial" in paths and "/map/maths/factorial" in paths
+    assert "/jobs/echo/foo" in paths
+    text = guide(config, "http://127.0.0.1:8080")
+    assert "curl -s -X POST --data-binary hello http://127.0.0.1:8080/echo/foo" in text
+
+
+def test_puma_start_says_so_when_no_http_edge_is_installed(monkeypatch):
+    monkeypatch.setattr(puma, "entry_points", lambda group: [])
+    with pytest.raises(ConfigError, match="no HTTP edge is installed"):
+        puma.puma_start(block=False)
+
+
+def test_the_http_edge_is_found_through_its_entry_point():
+    from gateway.deploy import Puma
+
+    assert puma.edge_implementation("puma") is Puma

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.deployment:
         result = value_portfolio(
-            portfolio, _deployment(args.deployment), batch_size=args.batch_size, progress=True
+            portfolio,
+            _deployment(args.deployment, args.redis),
+            batch_size=args.batch_size,
+            progress=True,
         )
     else:
         with LocalMastr(workers=args.workers, shards=args.shards, redis_url=args.redis) as local:
@@ -83,11 +87,18 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if result.invalid else 0
 
 
-def _deployment(path: str) -> Deployment:
-    """A running deployment from a file: ``service serve``'s ready line, or its ``deployment``."""
+def _deployment(path: str, redis_url: str | None) -> Deployment:
+    """A running deployment from a JSON file: the ready line of ``service serve``
+    (or its ``deployment``), or the ready line of ``palm masters``."""
     from examples.mastr.client import Deployment
+    from examples.mastr.service import deployment_from_palm
 
     data = json.loads(Path(path).read_text())
+    if data.get("kind") == "masters":  # palm up / palm masters with mastr's palm.yaml block
+        url = redis_url or os.environ.get("PALM_REDIS_URL")
+        if not url:
+            raise SystemExit("error: --redis URL (or $PALM_REDIS_URL) is needed with palm masters")
+        return deployment_from_palm(data["services"], url, str(data.get("name", "default")))
     return Deployment.from_json(json.dumps(data.get("deployment", data)))
 
 
@@ -111,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--redis", help="Redis URL (default: start a private redis-server)")
     run.add_argument(
         "--deployment",
-        help="use a running mastr (a JSON file: the ready line of `python -m "
-        "examples.mastr.service serve`) instead of starting one",
+        help="use a running mastr instead of starting one: a JSON file holding the ready "
+        "line of `python -m examples.mastr.service serve` or of `palm masters`",
     )
     run.add_argument("--chart", default="mastr_pv.png", help="PNG path ('' for none)")
     run.set_defaults(func=_run)

@@ -14,14 +14,18 @@ mastr is ``1 + shards`` palm masters and their workers, plus a Redis::
   so the replacement carries on exactly.
 - The client needs the masters' db endpoints (it asks each for its other
   addresses), the Redis URL and the cluster name:
-  :func:`deployment_from_masters`.
+  :func:`deployment_from_masters`, or :func:`deployment_from_palm` with the
+  ``services`` of the ready line ``palm masters`` prints.
 
-:func:`plan` returns this as data. For a one-process service, ``serve`` runs
+:func:`plan` returns this as data; :func:`palm_yaml` as the ``services:``
+entries of a ``palm.yaml`` for ``palm up`` / ``palm masters`` (one parallel
+service per master, named as the master). For a one-process service, ``serve`` runs
 the whole of mastr (:class:`~examples.mastr.cluster.LocalMastr`) and prints
 one JSON ready line holding the deployment that ``python -m examples.mastr run
 --deployment`` takes::
 
     python -m examples.mastr.service plan --shards 2 --workers 2
+    python -m examples.mastr.service yaml --shards 2 --workers 2 --port 5590
     python -m examples.mastr.service serve --shards 2 --workers 2 [--redis URL]
 """
 
@@ -44,7 +48,9 @@ __all__ = [
     "VALUATION_MASTER",
     "VALUATION_WORKER",
     "deployment_from_masters",
+    "deployment_from_palm",
     "main",
+    "palm_yaml",
     "plan",
     "shard_master",
 ]
@@ -108,6 +114,45 @@ def deployment_from_masters(
     )
 
 
+def palm_yaml(shards: int = 2, workers: int = 2, port: int = 5590) -> str:
+    """``services:`` entries of a ``palm.yaml`` (indented two spaces) for mastr.
+
+    Each master is a parallel service taking five ports from its ``port``.
+    The routes exist because palm.yaml wants one per service; mastr's client
+    talks to the masters over ZeroMQ, not through the HTTP edge.
+    """
+    lines = []
+    for i, pool in enumerate(plan(shards, workers)["workers"]):
+        name = pool["master"]
+        lines += [
+            f"  {name}:",
+            "    kind: parallel",
+            f"    worker: {pool['spec']}",
+            f"    workers: {pool['processes']}",
+            f"    route: /{name}",
+            f"    port: {port + 5 * i}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def deployment_from_palm(
+    services: Mapping[str, Any], redis_url: str, cluster: str = "default"
+) -> Deployment:
+    """A client's view of mastr from the ``services`` of ``palm masters``' ready line."""
+    shard_names = sorted(
+        (n for n in services if n.startswith("mastr-agg-")), key=lambda n: int(n.rsplit("-", 1)[1])
+    )
+    if VALUATION_MASTER not in services or not shard_names:
+        raise ValueError(f"no {VALUATION_MASTER} and {shard_master(0)}.. in {sorted(services)}")
+
+    def master(name: str) -> MasterAddresses:
+        return MasterAddresses.from_ready({"name": name, **services[name]["addresses"]})
+
+    return Deployment(
+        master(VALUATION_MASTER), tuple(master(n) for n in shard_names), redis_url, cluster
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from examples.mastr.cluster import LocalMastr
 
@@ -127,10 +172,12 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.mastr.service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("plan", "serve"):
+    for name in ("plan", "yaml", "serve"):
         p = sub.add_parser(name)
         p.add_argument("--shards", type=int, default=2)
         p.add_argument("--workers", type=int, default=2, help="valuation workers")
+        if name == "yaml":
+            p.add_argument("--port", type=int, default=5590, help="first of 5 per master")
         if name == "serve":
             p.add_argument("--redis", help="Redis URL (default: a private redis-server)")
             p.add_argument("--cluster", default="default")
@@ -138,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         json.dump(plan(args.shards, args.workers), sys.stdout, indent=2)
         print()
+        return 0
+    if args.command == "yaml":
+        print("services:")
+        print(palm_yaml(args.shards, args.workers, args.port), end="")
         return 0
     return _serve(args)
 

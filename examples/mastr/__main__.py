@@ -95,7 +95,7 @@ def _deployment(path: str, redis_url: str | None) -> Deployment:
 
     data = json.loads(Path(path).read_text())
     if data.get("kind") == "masters":  # palm up / palm masters with mastr's palm.yaml block
-        url = redis_url or os.environ.get("PALM_REDIS_URL")
+        url = redis_url or data.get("redis") or os.environ.get("PALM_REDIS_URL")
         if not url:
             raise SystemExit("error: --redis URL (or $PALM_REDIS_URL) is needed with palm masters")
         return deployment_from_palm(data["services"], url, str(data.get("name", "default")))

@@ -287,9 +287,14 @@ class ParallelClient:
             mapping.encode_chunk(secret, digest, fn_bytes, chunk)
             for chunk in planner.chunks(iterable)
         )
-        window = 2 * workers + 2
+        # Measured chunks last ~20 ms each: a few per worker in flight keep them
+        # all busy. Small fixed chunks need many in flight, several per message.
+        window, batch = 2 * workers + 2, 1
+        if chunksize is not None and chunksize < 64:
+            window = max(window, 2048 // chunksize)
+            batch = 64 // chunksize
         stream = self._stream(
-            mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=1, client=client
+            mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=batch, client=client
         )
         return [planner], stream
 

@@ -33,6 +33,7 @@ import msgpack
 import zmq
 
 from palm.cache import Cache, MemoryCache
+from palm.db_endpoint import DbEndpoint
 from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.mapping import MAP_FUNCTION
@@ -230,6 +231,9 @@ class Master:
             if self.db_address:
                 self.db = self._bind(zmq.ROUTER, self.db_address, "db", max_message_bytes=limit)
                 sockets.append(self.db)
+                self._db_endpoint = DbEndpoint(
+                    self.db, self.name, self.cache, self.describe, self.malformed, limit
+                )
             self.logger.info("master %s up: %s", self.name, self.bound)
             self.ready.set()
             if self.on_ready is not None:
@@ -267,7 +271,7 @@ class Master:
             if self.client_in in events and self._window_open():
                 self._drain(self.client_in, self._on_client_job)
             if self.db is not None and self.db in events:
-                self._drain(self.db, self._on_db)
+                self._drain(self.db, self._db_endpoint.on_message)
             if self.queued:
                 self._dispatch()
             now = time.monotonic()
@@ -646,59 +650,6 @@ class Master:
         return parts
 
     # db endpoint -------------------------------------------------------------
-
-    def _on_db(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.malformed.record("db request without header")
-            return
-        identity = frames[0]
-        try:
-            check_size(frames, self.max_message_bytes)
-            header, payloads = decode(frames[1:])
-        except PayloadTooLarge as exc:
-            reply = Header(
-                Kind.RESULT,
-                0,
-                errors=[ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)],
-            )
-            self._reply_db(identity, reply, [b""])
-            return
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
-            return
-        reply = header.reply()
-        try:
-            if header.kind == Kind.PING:
-                self._reply_db(identity, reply, [b"pong"])
-            elif header.kind == Kind.INFO:
-                self._reply_db(identity, reply, [self.describe()])
-            elif header.kind == Kind.CACHE_SET:
-                key = self.cache.set(payloads[0] if payloads else b"", header.key)
-                reply.key = key
-                self._reply_db(identity, reply, [key.encode()])
-            elif header.kind == Kind.CACHE_GET:
-                value = self.cache.get(header.key or "")
-                if value is None:
-                    reply.errors = [
-                        ErrorInfo(0, "KeyError", f"no cache key {header.key!r}", "", self.name)
-                    ]
-                    value = b""
-                self._reply_db(identity, reply, [value])
-            elif header.kind == Kind.CACHE_DELETE:
-                deleted = self.cache.delete(header.key or "")
-                self._reply_db(identity, reply, [b"1" if deleted else b"0"])
-            else:
-                self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the db socket")
-        except Exception as exc:  # the cache backend failed: tell the caller, keep serving
-            reply.errors = [ErrorInfo(0, f"palm.{type(exc).__name__}", str(exc), "", self.name)]
-            self._reply_db(identity, reply, [b""])
-
-    def _reply_db(self, identity: bytes, header: Header, payloads: list[bytes]) -> None:
-        assert self.db is not None
-        try:
-            self.db.send_multipart([identity, header.to_wire(), *payloads], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
 
     def describe(self) -> bytes:
         info = {

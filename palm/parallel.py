@@ -31,7 +31,7 @@ import zmq
 import zmq.asyncio
 
 from palm import mapping
-from palm.cache_client import CacheClient
+from palm.cache_client import CacheCalls, CacheClient
 from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
 from palm.jobs import JobStream, Outcome
 from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
@@ -43,7 +43,7 @@ __all__ = ["ParallelClient"]
 DEFAULT_TIMEOUT_S = 60.0
 
 
-class ParallelClient:
+class ParallelClient(CacheCalls):
     """A client of a parallel :class:`~palm.master.Master`."""
 
     def __init__(
@@ -417,25 +417,6 @@ class ParallelClient:
             self.workers = int(extra.get("workers", 0) or 0)
 
     # cache -------------------------------------------------------------------
-
-    def _cache_client(self) -> CacheClient:
-        if self._cache is None:
-            if not self.db_address:
-                raise ConfigError("this client has no db_address for the cache")
-            self._cache = CacheClient(self.db_address)
-        return self._cache
-
-    def set(self, value: bytes, key: str | None = None) -> str:
-        """Store ``value`` in the cluster's shared cache; return its key."""
-        return self._cache_client().set(value, key)
-
-    def get(self, key: str) -> bytes:
-        """The cached value under ``key`` (KeyError when there is none)."""
-        return self._cache_client().get(key)
-
-    def delete(self, key: str) -> bool:
-        """Remove ``key`` from the cache; False if it was not there."""
-        return self._cache_client().delete(key)
 
     def close(self) -> None:
         if self._sockets is not None:

@@ -4,20 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench bench-quick clean
+.PHONY: up test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,examples]'
 	touch $(STAMP)
 
 ## the full stack on loopback, serving the examples
 up: $(STAMP)
 	$(BIN)/palm up --config palm.yaml
 
-## lint, types and the whole test suite
+## lint, types and the whole test suite (installs docker-compose and iproute2 when missing)
 test: $(STAMP)
+	scripts/system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy palm

@@ -33,6 +33,7 @@ import builtins
 import contextvars
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -134,6 +135,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         else None
     )
     metrics = GatewayMetrics()
+    if settings["redis_url"]:
+        cluster = settings["cluster"] or os.environ.get("PALM_CLUSTER", "default")
+        metrics.watch_palm(settings["redis_url"], cluster)
     app.extensions["palm"] = {"pool": pool, "jobs": jobs, "metrics": metrics}
 
     def known(service: str) -> None:

@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  processes: {json.dumps(up.processes)}")
         if up.edge is not None:
             print(guide(config, up.url), flush=True)
+        for note in config.notes:
+            print(note.format(deployment=up.deployment_file, redis=up.redis_url or ""), flush=True)
         if args.once:
             failed = 0
             for result in smoke(config, up.url):

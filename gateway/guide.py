@@ -65,15 +65,18 @@ def examples(config: DeploymentConfig) -> list[Example]:
     found: list[Example] = []
     for name, service in config.services.items():
         functions = functions_of(service)
-        if not functions:
+        if not functions or service.example is False:
             continue
         fn = functions[0]
+        body = service.example.encode() if isinstance(service.example, str) else None
         if service.kind == "function":
             route = f"{service.route}/{fn}"
-            found.append(Example(f"{name}.{fn}(10)", route, b"10", name, fn))
+            found.append(Example(f"{name}.{fn}(10)", route, body or b"10", name, fn))
             found.append(Example(f"{name}.{fn} mapped", f"/map/{name}/{fn}", b"[1, 2, 3, 4]"))
         else:
-            found.append(Example(f"{name}.{fn}", f"{service.route}/{fn}", b"hello", name, fn))
+            found.append(
+                Example(f"{name}.{fn}", f"{service.route}/{fn}", body or b"hello", name, fn)
+            )
     if found:
         first = found[0]
         path = f"/jobs/{first.service}/{first.function}"

@@ -8,6 +8,8 @@ merges the values every worker process wrote.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,7 +18,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from palm.counters import PERCENTILES, read_stats
+from palm.errors import StateError
+from palm.state import State
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -46,6 +54,12 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.palm: PalmCounters | None = None
+
+    def watch_palm(self, redis_url: str, cluster: str) -> None:
+        """Show the counters palm servers publish to this Redis on ``/metrics`` too."""
+        self.palm = PalmCounters(State(redis_url, cluster))
+
     def observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(elapsed_s)
@@ -54,5 +68,59 @@ class GatewayMetrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
             MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+            text = generate_latest(merged)
+        else:
+            text = generate_latest(self.registry)
+        if self.palm is not None:
+            palm = CollectorRegistry()
+            palm.register(self.palm)
+            text += generate_latest(palm)
+        return text
+
+
+class PalmCounters(Collector):
+    """The palm servers' published counters (``palm stats``) as Prometheus metrics."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            stats = read_stats(self.state)
+        except StateError:
+            stats = {}
+        labels = ["server", "function"]
+        messages = {
+            key: CounterMetricFamily(
+                f"palm_messages_{key}", f"Jobs {text}, per server and function", labels=labels
+            )
+            for key, text in (("in", "received"), ("out", "answered"), ("failed", "failed"))
+        }
+        in_flight = GaugeMetricFamily("palm_jobs_in_flight", "Jobs being run", labels=labels)
+        latency = GaugeMetricFamily(
+            "palm_latency_seconds",
+            "Job latency percentiles over the sliding window",
+            labels=[*labels, "quantile"],
+        )
+        backlog = GaugeMetricFamily("palm_backlog", "Jobs waiting for a worker", labels=["server"])
+        alive = GaugeMetricFamily(
+            "palm_worker_alive", "1 while a worker heartbeats", labels=["server", "worker"]
+        )
+        done = CounterMetricFamily(
+            "palm_worker_jobs_done", "Jobs a worker ran", labels=["server", "worker"]
+        )
+        for server, snap in sorted(stats.items()):
+            backlog.add_metric([server], float(snap.get("backlog", 0)))
+            for function, f in sorted(snap.get("functions", {}).items()):
+                for key, family in messages.items():
+                    family.add_metric([server, function], float(f.get(key, 0)))
+                in_flight.add_metric([server, function], float(f.get("in_flight", 0)))
+                for q in PERCENTILES:
+                    value = f.get(f"p{q}_s")
+                    if value is not None:
+                        latency.add_metric([server, function, str(q / 100)], float(value))
+            for worker, w in sorted(snap.get("workers", {}).items()):
+                alive.add_metric([server, worker], 1.0 if w.get("alive") else 0.0)
+                done.add_metric([server, worker], float(w.get("jobs_done", 0)))
+        yield from messages.values()
+        yield from (in_flight, latency, backlog, alive, done)

@@ -10,6 +10,8 @@ when they parse as JSON, plain strings otherwise):
     with the parallel addresses plus ``functions_path``: a cloudpickle file of
     ``{function_name: callable}`` run by generic function workers (what
     :mod:`palm.puma` writes). ``server_name`` defaults to the service name.
+``cluster`` [``PALM_GATEWAY_CLUSTER``, else ``PALM_CLUSTER``]
+    the deployment whose palm counters ``/metrics`` shows (Redis key prefix).
 ``redis_url`` [``PALM_GATEWAY_REDIS_URL``]
     where asynchronous job results are kept; ``/jobs`` answers 503 without it.
 ``timeout_s`` [``PALM_GATEWAY_TIMEOUT_S``]
@@ -41,6 +43,7 @@ ENV_PREFIX = "PALM_GATEWAY_"
 DEFAULTS: dict[str, Any] = {
     "services": {},
     "redis_url": None,
+    "cluster": None,
     "timeout_s": 30.0,
     "max_payload_bytes": 16 * 1024 * 1024,
     "job_ttl_s": 3600,

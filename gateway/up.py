@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -88,6 +89,8 @@ class Up:
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="palm-up-"))
+        #: the running services' endpoints, for clients that talk palm directly
+        self.deployment_file = self.workdir / "deployment.json"
         self.secret = os.environ.get("PALM_SECRET") or secrets.token_hex(16)
         self.services: dict[str, dict[str, Any]] = {}
         self.processes: dict[str, int] = {}
@@ -122,6 +125,7 @@ class Up:
         env["PALM_SECRET"] = self.secret
         if self.redis_url:
             env["PALM_REDIS_URL"] = self.redis_url
+        env["PALM_CLUSTER"] = self.config.name
         if self.config.path is not None:
             here = str(self.config.path.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
@@ -153,6 +157,17 @@ class Up:
         except (builtins.TimeoutError, RuntimeError) as exc:
             raise ConfigError(f"the masters did not start: {exc}") from exc
         self.services = dict(ready["services"])
+        self.deployment_file.write_text(
+            json.dumps(
+                {
+                    "kind": "masters",
+                    "name": self.config.name,
+                    "redis": self.redis_url,
+                    "services": self.services,
+                },
+                indent=2,
+            )
+        )
 
     def _fixed_addresses(self) -> dict[str, dict[str, Any]]:
         """The services' endpoints from the file's ports, on ``masters_host``."""

@@ -11,11 +11,11 @@ import os
 
 import zmq
 
-from palm.errors import ProtocolError, StateError
+from palm.errors import ConfigError, ProtocolError, StateError
 from palm.protocol import Header, Kind, decode
 from palm.sockets import check_endpoint, make_socket
 
-__all__ = ["CacheClient"]
+__all__ = ["CacheCalls", "CacheClient"]
 
 
 class CacheClient:
@@ -77,3 +77,29 @@ class CacheClient:
             if not results:
                 results = [b""]
             return reply, results
+
+
+class CacheCalls:
+    """``set``/``get``/``delete`` for clients with a ``db_address`` (a mixin)."""
+
+    db_address: str | None
+    _cache: CacheClient | None
+
+    def _cache_client(self) -> CacheClient:
+        if self._cache is None:
+            if not self.db_address:
+                raise ConfigError("this client has no db_address for the cache")
+            self._cache = CacheClient(self.db_address)
+        return self._cache
+
+    def set(self, value: bytes, key: str | None = None) -> str:
+        """Store ``value`` in the cluster's shared cache; return its key."""
+        return self._cache_client().set(value, key)
+
+    def get(self, key: str) -> bytes:
+        """The cached value under ``key`` (KeyError when there is none)."""
+        return self._cache_client().get(key)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` from the cache; False if it was not there."""
+        return self._cache_client().delete(key)

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, TimeoutError
-from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
-from palm.sockets import check_endpoint, make_socket
+from palm.protocol import (
+    COMPACT_BELOW_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Header,
+    Kind,
+    decode,
+    encode_compact,
+)
+from palm.sockets import check_endpoint, make_socket, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Client"]
 
@@ -57,6 +64,7 @@ class Client:
         self.client_id = uuid.uuid4().bytes
         self._ids = itertools.count(1)
         self._socket: zmq.Socket[bytes] | None = None
+        self._rcvtimeo_ms = -1
         self._pid = os.getpid()
 
     # public --------------------------------------------------------------------
@@ -119,6 +127,7 @@ class Client:
             sock = make_socket(zmq.DEALER, identity=self.client_id + uuid.uuid4().bytes[:4])
             sock.connect(self.server_address)
             self._socket = sock
+            self._rcvtimeo_ms = -1
         return self._socket
 
     def _request(
@@ -127,30 +136,37 @@ class Client:
         timeout = self.timeout_s if timeout_s is _UNSET else timeout_s
         assert timeout is None or isinstance(timeout, int | float)
         header.id = next(self._ids)
-        frames = [header.to_wire(), *payloads]
+        if len(payloads) == 1 and len(payloads[0]) < COMPACT_BELOW_BYTES:
+            frames = encode_compact(header, payloads[0])
+        else:
+            frames = [header.to_wire(), *payloads]
         size = sum(len(f) for f in frames)
         if size > self.max_message_bytes:
             raise PayloadTooLarge(size, self.max_message_bytes)
         sock = self._sock()
-        sock.send_multipart(frames, copy=size < 65536)
+        send_frames(sock, frames)
         deadline = None if timeout is None else time.monotonic() + timeout
+        wait_ms = -1 if timeout is None else int(timeout * 1000)  # the same call after call
         while True:
-            wait_ms = (
-                None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            )
-            if not sock.poll(wait_ms, zmq.POLLIN):
+            if wait_ms != self._rcvtimeo_ms:  # a blocking receive with a timeout, no poller
+                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                self._rcvtimeo_ms = wait_ms
+            try:
+                reply_frames = sock.recv_multipart()
+            except zmq.Again:
                 self.close()
                 raise TimeoutError(
                     f"no reply from server {self.server_name!r} at {self.server_address} "
                     f"to {header.function or Kind.NAMES[header.kind]} within {timeout} s"
-                )
-            reply_frames = sock.recv_multipart()
+                ) from None
             try:
                 reply, results = decode(reply_frames)
             except ProtocolError:
-                continue  # garbage from a confused peer: keep waiting for ours
-            if reply.id != header.id:
-                continue  # a late reply to an abandoned call
+                reply = None  # garbage from a confused peer: keep waiting for ours
+            if reply is None or reply.id != header.id:  # or a late reply to an abandoned call
+                if deadline is not None:
+                    wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                continue
             if reply.errors:
                 info = reply.errors[0]
                 raise info.to_exception(function=header.function)

@@ -65,7 +65,7 @@ KINDS = ("standalone", "parallel", "function")
 ENDPOINTS = ("pull", "push", "worker_pull", "worker_push", "db")
 FUNCTION_WORKER = "palm.worker:FunctionWorker"
 
-_TOP_KEYS = {"name", "redis", "host", "edge", "services"}
+_TOP_KEYS = {"name", "redis", "host", "edge", "services", "notes"}
 _EDGE_KEYS = {
     "port",
     "load_balancer",
@@ -75,7 +75,7 @@ _EDGE_KEYS = {
     "gateway_workers",
 }
 _RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
-_SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers"}
+_SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}
 
 
 def check_route(name: str, route: str) -> None:
@@ -100,6 +100,9 @@ class ServiceConfig:
     worker: str | None = None
     functions: Mapping[str, str] = field(default_factory=dict)
     workers: int = 2
+    #: the body of the HTTP example ``palm up`` shows and ``--once`` sends;
+    #: None: a default one; False: no HTTP example (a service for palm clients)
+    example: str | bool | None = None
 
     @property
     def worker_spec(self) -> str | None:
@@ -136,6 +139,9 @@ class DeploymentConfig:
     host: str = "127.0.0.1"
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     path: Path | None = None
+    #: lines ``palm up`` prints after its guide; ``{deployment}`` is the file
+    #: describing the running services, ``{redis}`` the Redis URL
+    notes: tuple[str, ...] = ()
 
     def routes(self) -> dict[str, str]:
         return {name: service.route for name, service in self.services.items()}
@@ -195,7 +201,14 @@ def _service(name: str, raw: Any) -> ServiceConfig:
         worker=_spec(data["worker"], f"services.{name}.worker") if kind == "parallel" else None,
         functions=functions,
         workers=_int(data.get("workers", 2), f"services.{name}.workers"),
+        example=_example(data.get("example"), f"services.{name}.example"),
     )
+
+
+def _example(value: Any, what: str) -> str | bool | None:
+    if value is None or value is False or isinstance(value, str):
+        return value
+    raise ConfigError(f"{what} must be a request body (text) or false")
 
 
 def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
@@ -236,6 +249,9 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
     redis = data.get("redis")
     if redis is not None and not isinstance(redis, str):
         raise ConfigError("redis must be a URL or null")
+    notes = data.get("notes") or []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ConfigError("notes must be a list of lines")
     return DeploymentConfig(
         name=str(data.get("name") or "palm"),
         services=services,
@@ -243,6 +259,7 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
         host=str(data.get("host") or "127.0.0.1"),
         edge=edge,
         path=path,
+        notes=tuple(notes),
     )
 
 

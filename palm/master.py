@@ -33,6 +33,7 @@ import msgpack
 import zmq
 
 from palm.cache import Cache, MemoryCache
+from palm.db_endpoint import DbEndpoint
 from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.mapping import MAP_FUNCTION
@@ -151,6 +152,8 @@ class Master:
         self.inflight: dict[tuple[bytes, int], Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
         self.undelivered: dict[bytes, deque[list[bytes]]] = {}
+        self.undelivered_since: dict[bytes, float] = {}
+        self.undelivered_ttl_s = 300.0
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
 
         self._stopper = Stopper()
@@ -228,6 +231,9 @@ class Master:
             if self.db_address:
                 self.db = self._bind(zmq.ROUTER, self.db_address, "db", max_message_bytes=limit)
                 sockets.append(self.db)
+                self._db_endpoint = DbEndpoint(
+                    self.db, self.name, self.cache, self.describe, self.malformed, limit
+                )
             self.logger.info("master %s up: %s", self.name, self.bound)
             self.ready.set()
             if self.on_ready is not None:
@@ -265,7 +271,7 @@ class Master:
             if self.client_in in events and self._window_open():
                 self._drain(self.client_in, self._on_client_job)
             if self.db is not None and self.db in events:
-                self._drain(self.db, self._on_db)
+                self._drain(self.db, self._db_endpoint.on_message)
             if self.queued:
                 self._dispatch()
             now = time.monotonic()
@@ -339,10 +345,12 @@ class Master:
             reply = Header(Kind.WELCOME, header.id, identity, extra=info)
             self._send_client(identity, [reply.to_wire()])
             waiting = self.undelivered.pop(identity, None)
+            self.undelivered_since.pop(identity, None)
             while waiting:
                 self._send_client(identity, waiting.popleft())
         elif header.kind == Kind.BYE:
             self.undelivered.pop(identity, None)
+            self.undelivered_since.pop(identity, None)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a client")
 
@@ -352,7 +360,10 @@ class Master:
         except zmq.ZMQError:
             # the client is not connected (yet, or any more): keep its results,
             # within a bound, until it says hello again.
-            box = self.undelivered.setdefault(client, deque())
+            box = self.undelivered.get(client)
+            if box is None:
+                box = self.undelivered[client] = deque()
+                self.undelivered_since[client] = time.monotonic()
             if len(box) >= self.pending_results_per_client:
                 box.popleft()
                 self.logger.warning("dropping an undelivered result for a silent client")
@@ -556,6 +567,16 @@ class Master:
         for w in list(self.workers.values()):
             if now - w.last_seen > deadline:
                 self._worker_dead(w, f"silent for {now - w.last_seen:.1f} s")
+        for client, since in list(self.undelivered_since.items()):
+            if now - since > self.undelivered_ttl_s:
+                lost = len(self.undelivered.pop(client, ()))
+                del self.undelivered_since[client]
+                self.logger.warning(
+                    "dropped %d result message(s) for client %s, silent for %.0f s",
+                    lost,
+                    client.hex(),
+                    self.undelivered_ttl_s,
+                )
         self.counters.set_backlog(self.queued)
         for w in self.workers.values():
             self.counters.worker_seen(w.name or w.identity.hex(), w.done)
@@ -629,59 +650,6 @@ class Master:
         return parts
 
     # db endpoint -------------------------------------------------------------
-
-    def _on_db(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.malformed.record("db request without header")
-            return
-        identity = frames[0]
-        try:
-            check_size(frames, self.max_message_bytes)
-            header, payloads = decode(frames[1:])
-        except PayloadTooLarge as exc:
-            reply = Header(
-                Kind.RESULT,
-                0,
-                errors=[ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)],
-            )
-            self._reply_db(identity, reply, [b""])
-            return
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
-            return
-        reply = header.reply()
-        try:
-            if header.kind == Kind.PING:
-                self._reply_db(identity, reply, [b"pong"])
-            elif header.kind == Kind.INFO:
-                self._reply_db(identity, reply, [self.describe()])
-            elif header.kind == Kind.CACHE_SET:
-                key = self.cache.set(payloads[0] if payloads else b"", header.key)
-                reply.key = key
-                self._reply_db(identity, reply, [key.encode()])
-            elif header.kind == Kind.CACHE_GET:
-                value = self.cache.get(header.key or "")
-                if value is None:
-                    reply.errors = [
-                        ErrorInfo(0, "KeyError", f"no cache key {header.key!r}", "", self.name)
-                    ]
-                    value = b""
-                self._reply_db(identity, reply, [value])
-            elif header.kind == Kind.CACHE_DELETE:
-                deleted = self.cache.delete(header.key or "")
-                self._reply_db(identity, reply, [b"1" if deleted else b"0"])
-            else:
-                self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the db socket")
-        except Exception as exc:  # the cache backend failed: tell the caller, keep serving
-            reply.errors = [ErrorInfo(0, f"palm.{type(exc).__name__}", str(exc), "", self.name)]
-            self._reply_db(identity, reply, [b""])
-
-    def _reply_db(self, identity: bytes, header: Header, payloads: list[bytes]) -> None:
-        assert self.db is not None
-        try:
-            self.db.send_multipart([identity, header.to_wire(), *payloads], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
 
     def describe(self) -> bytes:
         info = {

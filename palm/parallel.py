@@ -31,7 +31,7 @@ import zmq
 import zmq.asyncio
 
 from palm import mapping
-from palm.cache_client import CacheClient
+from palm.cache_client import CacheCalls, CacheClient
 from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
 from palm.jobs import JobStream, Outcome
 from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
@@ -43,7 +43,7 @@ __all__ = ["ParallelClient"]
 DEFAULT_TIMEOUT_S = 60.0
 
 
-class ParallelClient:
+class ParallelClient(CacheCalls):
     """A client of a parallel :class:`~palm.master.Master`."""
 
     def __init__(
@@ -73,6 +73,9 @@ class ParallelClient:
         self.secret = mapping.resolve_secret(secret)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.client_id = uuid.uuid4().bytes
+        # asyncio streams have sockets of their own, so an identity of their own:
+        # the master routes results to the socket whose identity is the job's client
+        self.async_client_id = uuid.uuid4().bytes
         self.session: str | None = None
         self.workers = 0
         self._ids = itertools.count(1)
@@ -96,9 +99,10 @@ class ParallelClient:
         window: int | None = None,
         batch: int | None = None,
         extra: dict[str, Any] | None = None,
+        client: bytes | None = None,
     ) -> JobStream:
         return JobStream(
-            self.client_id,
+            client or self.client_id,
             self._qualify(function),
             iterable,
             ids=self._ids,
@@ -110,8 +114,8 @@ class ParallelClient:
             extra=extra,
         )
 
-    def _hello(self) -> list[bytes]:
-        return [Header(Kind.HELLO, 0, self.client_id).to_wire()]
+    def _hello(self, client: bytes | None = None) -> list[bytes]:
+        return [Header(Kind.HELLO, 0, client or self.client_id).to_wire()]
 
     def _control(self, frames: list[bytes], stream: JobStream) -> list[list[bytes]]:
         """Handle a WELCOME; return messages to send again after a master restart."""
@@ -245,6 +249,8 @@ class ParallelClient:
         timeout_s: float | object | None = ...,
     ) -> list[Any]:
         """``[fn(x) for x in iterable]`` computed by the master's workers, in order."""
+        if self.session is None:
+            self._greet()
         plan, stream = self._map_stream(fn, iterable, chunksize)
         out: list[Any] = []
         bar = self._progress(progress, plan[0].total)
@@ -262,7 +268,11 @@ class ParallelClient:
         return out
 
     def _map_stream(
-        self, fn: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        client: bytes | None = None,
     ) -> tuple[list[mapping.ChunkPlanner], JobStream]:
         if self.secret is None:
             raise ConfigError(
@@ -271,16 +281,21 @@ class ParallelClient:
             )
         secret = self.secret
         digest, fn_bytes = mapping.pickle_function(fn)
-        if self.session is None:
-            self._greet()
         workers = max(1, self.workers)
         planner = mapping.ChunkPlanner(_length(iterable), workers, chunksize=chunksize)
         payloads = (
             mapping.encode_chunk(secret, digest, fn_bytes, chunk)
             for chunk in planner.chunks(iterable)
         )
-        window = 2 * workers + 2
-        stream = self._stream(mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=1)
+        # Measured chunks last ~20 ms each: a few per worker in flight keep them
+        # all busy. Small fixed chunks need many in flight, several per message.
+        window, batch = 2 * workers + 2, 1
+        if chunksize is not None and chunksize < 64:
+            window = max(window, 2048 // chunksize)
+            batch = 64 // chunksize
+        stream = self._stream(
+            mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=batch, client=client
+        )
         return [planner], stream
 
     def _greet(self) -> None:
@@ -288,15 +303,7 @@ class ParallelClient:
         _, dealer = self._socks()
         dealer.send_multipart(self._hello())
         if dealer.poll(int(max(self.heartbeat_interval_s, 1.0) * 1000), zmq.POLLIN):
-            frames = dealer.recv_multipart()
-            try:
-                header, _ = decode(frames)
-            except ProtocolError:
-                return
-            if header.kind == Kind.WELCOME:
-                extra = header.extra or {}
-                self.session = extra.get("session")
-                self.workers = int(extra.get("workers", 0) or 0)
+            self._welcome(dealer.recv_multipart())
 
     # asyncio -------------------------------------------------------------------
 
@@ -311,7 +318,7 @@ class ParallelClient:
         timeout_s: float | object | None = ...,
     ) -> AsyncIterator[Outcome]:
         """``job()`` for asyncio code: ``async for result in client.ajob(...)``."""
-        stream = self._stream(function, iterable, messages, ordered)
+        stream = self._stream(function, iterable, messages, ordered, client=self.async_client_id)
         async for outcome in self._adrive(stream, errors, timeout_s):
             yield outcome
 
@@ -326,11 +333,11 @@ class ParallelClient:
         for sock in (push, dealer):
             sock.setsockopt(zmq.LINGER, 0)
         # a separate identity: the blocking sockets may be connected too
-        dealer.setsockopt(zmq.IDENTITY, self.client_id)
+        dealer.setsockopt(zmq.IDENTITY, self.async_client_id)
         push.connect(self.pull_address)
         dealer.connect(self.push_address)
         try:
-            await dealer.send_multipart(self._hello())
+            await dealer.send_multipart(self._hello(self.async_client_id))
             last_hello = last_progress = time.monotonic()
             while not stream.done:
                 for message in stream.fill():
@@ -355,7 +362,7 @@ class ParallelClient:
                         yield outcome
                 now = time.monotonic()
                 if now - last_hello >= self.heartbeat_interval_s:
-                    await dealer.send_multipart(self._hello())
+                    await dealer.send_multipart(self._hello(self.async_client_id))
                     last_hello = now
                 if timeout is not None and now - last_progress > timeout:
                     raise self._timeout(stream, now - last_progress)
@@ -372,7 +379,9 @@ class ParallelClient:
         timeout_s: float | object | None = ...,
     ) -> list[Any]:
         """``map()`` for asyncio code."""
-        plan, stream = self._map_stream(fn, iterable, chunksize)
+        if self.session is None:
+            await self._agreet()
+        plan, stream = self._map_stream(fn, iterable, chunksize, client=self.async_client_id)
         out: list[Any] = []
         async for answer in self._adrive(stream, "raise", timeout_s):
             assert isinstance(answer, bytes)
@@ -381,26 +390,33 @@ class ParallelClient:
             out.extend(results)
         return out
 
+    async def _agreet(self) -> None:
+        """``_greet`` for asyncio code, on a short-lived socket of its own."""
+        ctx = zmq.asyncio.Context.instance()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.IDENTITY, self.async_client_id)
+        dealer.connect(self.push_address)
+        try:
+            await dealer.send_multipart(self._hello(self.async_client_id))
+            wait_ms = int(max(self.heartbeat_interval_s, 1.0) * 1000)
+            if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
+                self._welcome(await dealer.recv_multipart())
+        finally:
+            dealer.close(0)
+
+    def _welcome(self, frames: list[bytes]) -> None:
+        try:
+            header, _ = decode(frames)
+        except ProtocolError:
+            return
+        if header.kind == Kind.WELCOME:
+            extra = header.extra or {}
+            session = extra.get("session")
+            self.session = session if isinstance(session, str) else None
+            self.workers = int(extra.get("workers", 0) or 0)
+
     # cache -------------------------------------------------------------------
-
-    def _cache_client(self) -> CacheClient:
-        if self._cache is None:
-            if not self.db_address:
-                raise ConfigError("this client has no db_address for the cache")
-            self._cache = CacheClient(self.db_address)
-        return self._cache
-
-    def set(self, value: bytes, key: str | None = None) -> str:
-        """Store ``value`` in the cluster's shared cache; return its key."""
-        return self._cache_client().set(value, key)
-
-    def get(self, key: str) -> bytes:
-        """The cached value under ``key`` (KeyError when there is none)."""
-        return self._cache_client().get(key)
-
-    def delete(self, key: str) -> bool:
-        """Remove ``key`` from the cache; False if it was not there."""
-        return self._cache_client().delete(key)
 
     def close(self) -> None:
         if self._sockets is not None:

@@ -43,7 +43,9 @@ __all__ = [
     "decode",
     "decode_header",
     "encode",
+    "encode_compact",
     "frames_for",
+    "is_compact",
     "job_count",
     "jobs_in",
 ]
@@ -203,9 +205,29 @@ def decode_header(frame: bytes | memoryview) -> Header:
         raw = msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises many types for garbage; all mean the same
         raise ProtocolError(f"header is not msgpack: {exc.__class__.__name__}") from exc
-    if not isinstance(raw, list) or len(raw) != _HEADER_FIELDS:
+    if type(raw) is not list or len(raw) != _HEADER_FIELDS:
         raise ProtocolError("header is not an 11-item array")
     version, kind, id_, client, function, stage, pipeline, key, errors, extra, packed = raw
+    # the common case in one test; anything off goes through the checks below,
+    # which say what is wrong
+    if (
+        version == VERSION
+        and type(kind) is int
+        and kind in Kind.NAMES
+        and type(id_) is int
+        and type(client) is bytes
+        and type(function) is str
+        and type(stage) is int
+        and (pipeline is None or type(pipeline) is bytes)
+        and (key is None or type(key) is str)
+        and errors is None
+        and (extra is None or type(extra) is dict)
+        and type(packed) is int
+        and packed >= 0
+    ):
+        return Header(
+            kind, id_, client, function, stage, pipeline, key, None, extra, version, packed
+        )
     if version != VERSION:
         raise ProtocolError(f"protocol version {version!r} is not {VERSION}")
     if not isinstance(kind, int) or kind not in Kind.NAMES:
@@ -239,12 +261,42 @@ def encode(header: Header, payloads: Sequence[bytes] = ()) -> list[bytes]:
     return [header.to_wire(), *payloads]
 
 
+#: First byte of a compact frame; msgpack never begins anything with it.
+COMPACT_MARK = 0xC1
+#: Single payloads up to this size may travel compact (see :func:`encode_compact`).
+COMPACT_BELOW_BYTES = 16 * 1024
+
+
+def encode_compact(header: Header, payload: bytes) -> list[bytes]:
+    """A one-payload message as a single frame: mark, header length, header, payload.
+
+    Request/reply traffic with small payloads saves a frame each way; every
+    palm receiver reads both forms (:func:`decode`), and masters never get it.
+    """
+    head = header.to_wire()
+    return [b"\xc1" + len(head).to_bytes(2, "big") + head + payload]
+
+
+def is_compact(frames: Sequence[bytes]) -> bool:
+    return len(frames) == 1 and len(frames[0]) >= 3 and frames[0][0] == COMPACT_MARK
+
+
 def decode(frames: Sequence[bytes]) -> tuple[Header, list[bytes]]:
-    """Split a received message into its header and payload frames."""
+    """Split a received message (either form) into its header and payload frames."""
     if not frames:
         raise ProtocolError("empty message")
-    header = decode_header(frames[0])
-    payloads = list(frames[1:])
+    if is_compact(frames):
+        frame = frames[0]
+        end = 3 + int.from_bytes(frame[1:3], "big")
+        if end > len(frame):
+            raise ProtocolError("compact frame shorter than its header")
+        header = decode_header(frame[3:end])
+        if header.packed:
+            raise ProtocolError("a compact frame carries one payload")
+        payloads = [bytes(frame[end:])] if header.kind in (Kind.JOB, Kind.RESULT) else []
+    else:
+        header = decode_header(frames[0])
+        payloads = list(frames[1:])
     if header.kind in (Kind.JOB, Kind.RESULT) and not payloads:
         raise ProtocolError(f"{Kind.NAMES[header.kind]} message without payload")
     if header.packed and len(payloads) != 1:
@@ -255,7 +307,7 @@ def decode(frames: Sequence[bytes]) -> tuple[Header, list[bytes]]:
             if not 0 <= info.offset < max(count, 1):
                 raise ProtocolError("error offset outside the payloads")
     for payload in payloads:
-        if not isinstance(payload, bytes | memoryview):
+        if type(payload) is not bytes and not isinstance(payload, bytes | memoryview):
             raise ProtocolError("payload frame is not bytes")
     return header, payloads
 

@@ -25,6 +25,7 @@ from palm.cache import Cache
 from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.protocol import (
+    COMPACT_BELOW_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
     Header,
@@ -33,17 +34,19 @@ from palm.protocol import (
     check_size,
     decode,
     decode_header,
+    encode_compact,
     frames_for,
+    is_compact,
     job_count,
     jobs_in,
 )
-from palm.service import Service, Stopper
-from palm.sockets import bound_endpoint, check_endpoint, make_socket
+from palm.service import Service, Stopper, split_function
+from palm.sockets import bound_endpoint, check_endpoint, make_socket, send_frames
 
 __all__ = ["Server"]
 
-#: Messages handled per wake-up before the poller is asked again.
-DRAIN = 256
+#: How long a stop request may wait for the receive in hand.
+STOP_CHECK_MS = 100
 
 
 class Server(Service):
@@ -103,12 +106,9 @@ class Server(Service):
         self.logger.info("%s serving %s on %s", self.name, self.functions, self.bound_address)
         if self.on_ready is not None:
             self.on_ready(self)
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self._stopper.fd, zmq.POLLIN)
         try:
             with self._stopper.on_signals():
-                self._serve(sock, poller)
+                self._serve(sock)
         finally:
             sock.close(0)
             self._socket = None
@@ -117,23 +117,22 @@ class Server(Service):
             self.deployment.close()
             self.logger.info("%s stopped", self.name)
 
-    def _serve(self, sock: zmq.Socket[bytes], poller: zmq.Poller) -> None:
+    def _serve(self, sock: zmq.Socket[bytes]) -> None:
+        # A blocking receive that gives up now and then to look at the stop flag
+        # costs less per message than a poller; a stop waits STOP_CHECK_MS at most.
+        sock.setsockopt(zmq.RCVTIMEO, STOP_CHECK_MS)
         stopper = self._stopper
         while not stopper.stopping:
-            poller.poll()
-            for _ in range(DRAIN):
-                if stopper.stopping:
-                    return
+            try:
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                continue
+            reply = self._handle(frames)
+            if reply is not None:
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                reply = self._handle(frames)
-                if reply is not None:
-                    try:
-                        sock.send_multipart(reply)
-                    except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY)
-                        self.logger.info("%s could not answer a client: %s", self.name, exc)
+                    send_frames(sock, reply)
+                except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY)
+                    self.logger.info("%s could not answer a client: %s", self.name, exc)
 
     # messages ------------------------------------------------------------------
 
@@ -157,6 +156,13 @@ class Server(Service):
                 self.malformed.record(str(exc))
                 return None
             reply_header, results = self.handle_job(header, jobs)
+            if (
+                len(frames) == 2
+                and len(results) == 1
+                and len(results[0]) < COMPACT_BELOW_BYTES
+                and is_compact(frames[1:])
+            ):  # answer in the form asked
+                return [identity, *encode_compact(reply_header, results[0])]
             return [identity, reply_header.to_wire(), *frames_for(reply_header, results)]
         if header.kind == Kind.PING:
             return [identity, header.reply().to_wire(), b"pong"]
@@ -169,13 +175,14 @@ class Server(Service):
         """Run ``header.function`` on each payload: the reply header and results."""
         reply = header.reply()
         started = time.monotonic()
+        function = split_function(header.function)[1]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = [
                 self.unknown(header.function, i, header.stage) for i in range(len(payloads))
             ]
             self.failed += len(payloads)
-            self.counters.record_batch(header.function, 0.0, len(payloads), len(payloads))
+            self.counters.record_batch(function, 0.0, len(payloads), len(payloads))
             return reply, [b""] * len(payloads)
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
@@ -189,20 +196,23 @@ class Server(Service):
                 errors.append(error)
         self.handled += len(payloads)
         self.failed += len(errors)
-        self.counters.record_batch(
-            header.function, time.monotonic() - started, len(payloads), len(errors)
-        )
+        self.counters.record_batch(function, time.monotonic() - started, len(payloads), len(errors))
         if errors:
             reply.errors = errors
         return reply, results
 
     def _too_large(self, frames: list[bytes], exc: PayloadTooLarge) -> list[bytes]:
+        compact = is_compact(frames[1:])
         try:
-            reply = decode_header(frames[1]).reply()
+            if compact:
+                frame = frames[1]
+                reply = decode_header(frame[3 : 3 + int.from_bytes(frame[1:3], "big")]).reply()
+            else:
+                reply = decode_header(frames[1]).reply()
         except ProtocolError:
             self.malformed.record("oversized message without a valid header")
             reply = Header(Kind.RESULT)
-        count = job_count(reply, max(1, len(frames) - 2))
+        count = 1 if compact else job_count(reply, max(1, len(frames) - 2))
         self.logger.warning("%s refused a message: %s", self.name, exc)
         reply.kind = Kind.RESULT
         reply.errors = [

@@ -42,6 +42,8 @@ class Stopper:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self._event = threading.Event()
+        self._signals_active = False
+        self._close_pending = False
 
     @property
     def fd(self) -> int:
@@ -59,6 +61,10 @@ class Stopper:
             pass
 
     def close(self) -> None:
+        """Close the pipe (once the signal handlers that write to it are gone)."""
+        if self._signals_active:
+            self._close_pending = True
+            return
         for fd in (self._read_fd, self._write_fd):
             try:
                 os.close(fd)
@@ -80,12 +86,17 @@ class Stopper:
         # just before the poller blocks still wakes it (Python runs `handler`
         # only between bytecodes).
         old_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._signals_active = True
         try:
             yield
         finally:
             signal.set_wakeup_fd(old_fd)
             for sig, old in previous.items():
                 signal.signal(sig, old)
+            self._signals_active = False
+            if self._close_pending:
+                self._close_pending = False
+                self.close()
 
 
 class Service:

@@ -10,7 +10,11 @@ import zmq
 
 from palm.errors import ConfigError
 
-__all__ = ["bound_endpoint", "check_endpoint", "context", "make_socket"]
+__all__ = ["bound_endpoint", "check_endpoint", "context", "make_socket", "send_frames"]
+
+# plain ints: pyzmq's flag enums cost a little on every frame of the hot paths
+_SNDMORE = int(zmq.SNDMORE)
+_COPY_BELOW_BYTES = 65536
 
 _ENDPOINT = re.compile(r"^(tcp://[^:\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
 
@@ -65,3 +69,12 @@ def bound_endpoint(sock: zmq.Socket[bytes]) -> str:
     value = sock.getsockopt(zmq.LAST_ENDPOINT)
     assert isinstance(value, bytes)
     return value.decode()
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes], flags: int = 0) -> None:
+    """``send_multipart`` for palm's hot paths: small frames copied, large ones not."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(
+            frame, (flags | _SNDMORE) if i < last else flags, copy=len(frame) < _COPY_BELOW_BYTES
+        )

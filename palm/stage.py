@@ -28,6 +28,7 @@ import msgpack
 import zmq
 
 from palm.cache import Cache, MemoryCache
+from palm.db_endpoint import DbEndpoint
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
 from palm.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -43,7 +44,6 @@ from palm.protocol import (
 from palm.service import Service, Stopper, split_function
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
 from palm.stream import (
-    DbEndpoint,
     EndTracker,
     Message,
     Outbox,

@@ -29,20 +29,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from palm.cache import Cache
-from palm.errors import PayloadTooLarge, ProtocolError
-from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, check_size, decode
+from palm.errors import ProtocolError
+from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
 from palm.service import split_function
 from palm.sockets import check_endpoint, make_socket
 
 __all__ = [
-    "DbEndpoint",
     "Message",
     "Outbox",
     "Outlet",
@@ -318,74 +315,6 @@ class Outlet:
         return sum(len(b) for b in self.parked.values()) + sum(
             len(b) for b in self.topic_parked.values()
         )
-
-
-class DbEndpoint:
-    """A stage's ``db_address``: ping, info and the shared cache."""
-
-    def __init__(
-        self,
-        sock: zmq.Socket[bytes],
-        name: str,
-        cache: Cache,
-        describe: Callable[[], bytes],
-        malformed: MalformedCounter,
-        max_message_bytes: int,
-    ) -> None:
-        self.sock = sock
-        self.name = name
-        self.cache = cache
-        self.describe = describe
-        self.malformed = malformed
-        self.max_message_bytes = max_message_bytes
-
-    def on_message(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.malformed.record("db request without header")
-            return
-        identity = frames[0]
-        try:
-            check_size(frames, self.max_message_bytes)
-            header, payloads = decode(frames[1:])
-        except PayloadTooLarge as exc:
-            error = ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)
-            self._reply(identity, Header(Kind.RESULT, errors=[error]), [b""])
-            return
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
-            return
-        reply = header.reply()
-        try:
-            if header.kind == Kind.PING:
-                self._reply(identity, reply, [b"pong"])
-            elif header.kind == Kind.INFO:
-                self._reply(identity, reply, [self.describe()])
-            elif header.kind == Kind.CACHE_SET:
-                key = self.cache.set(payloads[0] if payloads else b"", header.key)
-                reply.key = key
-                self._reply(identity, reply, [key.encode()])
-            elif header.kind == Kind.CACHE_GET:
-                value = self.cache.get(header.key or "")
-                if value is None:
-                    reply.errors = [
-                        ErrorInfo(0, "KeyError", f"no cache key {header.key!r}", "", self.name)
-                    ]
-                    value = b""
-                self._reply(identity, reply, [value])
-            elif header.kind == Kind.CACHE_DELETE:
-                deleted = self.cache.delete(header.key or "")
-                self._reply(identity, reply, [b"1" if deleted else b"0"])
-            else:
-                self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the db socket")
-        except Exception as exc:  # the cache backend failed: tell the caller, keep serving
-            reply.errors = [ErrorInfo(0, f"palm.{type(exc).__name__}", str(exc), "", self.name)]
-            self._reply(identity, reply, [b""])
-
-    def _reply(self, identity: bytes, header: Header, payloads: list[bytes]) -> None:
-        try:
-            self.sock.send_multipart([identity, header.to_wire(), *payloads], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
 
 
 class EndTracker:

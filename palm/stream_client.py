@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from palm.cache_client import CacheClient
+from palm.cache_client import CacheCalls, CacheClient
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError, TimeoutError
 from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
 from palm.sockets import check_endpoint, make_socket
@@ -55,7 +55,7 @@ class Delivery:
     pipeline: bytes | None
 
 
-class StreamClient:
+class StreamClient(CacheCalls):
     """Sends jobs into the first stage of a chain and takes results from the last."""
 
     def __init__(
@@ -152,25 +152,6 @@ class StreamClient:
         return call.probe_only(self.probe_s if wait_s is None else wait_s)
 
     # cache -------------------------------------------------------------------------
-
-    def _cache_client(self) -> CacheClient:
-        if self._cache is None:
-            if not self.db_address:
-                raise ConfigError("this client has no db_address for the cache")
-            self._cache = CacheClient(self.db_address)
-        return self._cache
-
-    def set(self, value: bytes, key: str | None = None) -> str:
-        """Store ``value`` in the first server's cache; return its key."""
-        return self._cache_client().set(value, key)
-
-    def get(self, key: str) -> bytes:
-        """The cached value under ``key`` (KeyError when there is none)."""
-        return self._cache_client().get(key)
-
-    def delete(self, key: str) -> bool:
-        """Remove ``key`` from the cache; False if it was not there."""
-        return self._cache_client().delete(key)
 
     def close(self) -> None:
         if self._sockets is not None:

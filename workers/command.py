@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from workers.autoscale import ScalePolicy
 from workers.pool import WorkerPool
 
 
@@ -24,6 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", default="worker", help="name prefix of the workers")
     p.add_argument("--credit", type=int, default=2, help="job messages a worker holds at once")
     p.add_argument("--heartbeat-interval-s", type=float, default=1.0)
+    scale = p.add_argument_group(
+        "autoscaling (needs --connect)",
+        "with --max-processes the pool follows the master's backlog: one worker per "
+        "--jobs-per-worker waiting or running job messages, between --processes and "
+        "--max-processes, shrinking after --scale-down-after-s of lower backlog",
+    )
+    scale.add_argument("--max-processes", type=int, default=None)
+    scale.add_argument("--jobs-per-worker", type=int, default=4)
+    scale.add_argument("--scale-down-after-s", type=float, default=10.0)
     p.set_defaults(func=run)
 
 
@@ -41,5 +51,12 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval_s,
         log_level=args.log_level,
     )
-    pool.run()
+    policy = None
+    if args.max_processes is not None:
+        if args.connect is None:
+            raise SystemExit("palm worker: autoscaling reads the backlog through --connect")
+        policy = ScalePolicy(
+            args.processes, args.max_processes, args.jobs_per_worker, args.scale_down_after_s
+        )
+    pool.run(policy=policy)
     return 0

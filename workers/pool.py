@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from workers.autoscale import BacklogProbe, ScalePolicy
+
 __all__ = ["WorkerPool"]
 
 log = logging.getLogger(__name__)
@@ -167,19 +169,42 @@ class WorkerPool:
             procs = [s.proc for s in self.slots if s.proc is not None]
             _terminate(procs, self.grace_s)
 
-    def run(self, poll_s: float = 0.2) -> None:
-        """Start, supervise until SIGINT/SIGTERM, then stop everything."""
+    def autoscale(self, policy: ScalePolicy, probe: BacklogProbe) -> None:
+        """Grow or shrink once, as ``policy`` says for the backlog ``probe`` reads."""
+        backlog = probe.backlog()
+        if backlog is None:
+            return
+        current = len(self.slots)
+        target = policy.decide(current, backlog)
+        if target != current:
+            log.info("backlog %d: %d -> %d workers", backlog, current, target)
+            self.scale(target)
+
+    def run(
+        self,
+        poll_s: float = 0.2,
+        policy: ScalePolicy | None = None,
+        scale_every_s: float = 1.0,
+    ) -> None:
+        """Start, supervise (and scale, with a ``policy``) until SIGINT/SIGTERM, then stop."""
         done = threading.Event()
 
         def handler(signum: int, frame: object) -> None:
             done.set()
 
+        probe = BacklogProbe(self.connect) if policy is not None and self.connect else None
+        next_scale = time.monotonic() + scale_every_s
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
             while not done.wait(poll_s):
                 self.check()
+                if probe is not None and policy is not None and time.monotonic() >= next_scale:
+                    self.autoscale(policy, probe)
+                    next_scale = time.monotonic() + scale_every_s
         finally:
+            if probe is not None:
+                probe.close()
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
 from typing import Any
@@ -93,6 +94,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--since", help="10m, 2h, an ISO time or epoch seconds")
     parser.add_argument("-n", "--limit", type=int, default=1000, help="at most this many records")
     parser.add_argument("--redis", help="Redis URL (default: $PALM_REDIS_URL or embedded)")
-    parser.add_argument("--cluster", default="default", help="deployment name (key prefix)")
+    parser.add_argument(
+        "--cluster",
+        default=os.environ.get("PALM_CLUSTER", "default"),
+        help="deployment name (key prefix)",
+    )
     parser.add_argument("--data-dir", help="data directory of the embedded Redis")
     parser.set_defaults(func=run)

@@ -10,6 +10,7 @@ Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -99,6 +100,10 @@ def register(subparsers: Any) -> None:
         "--interval", dest="interval_s", type=float, default=1.0, help="seconds between refreshes"
     )
     parser.add_argument("--redis", help="Redis URL (default: $PALM_REDIS_URL or embedded)")
-    parser.add_argument("--cluster", default="default", help="deployment name (key prefix)")
+    parser.add_argument(
+        "--cluster",
+        default=os.environ.get("PALM_CLUSTER", "default"),
+        help="deployment name (key prefix)",
+    )
     parser.add_argument("--data-dir", help="data directory of the embedded Redis")
     parser.set_defaults(func=run)

@@ -67,3 +67,9 @@ class CacheWorker(Worker):
 
     def echo(self, message: bytes) -> bytes:
         return message
+
+
+class SlowWorker(Worker):
+    def nap(self, message: bytes) -> bytes:
+        time.sleep(float(message))
+        return message

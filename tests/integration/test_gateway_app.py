@@ -221,3 +221,19 @@ def test_a_parallel_service_runs_jobs_and_maps_on_its_workers(gateway_factory, e
         assert reply.json() == [2 * i for i in items]
         assert request(edge.url, "POST", "/p/fail", body=b"k").status == 502
         assert request(edge.url, "POST", "/p/nothing", body=b"").status == 404
+
+
+def test_metrics_include_the_palm_counters(palm_server_factory, gateway_factory, envoy_factory):
+    # the palm server publishes its counters to the run's Redis (PALM_REDIS_URL)
+    stack = Stack(
+        palm_server_factory, gateway_factory, envoy_factory, redis_url=os.environ["PALM_REDIS_URL"]
+    )
+    for _ in range(3):
+        assert stack.post("/t/echo", b"counted").status == 200
+    line = 'palm_messages_out_total{function="echo",server="tools"} 3.0'
+
+    def metrics() -> str:
+        return request(stack.gateway.url, "GET", "/metrics").body.decode()
+
+    wait_until(lambda: line in metrics(), 10.0, "palm counters on /metrics")
+    assert 'palm_latency_seconds{function="echo",quantile="0.99",server="tools"}' in metrics()

@@ -88,7 +88,16 @@ def test_palm_up_once_answers_through_envoy_and_stops_what_it_started(procs: Pro
     assert "POST /map/maths/factorial -> 200 [1,2,6,24]" in out
     assert "POST /jobs/echo/foo -> 200 you sent me hello" in out
     pids = started_pids(out.splitlines())
-    assert set(pids) == {"redis", "masters", "workers:demo", "workers:maths", "gateway", "envoy"}
+    mastr = {"workers:mastr-value", "workers:mastr-agg-0", "workers:mastr-agg-1"}
+    assert set(pids) == {
+        "redis",
+        "masters",
+        "workers:demo",
+        "workers:maths",
+        "gateway",
+        "envoy",
+        *mastr,
+    }
     _gone, alive = psutil.wait_procs(
         [p for p in map(_process, pids.values()) if p is not None], timeout=10
     )

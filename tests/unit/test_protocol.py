@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from palm.errors import PayloadTooLarge, ProtocolError
-from palm.protocol import ErrorInfo, Header, Kind, check_size, decode, encode
+from palm.protocol import ErrorInfo, Header, Kind, check_size, decode, encode, encode_compact
 
 kinds = st.sampled_from(sorted(Kind.NAMES))
 small_int = st.integers(min_value=-(2**63), max_value=2**64 - 1)
@@ -113,3 +113,22 @@ def test_size_check_counts_every_frame() -> None:
         check_size([b"x" * 50, b"y" * 51], 100)
     assert info.value.size == 101
     assert info.value.limit == 100
+
+
+@settings(max_examples=200)
+@given(headers, st.binary(max_size=300))
+def test_compact_frames_round_trip(header: Header, payload: bytes) -> None:
+    header.packed = 0
+    header.errors = None
+    decoded, out = decode(encode_compact(header, payload))
+    assert decoded == header
+    assert out == ([payload] if header.kind in (Kind.JOB, Kind.RESULT) else [])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200))
+def test_garbage_behind_the_compact_mark_is_a_protocol_error(data: bytes) -> None:
+    try:
+        decode([b"\xc1" + data])
+    except ProtocolError:
+        pass

@@ -161,6 +161,8 @@ class ChunkPlanner:
         min_chunks_per_worker: int = 4,
         probe: int = 8,
         max_chunk: int = 100_000,
+        first_wave_max: int = 10_000,
+        min_chunk_s: float = 0.002,
     ) -> None:
         if chunksize is not None and chunksize < 1:
             raise ConfigError("chunksize must be at least 1")
@@ -171,6 +173,8 @@ class ChunkPlanner:
         self.min_chunks_per_worker = min_chunks_per_worker
         self.probe = probe
         self.max_chunk = max_chunk
+        self.first_wave_max = first_wave_max
+        self.min_chunk_s = min_chunk_s
         self.item_s: float | None = None
         self.sent = 0
 
@@ -183,11 +187,25 @@ class ChunkPlanner:
     def next_size(self) -> int:
         if self.fixed is not None:
             return self.fixed
-        size = self.probe if self.item_s is None else max(1, round(self.target_s / self.item_s))
+        if self.item_s is None:
+            # nothing measured yet: with a known total, a first wave of a few
+            # chunks per worker (like a pool's chunks); else a small probe
+            size = self.probe
+            if self.total is not None:
+                per_wave = self.workers * self.min_chunks_per_worker
+                size = max(self.probe, min(self.first_wave_max, -(-self.total // per_wave)))
+        else:
+            size = max(1, round(self.target_s / self.item_s))
         if self.total is not None:
             remaining = max(0, self.total - self.sent)
-            cap = max(1, remaining // (self.workers * self.min_chunks_per_worker))
-            size = min(size, cap) if self.item_s is not None else min(size, max(1, remaining))
+            if self.item_s is None:
+                size = min(size, max(1, remaining))
+            else:
+                # a few chunks per worker for what is left, so they finish
+                # together, but none so short that its round trip dominates
+                cap = remaining // (self.workers * self.min_chunks_per_worker)
+                floor = round(self.min_chunk_s / self.item_s)
+                size = max(1, min(size, max(cap, floor), remaining))
         return min(size, self.max_chunk)
 
     def chunks(self, iterable: Iterable[Any]) -> Iterator[list[Any]]:

@@ -50,19 +50,35 @@ def test_source_text_is_not_accepted_as_a_function() -> None:
         mapping.pickle_function("lambda x: x")  # type: ignore[arg-type]
 
 
-def test_chunks_grow_from_probes_to_the_measured_target() -> None:
+def test_chunks_follow_the_measured_time_per_item() -> None:
     planner = mapping.ChunkPlanner(1_000_000, 2, target_s=0.02)
     chunks = planner.chunks(range(1_000_000))
     first = next(chunks)
-    assert len(first) == planner.probe
+    assert len(first) == planner.first_wave_max  # nothing measured: a first wave
     planner.observe(len(first), len(first) * 1e-5)  # 10 us an item
     assert len(next(chunks)) == 2000  # 20 ms of work
 
 
+def test_a_small_known_total_is_split_across_the_workers_at_once() -> None:
+    planner = mapping.ChunkPlanner(1000, 2)
+    assert [len(c) for c in planner.chunks(range(1000))] == [125] * 8
+
+
+def test_an_unknown_total_starts_with_small_probes() -> None:
+    planner = mapping.ChunkPlanner(None, 2)
+    assert len(next(planner.chunks(iter(range(100))))) == planner.probe
+
+
 def test_chunks_shrink_so_every_worker_gets_several() -> None:
     planner = mapping.ChunkPlanner(1000, 2, target_s=10.0)
-    planner.observe(10, 1e-5)
+    planner.observe(10, 0.01)  # 1 ms an item
     assert planner.next_size() == 1000 // (2 * 4)
+
+
+def test_chunks_never_get_so_short_that_round_trips_dominate() -> None:
+    planner = mapping.ChunkPlanner(1000, 2, min_chunk_s=0.002)
+    planner.observe(100, 100e-6)  # 1 us an item: 125-item chunks would last 0.1 ms
+    assert planner.next_size() == 1000  # 2 ms would be 2,000 items; only 1,000 remain
 
 
 def test_a_fixed_chunksize_wins() -> None:

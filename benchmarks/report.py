@@ -22,6 +22,7 @@ TITLES = {
     "factorial": "4. PUMA Fig. 7 workload: iterative factorial map",
     "http": "5. HTTP edge",
     "memory": "6. Memory: peak RSS while streaming",
+    "mastr": "7. mastr: portfolio valuation and aggregation, positions per second",
 }
 
 

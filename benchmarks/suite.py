@@ -12,7 +12,7 @@ from benchmarks.cases import http_edge
 from benchmarks.cases.engines import ENGINES
 from benchmarks.launcher import Placeholder
 
-BENCHES = ("throughput", "latency", "tiny", "factorial", "http", "memory")
+BENCHES = ("throughput", "latency", "tiny", "factorial", "http", "memory", "mastr")
 
 RAW_BROKER = "raw pyzmq: PUSH -> Python broker -> 2 echo workers -> PULL"
 PALM_PARALLEL = "palm: ParallelClient -> Master -> 2 workers"
@@ -140,6 +140,14 @@ def jobs(mode: str) -> list[Job]:
         Placeholder(r.bench, r.key, r.method, r.unit, r.better, r.size, r.params)
         for r in http_edge.placeholder_rows()
     )
+    positions = 2_000 if mode == "quick" else 20_000
+    mastr_holders = tuple(
+        Placeholder("mastr", key, label, "positions/s", "higher", positions)
+        for key, label in (("local", "single loop"), ("pool", "multiprocessing.Pool(2)"),
+                           ("palm", "mastr on palm"))
+    )  # fmt: skip
+    mastr_args = ("--positions", str(positions), "--runs", str(sizes.runs))
+    out.append(Job("mastr", "palm", "benchmarks.cases.mastr_case", mastr_args, mastr_holders, 600))
     duration_s = 2 if mode == "quick" else 10
     http_args = ("--runs", str(sizes.runs), "--duration-s", str(duration_s))
     http_timeout_s = 180.0 + 4 * (sizes.runs + 1) * (duration_s + 5)

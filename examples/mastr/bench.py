@@ -43,6 +43,19 @@ def measure(
     repeat: int,
 ) -> dict[str, float]:
     """Median seconds of each method over ``repeat`` rounds; raises on a wrong result."""
+    return {
+        name: statistics.median(t)
+        for name, t in measure_all(methods, reference, gross, repeat).items()
+    }
+
+
+def measure_all(
+    methods: Mapping[str, Method],
+    reference: Mapping[Key, Aggregate],
+    gross: Mapping[Key, Aggregate],
+    repeat: int,
+) -> dict[str, list[float]]:
+    """Seconds of each method in each of ``repeat`` rounds, the methods taking turns."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeat):
         for name, fn in methods.items():
@@ -52,17 +65,23 @@ def measure(
             problems = compare(result, reference, gross)
             if problems:
                 raise AssertionError(f"{name}: {problems[:3]}")
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
-def main(args: argparse.Namespace) -> int:
+#: The methods, in the order they run in each round.
+SINGLE = "single loop"
+POOL = "multiprocessing.Pool(2)"
+PALM = "mastr on palm (2 valuation workers, 2 shards)"
+
+
+def run(positions: int, seed: int, repeat: int) -> tuple[int, dict[str, list[float]], float, float]:
+    """Positions valued, seconds per method and round, load average before and after."""
     from examples.mastr.client import value_portfolio
     from examples.mastr.cluster import LocalMastr
 
     text = io.StringIO()
-    generate.write(text, args.positions, args.seed)
+    generate.write(text, positions, seed)
     portfolio = parse_portfolio(text.getvalue())
-    n = len(portfolio.positions)
     valuations = value_all(portfolio)
     reference, gross = aggregate(valuations), gross_aggregates(valuations)
     with PoolValuer(portfolio, processes=2) as pool, LocalMastr(workers=2, shards=2) as local:
@@ -75,16 +94,22 @@ def main(args: argparse.Namespace) -> int:
             return result.final.aggregates
 
         methods: dict[str, Method] = {
-            "single loop": lambda: value_single(portfolio),
-            "multiprocessing.Pool(2)": pool.run,
-            "mastr on palm (2 valuation workers, 2 shards)": on_palm,
+            SINGLE: lambda: value_single(portfolio),
+            POOL: pool.run,
+            PALM: on_palm,
         }
         pool.run()  # warm up: Pool workers started and holding the market
         on_palm()  # warm up: palm workers connected and holding the market
         load_before = os.getloadavg()[0]
-        seconds = measure(methods, reference, gross, args.repeat)
+        times = measure_all(methods, reference, gross, repeat)
         load_after = os.getloadavg()[0]
-    base = seconds["single loop"]
+    return len(portfolio.positions), times, load_before, load_after
+
+
+def main(args: argparse.Namespace) -> int:
+    n, times, load_before, load_after = run(args.positions, args.seed, args.repeat)
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    base = seconds[SINGLE]
     print(
         f"{n} positions, median of {args.repeat} rounds, {os.cpu_count()} CPUs, "
         f"load average {load_before:.1f} before / {load_after:.1f} after"

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("throughput", "latency", "tiny", "factorial", "http", "memory")
+SECTIONS = ("throughput", "latency", "tiny", "factorial", "http", "memory", "mastr")
 NO_NUMBER = ("unavailable: ", "skipped in quick mode", "skipped: over", "not yet measured: ")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_quick_benchmarks_report_every_row_with_a_number_or_a_reason(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(tmp_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -44,6 +44,8 @@ def test_quick_benchmarks_report_every_row_with_a_number_or_a_reason(tmp_path: P
         ("latency", "raw"),
         ("tiny", "pool"),
         ("factorial", "local"),
+        ("mastr", "local"),
+        ("mastr", "palm"),
     }
     assert baselines <= measured
 
@@ -51,5 +53,5 @@ def test_quick_benchmarks_report_every_row_with_a_number_or_a_reason(tmp_path: P
     assert {"pylm", "dask", "ray", "celery", "rq"} <= skipped
 
     text = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Machine", "## Versions", "## Targets", "## 1.", "## 6."):
+    for heading in ("## Machine", "## Versions", "## Targets", "## 1.", "## 6.", "## 7."):
         assert heading in text

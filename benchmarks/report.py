@@ -33,7 +33,7 @@ def median(row: Row) -> float | None:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("msg/s", "tasks/s", "req/s"):
+    if unit in ("msg/s", "tasks/s", "req/s", "positions/s"):
         return f"{value:,.0f}"
     if unit == "s":
         return f"{value:.3g} s" if value >= 1 else f"{value * 1000:.3g} ms"

@@ -157,11 +157,11 @@ class ChunkPlanner:
         workers: int,
         *,
         chunksize: int | None = None,
-        target_s: float = 0.02,
+        target_s: float = 0.05,
         min_chunks_per_worker: int = 4,
         probe: int = 8,
         max_chunk: int = 100_000,
-        first_wave_max: int = 10_000,
+        first_wave_max: int = 50_000,
         min_chunk_s: float = 0.002,
     ) -> None:
         if chunksize is not None and chunksize < 1:

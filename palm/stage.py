@@ -22,7 +22,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 import msgpack
 import zmq
@@ -44,11 +44,12 @@ from palm.protocol import (
 from palm.service import Service, Stopper, split_function
 from palm.sockets import bound_endpoint, check_endpoint, make_socket
 from palm.stream import (
+    NEXT,
     EndTracker,
-    Message,
     Outbox,
     Outlet,
     Reporter,
+    StreamRouting,
     explode,
     function_for,
     probe_report,
@@ -59,11 +60,8 @@ __all__ = ["NEXT", "SerialStage"]
 #: Messages handled per socket per wake-up.
 DRAIN = 256
 
-#: The route to the next stage of a chain (``next_address``).
-NEXT: Final = "\x00next"
 
-
-class SerialStage(Service):
+class SerialStage(StreamRouting, Service):
     """A single-process stage. Subclass it and define functions, then ``start()``."""
 
     _palm_framework = True
@@ -115,26 +113,6 @@ class SerialStage(Service):
         self._outlet: Outlet | None = None
         self._reporter = Reporter()
         self._inputs: list[zmq.Socket[bytes]] = []
-
-    # hooks -------------------------------------------------------------------
-
-    def handle_stream(self, message: Message) -> str | None:
-        """Where a result goes: a topic to stream it to, or None for its client.
-
-        Override it to route message by message (it may also change the
-        message's function, stage or payload). The default streams to this
-        server's own topic when ``pipelined`` and returns to the client
-        otherwise; a chained stage always sends to its next stage.
-        """
-        return self.name if self.pipelined else None
-
-    def _route(self, header: Header) -> str | bytes:
-        """Where a whole message goes by default: NEXT, a topic, or a client id."""
-        if self.next_address is not None:
-            return NEXT
-        if self.pipelined:
-            return self.name
-        return header.client
 
     # lifecycle ---------------------------------------------------------------
 
@@ -389,14 +367,6 @@ class SerialStage(Service):
             return
         self._reporter.send((header.extra or {}).get("reply"), report)
         self._send_control(header)
-
-    def _next_desc(self) -> str:
-        if self.next_address is not None:
-            return f"{self.next_call} at {self.next_address}"
-        if self.pipelined and self._outlet is not None:
-            subscribers = len(self._outlet.subscribers.get(self.name, []))
-            return f"the {subscribers} subscriber(s) of {self.name!r} at {self.bound.get('push')}"
-        return "the client"
 
     def _on_end(self, header: Header, source: int) -> None:
         """An end marker: everything of its pipeline that came before it has gone on."""

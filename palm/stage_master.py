@@ -31,13 +31,14 @@ from palm.errors import ProtocolError
 from palm.master import Job, Master
 from palm.protocol import Header, Kind, decode_header
 from palm.sockets import check_endpoint, make_socket
-from palm.stage import NEXT
 from palm.stream import (
+    NEXT,
     EndTracker,
     Message,
     Outbox,
     Outlet,
     Reporter,
+    StreamRouting,
     explode,
     function_for,
     probe_report,
@@ -49,7 +50,7 @@ __all__ = ["StageMaster"]
 _PART_IDS_FROM = 1 << 60
 
 
-class StageMaster(Master):
+class StageMaster(StreamRouting, Master):
     """A parallel stage. ``start()`` serves until SIGINT/SIGTERM or ``stop()``."""
 
     def __init__(
@@ -115,17 +116,6 @@ class StageMaster(Master):
     def gather(self, message: Message) -> Iterator[Message]:
         """See one result; yield what goes on (default: the result itself)."""
         yield message
-
-    def handle_stream(self, message: Message) -> str | None:
-        """Where a message goes: a topic to stream it to, or None for its client."""
-        return self.name if self.pipelined else None
-
-    def _route(self, header: Header) -> str | bytes:
-        if self.next_address is not None:
-            return NEXT
-        if self.pipelined:
-            return self.name
-        return header.client
 
     # sockets -------------------------------------------------------------------
 
@@ -235,14 +225,6 @@ class StageMaster(Master):
             return
         self._reporter.send((header.extra or {}).get("reply"), report)
         self._control_on(target, header)
-
-    def _next_desc(self) -> str:
-        if self.next_address is not None:
-            return f"{self.next_call} at {self.next_address}"
-        if self.pipelined and self._outlet is not None:
-            subscribers = len(self._outlet.subscribers.get(self.name, []))
-            return f"the {subscribers} subscriber(s) of {self.name!r} at {self.bound.get('push')}"
-        return "the client"
 
     def _end(self, header: Header) -> None:
         assert header.pipeline is not None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import zmq
 
@@ -40,10 +40,12 @@ from palm.service import split_function
 from palm.sockets import check_endpoint, make_socket
 
 __all__ = [
+    "NEXT",
     "Message",
     "Outbox",
     "Outlet",
     "Reporter",
+    "StreamRouting",
     "function_for",
     "probe_report",
 ]
@@ -315,6 +317,53 @@ class Outlet:
         return sum(len(b) for b in self.parked.values()) + sum(
             len(b) for b in self.topic_parked.values()
         )
+
+
+#: The route to the next stage of a chain (``next_address``).
+NEXT: Final = "\x00next"
+
+
+class StreamRouting:
+    """Where a stage's results go, shared by serial stages and stage masters.
+
+    The class using it has ``name``, ``next_address``, ``next_call``,
+    ``pipelined``, ``bound`` and ``_outlet``.
+    """
+
+    _palm_framework = True
+    name: str
+    next_address: str | None
+    next_call: str | None
+    pipelined: bool
+    bound: dict[str, str]
+    _outlet: Outlet | None
+
+    def handle_stream(self, message: Message) -> str | None:
+        """Where a result goes: a topic to stream it to, or None for its client.
+
+        Override it to route message by message (it may also change the
+        message's function, stage or payload). The default streams to this
+        server's own topic when ``pipelined`` and returns to the client
+        otherwise; a chained stage always sends to its next stage.
+        """
+        return self.name if self.pipelined else None
+
+    def _route(self, header: Header) -> str | bytes:
+        """Where a whole message goes by default: NEXT, a topic, or a client id."""
+        if self.next_address is not None:
+            return NEXT
+        if self.pipelined:
+            return self.name
+        return header.client
+
+    def _next_desc(self) -> str:
+        """What this stage passes its results to, for probe reports."""
+        if self.next_address is not None:
+            return f"{self.next_call} at {self.next_address}"
+        if self.pipelined and self._outlet is not None:
+            subscribers = len(self._outlet.subscribers.get(self.name, []))
+            return f"the {subscribers} subscriber(s) of {self.name!r} at {self.bound.get('push')}"
+        return "the client"
 
 
 class EndTracker:

@@ -38,9 +38,9 @@ def test_every_topology_has_a_snippet() -> None:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("title", "code"), snippets(), ids=lambda v: v[:12])
 def test_snippet_runs(procs: Processes, tmp_path: Path, title: str, code: str) -> None:
-    ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", code)}
-    for port in ports:
-        code = code.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    # one pass, so a fresh port can never be mistaken for a later fixed one
+    fresh = {p: str(free_port()) for p in set(re.findall(r"127\.0\.0\.1:(\d+)", code))}
+    code = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{fresh[m.group(1)]}", code)
     script = tmp_path / "snippet.py"
     script.write_text(code)
     proc = procs.start([sys.executable, str(script)])

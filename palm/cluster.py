@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Any
+from typing import Any
 
 from palm.errors import ConfigError
 from palm.parallel import ParallelClient
@@ -28,31 +28,60 @@ from palm.parallel import ParallelClient
 __all__ = ["LocalCluster", "read_ready"]
 
 
-def read_ready(proc: subprocess.Popen[str], timeout_s: float = 20.0) -> dict[str, Any]:
-    """Wait for the JSON ``ready`` line a palm process prints on stdout."""
+def read_lines(
+    proc: subprocess.Popen[str], until: Callable[[str], bool], timeout_s: float
+) -> list[str]:
+    """Lines a child prints on stdout, up to and including the first ``until`` accepts.
+
+    Reads the pipe's file descriptor directly: a buffered ``readline`` can
+    leave lines in Python's buffer where waiting on the descriptor never sees
+    them. Output after that line may be consumed and is dropped.
+    """
     import selectors
 
     assert proc.stdout is not None
-    stream: IO[str] = proc.stdout
+    fd = proc.stdout.fileno()
+    lines: list[str] = []
+    pending = b""
     sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            while b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                if until(line):
+                    return lines
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
-                raise TimeoutError(f"process {proc.pid} did not report ready in {timeout_s} s")
-            line = stream.readline()
-            if not line:
-                raise RuntimeError(f"process {proc.pid} exited with {proc.wait()} before ready")
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "ready":
-                return event
+                raise TimeoutError(f"process {proc.pid}: nothing awaited within {timeout_s} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"process {proc.pid} exited with {proc.wait()}: {lines}")
+            pending += chunk
     finally:
         sel.close()
+
+
+def _ready_event(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and event.get("event") == "ready" else None
+
+
+def read_ready(proc: subprocess.Popen[str], timeout_s: float = 20.0) -> dict[str, Any]:
+    """Wait for the JSON ``ready`` line a palm process prints on stdout."""
+    try:
+        lines = read_lines(proc, lambda line: _ready_event(line) is not None, timeout_s)
+    except TimeoutError as exc:
+        raise TimeoutError(f"process {proc.pid} did not report ready in {timeout_s} s") from exc
+    event = _ready_event(lines[-1])
+    assert event is not None
+    return event
 
 
 class LocalCluster:

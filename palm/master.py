@@ -221,6 +221,8 @@ class Master:
             sockets.append(self.client_in)
             self.client_out = self._bind(zmq.ROUTER, self.push_address, "push")
             self.client_out.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # a client that reconnects with a fresh socket (same identity) takes over
+            self.client_out.setsockopt(zmq.ROUTER_HANDOVER, 1)
             sockets.append(self.client_out)
             self.worker_out = self._bind(zmq.ROUTER, self.worker_push_address, "worker_push")
             self.worker_out.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -395,10 +395,11 @@ class ParallelClient(CacheCalls):
         ctx = zmq.asyncio.Context.instance()
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.IDENTITY, self.async_client_id)
+        probe_id = uuid.uuid4().bytes  # an identity of its own: it only asks
+        dealer.setsockopt(zmq.IDENTITY, probe_id)
         dealer.connect(self.push_address)
         try:
-            await dealer.send_multipart(self._hello(self.async_client_id))
+            await dealer.send_multipart(self._hello(probe_id))
             wait_ms = int(max(self.heartbeat_interval_s, 1.0) * 1000)
             if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
                 self._welcome(await dealer.recv_multipart())

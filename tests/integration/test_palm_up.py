@@ -5,20 +5,19 @@ signal, every process checked gone by PID."""
 from __future__ import annotations
 
 import json
-import selectors
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from palm.client import Client
+from palm.cluster import read_lines
 from palm.parallel import ParallelClient
 from tests.fixtures.http import request, wait_until
 from tests.fixtures.procs import Processes
@@ -31,22 +30,10 @@ PALM = [sys.executable, "-m", "palm", "--log-level", "WARNING"]
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> list[str]:
     """Lines of stdout up to and including the first one that contains ``marker``."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout_s
     try:
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0 and sel.select(left), f"no {marker!r} in time: {lines}"
-            line = proc.stdout.readline()
-            assert line, f"exited with {proc.wait()} before {marker!r}: {lines}"
-            lines.append(line.rstrip("\n"))
-            if marker in line:
-                return lines
-    finally:
-        sel.close()
+        return read_lines(proc, lambda line: marker in line, timeout_s)
+    except (TimeoutError, RuntimeError) as exc:
+        raise AssertionError(f"no {marker!r} in time: {exc}") from exc
 
 
 def stop_tree(proc: subprocess.Popen[str]) -> None:

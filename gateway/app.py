@@ -4,7 +4,9 @@ Routes
 ------
 ``POST /<service>/<function>``
     The request body is the payload; the answer is the result bytes (200),
-    with ``X-Palm-Job-Id``.
+    with ``X-Palm-Job-Id``. Well-formed requests to this route are answered
+    by :class:`gateway.job_route.JobRoute` in front of Flask, the rest by the
+    Flask view below; both give the same answers.
 ``POST /jobs/<service>/<function>``
     Runs the job in the background: 202 ``{"job_id": ...}``.
 ``GET /jobs/<job_id>``
@@ -43,6 +45,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.clients import ClientPool
+from gateway.job_route import JobRoute
 from gateway.jobs import JobStore
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.settings import resolve
@@ -307,4 +310,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         response.status_code = 202
         return response
 
+    app.wsgi_app = JobRoute(  # type: ignore[method-assign]
+        app.wsgi_app,
+        services,
+        call,
+        metrics,
+        settings["max_payload_bytes"],
+        describe_error,
+        REQUEST_ID,
+    )
     return app

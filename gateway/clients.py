@@ -68,7 +68,8 @@ class ParallelCaller:
         )
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
-        return self.map(function, [payload], request_id)[0]
+        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
+        return self.client.eval(function, payload, extra=extra)
 
     def map(
         self, function: str, payloads: list[bytes], request_id: str | None = None

@@ -55,14 +55,24 @@ class GatewayMetrics:
         )
 
         self.palm: PalmCounters | None = None
+        # labelled children by (route, method, status): labels() takes a lock each call
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def watch_palm(self, redis_url: str, cluster: str) -> None:
         """Show the counters palm servers publish to this Redis on ``/metrics`` too."""
         self.palm = PalmCounters(State(redis_url, cluster))
 
     def observe(self, route: str, method: str, status: int, elapsed_s: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(elapsed_s)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -49,6 +49,7 @@ class GatewayServer:
         port: int = 0,
         workers: int = 2,
         threads: int = 4,
+        worker_class: str = "gthread",
         keep_alive_s: int = 5,
         startup_timeout_s: float = 30.0,
         workdir: str | os.PathLike[str] | None = None,
@@ -60,6 +61,7 @@ class GatewayServer:
         self.port = port
         self.workers = workers
         self.threads = threads
+        self.worker_class = worker_class
         self.keep_alive_s = keep_alive_s
         self.startup_timeout_s = startup_timeout_s
         self._own_workdir = workdir is None
@@ -115,7 +117,7 @@ class GatewayServer:
             "--workers",
             str(self.workers),
             "--worker-class",
-            "gthread",
+            self.worker_class,
             "--threads",
             str(self.threads),
             "--keep-alive",

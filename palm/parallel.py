@@ -32,9 +32,9 @@ import zmq.asyncio
 
 from palm import mapping
 from palm.cache_client import CacheCalls, CacheClient
-from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
+from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError, TimeoutError
 from palm.jobs import JobStream, Outcome
-from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
+from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
 from palm.sockets import check_endpoint, make_socket
 
 __all__ = ["ParallelClient"]
@@ -81,6 +81,8 @@ class ParallelClient(CacheCalls):
         self._ids = itertools.count(1)
         self._sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = None
         self._pid = os.getpid()
+        # when the blocking sockets last said HELLO (monotonic seconds)
+        self._hello_at = float("-inf")
         self._cache: CacheClient | None = None
 
     # shared helpers ------------------------------------------------------------
@@ -117,22 +119,24 @@ class ParallelClient(CacheCalls):
     def _hello(self, client: bytes | None = None) -> list[bytes]:
         return [Header(Kind.HELLO, 0, client or self.client_id).to_wire()]
 
-    def _control(self, frames: list[bytes], stream: JobStream) -> list[list[bytes]]:
-        """Handle a WELCOME; return messages to send again after a master restart."""
+    def _control(self, frames: list[bytes]) -> bool:
+        """Handle a WELCOME; True when it comes from a restarted master (a new session).
+
+        A new master lost whatever the old one held: the caller sends its
+        outstanding jobs again.
+        """
         try:
             header, _ = decode(frames)
         except ProtocolError:
-            return []
+            return False
         if header.kind != Kind.WELCOME:
-            return []
+            return False
         extra = header.extra or {}
         session = extra.get("session")
         self.workers = int(extra.get("workers", self.workers) or 0)
-        resend: list[list[bytes]] = []
-        if self.session is not None and session != self.session:
-            resend = stream.resend()
+        restarted = self.session is not None and session != self.session
         self.session = session if isinstance(session, str) else None
-        return resend
+        return restarted
 
     def _timeout(self, stream: JobStream, waited_s: float) -> TimeoutError:
         return TimeoutError(
@@ -156,6 +160,8 @@ class ParallelClient(CacheCalls):
             push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None)
             push.connect(self.pull_address)
             dealer = make_socket(zmq.DEALER, identity=self.client_id)
+            # eval() waits in a blocking receive, for at most a heartbeat interval
+            dealer.setsockopt(zmq.RCVTIMEO, max(1, int(self.heartbeat_interval_s * 1000)))
             dealer.connect(self.push_address)
             self._sockets = (push, dealer)
         return self._sockets
@@ -187,6 +193,73 @@ class ParallelClient(CacheCalls):
         total = messages if messages is not None else _length(iterable)
         yield from self._drive(stream, progress, total, errors, timeout_s)
 
+    def eval(
+        self,
+        function: str,
+        payload: bytes,
+        *,
+        timeout_s: float | object | None = ...,
+        cache: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Run ``function`` on one payload and return its result.
+
+        The short way for one job (what an HTTP gateway does per request):
+        ``job(function, [payload])`` without the streaming machinery. A failed
+        job raises its :class:`RemoteError`.
+        """
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if len(payload) > self.max_message_bytes:
+            raise PayloadTooLarge(len(payload), self.max_message_bytes)
+        if cache is not None:
+            extra = dict(extra or {}, cache=cache)
+        timeout = self.timeout_s if timeout_s is ... else timeout_s
+        assert timeout is None or isinstance(timeout, int | float)
+        function = self._qualify(function)
+        push, dealer = self._socks()
+        job_id = next(self._ids)
+        message = [Header(Kind.JOB, job_id, self.client_id, function, extra=extra).to_wire()]
+        message.append(payload)
+        hello_every = self.heartbeat_interval_s
+        started = time.monotonic()
+        if self.session is None or started - self._hello_at >= hello_every:
+            dealer.send_multipart(self._hello())
+            self._hello_at = started
+        push.send_multipart(message)
+        while True:
+            try:
+                frames = dealer.recv_multipart()
+            except zmq.Again:
+                frames = []  # a heartbeat interval without anything
+            if frames:
+                reply: Header | None
+                try:
+                    reply, rest = decode(frames)
+                except ProtocolError:
+                    reply, rest = None, []
+                if reply is None:
+                    pass
+                elif reply.kind == Kind.RESULT:
+                    # (a result with another id answers an abandoned call)
+                    if reply.id == job_id and reply.client == self.client_id:
+                        if reply.errors:
+                            raise reply.errors[0].to_exception(function)
+                        (result,) = jobs_in(reply, rest)
+                        return result
+                elif self._control(frames):
+                    push.send_multipart(message)  # a restarted master lost it
+            now = time.monotonic()
+            if now - self._hello_at >= hello_every:
+                dealer.send_multipart(self._hello())
+                self._hello_at = now
+            if timeout is not None and now - started > timeout:
+                raise TimeoutError(
+                    f"no result from master {self.server_name!r} at {self.push_address} for "
+                    f"{now - started:.1f} s; 1 job of {function} outstanding"
+                )
+
     def _drive(
         self,
         stream: JobStream,
@@ -201,8 +274,15 @@ class ParallelClient(CacheCalls):
         bar = self._progress(progress, total)
         hello_every = self.heartbeat_interval_s
         try:
-            dealer.send_multipart(self._hello())
+            # A HELLO per heartbeat interval is enough: it registers this client,
+            # collects results kept for it and tells a restarted master (new
+            # session) from the old one. Calls in between skip the round trip.
             last_hello = last_progress = time.monotonic()
+            if self.session is None or last_hello - self._hello_at >= hello_every:
+                dealer.send_multipart(self._hello())
+                self._hello_at = last_hello
+            else:
+                last_hello = self._hello_at
             while not stream.done:
                 for message in stream.fill():
                     push.send_multipart(message, copy=False)
@@ -219,8 +299,9 @@ class ParallelClient(CacheCalls):
                         except ProtocolError:
                             continue
                         if not outcomes:
-                            for message in self._control(frames, stream):
-                                push.send_multipart(message)
+                            if self._control(frames):
+                                for message in stream.resend():
+                                    push.send_multipart(message)
                             continue
                         last_progress = time.monotonic()
                         if bar is not None:
@@ -232,7 +313,7 @@ class ParallelClient(CacheCalls):
                 now = time.monotonic()
                 if now - last_hello >= hello_every:
                     dealer.send_multipart(self._hello())
-                    last_hello = now
+                    last_hello = self._hello_at = now
                 if timeout is not None and now - last_progress > timeout:
                     raise self._timeout(stream, now - last_progress)
         finally:
@@ -302,8 +383,9 @@ class ParallelClient(CacheCalls):
         """One HELLO/WELCOME round trip to learn the session and worker count."""
         _, dealer = self._socks()
         dealer.send_multipart(self._hello())
+        self._hello_at = time.monotonic()
         if dealer.poll(int(max(self.heartbeat_interval_s, 1.0) * 1000), zmq.POLLIN):
-            self._welcome(dealer.recv_multipart())
+            self._control(dealer.recv_multipart())
 
     # asyncio -------------------------------------------------------------------
 
@@ -352,8 +434,9 @@ class ParallelClient(CacheCalls):
                     except ProtocolError:
                         continue
                     if not outcomes:
-                        for message in self._control(frames, stream):
-                            await push.send_multipart(message)
+                        if self._control(frames):
+                            for message in stream.resend():
+                                await push.send_multipart(message)
                         continue
                     last_progress = time.monotonic()
                     for outcome in outcomes:
@@ -402,20 +485,9 @@ class ParallelClient(CacheCalls):
             await dealer.send_multipart(self._hello(probe_id))
             wait_ms = int(max(self.heartbeat_interval_s, 1.0) * 1000)
             if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
-                self._welcome(await dealer.recv_multipart())
+                self._control(await dealer.recv_multipart())
         finally:
             dealer.close(0)
-
-    def _welcome(self, frames: list[bytes]) -> None:
-        try:
-            header, _ = decode(frames)
-        except ProtocolError:
-            return
-        if header.kind == Kind.WELCOME:
-            extra = header.extra or {}
-            session = extra.get("session")
-            self.session = session if isinstance(session, str) else None
-            self.workers = int(extra.get("workers", 0) or 0)
 
     # cache -------------------------------------------------------------------
 

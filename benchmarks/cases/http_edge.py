@@ -1,11 +1,16 @@
 """HTTP through the edge: Envoy -> palm gateway -> master -> worker, against
 Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 
-Both stacks get the same Envoy configuration (``--concurrency 2``, a rate limit
-far above what the machine can serve, so it never answers 429) and are driven
-by ``wrk`` on loopback for ``--duration-s`` per run; each run reports req/s and
-the p99 latency. Non-2xx answers and socket errors are counted and reported in
-the row's notes: a run with any is not a clean run.
+The reference is the one shared/ANCHORS.md measured: the trivial app under
+gunicorn with 2 sync workers (gunicorn's default worker class). The same app
+under the gateway's own gunicorn settings (gthread) is measured beside it for
+information. Every stack gets the same Envoy configuration (``--concurrency
+2``, a rate limit far above what the machine can serve, so it never answers
+429). All stacks are up at once and ``wrk`` drives them in turn, run by run, so
+a slow spell of the machine falls on all of them alike; each run lasts
+``--duration-s`` and reports req/s and the p99 latency. Non-2xx answers and
+socket errors are counted and reported in the row's notes: a run with any is
+not a clean run.
 """
 
 from __future__ import annotations
@@ -22,15 +27,24 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks.record import Row, emit
+
+#: The gateway's gunicorn settings (gateway.serve.GatewayServer's defaults).
+GATEWAY_WORKERS, GATEWAY_THREADS = 2, 8
+GATEWAY_OPTIONS: dict[str, Any] = {}
 
 METHODS = {
     "palm": "Envoy -> palm gateway -> master -> worker",
     "gunicorn": "Envoy -> trivial gunicorn app (2 sync workers)",
+    "gunicorn-gthread": f"Envoy -> trivial gunicorn app ({GATEWAY_WORKERS} gthread workers x "
+    f"{GATEWAY_THREADS} threads, as the gateway; for information)",
 }
 CONNECTIONS = (10, 64)
 BODY = b"hello"
+#: The note of a row whose runs had no errors and only 2xx answers.
+CLEAN = "no errors, no non-2xx answers"
 
 
 def placeholder_rows(status: str = "not measured") -> list[Row]:
@@ -98,7 +112,12 @@ def palm_stack() -> Iterator[str]:
             "db_address": cluster.addresses["db"],
             "server_name": cluster.name,
         }
-        gateway = GatewayServer({"services": {"demo": service}, "timeout_s": 30.0})
+        gateway = GatewayServer(
+            {"services": {"demo": service}, "timeout_s": 30.0},
+            workers=GATEWAY_WORKERS,
+            threads=GATEWAY_THREADS,
+            **GATEWAY_OPTIONS,
+        )
         stack.callback(gateway.close)
         gateway.start()
         url = _edge(stack, "demo", gateway.address)
@@ -107,13 +126,13 @@ def palm_stack() -> Iterator[str]:
 
 
 @contextmanager
-def gunicorn_stack() -> Iterator[str]:
-    """The trivial app (2 sync workers) and Envoy in front of it."""
+def gunicorn_stack(*options: str) -> Iterator[str]:
+    """The trivial app (2 sync workers unless ``options`` say otherwise) behind Envoy."""
     port = _free_port()
     with ExitStack() as stack:
         app = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--log-level", "warning", "benchmarks.cases.http_app:app"],
+             *options, "--log-level", "warning", "benchmarks.cases.http_app:app"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         stack.callback(_stop, app)
@@ -121,6 +140,16 @@ def gunicorn_stack() -> Iterator[str]:
         url = _edge(stack, "trivial", ("127.0.0.1", port))
         _wait_http(f"{url}/healthz")
         yield f"{url}/trivial/json"
+
+
+def gthread_stack() -> Any:
+    return gunicorn_stack(
+        "--workers", str(GATEWAY_WORKERS), "--worker-class", "gthread",
+        "--threads", str(GATEWAY_THREADS),
+    )  # fmt: skip
+
+
+STACKS = {"palm": palm_stack, "gunicorn": gunicorn_stack, "gunicorn-gthread": gthread_stack}
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -157,30 +186,37 @@ def measure(runs: int, duration_s: float) -> list[Row]:
     rows: list[Row] = []
     script = Path(tempfile.mkdtemp(prefix="palm-wrk-")) / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.body = "{BODY.decode()}"\n')
-    for key, stack in (("palm", palm_stack), ("gunicorn", gunicorn_stack)):
-        try:
-            with stack() as url:
-                for connections in CONNECTIONS:
-                    wrk(url, connections, 1.0, script)  # warm up
-                    rates, p99s, notes = [], [], []
-                    for _ in range(runs):
-                        rate, p99, problems = wrk(url, connections, duration_s, script)
-                        rates.append(rate)
-                        p99s.append(p99)
-                        if problems:
-                            notes.append(problems)
-                    note = " | ".join(notes) if notes else "no errors, no non-2xx answers"
-                    for stat, unit, better, values in (
-                        ("rate", "req/s", "higher", rates),
-                        ("p99", "ms", "lower", p99s),
-                    ):
-                        rows.append(
-                            Row("http", key, METHODS[key], unit, better, connections,
-                                {"stat": stat}, values, None, "ok", note)
-                        )  # fmt: skip
-        except Exception as exc:  # a stack that does not come up is reported, not hidden
-            reason = f"unavailable: {type(exc).__name__}: {exc}"
-            rows += [r for r in placeholder_rows(reason) if r.key == key]
+    with ExitStack() as stacks:
+        urls: dict[str, str] = {}
+        for key, stack in STACKS.items():
+            try:
+                urls[key] = stacks.enter_context(stack())
+            except Exception as exc:  # a stack that does not come up is reported, not hidden
+                reason = f"unavailable: {type(exc).__name__}: {exc}"
+                rows += [r for r in placeholder_rows(reason) if r.key == key]
+        for connections in CONNECTIONS:
+            for url in urls.values():
+                wrk(url, connections, 1.0, script)  # warm up
+            rates: dict[str, list[float]] = {key: [] for key in urls}
+            p99s: dict[str, list[float]] = {key: [] for key in urls}
+            notes: dict[str, list[str]] = {key: [] for key in urls}
+            for _ in range(runs):
+                for key, url in urls.items():  # in turn, run by run
+                    rate, p99, problems = wrk(url, connections, duration_s, script)
+                    rates[key].append(rate)
+                    p99s[key].append(p99)
+                    if problems:
+                        notes[key].append(problems)
+            for key in urls:
+                note = " | ".join(notes[key]) if notes[key] else CLEAN
+                for stat, unit, better, values in (
+                    ("rate", "req/s", "higher", rates[key]),
+                    ("p99", "ms", "lower", p99s[key]),
+                ):
+                    rows.append(
+                        Row("http", key, METHODS[key], unit, better, connections,
+                            {"stat": stat}, values, None, "ok", note)
+                    )  # fmt: skip
     return rows
 
 

@@ -4,6 +4,7 @@ every error status, maps, asynchronous jobs in Redis, metrics, request ids."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 from typing import Any
@@ -125,6 +126,36 @@ def test_map_results_that_are_not_json_come_back_as_base64(stack):
 def test_a_map_with_a_failing_item_is_502(stack):
     reply = stack.post("/map/tools/fail", b"[1, 2]")
     assert reply.status == 502
+
+
+def post_chunked(url: str, path: str, parts: list[bytes]) -> Reply:
+    """A POST whose body has no Content-Length (chunked transfer encoding)."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", path, body=iter(parts), encode_chunked=True)
+        response = conn.getresponse()
+        data = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def test_a_chunked_request_gets_the_answers_of_a_sized_one(stack):
+    # A body without Content-Length is left to the Flask view; a sized one is
+    # answered in front of Flask. Both must give the same answers.
+    url = stack.gateway.url
+    for path, status in (("/tools/echo", 200), ("/tools/fail", 502), ("/tools/nope", 404)):
+        sized = request(url, "POST", path, body=b"oops")
+        chunked = post_chunked(url, path, [b"oo", b"ps"])
+        assert sized.status == chunked.status == status, (path, sized, chunked)
+        assert sized.headers["content-type"] == chunked.headers["content-type"]
+        if status == 200:
+            assert sized.body == chunked.body == b"oops"
+            assert sized.headers["x-palm-job-id"] != chunked.headers["x-palm-job-id"]
+        else:
+            assert sized.json() == chunked.json()
+        assert sized.headers["x-request-id"] and chunked.headers["x-request-id"]
 
 
 def test_the_request_id_comes_back(stack):

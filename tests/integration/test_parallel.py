@@ -226,6 +226,61 @@ def test_workers_register_again_with_a_restarted_master(procs: Processes) -> Non
         assert list(client.job("echo", [b"after"], timeout_s=30)) == [b"after"]
 
 
+@pytest.mark.timeout(60)
+def test_eval_runs_one_job_and_raises_its_error(procs: Processes) -> None:
+    info = start_cluster(procs, 2)
+    with client_of(info) as client:
+        assert client.eval("echo", b"one") == b"one"
+        assert [client.eval("tag", b"%d" % i) for i in range(500)] == [
+            b"ok:%d" % i for i in range(500)
+        ]
+        with pytest.raises(RemoteError) as err:
+            client.eval("boom", b"x")
+        assert err.value.remote_type == "RuntimeError"
+        with pytest.raises(RemoteError, match="has function 'nope'"):
+            client.eval("nope", b"x")
+        assert client.eval("echo", b"after errors") == b"after errors"
+
+
+@pytest.mark.timeout(60)
+def test_eval_times_out_without_workers_and_ignores_the_late_answer(procs: Processes) -> None:
+    info = start_cluster(procs, 0)
+    with client_of(info, heartbeat_interval_s=0.2) as client:
+        with pytest.raises(TimeoutError, match="1 job of master.echo outstanding"):
+            client.eval("echo", b"late", timeout_s=1.0)
+        procs.worker(WORKER, "w", info, *FAST)
+        # the abandoned job is answered first; only this call's result is taken
+        assert client.eval("echo", b"mine", timeout_s=30) == b"mine"
+
+
+@pytest.mark.timeout(120)
+def test_eval_sends_its_job_again_to_a_restarted_master(procs: Processes) -> None:
+    master, info = procs.master("master", *FAST)
+    with client_of(info, heartbeat_interval_s=0.2) as client:
+        result: list[bytes] = []
+        caller = threading.Thread(target=lambda: result.append(client.eval("echo", b"held")))
+        caller.start()
+        # the master holds the job (no workers yet) when it dies: only the
+        # client still has it, and sends it again once it meets the new master
+        wait_for(lambda: master_info(info)["queued"] == 1)
+        master.kill()
+        master.wait()
+        procs.palm(
+            "master",
+            "--name",
+            "master",
+            *(f"--{k.replace('_', '-')}={info[k]}" for k in MASTER_ADDRESSES),
+            *FAST,
+        )
+        procs.worker(WORKER, "w", info, *FAST)
+        caller.join(60)
+        assert result == [b"held"]
+        assert client.eval("echo", b"next") == b"next"
+
+
+MASTER_ADDRESSES = ("pull", "push", "worker_pull", "worker_push", "db")
+
+
 @pytest.mark.timeout(120)
 def test_map_returns_results_in_order_and_names_the_failing_item(procs: Processes) -> None:
     _, info = procs.master("master", *FAST)

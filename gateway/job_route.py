@@ -1,0 +1,123 @@
+"""The gateway's busiest route, ``POST /<service>/<function>``, answered at the WSGI level.
+
+Every request through the edge that runs one job takes this route, so its
+cost per request bounds what the gateway can serve. :class:`JobRoute` wraps
+the Flask app's ``wsgi_app`` (the middleware pattern Flask documents) and
+answers a well-formed job request itself: the request id, the job, the
+result or the JSON error, and the same metrics the Flask hooks record, with
+none of the request-context machinery. Anything else, including a job
+request it does not recognise as plainly well formed (no ``Content-Length``,
+a body over the limit, a path outside ASCII), goes on to Flask, whose
+routes and error handlers give the same answers the slow way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from time import perf_counter
+from typing import Any
+
+from gateway.metrics import GatewayMetrics
+
+__all__ = ["RULE", "JobRoute"]
+
+log = logging.getLogger("gateway")
+
+#: The route's rule, as Flask names it in metrics.
+RULE = "/<service>/<function>"
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+class JobRoute:
+    """WSGI middleware running ``POST /<service>/<function>`` without Flask."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        services: Iterable[str],
+        call: Callable[[str, str, bytes], bytes],
+        metrics: GatewayMetrics,
+        max_payload_bytes: int,
+        describe_error: Callable[[BaseException], dict[str, Any]],
+        request_id: Any,
+    ) -> None:
+        self.app = app
+        self.services = frozenset(services)
+        self.call = call
+        self.metrics = metrics
+        self.max_payload_bytes = max_payload_bytes
+        self.describe_error = describe_error
+        self.request_id = request_id  # the context variable the logs read
+        # job ids unique across gateway processes without a random draw per request
+        self._prefix = uuid.uuid4().hex[:24]
+        self._count = itertools.count()
+
+    def _route(self, environ: dict[str, Any]) -> tuple[str, str, int] | None:
+        """(service, function, body length) for a request this route answers."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return None
+        path: str = environ.get("PATH_INFO", "")
+        if not path.startswith("/") or not path.isascii():
+            return None
+        service, _, function = path[1:].partition("/")
+        if service not in self.services or not function or "/" in function:
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None
+        if length < 0 or length > self.max_payload_bytes:
+            return None
+        return service, function, length
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        route = self._route(environ)
+        if route is None:
+            return self.app(environ, start_response)
+        service, function, length = route
+        started = perf_counter()
+        request_id: str = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+        payload: bytes = environ["wsgi.input"].read(length) if length else b""
+        token = self.request_id.set(request_id)
+        try:
+            body, status, headers = self._run(service, function, payload)
+        finally:
+            self.request_id.reset(token)
+        headers.append(("Content-Length", str(len(body))))
+        headers.append(("x-request-id", request_id))
+        start_response(_status_line(status), headers)
+        self.metrics.observe(RULE, "POST", status, perf_counter() - started)
+        return [body]
+
+    def _run(
+        self, service: str, function: str, payload: bytes
+    ) -> tuple[bytes, int, list[tuple[str, str]]]:
+        job_id = f"{self._prefix}{next(self._count):08x}"
+        try:
+            result = self.call(service, function, payload)
+        except Exception as exc:
+            info = self.describe_error(exc)
+            status = int(info["status"])
+            if status == 500:
+                log.exception("unexpected error in the gateway")
+            else:
+                log.info("POST /%s/%s -> %s %s", service, function, status, info.get("detail"))
+            body = {key: value for key, value in info.items() if key != "status"}
+            text = json.dumps(body).encode() + b"\n"
+            return text, status, [("Content-Type", "application/json")]
+        headers = [("Content-Type", "application/octet-stream"), ("X-Palm-Job-Id", job_id)]
+        return result, 200, headers

@@ -1,12 +1,13 @@
 """palm clients for the gateway, created lazily in each gunicorn worker process.
 
-A palm client owns ZeroMQ sockets, which must not cross a ``fork`` nor be used
-by two threads at once. Each gateway process therefore creates its clients on
-first use (after gunicorn forked it) and lends each one to a single request
-thread at a time; a process keeps at most as many clients per service as it
-ran requests at once (one for a sync worker). Clients are rebuilt when the
-process id changes and after a timeout, since a socket that timed out may hold
-a stale reply.
+A palm client owns ZeroMQ sockets, which must not cross a ``fork``. Each
+gateway process therefore creates its clients on first use (after gunicorn
+forked it), and again when the process id changes. A parallel service has
+one caller per process that every request thread uses at once (its jobs
+travel together, see :mod:`palm.shared_client`). Other callers are lent to
+one request thread at a time; a process keeps at most as many of them per
+service as it ran requests at once, and drops one after a timeout, since its
+socket may still receive the late reply.
 """
 
 from __future__ import annotations
@@ -56,41 +57,68 @@ class StandaloneCaller:
 
 
 class ParallelCaller:
-    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
-        from palm.standalone import ParallelClient
+    """A parallel service, shared by every thread of a gateway process.
 
-        self.client = ParallelClient(
+    Single jobs go through one :class:`~palm.shared_client.SharedClient`, so
+    the jobs of requests served at the same time travel together; each map
+    borrows a :class:`~palm.parallel.ParallelClient` of its own.
+    """
+
+    shared = True
+
+    def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
+        from palm.shared_client import SharedClient
+
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self.client = SharedClient(
             spec["push_address"],
             spec["pull_address"],
             spec["db_address"],
             spec["server_name"],
             timeout_s=timeout_s,
         )
+        self._lock = threading.Lock()
+        self._mappers: list[Any] = []
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
-        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
-        return self.client.eval(function, payload, extra=extra)
+        return self.client.eval(function, payload, request_id=request_id)
 
-    def map(
-        self, function: str, payloads: list[bytes], request_id: str | None = None
-    ) -> list[bytes]:
+    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
         if not payloads:
             return []
-        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
-        results = self.client.job(
-            function, payloads, messages=len(payloads), ordered=True, extra=extra
-        )
-        out: list[bytes] = []
-        for result in results:
-            if isinstance(result, RemoteError):  # only with errors="yield"; kept for safety
-                raise result
-            out.append(bytes(result))
-        return out
+        from palm.standalone import ParallelClient
+
+        with self._lock:
+            mapper = self._mappers.pop() if self._mappers else None
+        if mapper is None:
+            spec = self.spec
+            mapper = ParallelClient(
+                spec["push_address"],
+                spec["pull_address"],
+                spec["db_address"],
+                spec["server_name"],
+                timeout_s=self.timeout_s,
+            )
+        results: list[bytes] = []
+        try:
+            for result in mapper.job(function, payloads, messages=len(payloads), ordered=True):
+                if isinstance(result, RemoteError):  # only with errors="yield"; kept for safety
+                    raise result
+                results.append(bytes(result))
+        except TimeoutError:
+            mapper.close()  # it may still get the late results: not lent again
+            raise
+        with self._lock:
+            self._mappers.append(mapper)
+        return results
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
+        self.client.close()
+        with self._lock:
+            mappers, self._mappers = self._mappers, []
+        for mapper in mappers:
+            mapper.close()
 
 
 def to_bytes(value: Any, *, text_as_json: bool) -> bytes:
@@ -170,21 +198,35 @@ class ClientPool:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._idle: dict[str, list[Caller]] = {}
+        self._shared: dict[str, Caller] = {}
 
     def _reset_after_fork(self) -> None:
         # Sockets inherited from the parent belong to it: drop them unclosed.
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._idle = {}
+            self._shared = {}
 
     @contextmanager
     def borrow(self, service: str) -> Iterator[Caller]:
         with self._lock:
             self._reset_after_fork()
-            idle = self._idle.setdefault(service, [])
-            caller = idle.pop() if idle else None
+            shared = self._shared.get(service)
+            if shared is None:
+                idle = self._idle.setdefault(service, [])
+                caller = idle.pop() if idle else None
+        if shared is not None:  # a caller every thread may use at once
+            yield shared
+            return
         if caller is None:
             caller = make_caller(self.services[service], self.timeout_s)
+            if getattr(caller, "shared", False):
+                with self._lock:
+                    mine = self._shared.setdefault(service, caller)
+                if mine is not caller:
+                    caller.close()
+                yield mine
+                return
         try:
             yield caller
         except TimeoutError:
@@ -203,4 +245,7 @@ class ClientPool:
             for callers in self._idle.values():
                 for caller in callers:
                     caller.close()
+            for caller in self._shared.values():
+                caller.close()
             self._idle = {}
+            self._shared = {}

@@ -127,6 +127,7 @@ class Puma:
                 "timeout_s": route_timeout_s,
             },
             workers=int(conf.get("gateway_workers") or 2),
+            threads=int(conf.get("gateway_threads") or 32),
             workdir=self.workdir / "gateway",
             env={"PALM_SECRET": cluster.secret},  # functions travel signed
         )

@@ -48,7 +48,7 @@ class GatewayServer:
         host: str = "127.0.0.1",
         port: int = 0,
         workers: int = 2,
-        threads: int = 4,
+        threads: int = 32,
         worker_class: str = "gthread",
         keep_alive_s: int = 5,
         startup_timeout_s: float = 30.0,

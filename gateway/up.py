@@ -242,6 +242,7 @@ class Up:
             host=self.listen if "envoy" not in self.roles else "127.0.0.1",
             port=self.gateway_port,
             workers=self.config.edge.gateway_workers,
+            threads=self.config.edge.gateway_threads,
             workdir=self.workdir / "gateway",
             env={k: v for k, v in self._env().items() if k in ("PALM_SECRET", "PYTHONPATH")},
         )

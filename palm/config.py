@@ -11,7 +11,8 @@
       rate_limit: {max_tokens: 1000, tokens_per_fill: 1000, fill_interval_s: 1}
       route_timeout_s: 60
       access_log: null         # a file, "-" for stdout, null for none
-      gateway_workers: 2
+      gateway_workers: 2       # gunicorn processes of the gateway
+      gateway_threads: 32      # request threads in each
     services:
       echo:                    # a standalone server
         kind: standalone
@@ -73,6 +74,7 @@ _EDGE_KEYS = {
     "route_timeout_s",
     "access_log",
     "gateway_workers",
+    "gateway_threads",
 }
 _RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
 _SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}
@@ -129,6 +131,7 @@ class EdgeSettings:
     route_timeout_s: float = 60.0
     access_log: str | None = None
     gateway_workers: int = 2
+    gateway_threads: int = 32
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,7 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
         route_timeout_s=route_timeout_s,
         access_log=access_log,
         gateway_workers=_int(edge_raw.get("gateway_workers", 2), "edge.gateway_workers", 1),
+        gateway_threads=_int(edge_raw.get("gateway_threads", 32), "edge.gateway_threads", 1),
     )
     redis = data.get("redis")
     if redis is not None and not isinstance(redis, str):

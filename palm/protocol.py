@@ -336,6 +336,22 @@ def frames_for(header: Header, payloads: Sequence[bytes]) -> list[bytes]:
     return [packed]
 
 
+def request_id_of(extra: dict[str, Any] | None, offset: int) -> str | None:
+    """The HTTP request id of the job at ``offset`` of a message, if it has one.
+
+    A message of one job carries ``request_id``; jobs of several requests
+    sent together carry ``request_ids``, one per job ("" for none).
+    """
+    if not extra:
+        return None
+    ids = extra.get("request_ids")
+    if isinstance(ids, list):
+        value = ids[offset] if offset < len(ids) else None
+    else:
+        value = extra.get("request_id")
+    return value if isinstance(value, str) and value else None
+
+
 def job_count(header: Header, frames: int) -> int:
     """How many jobs a message of ``frames`` payload frames carries."""
     return header.packed or frames

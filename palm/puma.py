@@ -30,8 +30,9 @@
 ``redis``
     a Redis URL (or ``{"url": ...}``); without it an embedded redis-server
     is started and stopped with the rest.
-``workers``, ``gateway_workers``, ``circuit_breakers``
-    pool sizes and Envoy's circuit breaker thresholds.
+``workers``, ``gateway_workers``, ``gateway_threads``, ``circuit_breakers``
+    pool sizes (worker processes; gateway processes and request threads in
+    each) and Envoy's circuit breaker thresholds.
 
 ``puma_service({name: callable})`` registers Python callables; a service may
 also map function names to callables (``{name: {"fn": callable}}``). A bare
@@ -94,6 +95,7 @@ CONFIG_KEYS = frozenset(
         "redis",
         "workers",
         "gateway_workers",
+        "gateway_threads",
         "circuit_breakers",
     }
 )

@@ -39,6 +39,7 @@ from palm.protocol import (
     is_compact,
     job_count,
     jobs_in,
+    request_id_of,
 )
 from palm.service import Service, Stopper, split_function
 from palm.sockets import bound_endpoint, check_endpoint, make_socket, send_frames
@@ -186,10 +187,14 @@ class Server(Service):
             return reply, [b""] * len(payloads)
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
-        request_id = (header.extra or {}).get("request_id")
         for offset, payload in enumerate(payloads):
             result, error = self.call(
-                func, header.function, payload, offset, header.stage, request_id
+                func,
+                header.function,
+                payload,
+                offset,
+                header.stage,
+                request_id_of(header.extra, offset),
             )
             results.append(result)
             if error is not None:

@@ -35,6 +35,7 @@ from palm.protocol import (
     decode,
     frames_for,
     jobs_in,
+    request_id_of,
 )
 from palm.service import Service, Stopper, split_function
 from palm.sockets import check_endpoint, make_socket
@@ -290,10 +291,14 @@ class Worker(Service):
             return reply, [b""] * len(payloads)
         out: list[bytes] = []
         errors: list[ErrorInfo] = []
-        request_id = (header.extra or {}).get("request_id")
         for offset, payload in enumerate(payloads):
             result, error = self.call(
-                func, header.function, payload, offset, header.stage, request_id
+                func,
+                header.function,
+                payload,
+                offset,
+                header.stage,
+                request_id_of(header.extra, offset),
             )
             out.append(result)
             if error is not None:

@@ -32,7 +32,7 @@ from typing import Any
 from benchmarks.record import Row, emit
 
 #: The gateway's gunicorn settings (gateway.serve.GatewayServer's defaults).
-GATEWAY_WORKERS, GATEWAY_THREADS = 2, 8
+GATEWAY_WORKERS, GATEWAY_THREADS = 2, 32
 GATEWAY_OPTIONS: dict[str, Any] = {}
 
 METHODS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from palm.logs import current_request_id
 from palm.standalone import Server, Worker
 
 
@@ -49,6 +50,10 @@ class EchoWorker(Worker):
 
     def boom(self, message: bytes) -> bytes:
         raise RuntimeError("worker boom " + message.decode())
+
+    def request_id(self, message: bytes) -> bytes:
+        # the HTTP request id palm puts in the logging context while a job runs
+        return current_request_id.get().encode() + b"|" + message
 
 
 class CacheWorker(Worker):

@@ -246,7 +246,7 @@ def test_eval_runs_one_job_and_raises_its_error(procs: Processes) -> None:
 def test_eval_times_out_without_workers_and_ignores_the_late_answer(procs: Processes) -> None:
     info = start_cluster(procs, 0)
     with client_of(info, heartbeat_interval_s=0.2) as client:
-        with pytest.raises(TimeoutError, match="1 job of master.echo outstanding"):
+        with pytest.raises(TimeoutError, match=r"1 job of master\.echo outstanding"):
             client.eval("echo", b"late", timeout_s=1.0)
         procs.worker(WORKER, "w", info, *FAST)
         # the abandoned job is answered first; only this call's result is taken

@@ -1,0 +1,291 @@
+"""One parallel client shared by many threads: calls made at the same time travel together.
+
+A threaded program (an HTTP gateway, a web app) that runs one job per request
+could give each thread a :class:`~palm.parallel.ParallelClient` of its own;
+every job is then a message of its own at every hop. :class:`SharedClient`
+lets all the threads of a process use one set of sockets instead::
+
+    client = SharedClient(push_address, pull_address, db_address, 'server')
+    result = client.eval('foo', b'a message')   # from any thread
+
+Each call queues its job. One waiting caller at a time leads: it sends what is
+queued (one message per function, consecutive job ids, packed), receives the
+results for everybody and wakes each caller when its own is in. When the
+leader's result arrives it hands the role to a caller still waiting. A call
+made alone costs what ``ParallelClient.eval`` costs; calls that arrive while
+others wait share their messages, and so the master's and the workers' work
+per message.
+
+A restarted master (a new session in its WELCOME) gets every job still
+outstanding again; a result for a call that gave up is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import zmq
+
+from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
+from palm.jobs import PACK_BELOW_BYTES
+from palm.parallel import DEFAULT_TIMEOUT_S, ParallelClient
+from palm.protocol import Header, Kind, decode, frames_for, jobs_in
+
+__all__ = ["SharedClient"]
+
+
+class _Call:
+    """One caller's job, and how it ended."""
+
+    __slots__ = (
+        "done", "error", "event", "function", "job_id", "lead", "payload", "request_id", "result",
+    )  # fmt: skip
+
+    def __init__(self, function: str, payload: bytes, request_id: str | None) -> None:
+        self.function = function
+        self.payload = payload
+        self.request_id = request_id
+        self.job_id = 0
+        self.done = False
+        self.lead = False
+        self.result = b""
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+
+
+class SharedClient:
+    """A thread-safe client of a parallel master for one job per call.
+
+    ``max_batch`` caps the jobs that travel in one message. Other options go
+    to the :class:`ParallelClient` underneath (``secret``, ``heartbeat_interval_s``,
+    ``max_message_bytes``...).
+    """
+
+    def __init__(
+        self,
+        push_address: str,
+        pull_address: str,
+        db_address: str | None,
+        server_name: str,
+        *,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_batch: int = 64,
+        **options: Any,
+    ) -> None:
+        self.client = ParallelClient(
+            push_address, pull_address, db_address, server_name, timeout_s=timeout_s, **options
+        )
+        self.timeout_s = timeout_s
+        self.max_batch = max(1, max_batch)
+        self._lock = threading.Lock()
+        self._queued: deque[_Call] = deque()
+        self._outstanding: dict[int, _Call] = {}
+        self._leading = False
+        self._closed = False
+        #: messages sent and jobs they carried (how much calls were combined)
+        self.messages_sent = 0
+        self.jobs_sent = 0
+
+    @property
+    def server_name(self) -> str:
+        return self.client.server_name
+
+    def eval(
+        self,
+        function: str,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        timeout_s: float | object | None = ...,
+    ) -> bytes:
+        """Run ``function`` on one payload and return its result; any thread may call.
+
+        ``request_id`` goes with the job into the workers' logs. A failed job
+        raises its :class:`~palm.errors.RemoteError`.
+        """
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if len(payload) > self.client.max_message_bytes:
+            raise PayloadTooLarge(len(payload), self.client.max_message_bytes)
+        timeout = self.timeout_s if timeout_s is ... else timeout_s
+        assert timeout is None or isinstance(timeout, int | float)
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        call = _Call(self.client._qualify(function), payload, request_id)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            self._queued.append(call)
+            if not self._leading:
+                self._leading = call.lead = True
+        while True:
+            if call.lead:
+                self._lead(call, deadline)
+            else:
+                call.event.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                call.event.clear()
+                if call.done:
+                    break
+                if call.lead:
+                    continue  # handed the role: lead now
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._forget(call)
+                    raise TimeoutError(
+                        f"no result from master {self.client.server_name!r} at "
+                        f"{self.client.push_address} for {time.monotonic() - started:.1f} s; "
+                        f"1 job of {call.function} outstanding"
+                    )
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    # the leader ------------------------------------------------------------------
+
+    def _lead(self, me: _Call, deadline: float | None) -> None:
+        """Send and receive for everybody until ``me`` is done (or out of time)."""
+        client = self.client
+        try:
+            push, dealer = client._socks()
+            hello_every = client.heartbeat_interval_s
+            while True:
+                with self._lock:
+                    if me.done:
+                        return
+                    batch = list(self._queued)
+                    self._queued.clear()
+                    for call in batch:
+                        call.job_id = next(client._ids)
+                        self._outstanding[call.job_id] = call
+                now = time.monotonic()
+                if client.session is None or now - client._hello_at >= hello_every:
+                    dealer.send_multipart(client._hello())
+                    client._hello_at = now
+                for message in self._messages(batch):
+                    push.send_multipart(message)
+                if deadline is not None and now >= deadline:
+                    return
+                remaining = hello_every if deadline is None else min(hello_every, deadline - now)
+                if remaining >= hello_every:
+                    try:  # a blocking receive, at most a heartbeat interval (RCVTIMEO)
+                        frames = dealer.recv_multipart()
+                    except zmq.Again:
+                        continue
+                elif dealer.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+                    frames = dealer.recv_multipart()
+                else:
+                    continue
+                self._take(frames, push)
+        finally:
+            self._hand_over(me)
+
+    def _messages(self, calls: Iterable[_Call], pack: bool = True) -> list[list[bytes]]:
+        """JOB messages for ``calls`` (ids already given): consecutive runs of one function."""
+        out: list[list[bytes]] = []
+        run: list[_Call] = []
+        size = 0
+        limit = self.client.max_message_bytes // 4
+        for call in calls:
+            if run and (
+                not pack
+                or call.function != run[0].function
+                or call.job_id != run[-1].job_id + 1
+                or len(run) >= self.max_batch
+                or size + len(call.payload) > limit
+            ):
+                out.append(self._message(run))
+                run, size = [], 0
+            run.append(call)
+            size += len(call.payload)
+        if run:
+            out.append(self._message(run))
+        return out
+
+    def _message(self, run: list[_Call]) -> list[bytes]:
+        extra: dict[str, Any] | None = None
+        if len(run) == 1:
+            if run[0].request_id:
+                extra = {"request_id": run[0].request_id}
+        elif any(call.request_id for call in run):
+            extra = {"request_ids": [call.request_id or "" for call in run]}
+        header = Header(
+            Kind.JOB, run[0].job_id, self.client.client_id, run[0].function, extra=extra
+        )
+        payloads = [call.payload for call in run]
+        if len(run) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
+            header.packed = len(run)
+        self.messages_sent += 1
+        self.jobs_sent += len(run)
+        return [header.to_wire(), *frames_for(header, payloads)]
+
+    def _take(self, frames: list[bytes], push: zmq.Socket[bytes]) -> None:
+        """A message on the result socket: results to hand out, or a WELCOME."""
+        try:
+            header, rest = decode(frames)
+        except ProtocolError:
+            return
+        if header.kind == Kind.RESULT:
+            if header.client != self.client.client_id:
+                return
+            try:
+                payloads = jobs_in(header, rest)
+            except ProtocolError:
+                return
+            errors = {info.offset: info for info in header.errors or ()}
+            finished: list[_Call] = []
+            with self._lock:
+                for offset, payload in enumerate(payloads):
+                    call = self._outstanding.pop(header.id + offset, None)
+                    if call is None:
+                        continue  # the answer to a call that gave up
+                    info = errors.get(offset)
+                    if info is None:
+                        call.result = payload
+                    else:
+                        call.error = info.to_exception(call.function)
+                    call.done = True
+                    finished.append(call)
+            for call in finished:
+                call.event.set()
+        elif self.client._control(frames):
+            with self._lock:  # a restarted master: it lost whatever it held
+                lost = sorted(self._outstanding.values(), key=lambda c: c.job_id)
+            for message in self._messages(lost, pack=False):
+                push.send_multipart(message)
+
+    def _hand_over(self, me: _Call) -> None:
+        """Pass the role to a caller still waiting, or leave it free."""
+        with self._lock:
+            me.lead = False
+            waiting = (c for c in (*self._outstanding.values(), *self._queued) if c is not me)
+            successor = next(waiting, None)
+            if successor is None:
+                self._leading = False
+                return
+            successor.lead = True
+        successor.event.set()
+
+    def _forget(self, call: _Call) -> None:
+        """Drop a call that gave up (the lock is held)."""
+        self._outstanding.pop(call.job_id, None)
+        try:
+            self._queued.remove(call)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """Close the sockets (after every call has returned)."""
+        with self._lock:
+            self._closed = True
+        self.client.close()
+
+    def __enter__(self) -> SharedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -205,23 +205,7 @@ def test_workers_register_again_with_a_restarted_master(procs: Processes) -> Non
         assert list(client.job("echo", [b"before"])) == [b"before"]
     master.kill()
     master.wait()
-    addresses = [info[k] for k in ("pull", "push", "worker_pull", "worker_push", "db")]
-    procs.palm(
-        "master",
-        "--name",
-        "master",
-        "--pull",
-        addresses[0],
-        "--push",
-        addresses[1],
-        "--worker-pull",
-        addresses[2],
-        "--worker-push",
-        addresses[3],
-        "--db",
-        addresses[4],
-        *FAST,
-    )
+    procs.master_again(info, *FAST)
     with client_of(info) as client:
         assert list(client.job("echo", [b"after"], timeout_s=30)) == [b"after"]
 
@@ -265,20 +249,11 @@ def test_eval_sends_its_job_again_to_a_restarted_master(procs: Processes) -> Non
         wait_for(lambda: master_info(info)["queued"] == 1)
         master.kill()
         master.wait()
-        procs.palm(
-            "master",
-            "--name",
-            "master",
-            *(f"--{k.replace('_', '-')}={info[k]}" for k in MASTER_ADDRESSES),
-            *FAST,
-        )
+        procs.master_again(info, *FAST)
         procs.worker(WORKER, "w", info, *FAST)
         caller.join(60)
         assert result == [b"held"]
         assert client.eval("echo", b"next") == b"next"
-
-
-MASTER_ADDRESSES = ("pull", "push", "worker_pull", "worker_push", "db")
 
 
 @pytest.mark.timeout(120)

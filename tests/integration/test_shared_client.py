@@ -13,7 +13,6 @@ from palm.shared_client import SharedClient
 from tests.fixtures.procs import Processes, wait_for
 from tests.integration.test_parallel import (
     FAST,
-    MASTER_ADDRESSES,
     WORKER,
     master_info,
     start_cluster,
@@ -138,13 +137,7 @@ def test_jobs_held_by_a_killed_master_are_sent_again_to_the_new_one(procs: Proce
         wait_for(lambda: master_info(info)["stats"]["jobs_in"] == 5)
         master.kill()
         master.wait()
-        procs.palm(
-            "master",
-            "--name",
-            "master",
-            *(f"--{k.replace('_', '-')}={info[k]}" for k in MASTER_ADDRESSES),
-            *FAST,
-        )
+        procs.master_again(info, *FAST)
         procs.worker(WORKER, "w", info, *FAST)
         for thread in threads:
             thread.join(60)

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.metrics import GatewayMetrics
 
-__all__ = ["RULE", "JobRoute"]
+__all__ = ["RULE", "JobRequests", "JobRoute"]
 
 log = logging.getLogger("gateway")
 
@@ -42,7 +42,60 @@ def _status_line(status: int) -> str:
         return f"{status} Error"
 
 
-class JobRoute:
+class JobRequests:
+    """What the job route's two front ends share: which requests it takes, ids, errors."""
+
+    def __init__(
+        self,
+        services: Iterable[str],
+        metrics: GatewayMetrics,
+        max_payload_bytes: int,
+        describe_error: Callable[[BaseException], dict[str, Any]],
+        request_id: Any,
+    ) -> None:
+        self.services = frozenset(services)
+        self.metrics = metrics
+        self.max_payload_bytes = max_payload_bytes
+        self.describe_error = describe_error
+        self.request_id = request_id  # the context variable the logs read
+        # job ids unique across gateway processes without a random draw per request
+        self._prefix = uuid.uuid4().hex[:24]
+        self._count = itertools.count()
+
+    def match(self, method: str, path: str, length: str | None) -> tuple[str, str, int] | None:
+        """(service, function, body length) for a request this route answers."""
+        if method != "POST" or not path.startswith("/") or not path.isascii():
+            return None
+        service, _, function = path[1:].partition("/")
+        if service not in self.services or not function or "/" in function:
+            return None
+        try:
+            size = int(length or "")
+        except ValueError:
+            return None
+        if size < 0 or size > self.max_payload_bytes:
+            return None
+        return service, function, size
+
+    def job_id(self) -> str:
+        return f"{self._prefix}{next(self._count):08x}"
+
+    def failure(
+        self, service: str, function: str, exc: Exception
+    ) -> tuple[bytes, int, list[tuple[str, str]]]:
+        """The JSON error answer for a job that raised ``exc``."""
+        info = self.describe_error(exc)
+        status = int(info["status"])
+        if status == 500:
+            log.error("unexpected error in the gateway", exc_info=exc)
+        else:
+            log.info("POST /%s/%s -> %s %s", service, function, status, info.get("detail"))
+        body = {key: value for key, value in info.items() if key != "status"}
+        text = json.dumps(body).encode() + b"\n"
+        return text, status, [("Content-Type", "application/json")]
+
+
+class JobRoute(JobRequests):
     """WSGI middleware running ``POST /<service>/<function>`` without Flask."""
 
     def __init__(
@@ -55,37 +108,16 @@ class JobRoute:
         describe_error: Callable[[BaseException], dict[str, Any]],
         request_id: Any,
     ) -> None:
+        super().__init__(services, metrics, max_payload_bytes, describe_error, request_id)
         self.app = app
-        self.services = frozenset(services)
         self.call = call
-        self.metrics = metrics
-        self.max_payload_bytes = max_payload_bytes
-        self.describe_error = describe_error
-        self.request_id = request_id  # the context variable the logs read
-        # job ids unique across gateway processes without a random draw per request
-        self._prefix = uuid.uuid4().hex[:24]
-        self._count = itertools.count()
-
-    def _route(self, environ: dict[str, Any]) -> tuple[str, str, int] | None:
-        """(service, function, body length) for a request this route answers."""
-        if environ.get("REQUEST_METHOD") != "POST":
-            return None
-        path: str = environ.get("PATH_INFO", "")
-        if not path.startswith("/") or not path.isascii():
-            return None
-        service, _, function = path[1:].partition("/")
-        if service not in self.services or not function or "/" in function:
-            return None
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            return None
-        if length < 0 or length > self.max_payload_bytes:
-            return None
-        return service, function, length
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        route = self._route(environ)
+        route = self.match(
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("CONTENT_LENGTH"),
+        )
         if route is None:
             return self.app(environ, start_response)
         service, function, length = route
@@ -106,18 +138,10 @@ class JobRoute:
     def _run(
         self, service: str, function: str, payload: bytes
     ) -> tuple[bytes, int, list[tuple[str, str]]]:
-        job_id = f"{self._prefix}{next(self._count):08x}"
+        job_id = self.job_id()
         try:
             result = self.call(service, function, payload)
         except Exception as exc:
-            info = self.describe_error(exc)
-            status = int(info["status"])
-            if status == 500:
-                log.exception("unexpected error in the gateway")
-            else:
-                log.info("POST /%s/%s -> %s %s", service, function, status, info.get("detail"))
-            body = {key: value for key, value in info.items() if key != "status"}
-            text = json.dumps(body).encode() + b"\n"
-            return text, status, [("Content-Type", "application/json")]
+            return self.failure(service, function, exc)
         headers = [("Content-Type", "application/octet-stream"), ("X-Palm-Job-Id", job_id)]
         return result, 200, headers

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -35,7 +35,64 @@ from palm.jobs import PACK_BELOW_BYTES
 from palm.parallel import DEFAULT_TIMEOUT_S, ParallelClient
 from palm.protocol import Header, Kind, decode, frames_for, jobs_in
 
-__all__ = ["SharedClient"]
+__all__ = ["SharedClient", "job_messages"]
+
+
+class Job(Protocol):
+    """What a message needs of one call: its function, payload, request id and job id."""
+
+    function: str
+    payload: bytes
+    request_id: str | None
+    job_id: int
+
+
+def job_messages(
+    client_id: bytes,
+    calls: Iterable[Job],
+    *,
+    max_batch: int,
+    limit: int,
+    pack: bool = True,
+) -> list[list[bytes]]:
+    """JOB messages for ``calls`` (ids already given).
+
+    Consecutive calls of one function with consecutive ids travel in one
+    message, up to ``max_batch`` jobs and ``limit`` payload bytes; with
+    ``pack=False`` every call is a message of its own.
+    """
+    out: list[list[bytes]] = []
+    run: list[Job] = []
+    size = 0
+    for call in calls:
+        if run and (
+            not pack
+            or call.function != run[0].function
+            or call.job_id != run[-1].job_id + 1
+            or len(run) >= max_batch
+            or size + len(call.payload) > limit
+        ):
+            out.append(_message(client_id, run))
+            run, size = [], 0
+        run.append(call)
+        size += len(call.payload)
+    if run:
+        out.append(_message(client_id, run))
+    return out
+
+
+def _message(client_id: bytes, run: list[Job]) -> list[bytes]:
+    extra: dict[str, Any] | None = None
+    if len(run) == 1:
+        if run[0].request_id:
+            extra = {"request_id": run[0].request_id}
+    elif any(call.request_id for call in run):
+        extra = {"request_ids": [call.request_id or "" for call in run]}
+    header = Header(Kind.JOB, run[0].job_id, client_id, run[0].function, extra=extra)
+    payloads = [call.payload for call in run]
+    if len(run) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
+        header.packed = len(run)
+    return [header.to_wire(), *frames_for(header, payloads)]
 
 
 class _Call:
@@ -184,44 +241,17 @@ class SharedClient:
         finally:
             self._hand_over(me)
 
-    def _messages(self, calls: Iterable[_Call], pack: bool = True) -> list[list[bytes]]:
-        """JOB messages for ``calls`` (ids already given): consecutive runs of one function."""
-        out: list[list[bytes]] = []
-        run: list[_Call] = []
-        size = 0
-        limit = self.client.max_message_bytes // 4
-        for call in calls:
-            if run and (
-                not pack
-                or call.function != run[0].function
-                or call.job_id != run[-1].job_id + 1
-                or len(run) >= self.max_batch
-                or size + len(call.payload) > limit
-            ):
-                out.append(self._message(run))
-                run, size = [], 0
-            run.append(call)
-            size += len(call.payload)
-        if run:
-            out.append(self._message(run))
-        return out
-
-    def _message(self, run: list[_Call]) -> list[bytes]:
-        extra: dict[str, Any] | None = None
-        if len(run) == 1:
-            if run[0].request_id:
-                extra = {"request_id": run[0].request_id}
-        elif any(call.request_id for call in run):
-            extra = {"request_ids": [call.request_id or "" for call in run]}
-        header = Header(
-            Kind.JOB, run[0].job_id, self.client.client_id, run[0].function, extra=extra
+    def _messages(self, calls: list[_Call], pack: bool = True) -> list[list[bytes]]:
+        out = job_messages(
+            self.client.client_id,
+            calls,
+            max_batch=self.max_batch,
+            limit=self.client.max_message_bytes // 4,
+            pack=pack,
         )
-        payloads = [call.payload for call in run]
-        if len(run) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
-            header.packed = len(run)
-        self.messages_sent += 1
-        self.jobs_sent += len(run)
-        return [header.to_wire(), *frames_for(header, payloads)]
+        self.messages_sent += len(out)
+        self.jobs_sent += len(calls)
+        return out
 
     def _take(self, frames: list[bytes], push: zmq.Socket[bytes]) -> None:
         """A message on the result socket: results to hand out, or a WELCOME."""

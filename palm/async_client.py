@@ -1,0 +1,297 @@
+"""One parallel client for all the coroutines of an event loop, one job per call.
+
+An asyncio program (an ASGI app, a websocket server) that runs one job per
+request awaits :meth:`AsyncSharedClient.eval`::
+
+    client = AsyncSharedClient(push_address, pull_address, db_address, 'server')
+    result = await client.eval('foo', b'a message')
+
+The calls made during one turn of the event loop are sent together when the
+turn ends (one message per function, consecutive job ids, packed), so under
+load a message carries as many jobs as requests arrived meanwhile, and alone
+a call is sent at once. Results are read when the result socket becomes
+readable; nothing blocks the loop and no thread is involved.
+
+Like :class:`~palm.shared_client.SharedClient`, a restarted master (a new
+session in its WELCOME) gets every job still outstanding again, and a result
+for a call that gave up (timed out or cancelled) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import zmq
+
+from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
+from palm.parallel import DEFAULT_TIMEOUT_S, ParallelClient
+from palm.protocol import Kind, decode, jobs_in
+from palm.shared_client import job_messages
+from palm.sockets import make_socket
+
+__all__ = ["AsyncSharedClient"]
+
+
+class _Call:
+    __slots__ = ("function", "future", "job_id", "payload", "request_id", "timer")
+
+    def __init__(
+        self, function: str, payload: bytes, request_id: str | None, future: asyncio.Future[bytes]
+    ) -> None:
+        self.function = function
+        self.payload = payload
+        self.request_id = request_id
+        self.future = future
+        self.job_id = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class AsyncSharedClient:
+    """A client of a parallel master for the coroutines of one event loop.
+
+    The sockets are made on the first call, in the running loop, and belong
+    to it: use one instance per loop (and per process). ``max_batch`` caps the
+    jobs in one message; other options go to the :class:`ParallelClient`
+    whose identity and session this client uses.
+    """
+
+    def __init__(
+        self,
+        push_address: str,
+        pull_address: str,
+        db_address: str | None,
+        server_name: str,
+        *,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_batch: int = 64,
+        **options: Any,
+    ) -> None:
+        self.client = ParallelClient(
+            push_address, pull_address, db_address, server_name, timeout_s=timeout_s, **options
+        )
+        self.timeout_s = timeout_s
+        self.max_batch = max(1, max_batch)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._push: zmq.Socket[bytes] | None = None
+        self._dealer: zmq.Socket[bytes] | None = None
+        self._queued: list[_Call] = []
+        self._unsent: list[list[bytes]] = []
+        self._outstanding: dict[int, _Call] = {}
+        self._flushing = False
+        self._ticker: asyncio.TimerHandle | None = None
+        self._closed = False
+        #: messages sent and jobs they carried (how much calls were combined)
+        self.messages_sent = 0
+        self.jobs_sent = 0
+
+    @property
+    def server_name(self) -> str:
+        return self.client.server_name
+
+    @property
+    def outstanding(self) -> int:
+        """Calls sent or queued and not yet answered."""
+        return len(self._outstanding) + len(self._queued)
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is not None:
+            if self._loop is not loop:
+                raise RuntimeError("the client belongs to the event loop of its first call")
+            return loop
+        push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None)
+        push.connect(self.client.pull_address)
+        dealer = make_socket(zmq.DEALER, identity=self.client.client_id)
+        dealer.connect(self.client.push_address)
+        self._push, self._dealer, self._loop = push, dealer, loop
+        loop.add_reader(dealer.getsockopt(zmq.FD), self._drain)
+        return loop
+
+    async def eval(
+        self,
+        function: str,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        timeout_s: float | object | None = ...,
+    ) -> bytes:
+        """Run ``function`` on one payload and return its result.
+
+        ``request_id`` goes with the job into the workers' logs. A failed job
+        raises its :class:`~palm.errors.RemoteError`; no result within
+        ``timeout_s`` raises :class:`~palm.errors.TimeoutError`.
+        """
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if len(payload) > self.client.max_message_bytes:
+            raise PayloadTooLarge(len(payload), self.client.max_message_bytes)
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        timeout = self.timeout_s if timeout_s is ... else timeout_s
+        assert timeout is None or isinstance(timeout, int | float)
+        loop = self._start()
+        call = _Call(self.client._qualify(function), payload, request_id, loop.create_future())
+        self._queued.append(call)
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._flush)
+        if timeout is not None:
+            call.timer = loop.call_later(timeout, self._expire, call, timeout)
+        try:
+            return await call.future
+        finally:
+            if call.timer is not None:
+                call.timer.cancel()
+            if not call.future.done() or call.future.cancelled():
+                self._forget(call)
+
+    # the loop's side -------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send what this turn of the loop queued (and say HELLO when due)."""
+        self._flushing = False
+        client = self.client
+        batch, self._queued = self._queued, []
+        for call in batch:
+            call.job_id = next(client._ids)
+            self._outstanding[call.job_id] = call
+        now = time.monotonic()
+        if client.session is None or now - client._hello_at >= client.heartbeat_interval_s:
+            self._hello(now)
+        messages = job_messages(
+            client.client_id,
+            batch,
+            max_batch=self.max_batch,
+            limit=client.max_message_bytes // 4,
+        )
+        self.messages_sent += len(messages)
+        self.jobs_sent += len(batch)
+        self._send(messages)
+        if self._ticker is None and self._outstanding:
+            assert self._loop is not None
+            self._ticker = self._loop.call_later(client.heartbeat_interval_s, self._tick)
+
+    def _send(self, messages: list[list[bytes]]) -> None:
+        assert self._push is not None and self._loop is not None
+        self._unsent.extend(messages)
+        while self._unsent:
+            try:
+                self._push.send_multipart(self._unsent[0], zmq.NOBLOCK)
+            except zmq.Again:  # the master's queue is full: try again shortly
+                self._loop.call_later(0.01, self._send, [])
+                return
+            self._unsent.pop(0)
+
+    def _hello(self, now: float) -> None:
+        assert self._dealer is not None and self._loop is not None
+        try:
+            self._dealer.send_multipart(self.client._hello(), zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        self.client._hello_at = now
+        # a send may consume the socket's readiness edge: look for input now
+        self._loop.call_soon(self._drain)
+
+    def _tick(self) -> None:
+        """Once per heartbeat interval while calls are outstanding: HELLO."""
+        self._ticker = None
+        if self._closed or not self._outstanding:
+            return
+        now = time.monotonic()
+        if now - self.client._hello_at >= self.client.heartbeat_interval_s * 0.9:
+            self._hello(now)
+        assert self._loop is not None
+        self._ticker = self._loop.call_later(self.client.heartbeat_interval_s, self._tick)
+
+    def _drain(self) -> None:
+        """Read every message waiting on the result socket."""
+        dealer = self._dealer
+        if dealer is None or self._closed:
+            return
+        while True:
+            try:
+                frames = dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._take(frames)
+
+    def _take(self, frames: list[bytes]) -> None:
+        try:
+            header, rest = decode(frames)
+        except ProtocolError:
+            return
+        if header.kind == Kind.RESULT:
+            if header.client != self.client.client_id:
+                return
+            try:
+                payloads = jobs_in(header, rest)
+            except ProtocolError:
+                return
+            errors = {info.offset: info for info in header.errors or ()}
+            for offset, payload in enumerate(payloads):
+                call = self._outstanding.pop(header.id + offset, None)
+                if call is None or call.future.done():
+                    continue  # the answer to a call that gave up
+                info = errors.get(offset)
+                if info is None:
+                    call.future.set_result(payload)
+                else:
+                    call.future.set_exception(info.to_exception(call.function))
+        elif self.client._control(frames):  # a restarted master lost what it held
+            lost = sorted(self._outstanding.values(), key=lambda c: c.job_id)
+            messages = job_messages(
+                self.client.client_id,
+                lost,
+                max_batch=1,
+                limit=self.client.max_message_bytes,
+                pack=False,
+            )
+            self._send(messages)
+
+    def _expire(self, call: _Call, timeout_s: float) -> None:
+        self._forget(call)
+        if not call.future.done():
+            call.future.set_exception(
+                TimeoutError(
+                    f"no result from master {self.client.server_name!r} at "
+                    f"{self.client.push_address} for {timeout_s:.1f} s; "
+                    f"1 job of {call.function} outstanding"
+                )
+            )
+
+    def _forget(self, call: _Call) -> None:
+        if self._outstanding.get(call.job_id) is call:
+            del self._outstanding[call.job_id]
+        try:
+            self._queued.remove(call)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """Close the sockets; calls still waiting fail with ``RuntimeError``.
+
+        Call it from the loop's thread (or once the loop has stopped).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        waiting = [*self._outstanding.values(), *self._queued]
+        self._outstanding.clear()
+        self._queued.clear()
+        for call in waiting:
+            if not call.future.done():
+                call.future.set_exception(RuntimeError("the client was closed"))
+        if self._dealer is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._dealer.getsockopt(zmq.FD))
+            self._dealer.close(0)
+        if self._push is not None:
+            self._push.close(0)
+        self._dealer = self._push = None
+        self.client.close()

@@ -106,7 +106,7 @@ class AsyncSharedClient:
         dealer = make_socket(zmq.DEALER, identity=self.client.client_id)
         dealer.connect(self.client.push_address)
         self._push, self._dealer, self._loop = push, dealer, loop
-        loop.add_reader(dealer.getsockopt(zmq.FD), self._drain)
+        loop.add_reader(dealer.fileno(), self._drain)
         return loop
 
     async def eval(
@@ -289,7 +289,7 @@ class AsyncSharedClient:
                 call.future.set_exception(RuntimeError("the client was closed"))
         if self._dealer is not None:
             if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._dealer.getsockopt(zmq.FD))
+                self._loop.remove_reader(self._dealer.fileno())
             self._dealer.close(0)
         if self._push is not None:
             self._push.close(0)

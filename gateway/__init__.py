@@ -4,6 +4,9 @@ Requests flow ``HTTP client -> Envoy -> gateway -> palm masters/servers``.
 
 - :mod:`gateway.app`: ``create_app(config=None)``, the Flask app factory
   (configuration from ``PALM_GATEWAY_*`` variables, see :mod:`gateway.settings`).
+- :mod:`gateway.asgi`: ``create_asgi_app(config=None)``, what gunicorn serves:
+  parallel jobs answered on an event loop, every other request by the Flask app.
+- :mod:`gateway.worker`: ``EdgeWorker``, palm's gunicorn worker class (uvicorn).
 - :mod:`gateway.serve`: ``GatewayServer``, gunicorn in a child process.
 - :mod:`gateway.envoy_config`: ``EdgeConfig`` and the rendering of Envoy's
   bootstrap and filesystem xDS files from the templates in ``envoy/``.

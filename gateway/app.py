@@ -5,8 +5,10 @@ Routes
 ``POST /<service>/<function>``
     The request body is the payload; the answer is the result bytes (200),
     with ``X-Palm-Job-Id``. Well-formed requests to this route are answered
-    by :class:`gateway.job_route.JobRoute` in front of Flask, the rest by the
-    Flask view below; both give the same answers.
+    by :class:`gateway.job_route.JobRoute` in front of Flask (for parallel
+    services under palm's worker class, on the event loop by
+    :mod:`gateway.asgi`), the rest by the Flask view below; all give the same
+    answers.
 ``POST /jobs/<service>/<function>``
     Runs the job in the background: 202 ``{"job_id": ...}``.
 ``GET /jobs/<job_id>``

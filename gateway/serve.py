@@ -33,13 +33,25 @@ import psutil
 
 from palm.errors import ConfigError, TimeoutError
 
-__all__ = ["GatewayServer"]
+__all__ = ["EDGE_WORKER", "GatewayServer"]
+
+#: palm's worker class: uvicorn's event loop, parallel jobs answered on it.
+EDGE_WORKER = "gateway.worker.EdgeWorker"
+#: gunicorn worker classes that serve ASGI apps (the rest serve the WSGI app).
+ASGI_WORKERS = frozenset({EDGE_WORKER, "uvicorn_worker.UvicornWorker"})
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class GatewayServer:
-    """gunicorn serving ``gateway.app:create_app()`` on 127.0.0.1."""
+    """gunicorn serving the gateway on 127.0.0.1.
+
+    With palm's worker class (the default) each gunicorn worker runs an event
+    loop serving :func:`gateway.asgi.create_asgi_app`, and ``threads`` is the
+    size of its thread pool for the Flask routes. With a WSGI worker class
+    (``"gthread"``, ``"sync"``...) gunicorn serves
+    :func:`gateway.app.create_app` and ``threads`` is gunicorn's own.
+    """
 
     def __init__(
         self,
@@ -49,7 +61,7 @@ class GatewayServer:
         port: int = 0,
         workers: int = 2,
         threads: int = 32,
-        worker_class: str = "gthread",
+        worker_class: str = EDGE_WORKER,
         keep_alive_s: int = 5,
         startup_timeout_s: float = 30.0,
         workdir: str | os.PathLike[str] | None = None,
@@ -104,7 +116,11 @@ class GatewayServer:
         env["PYTHONPATH"] = os.pathsep.join(
             part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
         )
-        env["PALM_GATEWAY_CONFIG"] = json.dumps(self.config)
+        asgi = self.worker_class in ASGI_WORKERS
+        config = dict(self.config)
+        if asgi:
+            config.setdefault("wsgi_threads", self.threads)
+        env["PALM_GATEWAY_CONFIG"] = json.dumps(config)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         sock = self._bind()
         fd = sock.fileno()
@@ -128,7 +144,7 @@ class GatewayServer:
             "120",
             "--config",
             "python:gateway.gunicorn_conf",
-            "gateway.app:create_app()",
+            "gateway.asgi:create_asgi_app()" if asgi else "gateway.app:create_app()",
         ]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:

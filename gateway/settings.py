@@ -20,6 +20,9 @@ when they parse as JSON, plain strings otherwise):
     larger request bodies are refused with 413.
 ``job_ttl_s`` [``PALM_GATEWAY_JOB_TTL_S``]
     how long asynchronous job records live in Redis.
+``wsgi_threads`` [``PALM_GATEWAY_WSGI_THREADS``]
+    threads per gateway process for the requests the Flask app answers
+    (everything but parallel jobs, which run on the event loop).
 ``job_threads`` [``PALM_GATEWAY_JOB_THREADS``]
     threads per gateway process that run asynchronous jobs.
 
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "max_payload_bytes": 16 * 1024 * 1024,
     "job_ttl_s": 3600,
     "job_threads": 4,
+    "wsgi_threads": 32,
 }
 
 SERVICE_KINDS = {
@@ -97,7 +101,7 @@ def resolve(
         merged[key] = float(merged[key])
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive")
-    for key in ("max_payload_bytes", "job_ttl_s", "job_threads"):
+    for key in ("max_payload_bytes", "job_ttl_s", "job_threads", "wsgi_threads"):
         merged[key] = int(merged[key])
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive")

@@ -12,7 +12,7 @@
       route_timeout_s: 60
       access_log: null         # a file, "-" for stdout, null for none
       gateway_workers: 2       # gunicorn processes of the gateway
-      gateway_threads: 32      # request threads in each
+      gateway_threads: 32      # threads in each for the Flask routes
     services:
       echo:                    # a standalone server
         kind: standalone

@@ -31,8 +31,8 @@
     a Redis URL (or ``{"url": ...}``); without it an embedded redis-server
     is started and stopped with the rest.
 ``workers``, ``gateway_workers``, ``gateway_threads``, ``circuit_breakers``
-    pool sizes (worker processes; gateway processes and request threads in
-    each) and Envoy's circuit breaker thresholds.
+    pool sizes (worker processes; gateway processes and the threads in each
+    that serve the Flask routes) and Envoy's circuit breaker thresholds.
 
 ``puma_service({name: callable})`` registers Python callables; a service may
 also map function names to callables (``{name: {"fn": callable}}``). A bare

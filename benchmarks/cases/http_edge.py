@@ -2,15 +2,15 @@
 Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 
 The reference is the one shared/ANCHORS.md measured: the trivial app under
-gunicorn with 2 sync workers (gunicorn's default worker class). The same app
-under the gateway's own gunicorn settings (gthread) is measured beside it for
-information. Every stack gets the same Envoy configuration (``--concurrency
-2``, a rate limit far above what the machine can serve, so it never answers
-429). All stacks are up at once and ``wrk`` drives them in turn, run by run, so
-a slow spell of the machine falls on all of them alike; each run lasts
-``--duration-s`` and reports req/s and the p99 latency. Non-2xx answers and
-socket errors are counted and reported in the row's notes: a run with any is
-not a clean run.
+gunicorn with 2 sync workers (gunicorn's default worker class). The gateway
+runs under gunicorn with palm's worker class (an event loop per worker, the
+defaults of gateway.serve.GatewayServer). Every stack gets the same Envoy
+configuration (``--concurrency 2``, a rate limit far above what the machine
+can serve, so it never answers 429). The stacks are up at once and ``wrk``
+drives them in turn, run by run, so a slow spell of the machine falls on all
+of them alike; each run lasts ``--duration-s`` and reports req/s and the p99
+latency. Non-2xx answers and socket errors are counted and reported in the
+row's notes: a run with any is not a clean run.
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ from typing import Any
 from benchmarks.record import Row, emit
 
 #: The gateway's gunicorn settings (gateway.serve.GatewayServer's defaults).
-GATEWAY_WORKERS, GATEWAY_THREADS = 2, 32
+GATEWAY_WORKERS = 2
 GATEWAY_OPTIONS: dict[str, Any] = {}
 
 METHODS = {
     "palm": "Envoy -> palm gateway -> master -> worker",
     "gunicorn": "Envoy -> trivial gunicorn app (2 sync workers)",
-    "gunicorn-gthread": f"Envoy -> trivial gunicorn app ({GATEWAY_WORKERS} gthread workers x "
-    f"{GATEWAY_THREADS} threads, as the gateway; for information)",
 }
 CONNECTIONS = (10, 64)
 BODY = b"hello"
@@ -115,7 +113,6 @@ def palm_stack() -> Iterator[str]:
         gateway = GatewayServer(
             {"services": {"demo": service}, "timeout_s": 30.0},
             workers=GATEWAY_WORKERS,
-            threads=GATEWAY_THREADS,
             **GATEWAY_OPTIONS,
         )
         stack.callback(gateway.close)
@@ -127,7 +124,7 @@ def palm_stack() -> Iterator[str]:
 
 @contextmanager
 def gunicorn_stack(*options: str) -> Iterator[str]:
-    """The trivial app (2 sync workers unless ``options`` say otherwise) behind Envoy."""
+    """The trivial app under gunicorn (2 sync workers) behind Envoy."""
     port = _free_port()
     with ExitStack() as stack:
         app = subprocess.Popen(
@@ -142,14 +139,7 @@ def gunicorn_stack(*options: str) -> Iterator[str]:
         yield f"{url}/trivial/json"
 
 
-def gthread_stack() -> Any:
-    return gunicorn_stack(
-        "--workers", str(GATEWAY_WORKERS), "--worker-class", "gthread",
-        "--threads", str(GATEWAY_THREADS),
-    )  # fmt: skip
-
-
-STACKS = {"palm": palm_stack, "gunicorn": gunicorn_stack, "gunicorn-gthread": gthread_stack}
+STACKS = {"palm": palm_stack, "gunicorn": gunicorn_stack}
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

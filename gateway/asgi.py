@@ -1,0 +1,188 @@
+"""The gateway as an ASGI app: the job route on the event loop, the rest in Flask.
+
+``create_asgi_app()`` is what palm's gunicorn worker class
+(:class:`gateway.worker.EdgeWorker`) serves. A well-formed
+``POST /<service>/<function>`` for a parallel service is answered on the
+event loop: the body is read, the job goes out through one
+:class:`~palm.async_client.AsyncSharedClient` per service and the result is
+written back when it arrives, with no thread involved, so a gateway process
+holds as many requests in flight as arrive and the jobs of the requests that
+arrive together travel together. Every other request (the other routes,
+standalone and function services, anything not plainly well formed) goes to
+the Flask app from :func:`gateway.app.create_app` through a WSGI adapter and
+its pool of threads; both paths give the same answers, headers and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+from flask import Flask
+
+from gateway.app import REQUEST_ID, create_app, describe_error
+from gateway.job_route import RULE, JobRequests
+from palm.async_client import AsyncSharedClient
+
+__all__ = ["EdgeApp", "create_asgi_app"]
+
+log = logging.getLogger("gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Threads per gateway process for the requests that go to Flask.
+DEFAULT_WSGI_THREADS = 32
+
+
+class EdgeApp:
+    """ASGI app: parallel jobs on the event loop, everything else in Flask."""
+
+    def __init__(self, flask_app: Flask, *, wsgi_threads: int = DEFAULT_WSGI_THREADS) -> None:
+        settings: dict[str, Any] = flask_app.config["PALM"]
+        self.flask_app = flask_app
+        self.metrics = flask_app.extensions["palm"]["metrics"]
+        self.specs = {
+            name: spec for name, spec in settings["services"].items() if spec["kind"] == "parallel"
+        }
+        self.timeout_s: float = settings["timeout_s"]
+        self.route = JobRequests(
+            self.specs, self.metrics, settings["max_payload_bytes"], describe_error, REQUEST_ID
+        )
+        self.wsgi = WSGIMiddleware(_terminated(flask_app), workers=wsgi_threads)
+        self.clients: dict[str, AsyncSharedClient] = {}
+        self._jobs_counted: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            request = self._match(scope)
+            if request is not None:
+                await self._job(*request, receive, send)
+                return
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
+
+    def _match(self, scope: Scope) -> tuple[str, str, int, str] | None:
+        """(service, function, length, request id) for a request the event loop answers."""
+        length: str | None = None
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                return None  # a body of unknown length: Flask reads it
+        route = self.route.match(scope["method"], scope["path"], length)
+        if route is None:
+            return None
+        return (*route, request_id or uuid.uuid4().hex)
+
+    async def _job(
+        self,
+        service: str,
+        function: str,
+        length: int,
+        request_id: str,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        started = perf_counter()
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away before sending its body
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        token = REQUEST_ID.set(request_id)
+        outcome = "ok"
+        try:
+            job_id = self.route.job_id()
+            try:
+                result = await self._client(service).eval(function, payload, request_id=request_id)
+            except Exception as exc:
+                outcome = type(exc).__name__
+                body, status, headers = self.route.failure(service, function, exc)
+            else:
+                body, status = result, 200
+                headers = [("Content-Type", "application/octet-stream"), ("X-Palm-Job-Id", job_id)]
+        finally:
+            REQUEST_ID.reset(token)
+            self._count_job(service, outcome)
+        raw = [(name.lower().encode(), value.encode()) for name, value in headers]
+        raw.append((b"content-length", str(len(body)).encode()))
+        raw.append((b"x-request-id", request_id.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(RULE, "POST", status, perf_counter() - started)
+
+    def _count_job(self, service: str, outcome: str) -> None:
+        counter = self._jobs_counted.get((service, outcome))
+        if counter is None:
+            counter = self._jobs_counted[service, outcome] = self.metrics.jobs.labels(
+                service, outcome
+            )
+        counter.inc()
+
+    def _client(self, service: str) -> AsyncSharedClient:
+        client = self.clients.get(service)
+        if client is None:
+            spec = self.specs[service]
+            client = self.clients[service] = AsyncSharedClient(
+                spec["push_address"],
+                spec["pull_address"],
+                spec["db_address"],
+                spec["server_name"],
+                timeout_s=self.timeout_s,
+            )
+        return client
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def close(self) -> None:
+        clients, self.clients = self.clients, {}
+        for client in clients.values():
+            client.close()
+        self.flask_app.extensions["palm"]["pool"].close()
+
+
+def _terminated(app: Flask) -> Callable[..., Any]:
+    """The Flask app told that ``wsgi.input`` ends with the body.
+
+    The adapter's input stream ends where the request's body ends, chunked or
+    not (as gunicorn's does); without the flag Werkzeug reads nothing from a
+    request without ``Content-Length``.
+    """
+
+    def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return wsgi_app
+
+
+def create_asgi_app(config: dict[str, Any] | None = None) -> EdgeApp:
+    """The gateway for an ASGI server; ``config`` as for :func:`gateway.app.create_app`."""
+    app = create_app(config)
+    threads = int(app.config["PALM"].get("wsgi_threads") or DEFAULT_WSGI_THREADS)
+    return EdgeApp(app, wsgi_threads=threads)

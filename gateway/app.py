@@ -126,6 +126,28 @@ def decode_result(result: bytes) -> Any:
         return base64.b64encode(result).decode("ascii")
 
 
+def discard_body(environ: dict[str, Any], limit: int) -> None:
+    """Read and drop the body of a request refused unread, up to ``limit`` bytes.
+
+    A server keeping the connection alive must get past the body before the
+    next request; some (gunicorn's threaded workers) close the connection
+    instead when the body is large, after the proxy in front has been told it
+    stays open, and the proxy's next request on it fails.
+    """
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length <= 0 or length > limit:
+        return
+    stream = environ["wsgi.input"]
+    while length > 0:
+        chunk = stream.read(min(length, 256 * 1024))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the gateway. ``config`` overrides ``PALM_GATEWAY_*`` variables."""
     settings = resolve(config)
@@ -184,6 +206,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        if status == 413:
+            discard_body(request.environ, 4 * settings["max_payload_bytes"])
         names = {413: "payload too large", 404: "not found", 405: "method not allowed"}
         error = names.get(status, (exc.name or "error").lower())
         return error_response({"status": status, "error": error, "detail": exc.description})

@@ -48,6 +48,7 @@ __all__ = [
     "is_compact",
     "job_count",
     "jobs_in",
+    "reply_head",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,24 @@ def encode_compact(header: Header, payload: bytes) -> list[bytes]:
     """
     head = header.to_wire()
     return [b"\xc1" + len(head).to_bytes(2, "big") + head + payload]
+
+
+#: How encoded JOB and RESULT headers begin: an 11-item array, the version, the kind.
+_JOB_HEAD_START: Final = bytes([0x90 | _HEADER_FIELDS, VERSION, Kind.JOB])
+_RESULT_HEAD_START: Final = bytes([0x90 | _HEADER_FIELDS, VERSION, Kind.RESULT])
+
+
+def reply_head(head: bytes) -> bytes | None:
+    """The encoded RESULT header answering the encoded JOB header ``head``, or None.
+
+    A reply differs from its request only by its kind (``Header.reply``), so
+    its bytes are the request's with the kind byte swapped, when the request
+    is laid out as palm encodes it (an 11-item array, then the version and the
+    kind as one byte each). None for anything else: encode the reply then.
+    """
+    if head[:3] != _JOB_HEAD_START:
+        return None
+    return _RESULT_HEAD_START + head[3:]
 
 
 def is_compact(frames: Sequence[bytes]) -> bool:

@@ -292,6 +292,10 @@ class SharedClient:
         """Pass the role to a caller still waiting, or leave it free."""
         with self._lock:
             me.lead = False
+            if self._closed:  # close() left the sockets to the last leader
+                self._leading = False
+                self.client.close()
+                return
             waiting = (c for c in (*self._outstanding.values(), *self._queued) if c is not me)
             successor = next(waiting, None)
             if successor is None:
@@ -309,10 +313,27 @@ class SharedClient:
             pass
 
     def close(self) -> None:
-        """Close the sockets (after every call has returned)."""
+        """Close the client: calls still waiting fail with ``RuntimeError``.
+
+        Any thread may call it, also while others wait in :meth:`eval`. The
+        sockets close at once, or, when a caller is receiving on them, as soon
+        as its receive returns (within a heartbeat interval).
+        """
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-        self.client.close()
+            waiting = [*self._outstanding.values(), *self._queued]
+            self._outstanding.clear()
+            self._queued.clear()
+            for call in waiting:
+                call.error = RuntimeError("the client was closed")
+                call.done = True
+            receiving = self._leading
+        for call in waiting:
+            call.event.set()
+        if not receiving:
+            self.client.close()
 
     def __enter__(self) -> SharedClient:
         return self

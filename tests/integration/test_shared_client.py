@@ -142,3 +142,32 @@ def test_jobs_held_by_a_killed_master_are_sent_again_to_the_new_one(procs: Proce
         for thread in threads:
             thread.join(60)
         assert results == {t: b"held %d" % t for t in range(5)}
+
+
+@pytest.mark.timeout(60)
+def test_closing_while_calls_wait_fails_them_and_closes_the_sockets(procs: Processes) -> None:
+    info = start_cluster(procs, 0)  # no workers: every call waits
+    client = shared_of(info, heartbeat_interval_s=0.2)
+    errors: list[BaseException] = []
+    entered = threading.Barrier(5)
+
+    def stuck(t: int) -> None:
+        entered.wait()
+        with pytest.raises(RuntimeError, match="closed") as err:
+            client.eval("echo", b"never %d" % t, timeout_s=30)
+        errors.append(err.value)
+
+    threads = [threading.Thread(target=stuck, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    entered.wait()
+    wait_for(lambda: client.jobs_sent == 4)
+    client.close()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(errors) == 4
+    # the receiving caller closed the sockets on its way out
+    wait_for(lambda: client.client._sockets is None, timeout_s=5)
+    with pytest.raises(RuntimeError, match="closed"):
+        client.eval("echo", b"after")

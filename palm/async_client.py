@@ -25,10 +25,9 @@ from typing import Any
 
 import zmq
 
-from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
-from palm.parallel import DEFAULT_TIMEOUT_S, ParallelClient
-from palm.protocol import Kind, decode, jobs_in
-from palm.shared_client import job_messages
+from palm.errors import ProtocolError
+from palm.protocol import Kind, decode
+from palm.shared_client import OneJobCalls
 from palm.sockets import make_socket
 
 __all__ = ["AsyncSharedClient"]
@@ -48,7 +47,7 @@ class _Call:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class AsyncSharedClient:
+class AsyncSharedClient(OneJobCalls):
     """A client of a parallel master for the coroutines of one event loop.
 
     The sockets are made on the first call, in the running loop, and belong
@@ -63,16 +62,9 @@ class AsyncSharedClient:
         pull_address: str,
         db_address: str | None,
         server_name: str,
-        *,
-        timeout_s: float | None = DEFAULT_TIMEOUT_S,
-        max_batch: int = 64,
         **options: Any,
     ) -> None:
-        self.client = ParallelClient(
-            push_address, pull_address, db_address, server_name, timeout_s=timeout_s, **options
-        )
-        self.timeout_s = timeout_s
-        self.max_batch = max(1, max_batch)
+        super().__init__(push_address, pull_address, db_address, server_name, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push: zmq.Socket[bytes] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
@@ -82,13 +74,6 @@ class AsyncSharedClient:
         self._flushing = False
         self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
-        #: messages sent and jobs they carried (how much calls were combined)
-        self.messages_sent = 0
-        self.jobs_sent = 0
-
-    @property
-    def server_name(self) -> str:
-        return self.client.server_name
 
     @property
     def outstanding(self) -> int:
@@ -123,15 +108,9 @@ class AsyncSharedClient:
         raises its :class:`~palm.errors.RemoteError`; no result within
         ``timeout_s`` raises :class:`~palm.errors.TimeoutError`.
         """
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
-        payload = bytes(payload)
-        if len(payload) > self.client.max_message_bytes:
-            raise PayloadTooLarge(len(payload), self.client.max_message_bytes)
+        payload, timeout = self._checked(payload, timeout_s)
         if self._closed:
             raise RuntimeError("the client is closed")
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
         loop = self._start()
         call = _Call(self.client._qualify(function), payload, request_id, loop.create_future())
         self._queued.append(call)
@@ -161,15 +140,7 @@ class AsyncSharedClient:
         now = time.monotonic()
         if client.session is None or now - client._hello_at >= client.heartbeat_interval_s:
             self._hello(now)
-        messages = job_messages(
-            client.client_id,
-            batch,
-            max_batch=self.max_batch,
-            limit=client.max_message_bytes // 4,
-        )
-        self.messages_sent += len(messages)
-        self.jobs_sent += len(batch)
-        self._send(messages)
+        self._send(self._messages(batch))
         if self._ticker is None and self._outstanding:
             assert self._loop is not None
             self._ticker = self._loop.call_later(client.heartbeat_interval_s, self._tick)
@@ -224,43 +195,22 @@ class AsyncSharedClient:
         except ProtocolError:
             return
         if header.kind == Kind.RESULT:
-            if header.client != self.client.client_id:
-                return
-            try:
-                payloads = jobs_in(header, rest)
-            except ProtocolError:
-                return
-            errors = {info.offset: info for info in header.errors or ()}
-            for offset, payload in enumerate(payloads):
-                call = self._outstanding.pop(header.id + offset, None)
+            for job_id, payload, error in self._results(header, rest):
+                call = self._outstanding.pop(job_id, None)
                 if call is None or call.future.done():
                     continue  # the answer to a call that gave up
-                info = errors.get(offset)
-                if info is None:
+                if error is None:
                     call.future.set_result(payload)
                 else:
-                    call.future.set_exception(info.to_exception(call.function))
+                    call.future.set_exception(error.to_exception(call.function))
         elif self.client._control(frames):  # a restarted master lost what it held
             lost = sorted(self._outstanding.values(), key=lambda c: c.job_id)
-            messages = job_messages(
-                self.client.client_id,
-                lost,
-                max_batch=1,
-                limit=self.client.max_message_bytes,
-                pack=False,
-            )
-            self._send(messages)
+            self._send(self._messages(lost, pack=False))
 
     def _expire(self, call: _Call, timeout_s: float) -> None:
         self._forget(call)
         if not call.future.done():
-            call.future.set_exception(
-                TimeoutError(
-                    f"no result from master {self.client.server_name!r} at "
-                    f"{self.client.push_address} for {timeout_s:.1f} s; "
-                    f"1 job of {call.function} outstanding"
-                )
-            )
+            call.future.set_exception(self._timeout(call.function, timeout_s))
 
     def _forget(self, call: _Call) -> None:
         if self._outstanding.get(call.job_id) is call:

@@ -33,7 +33,7 @@ import zmq
 from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
 from palm.jobs import PACK_BELOW_BYTES
 from palm.parallel import DEFAULT_TIMEOUT_S, ParallelClient
-from palm.protocol import Header, Kind, decode, frames_for, jobs_in
+from palm.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 
 __all__ = ["SharedClient", "job_messages"]
 
@@ -114,12 +114,12 @@ class _Call:
         self.event = threading.Event()
 
 
-class SharedClient:
-    """A thread-safe client of a parallel master for one job per call.
+class OneJobCalls:
+    """What the combining clients share: the parallel client, checks, messages, results.
 
-    ``max_batch`` caps the jobs that travel in one message. Other options go
-    to the :class:`ParallelClient` underneath (``secret``, ``heartbeat_interval_s``,
-    ``max_message_bytes``...).
+    :class:`SharedClient` (threads) and
+    :class:`~palm.async_client.AsyncSharedClient` (coroutines) differ only in
+    how callers wait and who receives.
     """
 
     def __init__(
@@ -138,11 +138,6 @@ class SharedClient:
         )
         self.timeout_s = timeout_s
         self.max_batch = max(1, max_batch)
-        self._lock = threading.Lock()
-        self._queued: deque[_Call] = deque()
-        self._outstanding: dict[int, _Call] = {}
-        self._leading = False
-        self._closed = False
         #: messages sent and jobs they carried (how much calls were combined)
         self.messages_sent = 0
         self.jobs_sent = 0
@@ -150,6 +145,78 @@ class SharedClient:
     @property
     def server_name(self) -> str:
         return self.client.server_name
+
+    def _checked(
+        self, payload: Any, timeout_s: float | object | None
+    ) -> tuple[bytes, float | None]:
+        """The payload as bytes within the size limit, and the call's timeout."""
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if len(payload) > self.client.max_message_bytes:
+            raise PayloadTooLarge(len(payload), self.client.max_message_bytes)
+        timeout = self.timeout_s if timeout_s is ... else timeout_s
+        assert timeout is None or isinstance(timeout, int | float)
+        return payload, timeout
+
+    def _timeout(self, function: str, waited_s: float) -> TimeoutError:
+        return TimeoutError(
+            f"no result from master {self.client.server_name!r} at "
+            f"{self.client.push_address} for {waited_s:.1f} s; 1 job of {function} outstanding"
+        )
+
+    def _messages(self, calls: list[Any], pack: bool = True) -> list[list[bytes]]:
+        """JOB messages for ``calls`` (ids given); ``pack=False``: one message each."""
+        out = job_messages(
+            self.client.client_id,
+            calls,
+            max_batch=self.max_batch,
+            limit=self.client.max_message_bytes // 4,
+            pack=pack,
+        )
+        self.messages_sent += len(out)
+        self.jobs_sent += len(calls)
+        return out
+
+    def _results(
+        self, header: Header, rest: list[bytes]
+    ) -> list[tuple[int, bytes, ErrorInfo | None]]:
+        """(job id, payload, error) of each job a RESULT for this client answers."""
+        if header.client != self.client.client_id:
+            return []
+        try:
+            payloads = jobs_in(header, rest)
+        except ProtocolError:
+            return []
+        errors = {info.offset: info for info in header.errors or ()}
+        return [
+            (header.id + offset, payload, errors.get(offset))
+            for offset, payload in enumerate(payloads)
+        ]
+
+
+class SharedClient(OneJobCalls):
+    """A thread-safe client of a parallel master for one job per call.
+
+    ``max_batch`` caps the jobs that travel in one message. Other options go
+    to the :class:`ParallelClient` underneath (``secret``, ``heartbeat_interval_s``,
+    ``max_message_bytes``...).
+    """
+
+    def __init__(
+        self,
+        push_address: str,
+        pull_address: str,
+        db_address: str | None,
+        server_name: str,
+        **options: Any,
+    ) -> None:
+        super().__init__(push_address, pull_address, db_address, server_name, **options)
+        self._lock = threading.Lock()
+        self._queued: deque[_Call] = deque()
+        self._outstanding: dict[int, _Call] = {}
+        self._leading = False
+        self._closed = False
 
     def eval(
         self,
@@ -164,13 +231,7 @@ class SharedClient:
         ``request_id`` goes with the job into the workers' logs. A failed job
         raises its :class:`~palm.errors.RemoteError`.
         """
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
-        payload = bytes(payload)
-        if len(payload) > self.client.max_message_bytes:
-            raise PayloadTooLarge(len(payload), self.client.max_message_bytes)
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
+        payload, timeout = self._checked(payload, timeout_s)
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         call = _Call(self.client._qualify(function), payload, request_id)
@@ -193,11 +254,7 @@ class SharedClient:
                     continue  # handed the role: lead now
                 if deadline is not None and time.monotonic() >= deadline:
                     self._forget(call)
-                    raise TimeoutError(
-                        f"no result from master {self.client.server_name!r} at "
-                        f"{self.client.push_address} for {time.monotonic() - started:.1f} s; "
-                        f"1 job of {call.function} outstanding"
-                    )
+                    raise self._timeout(call.function, time.monotonic() - started)
         if call.error is not None:
             raise call.error
         return call.result
@@ -241,18 +298,6 @@ class SharedClient:
         finally:
             self._hand_over(me)
 
-    def _messages(self, calls: list[_Call], pack: bool = True) -> list[list[bytes]]:
-        out = job_messages(
-            self.client.client_id,
-            calls,
-            max_batch=self.max_batch,
-            limit=self.client.max_message_bytes // 4,
-            pack=pack,
-        )
-        self.messages_sent += len(out)
-        self.jobs_sent += len(calls)
-        return out
-
     def _take(self, frames: list[bytes], push: zmq.Socket[bytes]) -> None:
         """A message on the result socket: results to hand out, or a WELCOME."""
         try:
@@ -260,24 +305,16 @@ class SharedClient:
         except ProtocolError:
             return
         if header.kind == Kind.RESULT:
-            if header.client != self.client.client_id:
-                return
-            try:
-                payloads = jobs_in(header, rest)
-            except ProtocolError:
-                return
-            errors = {info.offset: info for info in header.errors or ()}
             finished: list[_Call] = []
             with self._lock:
-                for offset, payload in enumerate(payloads):
-                    call = self._outstanding.pop(header.id + offset, None)
+                for job_id, payload, error in self._results(header, rest):
+                    call = self._outstanding.pop(job_id, None)
                     if call is None:
                         continue  # the answer to a call that gave up
-                    info = errors.get(offset)
-                    if info is None:
+                    if error is None:
                         call.result = payload
                     else:
-                        call.error = info.to_exception(call.function)
+                        call.error = error.to_exception(call.function)
                     call.done = True
                     finished.append(call)
             for call in finished:

@@ -17,7 +17,31 @@ from typing import Any
 from palm.errors import ConfigError, PayloadTooLarge, RemoteError
 from palm.protocol import Header, Kind, decode, frames_for, jobs_in
 
-__all__ = ["JobStream", "Outcome"]
+__all__ = ["JobStream", "Outcome", "take_payloads"]
+
+
+def take_payloads(
+    source: Iterator[Any], count: int, max_message_bytes: int
+) -> tuple[list[bytes], bool]:
+    """The next payloads of a batch, and whether ``source`` ran out.
+
+    Takes up to ``count`` items, fewer once they add up to a quarter of
+    ``max_message_bytes``; each must be bytes-like and within the limit.
+    """
+    payloads: list[bytes] = []
+    size = 0
+    for item in source:
+        if not isinstance(item, bytes | bytearray | memoryview):
+            raise TypeError(f"job payloads must be bytes, got {type(item).__name__}")
+        payload = bytes(item)
+        if len(payload) > max_message_bytes:
+            raise PayloadTooLarge(len(payload), max_message_bytes)
+        payloads.append(payload)
+        size += len(payload)
+        if len(payloads) >= count or size >= max_message_bytes // 4:
+            return payloads, False
+    return payloads, True
+
 
 #: A result as the stream hands it back: payload bytes or the error for that job.
 Outcome = bytes | RemoteError
@@ -85,21 +109,9 @@ class JobStream:
             room = self.window - len(self.outstanding)
             if room <= 0:
                 break
-            take = min(room, self.batch)
-            payloads: list[bytes] = []
-            size = 0
-            for item in self._source:
-                if not isinstance(item, bytes | bytearray | memoryview):
-                    raise TypeError(f"job payloads must be bytes, got {type(item).__name__}")
-                payload = bytes(item)
-                if len(payload) > self.max_message_bytes:
-                    raise PayloadTooLarge(len(payload), self.max_message_bytes)
-                payloads.append(payload)
-                size += len(payload)
-                if len(payloads) >= take or size >= self.max_message_bytes // 4:
-                    break
-            else:
-                self.exhausted = True
+            payloads, self.exhausted = take_payloads(
+                self._source, min(room, self.batch), self.max_message_bytes
+            )
             if not payloads:
                 break
             out.append(self._message(payloads))

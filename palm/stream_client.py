@@ -34,7 +34,8 @@ from typing import Any
 import zmq
 
 from palm.cache_client import CacheCalls, CacheClient
-from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError, TimeoutError
+from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
+from palm.jobs import take_payloads
 from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
 from palm.sockets import check_endpoint, make_socket
 
@@ -237,20 +238,7 @@ class _Call:
                 room = min(room, client.window - (self.sent - self.received))
                 if room <= 0:
                     return
-            payloads: list[bytes] = []
-            size = 0
-            for item in self.source:
-                if not isinstance(item, bytes | bytearray | memoryview):
-                    raise TypeError(f"job payloads must be bytes, got {type(item).__name__}")
-                payload = bytes(item)
-                if len(payload) > client.max_message_bytes:
-                    raise PayloadTooLarge(len(payload), client.max_message_bytes)
-                payloads.append(payload)
-                size += len(payload)
-                if len(payloads) >= room or size >= client.max_message_bytes // 4:
-                    break
-            else:
-                self.exhausted = True
+            payloads, self.exhausted = take_payloads(self.source, room, client.max_message_bytes)
             if payloads:
                 first = next(client._ids)
                 for _ in range(len(payloads) - 1):
@@ -264,6 +252,7 @@ class _Call:
                     self.pipeline,
                     self.cache,
                 )
+                size = sum(len(payload) for payload in payloads)
                 push.send_multipart([header.to_wire(), *payloads], copy=size < 65536)
                 self.sent += len(payloads)
             if self.exhausted:

@@ -226,26 +226,11 @@ class Server(Service):
         function = split_function(header.function)[1]
         func = self.resolve(header.function)
         if func is None:
-            reply.errors = [
-                self.unknown(header.function, i, header.stage) for i in range(len(payloads))
-            ]
+            reply.errors = self.unknown_all(header, len(payloads))
             self.failed += len(payloads)
             self.counters.record_batch(function, 0.0, len(payloads), len(payloads))
             return reply, [b""] * len(payloads)
-        results: list[bytes] = []
-        errors: list[ErrorInfo] = []
-        for offset, payload in enumerate(payloads):
-            result, error = self.call(
-                func,
-                header.function,
-                payload,
-                offset,
-                header.stage,
-                request_id_of(header.extra, offset),
-            )
-            results.append(result)
-            if error is not None:
-                errors.append(error)
+        results, errors = self.call_all(func, header, payloads)
         self.handled += len(payloads)
         self.failed += len(errors)
         self.counters.record_batch(function, time.monotonic() - started, len(payloads), len(errors))

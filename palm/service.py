@@ -20,7 +20,7 @@ from typing import Any
 from palm.cache import Cache
 from palm.errors import ConfigError, StateError
 from palm.logs import current_request_id
-from palm.protocol import ErrorInfo
+from palm.protocol import ErrorInfo, Header, request_id_of
 
 __all__ = ["Service", "Stopper", "split_function"]
 
@@ -180,6 +180,30 @@ class Service:
             self.name,
             stage,
         )
+
+    def unknown_all(self, header: Header, count: int) -> list[ErrorInfo]:
+        """An unknown-function error for each of the ``count`` jobs of ``header``."""
+        return [self.unknown(header.function, i, header.stage) for i in range(count)]
+
+    def call_all(
+        self, func: Callable[[bytes], Any], header: Header, payloads: list[bytes]
+    ) -> tuple[list[bytes], list[ErrorInfo]]:
+        """Run ``func`` on every payload of a message: results, and errors for the failed."""
+        results: list[bytes] = []
+        errors: list[ErrorInfo] = []
+        for offset, payload in enumerate(payloads):
+            result, error = self.call(
+                func,
+                header.function,
+                payload,
+                offset,
+                header.stage,
+                request_id_of(header.extra, offset),
+            )
+            results.append(result)
+            if error is not None:
+                errors.append(error)
+        return results, errors
 
     def call(
         self,

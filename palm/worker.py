@@ -28,14 +28,12 @@ from palm.cache_client import CacheClient
 from palm.deployment import Deployment
 from palm.errors import ConfigError, ProtocolError
 from palm.protocol import (
-    ErrorInfo,
     Header,
     Kind,
     MalformedCounter,
     decode,
     frames_for,
     jobs_in,
-    request_id_of,
 )
 from palm.service import Service, Stopper, split_function
 from palm.sockets import check_endpoint, make_socket
@@ -285,24 +283,9 @@ class Worker(Service):
             ]
         func = self.resolve(header.function)
         if func is None:
-            reply.errors = [
-                self.unknown(header.function, i, header.stage) for i in range(len(payloads))
-            ]
+            reply.errors = self.unknown_all(header, len(payloads))
             return reply, [b""] * len(payloads)
-        out: list[bytes] = []
-        errors: list[ErrorInfo] = []
-        for offset, payload in enumerate(payloads):
-            result, error = self.call(
-                func,
-                header.function,
-                payload,
-                offset,
-                header.stage,
-                request_id_of(header.extra, offset),
-            )
-            out.append(result)
-            if error is not None:
-                errors.append(error)
+        out, errors = self.call_all(func, header, payloads)
         if errors:
             reply.errors = errors
         return reply, out

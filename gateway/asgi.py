@@ -4,7 +4,7 @@
 (:class:`gateway.worker.EdgeWorker`) serves. A well-formed
 ``POST /<service>/<function>`` for a parallel service is answered on the
 event loop: the body is read, the job goes out through one
-:class:`~palm.async_client.AsyncSharedClient` per service and the result is
+:class:`~palm.call.aio.AsyncSharedClient` per service and the result is
 written back when it arrives, with no thread involved, so a gateway process
 holds as many requests in flight as arrive and the jobs of the requests that
 arrive together travel together. Every other request (the other routes,
@@ -26,7 +26,7 @@ from flask import Flask
 
 from gateway.app import REQUEST_ID, create_app, describe_error
 from gateway.job_route import RULE, JobRequests
-from palm.async_client import AsyncSharedClient
+from palm.call.aio import AsyncSharedClient
 
 __all__ = ["EdgeApp", "create_asgi_app"]
 

@@ -4,7 +4,7 @@ A palm client owns ZeroMQ sockets, which must not cross a ``fork``. Each
 gateway process therefore creates its clients on first use (after gunicorn
 forked it), and again when the process id changes. A parallel service has
 one caller per process that every request thread uses at once (its jobs
-travel together, see :mod:`palm.shared_client`). Other callers are lent to
+travel together, see :mod:`palm.call.shared`). Other callers are lent to
 one request thread at a time; a process keeps at most as many of them per
 service as it ran requests at once, and drops one after a timeout, since its
 socket may still receive the late reply.
@@ -59,15 +59,15 @@ class StandaloneCaller:
 class ParallelCaller:
     """A parallel service, shared by every thread of a gateway process.
 
-    Single jobs go through one :class:`~palm.shared_client.SharedClient`, so
+    Single jobs go through one :class:`~palm.call.shared.SharedClient`, so
     the jobs of requests served at the same time travel together; each map
-    borrows a :class:`~palm.parallel.ParallelClient` of its own.
+    borrows a :class:`~palm.call.parallel.ParallelClient` of its own.
     """
 
     shared = True
 
     def __init__(self, spec: dict[str, Any], timeout_s: float) -> None:
-        from palm.shared_client import SharedClient
+        from palm.call.shared import SharedClient
 
         self.spec = spec
         self.timeout_s = timeout_s

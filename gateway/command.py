@@ -23,8 +23,8 @@ from types import FrameType
 
 from gateway.guide import guide, smoke
 from gateway.up import ROLES, Up
-from palm.config import load_deployment
 from palm.errors import PalmError
+from palm.ops.config import load_deployment
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

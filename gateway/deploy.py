@@ -20,9 +20,9 @@ import cloudpickle
 from gateway.envoy_config import CircuitBreakers, EdgeConfig, RateLimit, Timeouts
 from gateway.envoy_process import EnvoyProcess
 from gateway.serve import GatewayServer
-from palm.cluster import LocalCluster
 from palm.errors import ConfigError
-from palm.redis_server import EmbeddedRedis
+from palm.ops.cluster import LocalCluster
+from palm.state.embedded import EmbeddedRedis
 
 __all__ = ["Puma", "edge_config", "write_functions"]
 

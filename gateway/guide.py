@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from palm.config import DeploymentConfig, ServiceConfig
 from palm.errors import ConfigError
-from palm.loading import load_object
-from palm.server import Server
-from palm.worker import Worker
+from palm.ops.config import DeploymentConfig, ServiceConfig
+from palm.ops.loading import load_object
+from palm.serve.server import Server
+from palm.serve.worker import Worker
 
 __all__ = ["Example", "examples", "guide", "smoke"]
 

@@ -22,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from palm.counters import PERCENTILES, read_stats
 from palm.errors import StateError
-from palm.state import State
+from palm.state.counters import PERCENTILES, read_stats
+from palm.state.store import State
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 

@@ -41,12 +41,12 @@ import psutil
 from gateway.deploy import edge_config, write_functions
 from gateway.envoy_process import EnvoyProcess
 from gateway.serve import GatewayServer
-from palm.client import Client
-from palm.cluster import read_ready
-from palm.config import ENDPOINTS, DeploymentConfig
+from palm.call.request import Client
 from palm.errors import ConfigError, PalmError, TimeoutError
-from palm.loading import load_object
-from palm.redis_server import EmbeddedRedis
+from palm.ops.cluster import read_ready
+from palm.ops.config import ENDPOINTS, DeploymentConfig
+from palm.ops.loading import load_object
+from palm.state.embedded import EmbeddedRedis
 
 __all__ = ["ROLES", "Up"]
 

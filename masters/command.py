@@ -15,9 +15,9 @@ import sys
 from typing import Any
 
 from masters.service import MastersService
-from palm.config import load_deployment
 from palm.errors import ConfigError
-from palm.loading import announce
+from palm.ops.config import load_deployment
+from palm.ops.loading import announce
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
 """Run every master and standalone server of a deployment file, and keep them running.
 
 :class:`MastersService` starts one child process per service of a
-:class:`~palm.config.DeploymentConfig`: ``palm serve`` for a standalone
+:class:`~palm.ops.config.DeploymentConfig`: ``palm serve`` for a standalone
 service, ``palm master`` for a parallel or function service (its workers run
 elsewhere, in ``palm worker`` pools that connect to the master's db endpoint).
 Each child binds the service's configured ports (or ports the OS picks) and
@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from palm.cluster import read_ready
-from palm.config import ENDPOINTS, DeploymentConfig, ServiceConfig
 from palm.errors import ConfigError
+from palm.ops.cluster import read_ready
+from palm.ops.config import ENDPOINTS, DeploymentConfig, ServiceConfig
 
 __all__ = ["MastersService"]
 

@@ -38,11 +38,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from palm.stage import SerialStage
-from palm.stage_master import StageMaster
-from palm.stream import Message
-from palm.stream_client import Delivery, StreamClient
-from palm.worker import Worker
+from palm.call.chain import Delivery, StreamClient
+from palm.serve.stage import SerialStage
+from palm.serve.stage_master import StageMaster
+from palm.serve.stream import Message
+from palm.serve.worker import Worker
 
 __all__ = ["Delivery", "LastServer", "LoopClient", "Master", "Message", "Server", "Worker"]
 

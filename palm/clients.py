@@ -4,7 +4,7 @@ It asks the server at ``db_address`` for the addresses it leaves out:
 ``pull_address`` (where the server takes jobs; the client sends there) and
 ``push_address`` (where results come out; the client receives there). For a
 pipeline of servers, pass the last server's ``push_address``. See
-:mod:`palm.stream_client` for ``job``, ``eval``, timeouts and probes.
+:mod:`palm.call.chain` for ``job``, ``eval``, timeouts and probes.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import msgpack
 import zmq
 
+from palm.call.chain import Delivery, StreamClient
 from palm.errors import ConfigError, ProtocolError, TimeoutError
-from palm.protocol import Header, Kind, decode
-from palm.sockets import check_endpoint, make_socket
-from palm.stream_client import Delivery, StreamClient
-from palm.worker import _connectable, _host_of
+from palm.serve.worker import _connectable, _host_of
+from palm.wire.protocol import Header, Kind, decode
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["Client", "Delivery"]
 

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 
-from palm.client import Client
-from palm.cluster import LocalCluster, read_ready
-from palm.server import Server
-from palm.worker import Worker
+from palm.call.request import Client
+from palm.ops.cluster import LocalCluster, read_ready
+from palm.serve.server import Server
+from palm.serve.worker import Worker
 
 __all__ = ["DemoServer", "DemoWorker", "factorial", "run"]
 

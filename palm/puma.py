@@ -69,8 +69,8 @@ from importlib.metadata import entry_points
 from types import FrameType
 from typing import Any, Protocol, TextIO
 
-from palm.config import LB_POLICIES, check_route
 from palm.errors import ConfigError
+from palm.ops.config import LB_POLICIES, check_route
 
 __all__ = [
     "CONFIG_KEYS",
@@ -288,7 +288,7 @@ async def puma_map(function: Callable[[Any], Any], data: Iterable[Any]) -> list[
         return await asyncio.to_thread(running.map, function, items)
 
     def run_locally() -> list[Any]:
-        from palm.cluster import LocalCluster
+        from palm.ops.cluster import LocalCluster
 
         workers = int(_registry.config.get("workers") or 2)
         with LocalCluster(workers=workers, name="puma-map") as cluster:

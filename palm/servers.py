@@ -32,11 +32,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from palm import worker as _worker
-from palm.protocol import Header
-from palm.stage import SerialStage
-from palm.stage_master import StageMaster
-from palm.stream import Message
+from palm.serve import worker as _worker
+from palm.serve.stage import SerialStage
+from palm.serve.stage_master import StageMaster
+from palm.serve.stream import Message
+from palm.wire.protocol import Header
 
 __all__ = ["Hub", "Master", "Message", "Pipeline", "Server", "Sink", "Worker"]
 

@@ -5,10 +5,10 @@
 fanning jobs out to a pool of worker processes.
 """
 
-from palm.client import Client
-from palm.master import Master
-from palm.parallel import ParallelClient
-from palm.server import Server
-from palm.worker import FunctionWorker, Worker
+from palm.call.parallel import ParallelClient
+from palm.call.request import Client
+from palm.serve.master import Master
+from palm.serve.server import Server
+from palm.serve.worker import FunctionWorker, Worker
 
 __all__ = ["Client", "FunctionWorker", "Master", "ParallelClient", "Server", "Worker"]

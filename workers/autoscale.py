@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from palm.client import Client
+from palm.call.request import Client
 from palm.errors import PalmError
 
 __all__ = ["BacklogProbe", "ScalePolicy"]

@@ -3,7 +3,7 @@
 ``--connect`` is the master's db endpoint, from which each worker learns the
 master's other addresses; ``--push``/``--pull`` name them directly instead.
 The pool restarts a worker that crashes (with growing backoff) and stops
-them all on SIGINT/SIGTERM. ``palm.worker:FunctionWorker`` is the generic
+them all on SIGINT/SIGTERM. ``palm.serve.worker:FunctionWorker`` is the generic
 worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
 """
 

@@ -78,7 +78,13 @@ class WorkerPool:
     # processes -----------------------------------------------------------------
 
     def _command(self, slot: _Slot) -> list[str]:
-        cmd = [sys.executable, "-m", "palm.worker_process", self.spec, f"{self.name}-{slot.index}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "palm.ops.worker_process",
+            self.spec,
+            f"{self.name}-{slot.index}",
+        ]
         if self.push_address:
             cmd += ["--push", self.push_address]
         if self.pull_address:

@@ -114,7 +114,7 @@ class ProcessPool(Engine):
 
 
 class PalmMap(Engine):
-    """palm.cluster.LocalCluster(workers=2) and ParallelClient.map."""
+    """palm.ops.cluster.LocalCluster(workers=2) and ParallelClient.map."""
 
     key = "palm"
     label = "palm map (LocalCluster, 2 workers)"
@@ -122,7 +122,7 @@ class PalmMap(Engine):
     chunksize: int | None = None
 
     def start(self) -> None:
-        from palm.cluster import LocalCluster  # type: ignore[import-not-found]
+        from palm.ops.cluster import LocalCluster  # type: ignore[import-not-found]
 
         self.cluster = LocalCluster(workers=2, name="bench")
         self.cluster.__enter__()

@@ -96,7 +96,7 @@ def _edge(stack: ExitStack, service: str, gateway: tuple[str, int]) -> str:
 def palm_stack() -> Iterator[str]:
     """A master with one worker process, the gateway under gunicorn, Envoy in front."""
     from gateway.serve import GatewayServer
-    from palm.cluster import LocalCluster
+    from palm.ops.cluster import LocalCluster
 
     with ExitStack() as stack:
         cluster = LocalCluster(workers=1, worker_class="palm.demo:DemoWorker", name="demo")

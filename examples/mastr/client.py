@@ -35,9 +35,9 @@ from examples.mastr.baseline import chunks
 from examples.mastr.schema import Portfolio
 from examples.mastr.store import Snapshot, Store
 from examples.mastr.workers import market_payload
-from palm.client import Client
+from palm.call.request import Client
 from palm.standalone import ParallelClient
-from palm.state import State
+from palm.state.store import State
 
 __all__ = [
     "AggregationClient",

@@ -1,7 +1,7 @@
 """A whole mastr deployment on this machine, every part a real process on loopback.
 
 ``LocalMastr(workers=2, shards=2)`` starts a redis-server (palm's
-:class:`~palm.redis_server.EmbeddedRedis`, unless given a URL), the valuation
+:class:`~palm.state.embedded.EmbeddedRedis`, unless given a URL), the valuation
 master (``palm master``) with ``workers`` valuation workers, and for each
 aggregation shard a master with exactly one aggregation worker. The workers
 run in :class:`workers.pool.WorkerPool` pools, which a supervisor thread
@@ -27,9 +27,9 @@ from examples.mastr.service import (
     VALUATION_WORKER,
     shard_master,
 )
-from palm.cluster import read_ready
-from palm.redis_server import EmbeddedRedis
-from palm.state import REDIS_URL_ENV
+from palm.ops.cluster import read_ready
+from palm.state.embedded import EmbeddedRedis
+from palm.state.store import REDIS_URL_ENV
 from workers.pool import WorkerPool
 
 __all__ = ["LocalMastr"]

@@ -40,8 +40,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from examples.mastr.client import Deployment, MasterAddresses
-from palm.loading import announce
-from palm.state import REDIS_URL_ENV
+from palm.ops.loading import announce
+from palm.state.store import REDIS_URL_ENV
 
 __all__ = [
     "AGGREGATION_WORKER",

@@ -4,7 +4,7 @@ Both are plain :class:`palm.standalone.Worker` subclasses, so any palm way of
 starting workers runs them::
 
     PALM_REDIS_URL=redis://127.0.0.1:6379/0 \\
-        python -m palm.worker_process examples.mastr.workers:ValuationWorker value-0 \\
+        python -m palm.ops.worker_process examples.mastr.workers:ValuationWorker value-0 \\
         --push <master worker_push> --pull <master worker_pull>
     PALM_REDIS_URL=... palm worker examples.mastr.workers:AggregationWorker --connect <db>
 
@@ -12,7 +12,7 @@ The only configuration is the Redis URL in ``$PALM_REDIS_URL``; the cluster
 name (the Redis key prefix) travels in every job.
 
 A :class:`ValuationWorker` reads the market of a run once from the shared cache
-(:class:`palm.state.State`) and values batches of positions. An
+(:class:`palm.state.store.State`) and values batches of positions. An
 :class:`AggregationWorker` is the one worker of one aggregation shard's master
 and applies that shard's results through :class:`examples.mastr.store.Store`;
 it keeps nothing in memory, so a replacement started after a crash carries on
@@ -30,7 +30,7 @@ from examples.mastr.pricing import Market, Valuation, value_position
 from examples.mastr.store import Store
 from palm.errors import ConfigError
 from palm.standalone import Worker
-from palm.state import REDIS_URL_ENV, State, resolve_redis_url
+from palm.state.store import REDIS_URL_ENV, State, resolve_redis_url
 
 __all__ = ["AggregationWorker", "ValuationWorker", "market_payload"]
 

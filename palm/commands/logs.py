@@ -17,8 +17,8 @@ import sys
 from typing import Any
 
 from palm.errors import ConfigError, PalmError
-from palm.logs import read_logs
-from palm.state import open_state
+from palm.state.logs import read_logs
+from palm.state.store import open_state
 
 __all__ = ["format_record", "parse_since", "register", "run"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from palm.loading import announce
-from palm.master import Master
+from palm.ops.loading import announce
+from palm.serve.master import Master
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from palm.loading import announce, load_object
-from palm.server import Server
+from palm.ops.loading import announce, load_object
+from palm.serve.server import Server
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -15,9 +15,9 @@ import sys
 import time
 from typing import Any
 
-from palm.counters import read_stats
 from palm.errors import PalmError
-from palm.state import open_state
+from palm.state.counters import read_stats
+from palm.state.store import open_state
 
 __all__ = ["format_stats", "register", "run"]
 
@@ -29,7 +29,7 @@ def _ms(seconds: Any) -> str:
 
 
 def format_stats(stats: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table of the snapshots returned by :func:`palm.counters.read_stats`."""
+    """A plain-text table of the snapshots returned by :func:`palm.state.counters.read_stats`."""
     if not stats:
         return "no live servers publish stats"
     rows: list[tuple[str, ...]] = [_HEADER]

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterator
 
 from palm import chained, servers
-from palm.loading import announce, load_object
-from palm.stream import Message
+from palm.ops.loading import announce, load_object
+from palm.serve.stream import Message
 
 
 class Step1(chained.Server):

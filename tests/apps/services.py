@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from palm.logs import current_request_id
 from palm.standalone import Server, Worker
+from palm.state.logs import current_request_id
 
 
 class EchoServer(Server):

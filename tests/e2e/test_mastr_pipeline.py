@@ -1,7 +1,7 @@
 """mastr end to end: real palm masters and workers, a real redis-server, real SIGKILLs.
 
 Every process is started through the ``procs`` fixture (``palm master`` and
-``python -m palm.worker_process``) and killed by PID at teardown; Redis is the
+``python -m palm.ops.worker_process``) and killed by PID at teardown; Redis is the
 ``redis_proc`` fixture's redis-server.
 """
 
@@ -30,7 +30,7 @@ from examples.mastr.client import (
 )
 from examples.mastr.schema import Portfolio, validate_portfolio
 from examples.mastr.service import AGGREGATION_WORKER, VALUATION_WORKER
-from palm.client import Client
+from palm.call.request import Client
 from tests.fixtures.procs import Processes
 
 if TYPE_CHECKING:

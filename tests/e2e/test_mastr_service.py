@@ -24,7 +24,7 @@ from examples.mastr.service import (
     palm_yaml,
     plan,
 )
-from palm.config import load_deployment
+from palm.ops.config import load_deployment
 from tests.fixtures.procs import Processes, ready
 
 if TYPE_CHECKING:

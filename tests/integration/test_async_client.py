@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from palm import RemoteError, TimeoutError
-from palm.async_client import AsyncSharedClient
+from palm.call.aio import AsyncSharedClient
 from tests.fixtures.procs import Processes, wait_for
 from tests.integration.test_parallel import FAST, WORKER, master_info, start_cluster
 

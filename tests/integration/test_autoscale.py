@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from palm.client import Client
+from palm.call.request import Client
 from palm.standalone import ParallelClient
 from tests.fixtures.procs import PALM, Processes, wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from palm.config import ENDPOINTS, load_deployment
+from palm.ops.config import ENDPOINTS, load_deployment
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from palm.commands import stats as stats_command
-from palm.counters import CounterPublisher, Counters, read_stats
-from palm.state import State
+from palm.state.counters import CounterPublisher, Counters, read_stats
+from palm.state.store import State
 
 if TYPE_CHECKING:
     from tests.fixtures.redis import RedisProcess

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from palm import StateError
-from palm.client import Client
-from palm.counters import read_stats
+from palm.call.request import Client
 from palm.standalone import ParallelClient
-from palm.state import State
+from palm.state.counters import read_stats
+from palm.state.store import State
 from tests.fixtures.procs import PALM, Processes, alive, free_port, wait_for
 from tests.fixtures.redis import RedisProcess
 
@@ -35,7 +35,7 @@ def cluster(procs: Processes, url: str, workers: int = 2) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "palm.worker_process",
+                "palm.ops.worker_process",
                 WORKER,
                 f"w{i}",
                 "--push",
@@ -112,7 +112,7 @@ def test_palm_logs_merges_a_master_and_two_workers_in_time_order(
 
     text = wait_for(palm_logs, timeout_s=30)
     state = State(redis_proc.url)
-    from palm.logs import read_logs
+    from palm.state.logs import read_logs
 
     got = list(read_logs(state, limit=1000))
     assert {r["worker"] for r in got} >= {"w0", "w1"}

@@ -228,7 +228,7 @@ def test_jobs_without_redis_are_503(stack):
 
 
 def test_a_parallel_service_runs_jobs_and_maps_on_its_workers(gateway_factory, envoy_factory):
-    from palm.cluster import LocalCluster
+    from palm.ops.cluster import LocalCluster
 
     with LocalCluster(
         workers=2, name="pool", worker_class="tests.fixtures.palm_worker:EdgeTestWorker"

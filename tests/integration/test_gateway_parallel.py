@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.envoy_config import EdgeConfig
-from palm.cluster import LocalCluster
+from palm.ops.cluster import LocalCluster
 from tests.fixtures.http import Reply, request
 
 pytest_plugins = ["tests.fixtures.edge"]

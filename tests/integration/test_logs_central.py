@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from palm.commands import logs as logs_command
-from palm.logs import RedisLogHandler, current_request_id, read_logs
-from palm.state import State
+from palm.state.logs import RedisLogHandler, current_request_id, read_logs
+from palm.state.store import State
 
 if TYPE_CHECKING:
     from tests.fixtures.redis import RedisProcess
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.timeout(60)
 
 CHILD = """
 import logging, sys, time
-from palm.logs import RedisLogHandler
-from palm.state import State
+from palm.state.logs import RedisLogHandler
+from palm.state.store import State
 
 url, cluster, server, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 handler = RedisLogHandler(State(url, cluster), server, worker="w0")

@@ -81,7 +81,7 @@ def hosts() -> Iterator[Hosts]:
 
 CLIENT = """
 import json, sys
-from palm.parallel import ParallelClient
+from palm.call.parallel import ParallelClient
 
 push, pull, db = sys.argv[1:4]
 client = ParallelClient(push, pull, db, "netmaster", timeout_s=30)

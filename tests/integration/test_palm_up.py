@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from palm.client import Client
-from palm.cluster import read_lines
-from palm.parallel import ParallelClient
+from palm.call.parallel import ParallelClient
+from palm.call.request import Client
+from palm.ops.cluster import read_lines
 from tests.fixtures.http import request, wait_until
 from tests.fixtures.procs import Processes
 

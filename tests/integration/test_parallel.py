@@ -37,7 +37,7 @@ def start_cluster(procs: Processes, workers: int, *extra: str) -> dict[str, Any]
 
 
 def master_info(info: dict[str, Any]) -> dict[str, Any]:
-    from palm.client import Client
+    from palm.call.request import Client
 
     with Client(info["db"], info["name"], timeout_s=5) as probe:
         return probe.info()
@@ -260,7 +260,7 @@ def test_eval_sends_its_job_again_to_a_restarted_master(procs: Processes) -> Non
 def test_map_returns_results_in_order_and_names_the_failing_item(procs: Processes) -> None:
     _, info = procs.master("master", *FAST)
     for i in range(2):
-        procs.worker("palm.worker:FunctionWorker", f"f{i}", info, *FAST)
+        procs.worker("palm.serve.worker:FunctionWorker", f"f{i}", info, *FAST)
     wait_for(lambda: len(master_info(info)["workers"]) >= 2)
     with client_of(info, secret="test-secret") as client:
         assert client.map(lambda x: x * x, range(10_000)) == [x * x for x in range(10_000)]
@@ -277,7 +277,7 @@ def test_map_returns_results_in_order_and_names_the_failing_item(procs: Processe
 def test_the_asyncio_flavour_shares_the_same_behaviour(procs: Processes) -> None:
     _, info = procs.master("master", *FAST)
     procs.worker(WORKER, "w", info, *FAST)
-    procs.worker("palm.worker:FunctionWorker", "f", info, *FAST)
+    procs.worker("palm.serve.worker:FunctionWorker", "f", info, *FAST)
     wait_for(lambda: len(master_info(info)["workers"]) >= 2)
 
     async def main() -> tuple[list[Any], list[Any]]:

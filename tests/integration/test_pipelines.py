@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from palm.clients import Client
-from palm.protocol import Header, Kind, decode
+from palm.wire.protocol import Header, Kind, decode
 from tests.fixtures.procs import Processes
 from tests.fixtures.stages import ANY, stage, workers
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from palm import RemoteError, TimeoutError
-from palm.shared_client import SharedClient
+from palm.call.shared import SharedClient
 from tests.fixtures.procs import Processes, wait_for
 from tests.integration.test_parallel import (
     FAST,

@@ -15,8 +15,8 @@ import pytest
 import zmq
 
 from palm import BadResult, PayloadTooLarge, RemoteError, TimeoutError, UnknownFunction
-from palm.protocol import Header, Kind
 from palm.standalone import Client
+from palm.wire.protocol import Header, Kind
 from tests.fixtures.procs import Processes, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

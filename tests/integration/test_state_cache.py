@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from palm.errors import ConfigError
-from palm.state import State, resolve_redis_url
+from palm.state.store import State, resolve_redis_url
 
 if TYPE_CHECKING:
     from tests.fixtures.redis import RedisProcess
@@ -64,7 +64,7 @@ def test_set_rejects_values_that_are_not_bytes(state: State) -> None:
 def test_the_cache_is_shared_between_processes(state: State) -> None:
     child = (
         "import sys\n"
-        "from palm.state import State\n"
+        "from palm.state.store import State\n"
         "s = State(sys.argv[1], cluster=sys.argv[2])\n"
         "sys.stdout.buffer.write(s.get('from-parent') or b'MISSING')\n"
         "s.set(b'written by child', 'from-child')\n"

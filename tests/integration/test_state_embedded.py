@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from palm.redis_server import EmbeddedRedis, ensure_redis, find_live_redis, stop_started_redis
-from palm.state import State
+from palm.state.embedded import EmbeddedRedis, ensure_redis, find_live_redis, stop_started_redis
+from palm.state.store import State
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,7 +85,7 @@ def test_ensure_redis_reuses_a_live_server_from_another_process(short_tmp_dir: P
         assert ensure_redis(data_dir) == url
         child = (
             "import sys\n"
-            "from palm.redis_server import ensure_redis\n"
+            "from palm.state.embedded import ensure_redis\n"
             "print(ensure_redis(sys.argv[1]))\n"
         )
         done = subprocess.run(
@@ -110,7 +110,7 @@ def test_concurrent_starters_agree_on_one_server(short_tmp_dir: Path) -> None:
     data_dir = short_tmp_dir / "deploy"
     child = (
         "import sys, time\n"
-        "from palm.redis_server import ensure_redis\n"
+        "from palm.state.embedded import ensure_redis\n"
         "print(ensure_redis(sys.argv[1]), flush=True)\n"
         "sys.stdin.read()\n"  # keep a possible owner alive until the test is done
     )
@@ -144,7 +144,7 @@ def test_the_embedded_server_dies_when_its_owner_is_killed(short_tmp_dir: Path) 
     data_dir = short_tmp_dir / "deploy"
     child = (
         "import sys, time\n"
-        "from palm.redis_server import ensure_redis\n"
+        "from palm.state.embedded import ensure_redis\n"
         "print(ensure_redis(sys.argv[1]), flush=True)\n"
         "time.sleep(60)\n"
     )

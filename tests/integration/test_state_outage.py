@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from palm.counters import CounterPublisher, Counters, read_stats
 from palm.errors import StateError
-from palm.logs import RedisLogHandler, read_logs
-from palm.state import State
+from palm.state.counters import CounterPublisher, Counters, read_stats
+from palm.state.logs import RedisLogHandler, read_logs
+from palm.state.store import State
 
 if TYPE_CHECKING:
     from tests.fixtures.redis import RedisProcess

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from palm import puma
-from palm.config import load_deployment, parse_deployment
 from palm.errors import ConfigError
+from palm.ops.config import load_deployment, parse_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_the_shipped_palm_yaml_serves_a_standalone_a_parallel_and_a_function_ser
     kinds = {service.kind for service in config.services.values()}
     assert kinds == {"standalone", "parallel", "function"}
     assert config.redis is None
-    assert config.services["maths"].worker_spec == "palm.worker:FunctionWorker"
+    assert config.services["maths"].worker_spec == "palm.serve.worker:FunctionWorker"
     assert config.routes()["echo"] == "/echo"
 
 

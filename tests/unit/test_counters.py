@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from palm.commands.stats import format_stats
-from palm.counters import Counters, LatencyWindow, percentile
+from palm.state.counters import Counters, LatencyWindow, percentile
 
 pytestmark = pytest.mark.timeout(30)
 

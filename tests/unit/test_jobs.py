@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
+from palm.call.jobs import JobStream
 from palm.errors import PayloadTooLarge, RemoteError
-from palm.jobs import JobStream
-from palm.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
+from palm.wire.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 
 
 def stream(items: list[bytes], **options: object) -> JobStream:

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from palm import mapping
 from palm.errors import ConfigError, RemoteError
+from palm.wire import shipping as mapping
 
 
 def square(x: int) -> int:

@@ -45,3 +45,46 @@ def test_the_services_never_import_each_other() -> None:
         if (ROOT / service).exists():
             others = set(SERVICES) - {service}
             assert imports_of(service) & others == set(), service
+
+
+def palm_imports_of(subpackage: str) -> set[str]:
+    """The palm subpackages (``wire``, ``serve``, ...) that ``palm/<subpackage>`` imports."""
+    found: set[str] = set()
+    for path in (ROOT / "palm" / subpackage).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+                if node.module == "palm":
+                    names = [f"palm.{alias.name}" for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "palm" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+#: What each layer of palm may import, bottom up; the faces at the top may import them all.
+LAYERS = {
+    "wire": {"errors", "wire"},
+    "state": {"errors", "state"},
+    "serve": {"errors", "wire", "state", "serve"},
+    "call": {"errors", "wire", "state", "call"},
+    "testing": {"errors", "wire", "state", "serve", "call", "testing"},
+    "ops": {"errors", "wire", "state", "serve", "call", "ops"},
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    for layer, allowed in LAYERS.items():
+        if (ROOT / "palm" / layer).exists():
+            extra = palm_imports_of(layer) - allowed - {"__version__"}
+            assert extra == set(), f"palm.{layer} imports palm.{sorted(extra)}"
+
+
+def test_clients_and_servers_never_import_each_other() -> None:
+    assert "call" not in palm_imports_of("serve")
+    assert "serve" not in palm_imports_of("call")

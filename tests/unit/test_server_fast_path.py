@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from palm.errors import RemoteError
-from palm.protocol import Header, Kind, decode, encode_compact, jobs_in, reply_head
 from palm.standalone import Server
+from palm.wire.protocol import Header, Kind, decode, encode_compact, jobs_in, reply_head
 
 CLIENT = uuid.uuid4().bytes
 

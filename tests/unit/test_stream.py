@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zmq
 
-from palm.protocol import ErrorInfo, Header, Kind
-from palm.stream import EndTracker, Outbox, explode, function_for
+from palm.serve.stream import EndTracker, Outbox, explode, function_for
+from palm.wire.protocol import ErrorInfo, Header, Kind
 
 
 def test_a_route_gives_each_server_the_entry_naming_it() -> None:

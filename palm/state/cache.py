@@ -1,7 +1,7 @@
 """Where a master keeps the shared cache it serves on its ``db_address``.
 
 :class:`MemoryCache` lives in the master's process;
-:class:`palm.state.State` (Redis) is the shared, persistent one that
+:class:`palm.state.store.State` (Redis) is the shared, persistent one that
 deployments use. Both follow :class:`Cache`.
 """
 

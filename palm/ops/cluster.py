@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from palm.call.parallel import ParallelClient
 from palm.errors import ConfigError
-from palm.parallel import ParallelClient
 
 __all__ = ["LocalCluster", "read_ready"]
 
@@ -92,7 +92,7 @@ class LocalCluster:
         workers: int = 2,
         *,
         name: str = "palm",
-        worker_class: str = "palm.worker:FunctionWorker",
+        worker_class: str = "palm.serve.worker:FunctionWorker",
         secret: str | None = None,
         heartbeat_interval_s: float = 1.0,
         credit: int = 2,
@@ -148,7 +148,7 @@ class LocalCluster:
         cmd = [
             sys.executable,
             "-m",
-            "palm.worker_process",
+            "palm.ops.worker_process",
             worker_class or self.worker_class,
             f"{self.name}-w{index}",
             "--push",
@@ -170,7 +170,7 @@ class LocalCluster:
         """Block until the master knows ``count`` workers (default: all started)."""
         import msgpack
 
-        from palm.client import Client
+        from palm.call.request import Client
 
         want = len([w for w in self.workers if w.poll() is None]) if count is None else count
         probe = Client(self.addresses["db"], self.name, timeout_s=2.0)

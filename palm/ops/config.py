@@ -64,7 +64,7 @@ RESERVED_NAMES = frozenset({"jobs", "map", "healthz", "metrics"})
 KINDS = ("standalone", "parallel", "function")
 #: A master's endpoints, in the order of its ports (``port``, ``port + 1``, ...).
 ENDPOINTS = ("pull", "push", "worker_pull", "worker_push", "db")
-FUNCTION_WORKER = "palm.worker:FunctionWorker"
+FUNCTION_WORKER = "palm.serve.worker:FunctionWorker"
 
 _TOP_KEYS = {"name", "redis", "host", "edge", "services", "notes"}
 _EDGE_KEYS = {

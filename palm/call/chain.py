@@ -14,7 +14,7 @@ caller. With ``messages=n`` it returns after ``n`` results.
 
 When nothing arrives for a while, the client probes the chain: a PING goes
 into the first stage and every stage reports to the client's receiving
-endpoint as it passes the probe on (see :mod:`palm.stream`). The
+endpoint as it passes the probe on (see :mod:`palm.serve.stream`). The
 :class:`~palm.errors.TimeoutError` raised at ``timeout_s`` names the stage
 that did not answer, or says that every stage answers and what they hold.
 Results of an abandoned call are told apart by pipeline id and dropped, so
@@ -33,11 +33,11 @@ from typing import Any
 
 import zmq
 
-from palm.cache_client import CacheCalls, CacheClient
+from palm.call.jobs import take_payloads
 from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
-from palm.jobs import take_payloads
-from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
-from palm.sockets import check_endpoint, make_socket
+from palm.wire.discovery import CacheCalls, CacheClient
+from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["Delivery", "StreamClient"]
 

@@ -2,7 +2,7 @@
 
 All keys of a deployment live under one prefix, ``palm:<cluster>:``; the cache
 uses ``palm:<cluster>:cache:<key>``, central logs and performance counters
-(:mod:`palm.logs`, :mod:`palm.counters`) use their own sub-prefixes.
+(:mod:`palm.state.logs`, :mod:`palm.state.counters`) use their own sub-prefixes.
 
 Every Redis failure reaches the caller as :class:`palm.errors.StateError`
 naming the URL. Sockets have short timeouts, so a dead Redis fails fast, and
@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from palm.errors import ConfigError, StateError
-from palm.redis_server import default_data_dir, ensure_redis, find_live_redis
+from palm.state.embedded import default_data_dir, ensure_redis, find_live_redis
 
 __all__ = [
     "REDIS_URL_ENV",
@@ -42,7 +42,7 @@ def resolve_redis_url(url: str | None = None) -> str | None:
     """The Redis URL to use: ``url`` if given, else ``$PALM_REDIS_URL``, else None.
 
     None means "no Redis was named": the caller starts or reuses an embedded one
-    (:func:`palm.redis_server.ensure_redis`).
+    (:func:`palm.state.embedded.ensure_redis`).
     """
     chosen = url or os.environ.get(REDIS_URL_ENV) or None
     if chosen is not None and not chosen.startswith(_SCHEMES):
@@ -161,7 +161,7 @@ def open_state(
     """A State for the named Redis, or the deployment's embedded one.
 
     With no URL (argument or ``$PALM_REDIS_URL``) the live embedded Redis of
-    ``data_dir`` (default: :func:`palm.redis_server.default_data_dir`) is
+    ``data_dir`` (default: :func:`palm.state.embedded.default_data_dir`) is
     reused; one is started only when ``start`` is true, otherwise StateError.
     """
     resolved = resolve_redis_url(url)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, TimeoutError
-from palm.protocol import (
+from palm.wire.protocol import (
     COMPACT_BELOW_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     Header,
@@ -25,7 +25,7 @@ from palm.protocol import (
     decode,
     reply_head,
 )
-from palm.sockets import check_endpoint, make_socket, send_frames
+from palm.wire.sockets import check_endpoint, make_socket, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Client"]
 
@@ -36,7 +36,7 @@ _UNSET = object()
 
 
 class Client:
-    """A client of one standalone :class:`~palm.server.Server`.
+    """A client of one standalone :class:`~palm.serve.server.Server`.
 
     ``timeout_s`` bounds each call (``None`` waits forever); on a timeout
     :class:`palm.errors.TimeoutError` is raised and the client stays usable.

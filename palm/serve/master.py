@@ -32,12 +32,12 @@ from typing import Any
 import msgpack
 import zmq
 
-from palm.cache import Cache, MemoryCache
-from palm.db_endpoint import DbEndpoint
-from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
-from palm.mapping import MAP_FUNCTION
-from palm.protocol import (
+from palm.serve.db_endpoint import DbEndpoint
+from palm.serve.service import Stopper
+from palm.state.cache import Cache, MemoryCache
+from palm.state.deployment import Deployment
+from palm.wire.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
     Header,
@@ -50,8 +50,8 @@ from palm.protocol import (
     job_count,
     jobs_in,
 )
-from palm.service import Stopper
-from palm.sockets import bound_endpoint, check_endpoint, make_socket
+from palm.wire.shipping import MAP_FUNCTION
+from palm.wire.sockets import bound_endpoint, check_endpoint, make_socket
 
 __all__ = ["Master"]
 

@@ -1,6 +1,6 @@
 """One worker process, as a pool starts it.
 
-``python -m palm.worker_process SPEC NAME --push A --pull A`` (or ``--db A``).
+``python -m palm.ops.worker_process SPEC NAME --push A --pull A`` (or ``--db A``).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import argparse
 import logging
 import sys
 
-from palm.loading import load_object
-from palm.worker import Worker
+from palm.ops.loading import load_object
+from palm.serve.worker import Worker
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="palm.worker_process")
+    p = argparse.ArgumentParser(prog="palm.ops.worker_process")
     p.add_argument("spec")
     p.add_argument("name")
     p.add_argument("--push", default=None)

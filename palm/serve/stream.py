@@ -35,9 +35,9 @@ from typing import Any, Final
 import zmq
 
 from palm.errors import ProtocolError
-from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
-from palm.service import split_function
-from palm.sockets import check_endpoint, make_socket
+from palm.serve.service import split_function
+from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = [
     "NEXT",

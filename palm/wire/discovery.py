@@ -12,8 +12,8 @@ import os
 import zmq
 
 from palm.errors import ConfigError, ProtocolError, StateError
-from palm.protocol import Header, Kind, decode
-from palm.sockets import check_endpoint, make_socket
+from palm.wire.protocol import Header, Kind, decode
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["CacheCalls", "CacheClient"]
 

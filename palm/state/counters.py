@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from palm.state import State
+from palm.state.store import State
 
 __all__ = [
     "PERCENTILES",
@@ -323,7 +323,7 @@ class CounterPublisher:
 
 def _warn(message: str) -> None:
     try:
-        sys.stderr.write(f"palm.counters: {message}\n")
+        sys.stderr.write(f"palm.state.counters: {message}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from palm.cache import Cache
 from palm.errors import ConfigError, StateError
-from palm.logs import current_request_id
-from palm.protocol import ErrorInfo, Header, request_id_of
+from palm.state.cache import Cache
+from palm.state.logs import current_request_id
+from palm.wire.protocol import ErrorInfo, Header, request_id_of
 
 __all__ = ["Service", "Stopper", "split_function"]
 

@@ -14,7 +14,7 @@ pulls jobs from (the client sends there) and ``push_address`` is where the
 master pushes results (the client receives there).
 
 The blocking methods (``job``, ``map``) and the asyncio ones (``ajob``,
-``amap``) drive the same :class:`~palm.jobs.JobStream`; only their sockets
+``amap``) drive the same :class:`~palm.call.jobs.JobStream`; only their sockets
 differ.
 """
 
@@ -30,12 +30,12 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from palm import mapping
-from palm.cache_client import CacheCalls, CacheClient
+from palm.call.jobs import JobStream, Outcome
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError, TimeoutError
-from palm.jobs import JobStream, Outcome
-from palm.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
-from palm.sockets import check_endpoint, make_socket
+from palm.wire import shipping as mapping
+from palm.wire.discovery import CacheCalls, CacheClient
+from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["ParallelClient"]
 
@@ -44,7 +44,7 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 class ParallelClient(CacheCalls):
-    """A client of a parallel :class:`~palm.master.Master`."""
+    """A client of a parallel :class:`~palm.serve.master.Master`."""
 
     def __init__(
         self,

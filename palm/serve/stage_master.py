@@ -1,10 +1,10 @@
 """The parallel stage: a master with its own worker pool inside a chain or pipeline.
 
-:class:`StageMaster` is a :class:`~palm.master.Master` whose jobs come from
+:class:`StageMaster` is a :class:`~palm.serve.master.Master` whose jobs come from
 the previous stage (or a client) and whose results go on to the next stage,
 to the subscribers of its stream, or back to the client, keeping client id,
 job ids and pipeline id and counting the stage. Workers are ordinary
-:class:`~palm.worker.Worker` processes; they may know only ``db_address``.
+:class:`~palm.serve.worker.Worker` processes; they may know only ``db_address``.
 
 Three hooks shape the stream, as generators:
 
@@ -28,10 +28,8 @@ from typing import Any
 import zmq
 
 from palm.errors import ProtocolError
-from palm.master import Job, Master
-from palm.protocol import Header, Kind, decode_header
-from palm.sockets import check_endpoint, make_socket
-from palm.stream import (
+from palm.serve.master import Job, Master
+from palm.serve.stream import (
     NEXT,
     EndTracker,
     Message,
@@ -43,6 +41,8 @@ from palm.stream import (
     function_for,
     probe_report,
 )
+from palm.wire.protocol import Header, Kind, decode_header
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["StageMaster"]
 

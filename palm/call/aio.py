@@ -12,7 +12,7 @@ load a message carries as many jobs as requests arrived meanwhile, and alone
 a call is sent at once. Results are read when the result socket becomes
 readable; nothing blocks the loop and no thread is involved.
 
-Like :class:`~palm.shared_client.SharedClient`, a restarted master (a new
+Like :class:`~palm.call.shared.SharedClient`, a restarted master (a new
 session in its WELCOME) gets every job still outstanding again, and a result
 for a call that gave up (timed out or cancelled) is dropped.
 """
@@ -25,10 +25,10 @@ from typing import Any
 
 import zmq
 
+from palm.call.shared import OneJobCalls
 from palm.errors import ProtocolError
-from palm.protocol import Kind, decode
-from palm.shared_client import OneJobCalls
-from palm.sockets import make_socket
+from palm.wire.protocol import Kind, decode
+from palm.wire.sockets import make_socket
 
 __all__ = ["AsyncSharedClient"]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from palm.state import State
+from palm.state.store import State
 
 __all__ = [
     "FIELDS",
@@ -55,7 +55,7 @@ def _stream_key(state: State, server: str) -> str:
 
 def _warn(message: str) -> None:
     try:
-        sys.stderr.write(f"palm.logs: {message}\n")
+        sys.stderr.write(f"palm.state.logs: {message}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr closed at interpreter exit

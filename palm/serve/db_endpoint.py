@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import zmq
 
-from palm.cache import Cache
 from palm.errors import PayloadTooLarge, ProtocolError
-from palm.protocol import ErrorInfo, Header, Kind, MalformedCounter, check_size, decode
+from palm.state.cache import Cache
+from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter, check_size, decode
 
 __all__ = ["DbEndpoint"]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 
-from palm.counters import CounterPublisher, Counters
 from palm.errors import PalmError
-from palm.logs import RedisLogHandler
-from palm.state import State, open_state
+from palm.state.counters import CounterPublisher, Counters
+from palm.state.logs import RedisLogHandler
+from palm.state.store import State, open_state
 
 __all__ = ["Deployment"]
 

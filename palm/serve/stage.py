@@ -12,7 +12,7 @@ A stage runs the function a message names on each payload; a payload that
 failed at an earlier stage keeps its error and passes through untouched.
 Where the results go is :meth:`SerialStage.handle_stream`'s choice: the next stage
 (``next_address``, calling ``next_call``), the subscribers of this stage's
-stream (``pipelined``), or the client. See :mod:`palm.stream` for probes and
+stream (``pipelined``), or the client. See :mod:`palm.serve.stream` for probes and
 end markers.
 """
 
@@ -27,23 +27,10 @@ from typing import Any
 import msgpack
 import zmq
 
-from palm.cache import Cache, MemoryCache
-from palm.db_endpoint import DbEndpoint
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
-from palm.protocol import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    ErrorInfo,
-    Header,
-    Kind,
-    MalformedCounter,
-    check_size,
-    decode,
-    decode_header,
-    jobs_in,
-)
-from palm.service import Service, Stopper, split_function
-from palm.sockets import bound_endpoint, check_endpoint, make_socket
-from palm.stream import (
+from palm.serve.db_endpoint import DbEndpoint
+from palm.serve.service import Service, Stopper, split_function
+from palm.serve.stream import (
     NEXT,
     EndTracker,
     Outbox,
@@ -54,6 +41,19 @@ from palm.stream import (
     function_for,
     probe_report,
 )
+from palm.state.cache import Cache, MemoryCache
+from palm.wire.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ErrorInfo,
+    Header,
+    Kind,
+    MalformedCounter,
+    check_size,
+    decode,
+    decode_header,
+    jobs_in,
+)
+from palm.wire.sockets import bound_endpoint, check_endpoint, make_socket
 
 __all__ = ["NEXT", "SerialStage"]
 

@@ -22,12 +22,13 @@ import uuid
 import msgpack
 import zmq
 
-from palm import mapping
-from palm.cache import Cache
-from palm.cache_client import CacheClient
-from palm.deployment import Deployment
 from palm.errors import ConfigError, ProtocolError
-from palm.protocol import (
+from palm.serve.service import Service, Stopper, split_function
+from palm.state.cache import Cache
+from palm.state.deployment import Deployment
+from palm.wire import shipping as mapping
+from palm.wire.discovery import CacheClient
+from palm.wire.protocol import (
     Header,
     Kind,
     MalformedCounter,
@@ -35,18 +36,17 @@ from palm.protocol import (
     frames_for,
     jobs_in,
 )
-from palm.service import Service, Stopper, split_function
-from palm.sockets import check_endpoint, make_socket
+from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["FunctionWorker", "Worker"]
 
 
 class Worker(Service):
-    """A worker of a parallel :class:`~palm.master.Master`.
+    """A worker of a parallel :class:`~palm.serve.master.Master`.
 
     Subclass it and define functions ``def foo(self, message: bytes) -> bytes``.
     Every worker also runs ``map`` chunks shipped by
-    :meth:`palm.parallel.ParallelClient.map` (signed with the cluster secret).
+    :meth:`palm.call.parallel.ParallelClient.map` (signed with the cluster secret).
     """
 
     _palm_framework = True

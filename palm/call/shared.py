@@ -1,7 +1,7 @@
 """One parallel client shared by many threads: calls made at the same time travel together.
 
 A threaded program (an HTTP gateway, a web app) that runs one job per request
-could give each thread a :class:`~palm.parallel.ParallelClient` of its own;
+could give each thread a :class:`~palm.call.parallel.ParallelClient` of its own;
 every job is then a message of its own at every hop. :class:`SharedClient`
 lets all the threads of a process use one set of sockets instead::
 
@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import zmq
 
+from palm.call.jobs import PACK_BELOW_BYTES
+from palm.call.parallel import DEFAULT_TIMEOUT_S, ParallelClient
 from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
-from palm.jobs import PACK_BELOW_BYTES
-from palm.parallel import DEFAULT_TIMEOUT_S, ParallelClient
-from palm.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
+from palm.wire.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 
 __all__ = ["SharedClient", "job_messages"]
 
@@ -118,7 +118,7 @@ class OneJobCalls:
     """What the combining clients share: the parallel client, checks, messages, results.
 
     :class:`SharedClient` (threads) and
-    :class:`~palm.async_client.AsyncSharedClient` (coroutines) differ only in
+    :class:`~palm.call.aio.AsyncSharedClient` (coroutines) differ only in
     how callers wait and who receives.
     """
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from palm.errors import ConfigError, PayloadTooLarge, RemoteError
-from palm.protocol import Header, Kind, decode, frames_for, jobs_in
+from palm.wire.protocol import Header, Kind, decode, frames_for, jobs_in
 
 __all__ = ["JobStream", "Outcome", "take_payloads"]
 

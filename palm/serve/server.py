@@ -21,10 +21,11 @@ from typing import Any
 
 import zmq
 
-from palm.cache import Cache
-from palm.deployment import Deployment
 from palm.errors import PayloadTooLarge, ProtocolError
-from palm.protocol import (
+from palm.serve.service import Service, Stopper, split_function
+from palm.state.cache import Cache
+from palm.state.deployment import Deployment
+from palm.wire.protocol import (
     COMPACT_BELOW_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
@@ -42,8 +43,7 @@ from palm.protocol import (
     reply_head,
     request_id_of,
 )
-from palm.service import Service, Stopper, split_function
-from palm.sockets import bound_endpoint, check_endpoint, make_socket, send_frames
+from palm.wire.sockets import bound_endpoint, check_endpoint, make_socket, send_frames
 
 __all__ = ["Server"]
 

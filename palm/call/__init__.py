@@ -1,0 +1,2 @@
+"""The calling side: clients that send jobs and take results back, blocking,
+threaded and asyncio, for single servers, masters and chains."""

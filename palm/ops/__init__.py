@@ -1,0 +1,2 @@
+"""Running palm: deployment files, local clusters, loading user classes,
+and the processes palm starts and stops."""

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from palm.errors import ConfigError, PayloadTooLarge, RemoteError
-from palm.wire.protocol import Header, Kind, decode, frames_for, jobs_in
+from palm.wire.messages import job_message
+from palm.wire.protocol import Kind, decode, jobs_in
 
 __all__ = ["JobStream", "Outcome", "take_payloads"]
 
@@ -45,9 +46,6 @@ def take_payloads(
 
 #: A result as the stream hands it back: payload bytes or the error for that job.
 Outcome = bytes | RemoteError
-
-#: Payloads of a batch all at most this size travel packed in one frame.
-PACK_BELOW_BYTES = 16 * 1024
 
 
 class JobStream:
@@ -128,26 +126,24 @@ class JobStream:
                 self._position[first + offset] = self._taken
             self._taken += 1
         self.sent += len(payloads)
-        header = Header(
-            Kind.JOB, first, self.client, self.function, pipeline=self.pipeline, extra=self.extra
+        return job_message(
+            self.client, first, self.function, payloads, pipeline=self.pipeline, extra=self.extra
         )
-        if len(payloads) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
-            header.packed = len(payloads)
-        return [header.to_wire(), *frames_for(header, payloads)]
 
     def resend(self) -> list[list[bytes]]:
         """Every job still outstanding, as messages, for a master that lost them."""
         out: list[list[bytes]] = []
         for job_id, payload in sorted(self.outstanding.items()):
-            header = Header(
-                Kind.JOB,
-                job_id,
-                self.client,
-                self.function,
-                pipeline=self.pipeline,
-                extra=self.extra,
+            out.append(
+                job_message(
+                    self.client,
+                    job_id,
+                    self.function,
+                    [payload],
+                    pipeline=self.pipeline,
+                    extra=self.extra,
+                )
             )
-            out.append([header.to_wire(), payload])
         return out
 
     def accept(self, frames: list[bytes]) -> list[Outcome]:

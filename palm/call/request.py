@@ -17,13 +17,12 @@ from collections.abc import Sequence
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, TimeoutError
+from palm.wire.messages import COMPACT_BELOW_BYTES, compact, reply_head
 from palm.wire.protocol import (
-    COMPACT_BELOW_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     Header,
     Kind,
     decode,
-    reply_head,
 )
 from palm.wire.sockets import check_endpoint, make_socket, send_frames
 
@@ -140,10 +139,10 @@ class Client:
         expected: bytes | None = None
         if len(payloads) == 1 and len(payloads[0]) < COMPACT_BELOW_BYTES:
             head = header.to_wire()
-            frames = [b"\xc1" + len(head).to_bytes(2, "big") + head + payloads[0]]
+            frames = [compact(head, payloads[0])]
             answer = reply_head(head)
             if answer is not None:
-                expected = b"\xc1" + len(answer).to_bytes(2, "big") + answer
+                expected = compact(answer)
         else:
             frames = [header.to_wire(), *payloads]
         size = sum(len(f) for f in frames)

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 
 import zmq
 
-from palm.call.jobs import PACK_BELOW_BYTES
 from palm.call.parallel import DEFAULT_TIMEOUT_S, ParallelClient
 from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
-from palm.wire.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
+from palm.wire.messages import job_message
+from palm.wire.protocol import ErrorInfo, Header, Kind, decode, jobs_in
 
 __all__ = ["SharedClient", "job_messages"]
 
@@ -82,17 +82,13 @@ def job_messages(
 
 
 def _message(client_id: bytes, run: list[Job]) -> list[bytes]:
-    extra: dict[str, Any] | None = None
-    if len(run) == 1:
-        if run[0].request_id:
-            extra = {"request_id": run[0].request_id}
-    elif any(call.request_id for call in run):
-        extra = {"request_ids": [call.request_id or "" for call in run]}
-    header = Header(Kind.JOB, run[0].job_id, client_id, run[0].function, extra=extra)
-    payloads = [call.payload for call in run]
-    if len(run) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
-        header.packed = len(run)
-    return [header.to_wire(), *frames_for(header, payloads)]
+    return job_message(
+        client_id,
+        run[0].job_id,
+        run[0].function,
+        [call.payload for call in run],
+        request_ids=[call.request_id for call in run],
+    )
 
 
 class _Call:

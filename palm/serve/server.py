@@ -25,8 +25,14 @@ from palm.errors import PayloadTooLarge, ProtocolError
 from palm.serve.service import Service, Stopper, split_function
 from palm.state.cache import Cache
 from palm.state.deployment import Deployment
-from palm.wire.protocol import (
+from palm.wire.messages import (
     COMPACT_BELOW_BYTES,
+    compact,
+    compact_parts,
+    encode_compact,
+    reply_head,
+)
+from palm.wire.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
     Header,
@@ -35,12 +41,10 @@ from palm.wire.protocol import (
     check_size,
     decode,
     decode_header,
-    encode_compact,
     frames_for,
     is_compact,
     job_count,
     jobs_in,
-    reply_head,
     request_id_of,
 )
 from palm.wire.sockets import bound_endpoint, check_endpoint, make_socket, send_frames
@@ -188,10 +192,10 @@ class Server(Service):
         """
         if len(frame) > self.max_message_bytes:
             return None
-        end = 3 + int.from_bytes(frame[1:3], "big")
-        if end > len(frame):
+        parts = compact_parts(frame)
+        if parts is None:
             return None
-        head = frame[3:end]
+        head, end = parts
         answer = reply_head(head)
         if answer is None:
             return None
@@ -217,7 +221,7 @@ class Server(Service):
         self.counters.record_batch(function, time.monotonic() - started, 1, 0)
         if len(result) >= COMPACT_BELOW_BYTES:
             return [answer, result]
-        return [b"\xc1" + len(answer).to_bytes(2, "big") + answer + result]
+        return [compact(answer, result)]
 
     def handle_job(self, header: Header, payloads: list[bytes]) -> tuple[Header, list[bytes]]:
         """Run ``header.function`` on each payload: the reply header and results."""

@@ -33,6 +33,7 @@ import msgpack
 from palm.errors import PayloadTooLarge, ProtocolError, RemoteError, remote_error
 
 __all__ = [
+    "COMPACT_MARK",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "VERSION",
     "ErrorInfo",
@@ -43,12 +44,10 @@ __all__ = [
     "decode",
     "decode_header",
     "encode",
-    "encode_compact",
     "frames_for",
     "is_compact",
     "job_count",
     "jobs_in",
-    "reply_head",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,38 +261,9 @@ def encode(header: Header, payloads: Sequence[bytes] = ()) -> list[bytes]:
     return [header.to_wire(), *payloads]
 
 
-#: First byte of a compact frame; msgpack never begins anything with it.
-COMPACT_MARK = 0xC1
-#: Single payloads up to this size may travel compact (see :func:`encode_compact`).
-COMPACT_BELOW_BYTES = 16 * 1024
-
-
-def encode_compact(header: Header, payload: bytes) -> list[bytes]:
-    """A one-payload message as a single frame: mark, header length, header, payload.
-
-    Request/reply traffic with small payloads saves a frame each way; every
-    palm receiver reads both forms (:func:`decode`), and masters never get it.
-    """
-    head = header.to_wire()
-    return [b"\xc1" + len(head).to_bytes(2, "big") + head + payload]
-
-
-#: How encoded JOB and RESULT headers begin: an 11-item array, the version, the kind.
-_JOB_HEAD_START: Final = bytes([0x90 | _HEADER_FIELDS, VERSION, Kind.JOB])
-_RESULT_HEAD_START: Final = bytes([0x90 | _HEADER_FIELDS, VERSION, Kind.RESULT])
-
-
-def reply_head(head: bytes) -> bytes | None:
-    """The encoded RESULT header answering the encoded JOB header ``head``, or None.
-
-    A reply differs from its request only by its kind (``Header.reply``), so
-    its bytes are the request's with the kind byte swapped, when the request
-    is laid out as palm encodes it (an 11-item array, then the version and the
-    kind as one byte each). None for anything else: encode the reply then.
-    """
-    if head[:3] != _JOB_HEAD_START:
-        return None
-    return _RESULT_HEAD_START + head[3:]
+#: First byte of a compact frame; msgpack never begins anything with it
+#: (:mod:`palm.wire.messages` builds them).
+COMPACT_MARK: Final = 0xC1
 
 
 def is_compact(frames: Sequence[bytes]) -> bool:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from palm.errors import PayloadTooLarge, ProtocolError
-from palm.wire.protocol import ErrorInfo, Header, Kind, check_size, decode, encode, encode_compact
+from palm.wire.messages import encode_compact
+from palm.wire.protocol import ErrorInfo, Header, Kind, check_size, decode, encode
 
 kinds = st.sampled_from(sorted(Kind.NAMES))
 small_int = st.integers(min_value=-(2**63), max_value=2**64 - 1)

@@ -8,7 +8,8 @@ import pytest
 
 from palm.errors import RemoteError
 from palm.standalone import Server
-from palm.wire.protocol import Header, Kind, decode, encode_compact, jobs_in, reply_head
+from palm.wire.messages import encode_compact, reply_head
+from palm.wire.protocol import Header, Kind, decode, jobs_in
 
 CLIENT = uuid.uuid4().bytes
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import sys
 from typing import Any
 
+from palm.commands import add_deployment_options
 from palm.errors import ConfigError, PalmError
 from palm.state.logs import read_logs
 from palm.state.store import open_state
@@ -93,11 +93,5 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--level", help="minimum level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--since", help="10m, 2h, an ISO time or epoch seconds")
     parser.add_argument("-n", "--limit", type=int, default=1000, help="at most this many records")
-    parser.add_argument("--redis", help="Redis URL (default: $PALM_REDIS_URL or embedded)")
-    parser.add_argument(
-        "--cluster",
-        default=os.environ.get("PALM_CLUSTER", "default"),
-        help="deployment name (key prefix)",
-    )
-    parser.add_argument("--data-dir", help="data directory of the embedded Redis")
+    add_deployment_options(parser, reading=True)
     parser.set_defaults(func=run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from palm.commands import add_deployment_options
 from palm.ops.loading import announce
 from palm.serve.master import Master
 
@@ -28,12 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--liveness", type=int, default=3, help="missed heartbeats before a worker is dead"
     )
     p.add_argument("--max-attempts", type=int, default=3, help="worker deaths before a job fails")
-    p.add_argument(
-        "--redis", default=None, help="Redis URL (default: $PALM_REDIS_URL, else embedded)"
-    )
-    p.add_argument(
-        "--cluster", default=None, help="deployment name for Redis keys (default: default)"
-    )
+    add_deployment_options(p)
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from palm.commands import add_deployment_options
 from palm.ops.loading import announce, load_object
 from palm.serve.server import Server
 
@@ -20,12 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", required=True, help="server name clients call it by")
     p.add_argument("--address", required=True, help="ZeroMQ endpoint to bind")
     p.add_argument("--max-message-bytes", type=int, default=None, help="largest message accepted")
-    p.add_argument(
-        "--redis", default=None, help="Redis URL (default: $PALM_REDIS_URL, else embedded)"
-    )
-    p.add_argument(
-        "--cluster", default=None, help="deployment name for Redis keys (default: default)"
-    )
+    add_deployment_options(p)
     p.set_defaults(func=run)
 
 

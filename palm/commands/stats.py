@@ -10,11 +10,11 @@ Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
+from palm.commands import add_deployment_options
 from palm.errors import PalmError
 from palm.state.counters import read_stats
 from palm.state.store import open_state
@@ -99,11 +99,5 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--interval", dest="interval_s", type=float, default=1.0, help="seconds between refreshes"
     )
-    parser.add_argument("--redis", help="Redis URL (default: $PALM_REDIS_URL or embedded)")
-    parser.add_argument(
-        "--cluster",
-        default=os.environ.get("PALM_CLUSTER", "default"),
-        help="deployment name (key prefix)",
-    )
-    parser.add_argument("--data-dir", help="data directory of the embedded Redis")
+    add_deployment_options(parser, reading=True)
     parser.set_defaults(func=run)

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from typing import IO, Any
 
 from gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
 from palm.errors import ConfigError, TimeoutError
+from palm.ops.processes import terminate
 
 __all__ = ["EnvoyProcess", "envoy_binary"]
 
@@ -130,13 +130,8 @@ class EnvoyProcess:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop Envoy by PID: SIGTERM, then SIGKILL if it does not exit in time."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, grace_s=timeout_s)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

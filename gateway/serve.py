@@ -14,12 +14,10 @@ is ``GET /healthz`` answering 200. The configuration reaches the app as
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from typing import IO, Any
 import psutil
 
 from palm.errors import ConfigError, TimeoutError
+from palm.ops.processes import AnyProcess, terminate, terminate_all
 
 __all__ = ["EDGE_WORKER", "GatewayServer"]
 
@@ -200,35 +199,23 @@ class GatewayServer:
 
     def kill(self) -> None:
         """SIGKILL the master and every worker by PID (a crash, for tests)."""
-        workers = self._workers()
-        for worker in workers:
-            with contextlib.suppress(psutil.Error):
-                worker.kill()
+        targets: list[AnyProcess] = [*self._workers()]
         if self.process is not None:
-            self.process.kill()
-        self._reap(workers, timeout_s=5.0)
+            targets.append(self.process)
+        self.process = None
+        terminate_all(targets, grace_s=0)
+        self._close_log()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM gunicorn (graceful), then SIGKILL what is left, by PID."""
         workers = self._workers()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        self._reap(workers, timeout_s)
-
-    def _reap(self, workers: list[psutil.Process], timeout_s: float) -> None:
         proc, self.process = self.process, None
         if proc is not None:
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for worker in workers:
-            try:
-                worker.kill()
-                worker.wait(timeout_s)
-            except psutil.Error:
-                pass
+            terminate(proc, grace_s=timeout_s)
+        terminate_all(workers, grace_s=0)  # gunicorn stops them; any it left behind
+        self._close_log()
+
+    def _close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

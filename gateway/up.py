@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from palm.errors import ConfigError, PalmError, TimeoutError
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object
+from palm.ops.processes import terminate, terminate_all
 from palm.state.embedded import EmbeddedRedis
 
 __all__ = ["ROLES", "Up"]
@@ -309,19 +309,11 @@ class Up:
         _gone, alive = psutil.wait_procs(tracked, timeout=timeout_s)
         for proc in alive:
             log.warning("process %d still alive after stop; killing it", proc.pid)
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=timeout_s)
+        terminate_all(alive, grace_s=0)
         return [proc.pid for proc in alive]
 
     def _stop_child(self, proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, grace_s=grace_s)
         if proc.stdout is not None:
             proc.stdout.close()
 

@@ -30,6 +30,7 @@ from typing import Any
 from palm.errors import ConfigError
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig, ServiceConfig
+from palm.ops.processes import terminate_all
 
 __all__ = ["MastersService"]
 
@@ -194,16 +195,8 @@ class MastersService:
         self._stopped.set()
         with self._lock:
             procs = [c.proc for c in self.children if c.proc is not None]
+            terminate_all(procs, grace_s=self.grace_s)
             for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + self.grace_s
-            for proc in procs:
-                try:
-                    proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
                 _close(proc)
 
     def run(self, on_ready: Any = None, poll_s: float = 0.2) -> None:

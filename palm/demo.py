@@ -14,6 +14,7 @@ import time
 
 from palm.call.request import Client
 from palm.ops.cluster import LocalCluster, read_ready
+from palm.ops.processes import terminate
 from palm.serve.server import Server
 from palm.serve.worker import Worker
 
@@ -75,8 +76,7 @@ def run(out: object = None) -> int:
             took = time.perf_counter() - start
             write(f"map of 100,000 squares: sum {sum(squares)} in {took:.2f} s")
     finally:
-        server.terminate()
-        server.wait(5)
+        terminate(server, grace_s=5.0)
         if server.stdout is not None:
             server.stdout.close()
     return 0

@@ -12,11 +12,11 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
+from palm.ops.processes import terminate, terminate_all, worker_command
 from workers.autoscale import BacklogProbe, ScalePolicy
 
 __all__ = ["WorkerPool"]
@@ -78,28 +78,16 @@ class WorkerPool:
     # processes -----------------------------------------------------------------
 
     def _command(self, slot: _Slot) -> list[str]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "palm.ops.worker_process",
+        return worker_command(
             self.spec,
             f"{self.name}-{slot.index}",
-        ]
-        if self.push_address:
-            cmd += ["--push", self.push_address]
-        if self.pull_address:
-            cmd += ["--pull", self.pull_address]
-        if self.connect:
-            cmd += ["--db", self.connect]
-        cmd += [
-            "--credit",
-            str(self.credit),
-            "--heartbeat-interval-s",
-            str(self.heartbeat_interval_s),
-            "--log-level",
-            self.log_level,
-        ]
-        return cmd
+            push=self.push_address or None,
+            pull=self.pull_address or None,
+            db=self.connect or None,
+            credit=self.credit,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            log_level=self.log_level,
+        )
 
     def _spawn(self, slot: _Slot) -> None:
         env = dict(os.environ)
@@ -166,14 +154,14 @@ class WorkerPool:
             while len(self.slots) > processes:
                 slot = self.slots.pop()
                 if slot.proc is not None:
-                    _terminate([slot.proc], self.grace_s)
+                    terminate(slot.proc, grace_s=self.grace_s)
 
     def stop(self) -> None:
         """Stop every worker: SIGTERM, then SIGKILL after the grace period."""
         self._stopped.set()
         with self._lock:
             procs = [s.proc for s in self.slots if s.proc is not None]
-            _terminate(procs, self.grace_s)
+            terminate_all(procs, grace_s=self.grace_s)
 
     def autoscale(self, policy: ScalePolicy, probe: BacklogProbe) -> None:
         """Grow or shrink once, as ``policy`` says for the backlog ``probe`` reads."""
@@ -214,16 +202,3 @@ class WorkerPool:
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)
-
-
-def _terminate(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -28,6 +28,7 @@ from examples.mastr.service import (
     shard_master,
 )
 from palm.ops.cluster import read_ready
+from palm.ops.processes import terminate_all
 from palm.state.embedded import EmbeddedRedis
 from palm.state.store import REDIS_URL_ENV
 from workers.pool import WorkerPool
@@ -101,15 +102,8 @@ class LocalMastr:
             self._supervisor.join(timeout=5)
         for pool in self.pools.values():
             pool.stop()
+        terminate_all(self.masters, grace_s=5.0)
         for proc in self.masters:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.masters:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
         if self._redis is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from palm.call.parallel import ParallelClient
 from palm.errors import ConfigError
+from palm.ops.processes import terminate_all, worker_command
 
 __all__ = ["LocalCluster", "read_ready"]
 
@@ -145,23 +145,15 @@ class LocalCluster:
     def add_worker(self, worker_class: str | None = None) -> subprocess.Popen[bytes]:
         """Start one more worker process; returns it (its ``pid`` is the worker's)."""
         index = len(self.workers)
-        cmd = [
-            sys.executable,
-            "-m",
-            "palm.ops.worker_process",
+        cmd = worker_command(
             worker_class or self.worker_class,
             f"{self.name}-w{index}",
-            "--push",
-            self.addresses["worker_push"],
-            "--pull",
-            self.addresses["worker_pull"],
-            "--credit",
-            str(self.credit),
-            "--heartbeat-interval-s",
-            str(self.heartbeat_interval_s),
-            "--log-level",
-            "WARNING",
-        ]
+            push=self.addresses["worker_push"],
+            pull=self.addresses["worker_pull"],
+            credit=self.credit,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            log_level="WARNING",
+        )
         proc = subprocess.Popen(cmd, env=self.env)
         self.workers.append(proc)
         return proc
@@ -194,16 +186,7 @@ class LocalCluster:
         procs: list[subprocess.Popen[Any]] = [*self.workers]
         if self.master is not None:
             procs.append(self.master)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate_all(procs, grace_s=5.0)
         if self.master is not None and self.master.stdout is not None:
             self.master.stdout.close()
         self.workers.clear()

@@ -13,7 +13,8 @@ from palm.ops.loading import load_object
 from palm.serve.worker import Worker
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The arguments of a worker process (:func:`palm.ops.processes.worker_command`)."""
     p = argparse.ArgumentParser(prog="palm.ops.worker_process")
     p.add_argument("spec")
     p.add_argument("name")
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--redis", default=None, help="Redis URL (default: $PALM_REDIS_URL or embedded)")
     p.add_argument("--cluster", default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",

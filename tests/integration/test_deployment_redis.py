@@ -16,6 +16,7 @@ import pytest
 
 from palm import StateError
 from palm.call.request import Client
+from palm.ops.processes import worker_command
 from palm.standalone import ParallelClient
 from palm.state.counters import read_stats
 from palm.state.store import State
@@ -24,31 +25,23 @@ from tests.fixtures.redis import RedisProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = "tests.apps.services:CacheWorker"
-FAST = ("--heartbeat-interval-s", "0.2")
+FAST_HEARTBEAT_S = 0.2
+FAST = ("--heartbeat-interval-s", str(FAST_HEARTBEAT_S))
 
 
 def cluster(procs: Processes, url: str, workers: int = 2) -> dict[str, Any]:
     env = {"PALM_REDIS_URL": url}
     _, info = procs.master("master", *FAST, "--redis", url)
     for i in range(workers):
-        procs.start(
-            [
-                sys.executable,
-                "-m",
-                "palm.ops.worker_process",
-                WORKER,
-                f"w{i}",
-                "--push",
-                info["worker_push"],
-                "--pull",
-                info["worker_pull"],
-                *FAST,
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
+        command = worker_command(
+            WORKER,
+            f"w{i}",
+            push=info["worker_push"],
+            pull=info["worker_pull"],
+            heartbeat_interval_s=FAST_HEARTBEAT_S,
+            log_level="WARNING",
         )
+        procs.start(command, env=env, stdout=subprocess.DEVNULL)
     with Client(info["db"], "master", timeout_s=5) as probe:
         wait_for(lambda: len(probe.info()["workers"]) >= workers)  # type: ignore[arg-type]
     return info

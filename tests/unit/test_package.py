@@ -47,23 +47,37 @@ def test_the_services_never_import_each_other() -> None:
             assert imports_of(service) & others == set(), service
 
 
+#: Modules every layer may import, whatever its place: each imports nothing of palm
+#: but palm.errors (checked below), so importing one pulls no layer in with it.
+ANYWHERE = frozenset({"palm.ops.processes"})
+
+
+def palm_modules_imported(path: Path) -> set[str]:
+    """The dotted names of the palm modules (and their members) ``path`` imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("palm.")}
+
+
+def importable_anywhere(name: str) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:n]) in ANYWHERE for n in range(2, len(parts) + 1))
+
+
 def palm_imports_of(subpackage: str) -> set[str]:
-    """The palm subpackages (``wire``, ``serve``, ...) that ``palm/<subpackage>`` imports."""
+    """The palm subpackages (``wire``, ``serve``, ...) that ``palm/<subpackage>`` imports.
+
+    Imports of the modules in :data:`ANYWHERE` are left out.
+    """
     found: set[str] = set()
     for path in (ROOT / "palm" / subpackage).rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-                if node.module == "palm":
-                    names = [f"palm.{alias.name}" for alias in node.names]
-            for name in names:
-                parts = name.split(".")
-                if parts[0] == "palm" and len(parts) > 1:
-                    found.add(parts[1])
+        for name in palm_modules_imported(path):
+            if not importable_anywhere(name):
+                found.add(name.split(".")[1])
     return found
 
 
@@ -83,6 +97,13 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
         if (ROOT / "palm" / layer).exists():
             extra = palm_imports_of(layer) - allowed - {"__version__"}
             assert extra == set(), f"palm.{layer} imports palm.{sorted(extra)}"
+
+
+def test_the_modules_importable_anywhere_import_only_the_errors() -> None:
+    for module in ANYWHERE:
+        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        imported = {name.split(".")[1] for name in palm_modules_imported(path)}
+        assert imported <= {"errors"}, f"{module} imports palm.{sorted(imported - {'errors'})}"
 
 
 def test_clients_and_servers_never_import_each_other() -> None:

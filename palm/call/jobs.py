@@ -18,7 +18,7 @@ from palm.errors import ConfigError, PayloadTooLarge, RemoteError
 from palm.wire.messages import job_message
 from palm.wire.protocol import Kind, decode, jobs_in
 
-__all__ = ["JobStream", "Outcome", "take_payloads"]
+__all__ = ["JobStream", "Outcome", "reserve_ids", "take_payloads"]
 
 
 def take_payloads(
@@ -42,6 +42,14 @@ def take_payloads(
         if len(payloads) >= count or size >= max_message_bytes // 4:
             return payloads, False
     return payloads, True
+
+
+def reserve_ids(ids: Iterator[int], count: int) -> int:
+    """Take ``count`` consecutive job ids from ``ids`` (a batch's); return the first."""
+    first = next(ids)
+    for _ in range(count - 1):
+        next(ids)
+    return first
 
 
 #: A result as the stream hands it back: payload bytes or the error for that job.
@@ -116,10 +124,7 @@ class JobStream:
         return out
 
     def _message(self, payloads: list[bytes]) -> list[bytes]:
-        first = next(self._ids)
-        # reserve consecutive ids for the batch
-        for _ in range(len(payloads) - 1):
-            next(self._ids)
+        first = reserve_ids(self._ids, len(payloads))
         for offset, payload in enumerate(payloads):
             self.outstanding[first + offset] = payload
             if self.ordered:

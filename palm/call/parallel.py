@@ -164,12 +164,14 @@ class ParallelClient(PairClient, CacheCalls):
         timeout_s: Timeout = DEFAULT,
         cache: str | None = None,
         extra: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> bytes:
         """Run ``function`` on one payload and return its result.
 
         The short way for one job (what an HTTP gateway does per request):
         ``job(function, [payload])`` without the streaming machinery. A failed
-        job raises its :class:`RemoteError`.
+        job raises its :class:`RemoteError`; ``request_id`` goes with the job
+        into the workers' logs.
         """
         payload = self.payload(payload)
         if cache is not None:
@@ -179,7 +181,9 @@ class ParallelClient(PairClient, CacheCalls):
         push, dealer = self.sockets()
         session = self.session
         job_id = next(self.ids)
-        message = job_message(self.client_id, job_id, function, [payload], extra=extra)
+        message = job_message(
+            self.client_id, job_id, function, [payload], extra=extra, request_ids=[request_id]
+        )
         started = time.monotonic()
         if session.hello_due(started):
             dealer.send_multipart(session.hello(started))

@@ -67,10 +67,16 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
         *,
         timeout_s: Timeout = DEFAULT,
         extra: dict[str, object] | None = None,
+        request_id: str | None = None,
     ) -> bytes:
-        """Run ``function`` (``'foo'`` or ``'server.foo'``) on ``message``; return its bytes."""
+        """Run ``function`` (``'foo'`` or ``'server.foo'``) on ``message``; return its bytes.
+
+        ``request_id`` (an HTTP request's) goes with the job into the server's logs.
+        """
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(f"message must be bytes, got {type(message).__name__}")
+        if request_id:
+            extra = dict(extra or {}, request_id=request_id)
         header = Header(Kind.JOB, 0, self.client_id, self.qualify(function), extra=extra)
         return self._request(header, [bytes(message)], timeout_s)[0]
 

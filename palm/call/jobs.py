@@ -14,9 +14,10 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from palm.errors import ConfigError, PayloadTooLarge, RemoteError
+from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError
 from palm.wire.messages import job_message
 from palm.wire.protocol import Kind, decode, jobs_in
+from palm.wire.session import Session
 
 __all__ = ["JobStream", "Outcome", "reserve_ids", "take_payloads"]
 
@@ -175,6 +176,19 @@ class JobStream:
                 ready.append(self._parked.pop(self._next_position))
                 self._next_position += 1
         return ready
+
+    def take(
+        self, frames: list[bytes], session: Session
+    ) -> tuple[list[Outcome], list[list[bytes]]]:
+        """A message on the result socket: the outcomes it brings, and the messages
+        to send again when it is the WELCOME of a restarted master (``session``'s)."""
+        try:
+            outcomes = self.accept(frames)
+        except ProtocolError:
+            return [], []
+        if outcomes or not session.welcome(frames):
+            return outcomes, []
+        return [], self.resend()
 
     def first_outstanding(self) -> int | None:
         return min(self.outstanding) if self.outstanding else None

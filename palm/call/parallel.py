@@ -244,14 +244,10 @@ class ParallelClient(PairClient, CacheCalls):
                             frames = dealer.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        try:
-                            outcomes = stream.accept(frames)
-                        except ProtocolError:
-                            continue
+                        outcomes, lost = stream.take(frames, session)
+                        for message in lost:
+                            push.send_multipart(message)
                         if not outcomes:
-                            if session.welcome(frames):
-                                for message in stream.resend():
-                                    push.send_multipart(message)
                             continue
                         last_progress = time.monotonic()
                         if bar is not None:
@@ -384,14 +380,10 @@ class ParallelClient(PairClient, CacheCalls):
                     break
                 if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
                     frames = await dealer.recv_multipart()
-                    try:
-                        outcomes = stream.accept(frames)
-                    except ProtocolError:
-                        continue
+                    outcomes, lost = stream.take(frames, session)
+                    for message in lost:
+                        await push.send_multipart(message)
                     if not outcomes:
-                        if session.welcome(frames):
-                            for message in stream.resend():
-                                await push.send_multipart(message)
                         continue
                     last_progress = time.monotonic()
                     for outcome in outcomes:

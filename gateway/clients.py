@@ -17,9 +17,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from palm.errors import RemoteError, TimeoutError, UnknownFunction
+from palm.errors import TimeoutError, UnknownFunction
+
+if TYPE_CHECKING:
+    from palm.call.parallel import ParallelClient
 
 __all__ = ["Caller", "ClientPool", "make_caller"]
 
@@ -43,17 +46,13 @@ class StandaloneCaller:
         )
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
-        # The request id travels in the job header (``extra``), for the server's logs.
-        extra: dict[str, object] | None = {"request_id": request_id} if request_id else None
-        return self.client.job(function, payload, extra=extra)
+        return self.client.job(function, payload, request_id=request_id)
 
     def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
-        return [self.call(function, payload) for payload in payloads]
+        return [self.client.job(function, payload) for payload in payloads]
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
+        self.client.close()
 
 
 class ParallelCaller:
@@ -79,7 +78,7 @@ class ParallelCaller:
             timeout_s=timeout_s,
         )
         self._lock = threading.Lock()
-        self._mappers: list[Any] = []
+        self._mappers: list[ParallelClient] = []
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
         return self.client.eval(function, payload, request_id=request_id)
@@ -100,12 +99,10 @@ class ParallelCaller:
                 spec["server_name"],
                 timeout_s=self.timeout_s,
             )
-        results: list[bytes] = []
         try:
-            for result in mapper.job(function, payloads, messages=len(payloads), ordered=True):
-                if isinstance(result, RemoteError):  # only with errors="yield"; kept for safety
-                    raise result
-                results.append(bytes(result))
+            # errors="raise": every outcome is a result's bytes
+            jobs = mapper.job(function, payloads, messages=len(payloads), ordered=True)
+            results = [result for result in jobs if isinstance(result, bytes)]
         except TimeoutError:
             mapper.close()  # it may still get the late results: not lent again
             raise
@@ -176,9 +173,7 @@ class FunctionCaller:
         return [to_bytes(result, text_as_json=True) for result in self.client.map(fn, items)]
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
+        self.client.close()
 
 
 def make_caller(spec: dict[str, Any], timeout_s: float) -> Caller:

@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from palm.errors import (
     BadResult,
+    ClientClosed,
     ConfigError,
     JobLost,
     PalmError,
@@ -18,6 +19,7 @@ from palm.errors import (
 __all__ = [
     # errors
     "BadResult",
+    "ClientClosed",
     "ConfigError",
     "JobLost",
     "PalmError",

@@ -8,6 +8,7 @@
     ├── PayloadTooLarge        a message over the configured maximum size
     ├── StateError             the shared state (Redis) cannot be reached or used
     ├── TimeoutError           no reply in time (also a builtins.TimeoutError)
+    ├── ClientClosed           a call on a client after its close() (also a RuntimeError)
     └── RemoteError            an error raised on the far side, carried back
         ├── UnknownFunction    the server has no such function
         ├── BadResult          a user function returned something that is not bytes
@@ -25,6 +26,7 @@ import builtins
 
 __all__ = [
     "BadResult",
+    "ClientClosed",
     "ConfigError",
     "JobLost",
     "PalmError",
@@ -65,6 +67,10 @@ class StateError(PalmError):
 
 class TimeoutError(PalmError, builtins.TimeoutError):
     """No reply arrived within the caller's timeout."""
+
+
+class ClientClosed(PalmError, RuntimeError):
+    """A call on a client that was closed; a closed client does not open again."""
 
 
 class RemoteError(PalmError):

@@ -25,10 +25,9 @@ from typing import Any
 
 import zmq
 
+from palm.call.base import DEFAULT, ClientState, Timeout
 from palm.call.shared import OneJobCalls
-from palm.errors import ProtocolError
-from palm.wire.protocol import Kind, decode
-from palm.wire.sockets import make_socket
+from palm.errors import ClientClosed
 
 __all__ = ["AsyncSharedClient"]
 
@@ -52,8 +51,8 @@ class AsyncSharedClient(OneJobCalls):
 
     The sockets are made on the first call, in the running loop, and belong
     to it: use one instance per loop (and per process). ``max_batch`` caps the
-    jobs in one message; other options go to the :class:`ParallelClient`
-    whose identity and session this client uses.
+    jobs in one message; ``timeout_s``, ``heartbeat_interval_s`` and
+    ``max_message_bytes`` are as for a :class:`~palm.call.parallel.ParallelClient`.
     """
 
     def __init__(
@@ -73,7 +72,6 @@ class AsyncSharedClient(OneJobCalls):
         self._outstanding: dict[int, _Call] = {}
         self._flushing = False
         self._ticker: asyncio.TimerHandle | None = None
-        self._closed = False
 
     @property
     def outstanding(self) -> int:
@@ -86,12 +84,9 @@ class AsyncSharedClient(OneJobCalls):
             if self._loop is not loop:
                 raise RuntimeError("the client belongs to the event loop of its first call")
             return loop
-        push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None)
-        push.connect(self.client.pull_address)
-        dealer = make_socket(zmq.DEALER, identity=self.client.client_id)
-        dealer.connect(self.client.push_address)
-        self._push, self._dealer, self._loop = push, dealer, loop
-        loop.add_reader(dealer.fileno(), self._drain)
+        self._push, self._dealer = self.sockets()
+        self._loop = loop
+        loop.add_reader(self._dealer.fileno(), self._drain)
         return loop
 
     async def eval(
@@ -100,7 +95,7 @@ class AsyncSharedClient(OneJobCalls):
         payload: bytes,
         *,
         request_id: str | None = None,
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> bytes:
         """Run ``function`` on one payload and return its result.
 
@@ -108,11 +103,11 @@ class AsyncSharedClient(OneJobCalls):
         raises its :class:`~palm.errors.RemoteError`; no result within
         ``timeout_s`` raises :class:`~palm.errors.TimeoutError`.
         """
-        payload, timeout = self._checked(payload, timeout_s)
-        if self._closed:
-            raise RuntimeError("the client is closed")
+        payload = self.payload(payload)
+        timeout = self.resolve_timeout(timeout_s)
+        self.ensure_open()
         loop = self._start()
-        call = _Call(self.client._qualify(function), payload, request_id, loop.create_future())
+        call = _Call(self.qualify(function), payload, request_id, loop.create_future())
         self._queued.append(call)
         if not self._flushing:
             self._flushing = True
@@ -132,21 +127,21 @@ class AsyncSharedClient(OneJobCalls):
     def _flush(self) -> None:
         """Send what this turn of the loop queued (and say HELLO when due)."""
         self._flushing = False
-        client = self.client
+        if self.closed:
+            return
         batch, self._queued = self._queued, []
-        for call in batch:
-            call.job_id = next(client._ids)
-            self._outstanding[call.job_id] = call
+        self._number(batch, self._outstanding)
         now = time.monotonic()
-        if client.session is None or now - client._hello_at >= client.heartbeat_interval_s:
+        if self.session.hello_due(now):
             self._hello(now)
         self._send(self._messages(batch))
         if self._ticker is None and self._outstanding:
             assert self._loop is not None
-            self._ticker = self._loop.call_later(client.heartbeat_interval_s, self._tick)
+            self._ticker = self._loop.call_later(self.heartbeat_interval_s, self._tick)
 
     def _send(self, messages: list[list[bytes]]) -> None:
-        assert self._push is not None and self._loop is not None
+        if self._push is None or self._loop is None:
+            return  # closed
         self._unsent.extend(messages)
         while self._unsent:
             try:
@@ -159,28 +154,28 @@ class AsyncSharedClient(OneJobCalls):
     def _hello(self, now: float) -> None:
         assert self._dealer is not None and self._loop is not None
         try:
-            self._dealer.send_multipart(self.client._hello(), zmq.NOBLOCK)
+            self._dealer.send_multipart(self.session.hello(now), zmq.NOBLOCK)
         except zmq.Again:
             return
-        self.client._hello_at = now
         # a send may consume the socket's readiness edge: look for input now
         self._loop.call_soon(self._drain)
 
     def _tick(self) -> None:
         """Once per heartbeat interval while calls are outstanding: HELLO."""
         self._ticker = None
-        if self._closed or not self._outstanding:
+        if self.closed or not self._outstanding:
             return
         now = time.monotonic()
-        if now - self.client._hello_at >= self.client.heartbeat_interval_s * 0.9:
+        # (the timer may fire a little early)
+        if self.session.beat_due(now, early_s=0.1 * self.heartbeat_interval_s):
             self._hello(now)
         assert self._loop is not None
-        self._ticker = self._loop.call_later(self.client.heartbeat_interval_s, self._tick)
+        self._ticker = self._loop.call_later(self.heartbeat_interval_s, self._tick)
 
     def _drain(self) -> None:
         """Read every message waiting on the result socket."""
         dealer = self._dealer
-        if dealer is None or self._closed:
+        if dealer is None or self.closed:
             return
         while True:
             try:
@@ -190,22 +185,18 @@ class AsyncSharedClient(OneJobCalls):
             self._take(frames)
 
     def _take(self, frames: list[bytes]) -> None:
-        try:
-            header, rest = decode(frames)
-        except ProtocolError:
+        results, restarted = self._read(frames)
+        if restarted:  # a restarted master lost what it held
+            self._send(self._resend(self._outstanding.values()))
             return
-        if header.kind == Kind.RESULT:
-            for job_id, payload, error in self._results(header, rest):
-                call = self._outstanding.pop(job_id, None)
-                if call is None or call.future.done():
-                    continue  # the answer to a call that gave up
-                if error is None:
-                    call.future.set_result(payload)
-                else:
-                    call.future.set_exception(error.to_exception(call.function))
-        elif self.client._control(frames):  # a restarted master lost what it held
-            lost = sorted(self._outstanding.values(), key=lambda c: c.job_id)
-            self._send(self._messages(lost, pack=False))
+        for job_id, payload, error in results:
+            call = self._outstanding.pop(job_id, None)
+            if call is None or call.future.done():
+                continue  # the answer to a call that gave up
+            if error is None:
+                call.future.set_result(payload)
+            else:
+                call.future.set_exception(error.to_exception(call.function))
 
     def _expire(self, call: _Call, timeout_s: float) -> None:
         self._forget(call)
@@ -221,13 +212,14 @@ class AsyncSharedClient(OneJobCalls):
             pass
 
     def close(self) -> None:
-        """Close the sockets; calls still waiting fail with ``RuntimeError``.
+        """Close the sockets; calls still waiting fail with
+        :class:`~palm.errors.ClientClosed` (a ``RuntimeError``), later ones too.
 
         Call it from the loop's thread (or once the loop has stopped).
         """
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.state = ClientState.CLOSED
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -236,12 +228,8 @@ class AsyncSharedClient(OneJobCalls):
         self._queued.clear()
         for call in waiting:
             if not call.future.done():
-                call.future.set_exception(RuntimeError("the client was closed"))
-        if self._dealer is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._dealer.fileno())
-            self._dealer.close(0)
-        if self._push is not None:
-            self._push.close(0)
+                call.future.set_exception(ClientClosed("the client was closed"))
+        if self._dealer is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._dealer.fileno())
         self._dealer = self._push = None
-        self.client.close()
+        self._release()

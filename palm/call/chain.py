@@ -23,7 +23,6 @@ the client stays usable; when the missing stage comes back, new jobs flow.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 import uuid
@@ -33,16 +32,15 @@ from typing import Any
 
 import zmq
 
-from palm.call.jobs import take_payloads
+from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, PairClient, Timeout
+from palm.call.jobs import reserve_ids, take_payloads
 from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
-from palm.wire.discovery import CacheCalls, CacheClient
+from palm.wire.discovery import CacheCalls
+from palm.wire.messages import control, job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
-from palm.wire.sockets import check_endpoint, make_socket
+from palm.wire.sockets import check_endpoint, send_frames
 
-__all__ = ["Delivery", "StreamClient"]
-
-#: Seconds without any result before a call gives up.
-DEFAULT_TIMEOUT_S = 60.0
+__all__ = ["DEFAULT_TIMEOUT_S", "Delivery", "StreamClient"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +54,7 @@ class Delivery:
     pipeline: bytes | None
 
 
-class StreamClient(CacheCalls):
+class StreamClient(PairClient, CacheCalls):
     """Sends jobs into the first stage of a chain and takes results from the last."""
 
     def __init__(
@@ -73,25 +71,19 @@ class StreamClient(CacheCalls):
         heartbeat_interval_s: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self.push_address = check_endpoint(push_address, "push_address")
-        self.pull_address = check_endpoint(pull_address, "pull_address")
-        self.db_address = check_endpoint(db_address, "db_address") if db_address else None
-        if not server_name:
-            raise ConfigError("server_name must name the first server")
-        self.server_name = server_name
-        if timeout_s is not None and timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be positive or None, got {timeout_s!r}")
-        self.timeout_s = timeout_s
+        super().__init__(
+            push_address,
+            pull_address,
+            check_endpoint(db_address, "db_address") if db_address else None,
+            server_name,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            heartbeat_interval_s=heartbeat_interval_s,
+            needs="server_name must name the first server",
+        )
         self.probe_s = probe_s
         self.window = window
         self.batch = batch
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.max_message_bytes = max_message_bytes
-        self.client_id = uuid.uuid4().bytes
-        self._ids = itertools.count(1)
-        self._sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = None
-        self._pid = os.getpid()
-        self._cache: CacheClient | None = None
 
     # public ----------------------------------------------------------------------
 
@@ -103,7 +95,7 @@ class StreamClient(CacheCalls):
         *,
         cache: str | None = None,
         errors: str = "raise",
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> Iterator[bytes | RemoteError]:
         """Send every payload to ``function``; yield results as they arrive.
 
@@ -139,64 +131,29 @@ class StreamClient(CacheCalls):
         *,
         cache: str | None = None,
         pipeline: bytes | None = None,
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> Iterator[Delivery]:
         """Like :meth:`job`, yielding a :class:`Delivery` (payload, error, stage...) each."""
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
-        call = _Call(self, self._qualify(function), iter(iterable), messages, cache, pipeline)
+        timeout = self.resolve_timeout(timeout_s)
+        self.ensure_open()
+        call = _Call(self, self.qualify(function), iter(iterable), messages, cache, pipeline)
         yield from call.drive(timeout)
 
     def probe(self, wait_s: float | None = None) -> list[dict[str, Any]]:
         """Send a probe down the chain; the reports of the stages that answered in time."""
-        call = _Call(self, self._qualify("probe"), iter(()), 0, None, None)
+        call = _Call(self, self.qualify("probe"), iter(()), 0, None, None)
         return call.probe_only(self.probe_s if wait_s is None else wait_s)
 
-    # cache -------------------------------------------------------------------------
-
     def close(self) -> None:
-        if self._sockets is not None:
-            push, dealer = self._sockets
+        """Say BYE to the last stage and close; later calls raise
+        :class:`~palm.errors.ClientClosed`."""
+        socks = self._sockets
+        if not self.closed and socks is not None and self._pid == os.getpid():
             try:
-                dealer.send_multipart([Header(Kind.BYE, 0, self.client_id).to_wire()], zmq.NOBLOCK)
+                socks[1].send_multipart(control(Kind.BYE, self.client_id), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
-            push.close(0)
-            dealer.close(0)
-            self._sockets = None
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
-
-    def __enter__(self) -> StreamClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # internals -----------------------------------------------------------------
-
-    def _qualify(self, function: str) -> str:
-        if not isinstance(function, str) or not function:
-            raise ConfigError("function must be a non-empty string")
-        return function if "." in function else f"{self.server_name}.{function}"
-
-    def _socks(self) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
-        if self._sockets is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            push = make_socket(zmq.PUSH, hwm=10_000)
-            push.connect(self.pull_address)
-            dealer = make_socket(zmq.DEALER, identity=self.client_id)
-            dealer.connect(self.push_address)
-            self._sockets = (push, dealer)
-        return self._sockets
-
-    def _drop_sockets(self) -> None:
-        """Forget what an abandoned call left queued: new sockets for the next call."""
-        if self._sockets is not None:
-            for sock in self._sockets:
-                sock.close(0)
-            self._sockets = None
+        super().close()
 
 
 class _Call:
@@ -240,25 +197,22 @@ class _Call:
                     return
             payloads, self.exhausted = take_payloads(self.source, room, client.max_message_bytes)
             if payloads:
-                first = next(client._ids)
-                for _ in range(len(payloads) - 1):
-                    next(client._ids)
-                header = Header(
-                    Kind.JOB,
-                    first,
+                first = reserve_ids(client.ids, len(payloads))
+                message = job_message(
                     client.client_id,
+                    first,
                     self.function,
-                    0,
-                    self.pipeline,
-                    self.cache,
+                    payloads,
+                    pipeline=self.pipeline,
+                    key=self.cache,
+                    pack=False,
                 )
-                size = sum(len(payload) for payload in payloads)
-                push.send_multipart([header.to_wire(), *payloads], copy=size < 65536)
+                send_frames(push, message)
                 self.sent += len(payloads)
             if self.exhausted:
                 end = Header(
                     Kind.BYE,
-                    next(client._ids),
+                    next(client.ids),
                     client.client_id,
                     self.function,
                     0,
@@ -269,7 +223,7 @@ class _Call:
 
     def send_probe(self, push: zmq.Socket[bytes], dealer: zmq.Socket[bytes]) -> None:
         client = self.client
-        self.probe_id = next(client._ids)
+        self.probe_id = next(client.ids)
         self.probe_started = time.monotonic()
         self.reports = []
         self.welcomed_since_probe = False
@@ -283,7 +237,7 @@ class _Call:
             extra={"reply": client.push_address},
         )
         push.send_multipart([ping.to_wire()])
-        dealer.send_multipart([Header(Kind.HELLO, 0, client.client_id).to_wire()])
+        dealer.send_multipart(client.session.hello(self.probe_started))
 
     # receiving -------------------------------------------------------------------
 
@@ -299,6 +253,7 @@ class _Call:
         except ProtocolError:
             return []
         if header.kind == Kind.WELCOME:
+            self.client.session.read(header)
             self.welcomed_since_probe = True
             return []
         if header.kind == Kind.HEARTBEAT:
@@ -324,11 +279,11 @@ class _Call:
 
     def drive(self, timeout: float | None) -> Iterator[Delivery]:
         client = self.client
-        push, dealer = client._socks()
-        hello = [Header(Kind.HELLO, 0, client.client_id).to_wire()]
-        dealer.send_multipart(hello)
-        last_hello = last_progress = time.monotonic()
-        every_ms = int(client.heartbeat_interval_s * 1000)
+        push, dealer = client.sockets()
+        session = client.session
+        last_progress = time.monotonic()
+        dealer.send_multipart(session.hello(last_progress))
+        every_ms = int(session.heartbeat_interval_s * 1000)
         probe_at = None if timeout is None else max(timeout - client.probe_s, timeout / 2)
         try:
             while not self.done:
@@ -348,9 +303,8 @@ class _Call:
                         if self.done:
                             return
                 now = time.monotonic()
-                if now - last_hello >= client.heartbeat_interval_s:
-                    dealer.send_multipart(hello)
-                    last_hello = now
+                if session.beat_due(now):
+                    dealer.send_multipart(session.hello(now))
                 if timeout is None or probe_at is None:
                     continue
                 quiet = now - last_progress
@@ -359,11 +313,11 @@ class _Call:
                 if quiet >= timeout:
                     raise TimeoutError(self.explain(quiet))
         except TimeoutError:
-            client._drop_sockets()
+            client.recycle()
             raise
 
     def probe_only(self, wait_s: float) -> list[dict[str, Any]]:
-        push, dealer = self.client._socks()
+        push, dealer = self.client.sockets()
         self.send_probe(push, dealer)
         deadline = time.monotonic() + wait_s
         while (left := deadline - time.monotonic()) > 0:

@@ -14,11 +14,12 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from palm.errors import ConfigError, PayloadTooLarge, RemoteError
+from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError
 from palm.wire.messages import job_message
 from palm.wire.protocol import Kind, decode, jobs_in
+from palm.wire.session import Session
 
-__all__ = ["JobStream", "Outcome", "take_payloads"]
+__all__ = ["JobStream", "Outcome", "reserve_ids", "take_payloads"]
 
 
 def take_payloads(
@@ -42,6 +43,14 @@ def take_payloads(
         if len(payloads) >= count or size >= max_message_bytes // 4:
             return payloads, False
     return payloads, True
+
+
+def reserve_ids(ids: Iterator[int], count: int) -> int:
+    """Take ``count`` consecutive job ids from ``ids`` (a batch's); return the first."""
+    first = next(ids)
+    for _ in range(count - 1):
+        next(ids)
+    return first
 
 
 #: A result as the stream hands it back: payload bytes or the error for that job.
@@ -116,10 +125,7 @@ class JobStream:
         return out
 
     def _message(self, payloads: list[bytes]) -> list[bytes]:
-        first = next(self._ids)
-        # reserve consecutive ids for the batch
-        for _ in range(len(payloads) - 1):
-            next(self._ids)
+        first = reserve_ids(self._ids, len(payloads))
         for offset, payload in enumerate(payloads):
             self.outstanding[first + offset] = payload
             if self.ordered:
@@ -170,6 +176,19 @@ class JobStream:
                 ready.append(self._parked.pop(self._next_position))
                 self._next_position += 1
         return ready
+
+    def take(
+        self, frames: list[bytes], session: Session
+    ) -> tuple[list[Outcome], list[list[bytes]]]:
+        """A message on the result socket: the outcomes it brings, and the messages
+        to send again when it is the WELCOME of a restarted master (``session``'s)."""
+        try:
+            outcomes = self.accept(frames)
+        except ProtocolError:
+            return [], []
+        if outcomes or not session.welcome(frames):
+            return outcomes, []
+        return [], self.resend()
 
     def first_outstanding(self) -> int | None:
         return min(self.outstanding) if self.outstanding else None

@@ -20,8 +20,6 @@ differ.
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -30,21 +28,25 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, PairClient, Timeout
 from palm.call.jobs import JobStream, Outcome
-from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError, TimeoutError
+from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
 from palm.wire import shipping as mapping
-from palm.wire.discovery import CacheCalls, CacheClient
+from palm.wire.discovery import CacheCalls
+from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
-from palm.wire.sockets import check_endpoint, make_socket
+from palm.wire.session import Session
 
-__all__ = ["ParallelClient"]
-
-#: Seconds without any result before a streaming call gives up.
-DEFAULT_TIMEOUT_S = 60.0
+__all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
 
 
-class ParallelClient(CacheCalls):
-    """A client of a parallel :class:`~palm.serve.master.Master`."""
+class ParallelClient(PairClient, CacheCalls):
+    """A client of a parallel :class:`~palm.serve.master.Master`.
+
+    The blocking calls use the client's sockets and :attr:`session`; the
+    asyncio ones open sockets of their own per call, under
+    :attr:`async_client_id` and :attr:`async_session`.
+    """
 
     def __init__(
         self,
@@ -60,37 +62,30 @@ class ParallelClient(CacheCalls):
         secret: bytes | str | None = None,
         heartbeat_interval_s: float = 1.0,
     ) -> None:
-        self.push_address = check_endpoint(push_address, "push_address")
-        self.pull_address = check_endpoint(pull_address, "pull_address")
-        self.db_address = db_address
-        if not server_name:
-            raise ConfigError("server_name must name the master")
-        self.server_name = server_name
-        self.timeout_s = timeout_s
+        super().__init__(
+            push_address,
+            pull_address,
+            db_address,
+            server_name,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            heartbeat_interval_s=heartbeat_interval_s,
+            needs="server_name must name the master",
+        )
         self.window = window
         self.batch = batch
-        self.max_message_bytes = max_message_bytes
         self.secret = mapping.resolve_secret(secret)
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.client_id = uuid.uuid4().bytes
         # asyncio streams have sockets of their own, so an identity of their own:
         # the master routes results to the socket whose identity is the job's client
         self.async_client_id = uuid.uuid4().bytes
-        self.session: str | None = None
-        self.workers = 0
-        self._ids = itertools.count(1)
-        self._sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]] | None = None
-        self._pid = os.getpid()
-        # when the blocking sockets last said HELLO (monotonic seconds)
-        self._hello_at = float("-inf")
-        self._cache: CacheClient | None = None
+        self.async_session = Session(self.async_client_id, heartbeat_interval_s)
+
+    @property
+    def workers(self) -> int:
+        """The master's worker count, as its last WELCOME said."""
+        return self.session.workers or self.async_session.workers
 
     # shared helpers ------------------------------------------------------------
-
-    def _qualify(self, function: str) -> str:
-        if not isinstance(function, str) or not function:
-            raise ConfigError("function must be a non-empty string")
-        return function if "." in function else f"{self.server_name}.{function}"
 
     def _stream(
         self,
@@ -103,11 +98,12 @@ class ParallelClient(CacheCalls):
         extra: dict[str, Any] | None = None,
         client: bytes | None = None,
     ) -> JobStream:
+        self.ensure_open()
         return JobStream(
             client or self.client_id,
-            self._qualify(function),
+            self.qualify(function),
             iterable,
-            ids=self._ids,
+            ids=self.ids,
             messages=messages,
             ordered=ordered,
             window=window or self.window,
@@ -116,32 +112,11 @@ class ParallelClient(CacheCalls):
             extra=extra,
         )
 
-    def _hello(self, client: bytes | None = None) -> list[bytes]:
-        return [Header(Kind.HELLO, 0, client or self.client_id).to_wire()]
-
-    def _control(self, frames: list[bytes]) -> bool:
-        """Handle a WELCOME; True when it comes from a restarted master (a new session).
-
-        A new master lost whatever the old one held: the caller sends its
-        outstanding jobs again.
-        """
-        try:
-            header, _ = decode(frames)
-        except ProtocolError:
-            return False
-        if header.kind != Kind.WELCOME:
-            return False
-        extra = header.extra or {}
-        session = extra.get("session")
-        self.workers = int(extra.get("workers", self.workers) or 0)
-        restarted = self.session is not None and session != self.session
-        self.session = session if isinstance(session, str) else None
-        return restarted
-
-    def _timeout(self, stream: JobStream, waited_s: float) -> TimeoutError:
+    def _timeout(self, function: str, jobs: str, waited_s: float) -> TimeoutError:
+        """``jobs``: what is outstanding, ``'1 job'`` or ``'<n> job(s)'``."""
         return TimeoutError(
             f"no result from master {self.server_name!r} at {self.push_address} for "
-            f"{waited_s:.1f} s; {len(stream.outstanding)} job(s) of {stream.function} outstanding"
+            f"{waited_s:.1f} s; {jobs} of {function} outstanding"
         )
 
     @staticmethod
@@ -154,18 +129,6 @@ class ParallelClient(CacheCalls):
 
     # blocking ----------------------------------------------------------------
 
-    def _socks(self) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
-        if self._sockets is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None)
-            push.connect(self.pull_address)
-            dealer = make_socket(zmq.DEALER, identity=self.client_id)
-            # eval() waits in a blocking receive, for at most a heartbeat interval
-            dealer.setsockopt(zmq.RCVTIMEO, max(1, int(self.heartbeat_interval_s * 1000)))
-            dealer.connect(self.push_address)
-            self._sockets = (push, dealer)
-        return self._sockets
-
     def job(
         self,
         function: str,
@@ -175,7 +138,7 @@ class ParallelClient(CacheCalls):
         ordered: bool = False,
         progress: bool = False,
         errors: str = "raise",
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
         cache: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Iterator[Outcome]:
@@ -198,35 +161,32 @@ class ParallelClient(CacheCalls):
         function: str,
         payload: bytes,
         *,
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
         cache: str | None = None,
         extra: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> bytes:
         """Run ``function`` on one payload and return its result.
 
         The short way for one job (what an HTTP gateway does per request):
         ``job(function, [payload])`` without the streaming machinery. A failed
-        job raises its :class:`RemoteError`.
+        job raises its :class:`RemoteError`; ``request_id`` goes with the job
+        into the workers' logs.
         """
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
-        payload = bytes(payload)
-        if len(payload) > self.max_message_bytes:
-            raise PayloadTooLarge(len(payload), self.max_message_bytes)
+        payload = self.payload(payload)
         if cache is not None:
             extra = dict(extra or {}, cache=cache)
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
-        function = self._qualify(function)
-        push, dealer = self._socks()
-        job_id = next(self._ids)
-        message = [Header(Kind.JOB, job_id, self.client_id, function, extra=extra).to_wire()]
-        message.append(payload)
-        hello_every = self.heartbeat_interval_s
+        timeout = self.resolve_timeout(timeout_s)
+        function = self.qualify(function)
+        push, dealer = self.sockets()
+        session = self.session
+        job_id = next(self.ids)
+        message = job_message(
+            self.client_id, job_id, function, [payload], extra=extra, request_ids=[request_id]
+        )
         started = time.monotonic()
-        if self.session is None or started - self._hello_at >= hello_every:
-            dealer.send_multipart(self._hello())
-            self._hello_at = started
+        if session.hello_due(started):
+            dealer.send_multipart(session.hello(started))
         push.send_multipart(message)
         while True:
             try:
@@ -248,17 +208,13 @@ class ParallelClient(CacheCalls):
                             raise reply.errors[0].to_exception(function)
                         (result,) = jobs_in(reply, rest)
                         return result
-                elif self._control(frames):
+                elif session.read(reply):
                     push.send_multipart(message)  # a restarted master lost it
             now = time.monotonic()
-            if now - self._hello_at >= hello_every:
-                dealer.send_multipart(self._hello())
-                self._hello_at = now
+            if session.beat_due(now):
+                dealer.send_multipart(session.hello(now))
             if timeout is not None and now - started > timeout:
-                raise TimeoutError(
-                    f"no result from master {self.server_name!r} at {self.push_address} for "
-                    f"{now - started:.1f} s; 1 job of {function} outstanding"
-                )
+                raise self._timeout(function, "1 job", now - started)
 
     def _drive(
         self,
@@ -266,42 +222,32 @@ class ParallelClient(CacheCalls):
         progress: bool,
         total: int | None,
         errors: str,
-        timeout_s: float | object | None,
+        timeout_s: Timeout,
     ) -> Iterator[Outcome]:
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
-        push, dealer = self._socks()
+        timeout = self.resolve_timeout(timeout_s)
+        push, dealer = self.sockets()
+        session = self.session
         bar = self._progress(progress, total)
-        hello_every = self.heartbeat_interval_s
+        wait_ms = int(session.heartbeat_interval_s * 1000)
         try:
-            # A HELLO per heartbeat interval is enough: it registers this client,
-            # collects results kept for it and tells a restarted master (new
-            # session) from the old one. Calls in between skip the round trip.
-            last_hello = last_progress = time.monotonic()
-            if self.session is None or last_hello - self._hello_at >= hello_every:
-                dealer.send_multipart(self._hello())
-                self._hello_at = last_hello
-            else:
-                last_hello = self._hello_at
+            last_progress = time.monotonic()
+            if session.hello_due(last_progress):
+                dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
                 for message in stream.fill():
                     push.send_multipart(message, copy=False)
                 if stream.done:
                     break
-                if dealer.poll(int(hello_every * 1000), zmq.POLLIN):
+                if dealer.poll(wait_ms, zmq.POLLIN):
                     for _ in range(256):
                         try:
                             frames = dealer.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        try:
-                            outcomes = stream.accept(frames)
-                        except ProtocolError:
-                            continue
+                        outcomes, lost = stream.take(frames, session)
+                        for message in lost:
+                            push.send_multipart(message)
                         if not outcomes:
-                            if self._control(frames):
-                                for message in stream.resend():
-                                    push.send_multipart(message)
                             continue
                         last_progress = time.monotonic()
                         if bar is not None:
@@ -311,11 +257,11 @@ class ParallelClient(CacheCalls):
                                 raise outcome
                             yield outcome
                 now = time.monotonic()
-                if now - last_hello >= hello_every:
-                    dealer.send_multipart(self._hello())
-                    last_hello = self._hello_at = now
+                if session.beat_due(now):
+                    dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
-                    raise self._timeout(stream, now - last_progress)
+                    outstanding = f"{len(stream.outstanding)} job(s)"
+                    raise self._timeout(stream.function, outstanding, now - last_progress)
         finally:
             if bar is not None:
                 bar.close()
@@ -327,10 +273,10 @@ class ParallelClient(CacheCalls):
         *,
         chunksize: int | None = None,
         progress: bool = False,
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> list[Any]:
         """``[fn(x) for x in iterable]`` computed by the master's workers, in order."""
-        if self.session is None:
+        if not self.session.welcomed:
             self._greet()
         plan, stream = self._map_stream(fn, iterable, chunksize)
         out: list[Any] = []
@@ -379,13 +325,15 @@ class ParallelClient(CacheCalls):
         )
         return [planner], stream
 
+    def _greet_wait_ms(self) -> int:
+        return int(max(self.heartbeat_interval_s, 1.0) * 1000)
+
     def _greet(self) -> None:
         """One HELLO/WELCOME round trip to learn the session and worker count."""
-        _, dealer = self._socks()
-        dealer.send_multipart(self._hello())
-        self._hello_at = time.monotonic()
-        if dealer.poll(int(max(self.heartbeat_interval_s, 1.0) * 1000), zmq.POLLIN):
-            self._control(dealer.recv_multipart())
+        _, dealer = self.sockets()
+        dealer.send_multipart(self.session.hello(time.monotonic()))
+        if dealer.poll(self._greet_wait_ms(), zmq.POLLIN):
+            self.session.welcome(dealer.recv_multipart())
 
     # asyncio -------------------------------------------------------------------
 
@@ -397,46 +345,45 @@ class ParallelClient(CacheCalls):
         *,
         ordered: bool = False,
         errors: str = "raise",
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> AsyncIterator[Outcome]:
         """``job()`` for asyncio code: ``async for result in client.ajob(...)``."""
         stream = self._stream(function, iterable, messages, ordered, client=self.async_client_id)
         async for outcome in self._adrive(stream, errors, timeout_s):
             yield outcome
 
+    def _async_socket(self, kind: int, identity: bytes | None = None) -> zmq.asyncio.Socket:
+        sock = zmq.asyncio.Context.instance().socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            sock.setsockopt(zmq.IDENTITY, identity)
+        sock.connect(self.pull_address if kind == zmq.PUSH else self.push_address)
+        return sock
+
     async def _adrive(
-        self, stream: JobStream, errors: str, timeout_s: float | object | None
+        self, stream: JobStream, errors: str, timeout_s: Timeout
     ) -> AsyncIterator[Outcome]:
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
-        ctx = zmq.asyncio.Context.instance()
-        push = ctx.socket(zmq.PUSH)
-        dealer = ctx.socket(zmq.DEALER)
-        for sock in (push, dealer):
-            sock.setsockopt(zmq.LINGER, 0)
+        timeout = self.resolve_timeout(timeout_s)
+        self.ensure_open()
+        session = self.async_session
+        push = self._async_socket(zmq.PUSH)
         # a separate identity: the blocking sockets may be connected too
-        dealer.setsockopt(zmq.IDENTITY, self.async_client_id)
-        push.connect(self.pull_address)
-        dealer.connect(self.push_address)
+        dealer = self._async_socket(zmq.DEALER, self.async_client_id)
+        wait_ms = int(session.heartbeat_interval_s * 1000)
         try:
-            await dealer.send_multipart(self._hello(self.async_client_id))
-            last_hello = last_progress = time.monotonic()
+            last_progress = time.monotonic()
+            await dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
                 for message in stream.fill():
                     await push.send_multipart(message)
                 if stream.done:
                     break
-                wait_ms = int(self.heartbeat_interval_s * 1000)
                 if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
                     frames = await dealer.recv_multipart()
-                    try:
-                        outcomes = stream.accept(frames)
-                    except ProtocolError:
-                        continue
+                    outcomes, lost = stream.take(frames, session)
+                    for message in lost:
+                        await push.send_multipart(message)
                     if not outcomes:
-                        if self._control(frames):
-                            for message in stream.resend():
-                                await push.send_multipart(message)
                         continue
                     last_progress = time.monotonic()
                     for outcome in outcomes:
@@ -444,11 +391,11 @@ class ParallelClient(CacheCalls):
                             raise outcome
                         yield outcome
                 now = time.monotonic()
-                if now - last_hello >= self.heartbeat_interval_s:
-                    await dealer.send_multipart(self._hello(self.async_client_id))
-                    last_hello = now
+                if session.beat_due(now):
+                    await dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
-                    raise self._timeout(stream, now - last_progress)
+                    outstanding = f"{len(stream.outstanding)} job(s)"
+                    raise self._timeout(stream.function, outstanding, now - last_progress)
         finally:
             push.close(0)
             dealer.close(0)
@@ -459,10 +406,10 @@ class ParallelClient(CacheCalls):
         iterable: Iterable[Any],
         *,
         chunksize: int | None = None,
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> list[Any]:
         """``map()`` for asyncio code."""
-        if self.session is None:
+        if not self.async_session.welcomed:
             await self._agreet()
         plan, stream = self._map_stream(fn, iterable, chunksize, client=self.async_client_id)
         out: list[Any] = []
@@ -475,36 +422,15 @@ class ParallelClient(CacheCalls):
 
     async def _agreet(self) -> None:
         """``_greet`` for asyncio code, on a short-lived socket of its own."""
-        ctx = zmq.asyncio.Context.instance()
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        probe_id = uuid.uuid4().bytes  # an identity of its own: it only asks
-        dealer.setsockopt(zmq.IDENTITY, probe_id)
-        dealer.connect(self.push_address)
+        self.ensure_open()
+        probe = Session(uuid.uuid4().bytes)  # an identity of its own: it only asks
+        dealer = self._async_socket(zmq.DEALER, probe.client_id)
         try:
-            await dealer.send_multipart(self._hello(probe_id))
-            wait_ms = int(max(self.heartbeat_interval_s, 1.0) * 1000)
-            if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
-                self._control(await dealer.recv_multipart())
+            await dealer.send_multipart(probe.hello(time.monotonic()))
+            if await dealer.poll(self._greet_wait_ms(), zmq.POLLIN):  # type: ignore[call-arg]
+                self.async_session.welcome(await dealer.recv_multipart())
         finally:
             dealer.close(0)
-
-    # cache -------------------------------------------------------------------
-
-    def close(self) -> None:
-        if self._sockets is not None:
-            for sock in self._sockets:
-                sock.close(0)
-            self._sockets = None
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
-
-    def __enter__(self) -> ParallelClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _length(iterable: Iterable[Any]) -> int | None:

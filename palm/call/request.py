@@ -8,7 +8,6 @@ abandoned call can never be taken for the answer to a new one.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 import uuid
@@ -16,7 +15,8 @@ from collections.abc import Sequence
 
 import zmq
 
-from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, TimeoutError
+from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, ClientBase, Timeout
+from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
 from palm.wire.messages import COMPACT_BELOW_BYTES, compact, reply_head
 from palm.wire.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -28,13 +28,10 @@ from palm.wire.sockets import check_endpoint, make_socket, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Client"]
 
-#: How long a call waits for its reply unless told otherwise.
-DEFAULT_TIMEOUT_S = 30.0
-
-_UNSET = object()
+_getpid = os.getpid
 
 
-class Client:
+class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
     """A client of one standalone :class:`~palm.serve.server.Server`.
 
     ``timeout_s`` bounds each call (``None`` waits forever); on a timeout
@@ -52,19 +49,14 @@ class Client:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.server_address = check_endpoint(server_address, "server_address")
-        if not server_name:
-            raise ConfigError("server_name must be the name the server was started with")
-        self.server_name = server_name
-        self.db_address = db_address
-        if timeout_s is not None and timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be positive or None, got {timeout_s!r}")
-        self.timeout_s = timeout_s
-        self.max_message_bytes = max_message_bytes
-        self.client_id = uuid.uuid4().bytes
-        self._ids = itertools.count(1)
-        self._socket: zmq.Socket[bytes] | None = None
+        super().__init__(
+            server_name,
+            db_address,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            needs="server_name must be the name the server was started with",
+        )
         self._rcvtimeo_ms = -1
-        self._pid = os.getpid()
 
     # public --------------------------------------------------------------------
 
@@ -73,22 +65,28 @@ class Client:
         function: str,
         message: bytes,
         *,
-        timeout_s: float | object | None = _UNSET,
+        timeout_s: Timeout = DEFAULT,
         extra: dict[str, object] | None = None,
+        request_id: str | None = None,
     ) -> bytes:
-        """Run ``function`` (``'foo'`` or ``'server.foo'``) on ``message``; return its bytes."""
+        """Run ``function`` (``'foo'`` or ``'server.foo'``) on ``message``; return its bytes.
+
+        ``request_id`` (an HTTP request's) goes with the job into the server's logs.
+        """
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(f"message must be bytes, got {type(message).__name__}")
-        header = Header(Kind.JOB, 0, self.client_id, self._qualify(function), extra=extra)
+        if request_id:
+            extra = dict(extra or {}, request_id=request_id)
+        header = Header(Kind.JOB, 0, self.client_id, self.qualify(function), extra=extra)
         return self._request(header, [bytes(message)], timeout_s)[0]
 
-    def ping(self, *, timeout_s: float | object | None = _UNSET) -> float:
+    def ping(self, *, timeout_s: Timeout = DEFAULT) -> float:
         """Round-trip time to the server in seconds."""
         start = time.perf_counter()
         self._request(Header(Kind.PING, 0, self.client_id), [], timeout_s)
         return time.perf_counter() - start
 
-    def info(self, *, timeout_s: float | object | None = _UNSET) -> dict[str, object]:
+    def info(self, *, timeout_s: Timeout = DEFAULT) -> dict[str, object]:
         """The server's description: name, functions, address, pid, counters."""
         import msgpack
 
@@ -98,43 +96,27 @@ class Client:
             raise ProtocolError("INFO reply is not a map")
         return info
 
-    def close(self) -> None:
-        """Close the socket; the next call opens a new one."""
-        if self._socket is not None:
-            self._socket.close(0)
-            self._socket = None
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # internals -----------------------------------------------------------------
 
-    def _qualify(self, function: str) -> str:
-        if not isinstance(function, str) or not function:
-            raise ConfigError("function must be a non-empty string")
-        if "." in function:
-            return function
-        return f"{self.server_name}.{function}"
+    def _make_sockets(self) -> tuple[zmq.Socket[bytes]]:
+        # an identity of its own per socket: a recycled socket's late replies stay with it
+        sock = make_socket(zmq.DEALER, identity=self.client_id + uuid.uuid4().bytes[:4])
+        sock.connect(self.server_address)
+        self._rcvtimeo_ms = -1
+        return (sock,)
 
     def _sock(self) -> zmq.Socket[bytes]:
-        if self._socket is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            sock = make_socket(zmq.DEALER, identity=self.client_id + uuid.uuid4().bytes[:4])
-            sock.connect(self.server_address)
-            self._socket = sock
-            self._rcvtimeo_ms = -1
-        return self._socket
+        socks = self._sockets
+        if socks is None or self._pid != _getpid():
+            socks = self._open()
+        return socks[0]
 
     def _request(
-        self, header: Header, payloads: Sequence[bytes], timeout_s: float | object | None
+        self, header: Header, payloads: Sequence[bytes], timeout_s: Timeout
     ) -> list[bytes]:
         """Send one request and return the payloads of its reply (raising its error)."""
-        timeout = self.timeout_s if timeout_s is _UNSET else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
-        header.id = next(self._ids)
+        timeout = self.resolve_timeout(timeout_s)
+        header.id = next(self.ids)
         # the reply a server sends when all went well, known in advance (compact form)
         expected: bytes | None = None
         if len(payloads) == 1 and len(payloads[0]) < COMPACT_BELOW_BYTES:
@@ -159,7 +141,7 @@ class Client:
             try:
                 reply_frames = sock.recv_multipart()
             except zmq.Again:
-                self.close()
+                self.recycle()
                 raise TimeoutError(
                     f"no reply from server {self.server_name!r} at {self.server_address} "
                     f"to {header.function or Kind.NAMES[header.kind]} within {timeout} s"

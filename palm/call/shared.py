@@ -25,17 +25,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Protocol, TypeVar
 
 import zmq
 
-from palm.call.parallel import DEFAULT_TIMEOUT_S, ParallelClient
-from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
+from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, ClientState, PairClient, Timeout
+from palm.errors import ClientClosed, ProtocolError, TimeoutError
 from palm.wire.messages import job_message
-from palm.wire.protocol import ErrorInfo, Header, Kind, decode, jobs_in
+from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, ErrorInfo, Header, Kind, decode, jobs_in
 
-__all__ = ["SharedClient", "job_messages"]
+__all__ = ["OneJobCalls", "SharedClient", "job_messages"]
 
 
 class Job(Protocol):
@@ -45,6 +45,9 @@ class Job(Protocol):
     payload: bytes
     request_id: str | None
     job_id: int
+
+
+_J = TypeVar("_J", bound=Job)
 
 
 def job_messages(
@@ -110,8 +113,8 @@ class _Call:
         self.event = threading.Event()
 
 
-class OneJobCalls:
-    """What the combining clients share: the parallel client, checks, messages, results.
+class OneJobCalls(PairClient):
+    """What the combining clients share: checks, job ids, messages, results, restarts.
 
     :class:`SharedClient` (threads) and
     :class:`~palm.call.aio.AsyncSharedClient` (coroutines) differ only in
@@ -127,58 +130,75 @@ class OneJobCalls:
         *,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_batch: int = 64,
-        **options: Any,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        heartbeat_interval_s: float = 1.0,
     ) -> None:
-        self.client = ParallelClient(
-            push_address, pull_address, db_address, server_name, timeout_s=timeout_s, **options
+        super().__init__(
+            push_address,
+            pull_address,
+            db_address,
+            server_name,
+            timeout_s=timeout_s,
+            max_message_bytes=max_message_bytes,
+            heartbeat_interval_s=heartbeat_interval_s,
+            needs="server_name must name the master",
         )
-        self.timeout_s = timeout_s
         self.max_batch = max(1, max_batch)
         #: messages sent and jobs they carried (how much calls were combined)
         self.messages_sent = 0
         self.jobs_sent = 0
 
     @property
-    def server_name(self) -> str:
-        return self.client.server_name
-
-    def _checked(
-        self, payload: Any, timeout_s: float | object | None
-    ) -> tuple[bytes, float | None]:
-        """The payload as bytes within the size limit, and the call's timeout."""
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"job payloads must be bytes, got {type(payload).__name__}")
-        payload = bytes(payload)
-        if len(payload) > self.client.max_message_bytes:
-            raise PayloadTooLarge(len(payload), self.client.max_message_bytes)
-        timeout = self.timeout_s if timeout_s is ... else timeout_s
-        assert timeout is None or isinstance(timeout, int | float)
-        return payload, timeout
+    def client(self) -> OneJobCalls:
+        """The client whose sockets and session the calls use: this one (the name
+        stays for code written when it was a separate object)."""
+        return self
 
     def _timeout(self, function: str, waited_s: float) -> TimeoutError:
         return TimeoutError(
-            f"no result from master {self.client.server_name!r} at "
-            f"{self.client.push_address} for {waited_s:.1f} s; 1 job of {function} outstanding"
+            f"no result from master {self.server_name!r} at "
+            f"{self.push_address} for {waited_s:.1f} s; 1 job of {function} outstanding"
         )
 
-    def _messages(self, calls: list[Any], pack: bool = True) -> list[list[bytes]]:
+    def _number(self, calls: list[_J], outstanding: MutableMapping[int, _J]) -> None:
+        """Give ``calls`` their job ids and count them outstanding."""
+        for call in calls:
+            call.job_id = next(self.ids)
+            outstanding[call.job_id] = call
+
+    def _messages(self, calls: Iterable[Job], pack: bool = True) -> list[list[bytes]]:
         """JOB messages for ``calls`` (ids given); ``pack=False``: one message each."""
+        calls = list(calls)
         out = job_messages(
-            self.client.client_id,
+            self.client_id,
             calls,
             max_batch=self.max_batch,
-            limit=self.client.max_message_bytes // 4,
+            limit=self.max_message_bytes // 4,
             pack=pack,
         )
         self.messages_sent += len(out)
         self.jobs_sent += len(calls)
         return out
 
+    def _resend(self, lost: Iterable[Job]) -> list[list[bytes]]:
+        """Messages for the jobs a restarted master lost, one each, in id order."""
+        return self._messages(sorted(lost, key=lambda call: call.job_id), pack=False)
+
+    def _read(self, frames: list[bytes]) -> tuple[list[tuple[int, bytes, ErrorInfo | None]], bool]:
+        """The (job id, payload, error) of each job a message answers for this client,
+        and whether it is the WELCOME of a restarted master (resend what is out)."""
+        try:
+            header, rest = decode(frames)
+        except ProtocolError:
+            return [], False
+        if header.kind == Kind.RESULT:
+            return self._results(header, rest), False
+        return [], self.session.read(header)
+
     def _results(
         self, header: Header, rest: list[bytes]
     ) -> list[tuple[int, bytes, ErrorInfo | None]]:
-        """(job id, payload, error) of each job a RESULT for this client answers."""
-        if header.client != self.client.client_id:
+        if header.client != self.client_id:
             return []
         try:
             payloads = jobs_in(header, rest)
@@ -194,9 +214,9 @@ class OneJobCalls:
 class SharedClient(OneJobCalls):
     """A thread-safe client of a parallel master for one job per call.
 
-    ``max_batch`` caps the jobs that travel in one message. Other options go
-    to the :class:`ParallelClient` underneath (``secret``, ``heartbeat_interval_s``,
-    ``max_message_bytes``...).
+    ``max_batch`` caps the jobs that travel in one message; ``timeout_s``,
+    ``heartbeat_interval_s`` and ``max_message_bytes`` are as for a
+    :class:`~palm.call.parallel.ParallelClient`.
     """
 
     def __init__(
@@ -212,7 +232,6 @@ class SharedClient(OneJobCalls):
         self._queued: deque[_Call] = deque()
         self._outstanding: dict[int, _Call] = {}
         self._leading = False
-        self._closed = False
 
     def eval(
         self,
@@ -220,20 +239,20 @@ class SharedClient(OneJobCalls):
         payload: bytes,
         *,
         request_id: str | None = None,
-        timeout_s: float | object | None = ...,
+        timeout_s: Timeout = DEFAULT,
     ) -> bytes:
         """Run ``function`` on one payload and return its result; any thread may call.
 
         ``request_id`` goes with the job into the workers' logs. A failed job
         raises its :class:`~palm.errors.RemoteError`.
         """
-        payload, timeout = self._checked(payload, timeout_s)
+        payload = self.payload(payload)
+        timeout = self.resolve_timeout(timeout_s)
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
-        call = _Call(self.client._qualify(function), payload, request_id)
+        call = _Call(self.qualify(function), payload, request_id)
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the client is closed")
+            self.ensure_open()
             self._queued.append(call)
             if not self._leading:
                 self._leading = call.lead = True
@@ -259,23 +278,20 @@ class SharedClient(OneJobCalls):
 
     def _lead(self, me: _Call, deadline: float | None) -> None:
         """Send and receive for everybody until ``me`` is done (or out of time)."""
-        client = self.client
         try:
-            push, dealer = client._socks()
-            hello_every = client.heartbeat_interval_s
+            push, dealer = self.sockets()
+            session = self.session
+            hello_every = session.heartbeat_interval_s
             while True:
                 with self._lock:
                     if me.done:
                         return
                     batch = list(self._queued)
                     self._queued.clear()
-                    for call in batch:
-                        call.job_id = next(client._ids)
-                        self._outstanding[call.job_id] = call
+                    self._number(batch, self._outstanding)
                 now = time.monotonic()
-                if client.session is None or now - client._hello_at >= hello_every:
-                    dealer.send_multipart(client._hello())
-                    client._hello_at = now
+                if session.hello_due(now):
+                    dealer.send_multipart(session.hello(now))
                 for message in self._messages(batch):
                     push.send_multipart(message)
                 if deadline is not None and now >= deadline:
@@ -296,38 +312,35 @@ class SharedClient(OneJobCalls):
 
     def _take(self, frames: list[bytes], push: zmq.Socket[bytes]) -> None:
         """A message on the result socket: results to hand out, or a WELCOME."""
-        try:
-            header, rest = decode(frames)
-        except ProtocolError:
-            return
-        if header.kind == Kind.RESULT:
-            finished: list[_Call] = []
-            with self._lock:
-                for job_id, payload, error in self._results(header, rest):
-                    call = self._outstanding.pop(job_id, None)
-                    if call is None:
-                        continue  # the answer to a call that gave up
-                    if error is None:
-                        call.result = payload
-                    else:
-                        call.error = error.to_exception(call.function)
-                    call.done = True
-                    finished.append(call)
-            for call in finished:
-                call.event.set()
-        elif self.client._control(frames):
+        results, restarted = self._read(frames)
+        if restarted:
             with self._lock:  # a restarted master: it lost whatever it held
-                lost = sorted(self._outstanding.values(), key=lambda c: c.job_id)
-            for message in self._messages(lost, pack=False):
+                lost = list(self._outstanding.values())
+            for message in self._resend(lost):
                 push.send_multipart(message)
+            return
+        finished: list[_Call] = []
+        with self._lock:
+            for job_id, payload, error in results:
+                call = self._outstanding.pop(job_id, None)
+                if call is None:
+                    continue  # the answer to a call that gave up
+                if error is None:
+                    call.result = payload
+                else:
+                    call.error = error.to_exception(call.function)
+                call.done = True
+                finished.append(call)
+        for call in finished:
+            call.event.set()
 
     def _hand_over(self, me: _Call) -> None:
         """Pass the role to a caller still waiting, or leave it free."""
         with self._lock:
             me.lead = False
-            if self._closed:  # close() left the sockets to the last leader
+            if self.closed:  # close() left the sockets to the last leader
                 self._leading = False
-                self.client.close()
+                self._release()
                 return
             waiting = (c for c in (*self._outstanding.values(), *self._queued) if c is not me)
             successor = next(waiting, None)
@@ -346,30 +359,25 @@ class SharedClient(OneJobCalls):
             pass
 
     def close(self) -> None:
-        """Close the client: calls still waiting fail with ``RuntimeError``.
+        """Close the client: calls still waiting fail with
+        :class:`~palm.errors.ClientClosed` (a ``RuntimeError``), later ones too.
 
         Any thread may call it, also while others wait in :meth:`eval`. The
         sockets close at once, or, when a caller is receiving on them, as soon
         as its receive returns (within a heartbeat interval).
         """
         with self._lock:
-            if self._closed:
+            if self.closed:
                 return
-            self._closed = True
+            self.state = ClientState.CLOSED
             waiting = [*self._outstanding.values(), *self._queued]
             self._outstanding.clear()
             self._queued.clear()
             for call in waiting:
-                call.error = RuntimeError("the client was closed")
+                call.error = ClientClosed("the client was closed")
                 call.done = True
             receiving = self._leading
         for call in waiting:
             call.event.set()
         if not receiving:
-            self.client.close()
-
-    def __enter__(self) -> SharedClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            self._release()

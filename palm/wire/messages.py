@@ -103,13 +103,15 @@ def job_message(
     request_ids: Sequence[str | None] | None = None,
     pipeline: bytes | None = None,
     stage: int = 0,
+    key: str | None = None,
     pack: bool = True,
 ) -> list[bytes]:
     """The frames of a JOB message for consecutive jobs ``first_id``, ``first_id + 1``...
 
     Several payloads all under :data:`PACK_BELOW_BYTES` travel packed in one
     frame unless ``pack`` is false. ``request_ids`` (one per payload, ``None``
-    for none) are the HTTP request ids that reach the servers' logs.
+    for none) are the HTTP request ids that reach the servers' logs; ``key``
+    is the shared-cache key the jobs carry.
     """
     if not payloads:
         raise ProtocolError("a JOB message carries at least one payload")
@@ -118,7 +120,7 @@ def job_message(
             extra = dict(extra or {}, request_id=request_ids[0])
         else:
             extra = dict(extra or {}, request_ids=[rid or "" for rid in request_ids])
-    header = Header(Kind.JOB, first_id, client, function, stage, pipeline, extra=extra)
+    header = Header(Kind.JOB, first_id, client, function, stage, pipeline, key, extra=extra)
     if pack and len(payloads) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
         header.packed = len(payloads)
     return [header.to_wire(), *frames_for(header, payloads)]

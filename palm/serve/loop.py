@@ -1,0 +1,122 @@
+"""The serve side's socket plumbing: binding, connecting, polling and draining.
+
+Servers, masters and the upstream feeder of a hub all own a set of sockets
+(:class:`Sockets`: bound endpoints recorded, every socket closed at the end)
+and wait on them with a :class:`Poller` that hands each message of a ready
+socket to its handler, at most :data:`DRAIN` per socket per wake-up
+(:func:`drain`), so no socket starves the others.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import zmq
+
+from palm.wire.messages import control
+from palm.wire.protocol import Kind
+from palm.wire.sockets import bound_endpoint, make_socket
+
+__all__ = ["DRAIN", "Poller", "Sockets", "drain", "subscribe"]
+
+#: Messages taken from one socket per wake-up before looking at the others.
+DRAIN: Final = 512
+
+Handler = Callable[[list[bytes]], object]
+
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def drain(sock: zmq.Socket[bytes], handler: Handler, limit: int = DRAIN) -> int:
+    """Hand up to ``limit`` waiting messages of ``sock`` to ``handler``; how many there were."""
+    for count in range(limit):
+        try:
+            frames = sock.recv_multipart(_NOBLOCK)
+        except zmq.Again:
+            return count
+        handler(frames)
+    return limit
+
+
+class Sockets:
+    """The sockets one server owns: bound ones recorded in ``bound`` by label."""
+
+    def __init__(self, owner: str, bound: dict[str, str], max_message_bytes: int | None) -> None:
+        self.owner = owner
+        self.bound = bound
+        self.max_message_bytes = max_message_bytes
+        self._socks: list[zmq.Socket[bytes]] = []
+
+    def bind(self, kind: int, address: str, label: str, **options: Any) -> zmq.Socket[bytes]:
+        """A socket of ``kind`` bound at ``address``; OSError when it cannot bind."""
+        options.setdefault("max_message_bytes", self.max_message_bytes)
+        sock = make_socket(kind, **options)
+        self._socks.append(sock)
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            raise OSError(f"{self.owner} cannot bind {label} {address}: {exc}") from exc
+        self.bound[label] = bound_endpoint(sock)
+        return sock
+
+    def connect(self, kind: int, address: str, **options: Any) -> zmq.Socket[bytes]:
+        """A socket of ``kind`` connected to ``address``."""
+        sock = make_socket(kind, **options)
+        self._socks.append(sock)
+        sock.connect(address)
+        return sock
+
+    def subscriber(self, address: str) -> zmq.Socket[bytes]:
+        """A DEALER taking the stream of the upstream at ``address`` (see :func:`subscribe`)."""
+        return self.connect(
+            zmq.DEALER,
+            address,
+            identity=f"palm-sub:{self.owner}:{uuid.uuid4().hex[:8]}".encode(),
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    def close(self) -> None:
+        for sock in self._socks:
+            sock.close(0)
+        self._socks.clear()
+
+
+class Poller:
+    """Waits on sockets and a stop fd; drains each ready socket into its handler."""
+
+    def __init__(self, stop_fd: int) -> None:
+        self._poller = zmq.Poller()
+        self._poller.register(stop_fd, _POLLIN)
+        self._handlers: list[tuple[zmq.Socket[bytes], Handler]] = []
+
+    def add(self, sock: zmq.Socket[bytes], handler: Handler) -> None:
+        """Read ``sock`` into ``handler`` (sockets are served in the order added)."""
+        self._poller.register(sock, _POLLIN)
+        self._handlers.append((sock, handler))
+
+    def pause(self, sock: zmq.Socket[bytes], paused: bool) -> None:
+        """Stop (or resume) reading ``sock``, leaving its messages queued."""
+        self._poller.modify(sock, 0 if paused else _POLLIN)
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` and serve what is ready; False when nothing was."""
+        events = self._poller.poll(timeout_ms)
+        if not events:
+            return False
+        ready = {sock for sock, _ in events}
+        for sock, handler in self._handlers:
+            if sock in ready:
+                drain(sock, handler)
+        return True
+
+
+def subscribe(dealers: Sequence[zmq.Socket[bytes]], topics: Sequence[str], name: str) -> None:
+    """Say HELLO on each upstream DEALER, naming the topic whose stream it takes."""
+    for dealer, topic in zip(dealers, topics, strict=True):
+        try:
+            dealer.send_multipart(control(Kind.HELLO, previous=topic, name=name), _NOBLOCK)
+        except zmq.ZMQError:
+            pass

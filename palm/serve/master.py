@@ -231,16 +231,28 @@ class Master(StreamRouting):
     def start_background(self) -> None:
         """Serve in a background thread, returning once the sockets are bound.
 
-        What ``palm=True`` does. No signal handler is installed: :meth:`stop`
-        ends the thread (and returns when it has closed everything), or
-        :meth:`start` waits for it, stopping it on SIGINT/SIGTERM.
+        What ``palm=True`` does. No signal handler is installed here:
+        :meth:`stop` ends the thread (and returns once it has closed
+        everything), :meth:`start` waits for it and stops it on SIGINT/SIGTERM,
+        and a script that never calls ``start()`` calls it as the interpreter
+        exits (before waiting for the thread), so such a script is a master
+        that stops cleanly on a signal.
         """
         if self._thread is not None and self._thread.is_alive():
             raise ConfigError(f"master {self.name!r} is already serving in the background")
         self.ready.clear()
         self._thread = threading.Thread(target=self._run, name=f"palm-master-{self.name}")
         self._thread.start()
+        if threading.current_thread() is threading.main_thread():
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                register(self._wait_at_exit)
         self.ready.wait(10)
+
+    def _wait_at_exit(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self.start()
 
     def start(self) -> None:
         """Serve until SIGINT/SIGTERM or :meth:`stop` (or wait for the background master)."""

@@ -15,11 +15,12 @@ from typing import Any, Final
 
 import zmq
 
-from palm.wire.messages import control
-from palm.wire.protocol import Kind
+from palm.errors import ProtocolError
+from palm.wire.messages import control, routed
+from palm.wire.protocol import Header, Kind, MalformedCounter, decode_header
 from palm.wire.sockets import bound_endpoint, make_socket
 
-__all__ = ["DRAIN", "Poller", "Sockets", "drain", "subscribe"]
+__all__ = ["DRAIN", "Poller", "Sockets", "drain", "header_from", "routed_from", "subscribe"]
 
 #: Messages taken from one socket per wake-up before looking at the others.
 DRAIN: Final = 512
@@ -120,3 +121,23 @@ def subscribe(dealers: Sequence[zmq.Socket[bytes]], topics: Sequence[str], name:
             dealer.send_multipart(control(Kind.HELLO, previous=topic, name=name), _NOBLOCK)
         except zmq.ZMQError:
             pass
+
+
+def routed_from(
+    frames: list[bytes], malformed: MalformedCounter
+) -> tuple[bytes, Header, list[bytes]] | None:
+    """:func:`~palm.wire.messages.routed`, or None with the message counted as malformed."""
+    try:
+        return routed(frames)
+    except ProtocolError as exc:
+        malformed.record(str(exc))
+        return None
+
+
+def header_from(frame: bytes, malformed: MalformedCounter) -> Header | None:
+    """The header ``frame`` holds, or None with the message counted as malformed."""
+    try:
+        return decode_header(frame)
+    except ProtocolError as exc:
+        malformed.record(str(exc))
+        return None

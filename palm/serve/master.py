@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -50,12 +48,10 @@ import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
 from palm.serve.db_endpoint import DbEndpoint
-from palm.serve.loop import Poller, Sockets, subscribe
+from palm.serve.loop import Poller, Sockets, header_from, routed_from, subscribe
 from palm.serve.stopper import Stopper
 from palm.serve.stream import (
     Message,
-    Outbox,
-    Outlet,
     StreamOut,
     StreamRouting,
     explode,
@@ -64,7 +60,7 @@ from palm.serve.stream import (
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
 from palm.wire.info import ServiceInfo
-from palm.wire.messages import control, job_message, routed
+from palm.wire.messages import control, job_message
 from palm.wire.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
@@ -295,21 +291,18 @@ class Master(StreamRouting):
             )
             self.worker_out.setsockopt(zmq.ROUTER_MANDATORY, 1)
             poller.add(self.worker_out, self._on_worker_control)
-            if self.push_address is not None:
-                out = sockets.bind(zmq.ROUTER, self.push_address, "push", max_message_bytes=None)
-                outlet = Outlet(
-                    out,
-                    self.name,
-                    self.session,
-                    self.logger,
-                    self.malformed,
-                    park_limit=self.pending_results_per_client,
-                    subscribers=self.subscribers,
-                    park_ttl_s=self.undelivered_ttl_s,
-                    welcome=self._welcome,
-                )
-                self.routes.outlet = outlet
-                poller.add(out, outlet.on_message)
+            self.routes.open(
+                sockets,
+                poller,
+                self.push_address,
+                self.session,
+                self.logger,
+                self.malformed,
+                subscribers=self.subscribers,
+                park_limit=self.pending_results_per_client,
+                park_ttl_s=self.undelivered_ttl_s,
+                welcome=self._welcome,
+            )
             pull = self.pull_address or f"inproc://palm-{self.name}-{uuid.uuid4().hex}-in"
             client_in = sockets.bind(zmq.PULL, pull, "pull")
             poller.add(client_in, self._on_client_job)
@@ -319,10 +312,6 @@ class Master(StreamRouting):
                     db, self.name, self.cache, self.describe, self.malformed, self.max_message_bytes
                 )
                 poller.add(db, endpoint.on_message)
-            if self.next_address is not None:
-                push = sockets.connect(zmq.PUSH, self.next_address)
-                self.routes.outbox = Outbox(push)
-                self.bound["next"] = self.next_address
             if self.upstreams:
                 feeder = _Feeder(self, self.bound["pull"])
                 feeder.start()
@@ -370,10 +359,8 @@ class Master(StreamRouting):
     # jobs in -----------------------------------------------------------------
 
     def _on_client_job(self, frames: list[bytes]) -> None:
-        try:
-            header = decode_header(frames[0])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
+        header = header_from(frames[0], self.malformed)
+        if header is None:
             return
         if header.kind != Kind.JOB or len(frames) < 2:
             self._on_stream_control(header)
@@ -536,11 +523,10 @@ class Master(StreamRouting):
             self._answer_error(queue.popleft(), "palm.UnknownFunction", message)
 
     def _on_worker_control(self, frames: list[bytes]) -> None:
-        try:
-            identity, header, _ = routed(frames)
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
+        message = routed_from(frames, self.malformed)
+        if message is None:
             return
+        identity, header, _ = message
         extra = header.extra or {}
         now = time.monotonic()
         if header.kind == Kind.READY:
@@ -597,10 +583,8 @@ class Master(StreamRouting):
             pass
 
     def _on_worker_result(self, frames: list[bytes]) -> None:
-        try:
-            header = decode_header(frames[0])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
+        header = header_from(frames[0], self.malformed)
+        if header is None:
             return
         extra = header.extra or {}
         wid = extra.get("w")
@@ -755,14 +739,9 @@ class Master(StreamRouting):
 
     def _info(self) -> ServiceInfo:
         """What INFO answers (a hook: subclasses add fields)."""
-        return ServiceInfo(
-            name=self.name,
-            kind="master",
-            session=self.session,
+        return self._info_with(
+            "master",
             functions=sorted(self.known_functions - {MAP_FUNCTION}),
-            addresses=dict(self.bound),
-            next_call=self.next_call,
-            pipelined=self.pipelined,
             stats=dict(self.stats),
             workers=[
                 {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
@@ -770,15 +749,7 @@ class Master(StreamRouting):
             ],
             queued=self.queued,
             inflight=len(self.inflight),
-            waiting=self.routes.waiting,
-            malformed=self.malformed.total,
-            pid=os.getpid(),
-            host=socket.gethostname(),
         )
-
-    def describe(self) -> bytes:
-        """The INFO answer: :meth:`_info` on the wire."""
-        return self._info().to_wire()
 
 
 _REQUEST_IDS = ("request_id", "request_ids")

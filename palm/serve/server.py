@@ -33,8 +33,6 @@ place that runs jobs (:meth:`Server._run`), the same Redis logs and counters
 from __future__ import annotations
 
 import functools
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -47,7 +45,7 @@ from palm.serve.db_endpoint import DbEndpoint
 from palm.serve.loop import Poller, Sockets, subscribe
 from palm.serve.service import Service, split_function
 from palm.serve.stopper import Stopper
-from palm.serve.stream import Outbox, Outlet, StreamOut, StreamRouting, function_for
+from palm.serve.stream import StreamOut, StreamRouting, function_for
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
 from palm.wire.info import ServiceInfo
@@ -204,22 +202,15 @@ class Server(StreamRouting, Service):
             dealer = sockets.subscriber(address)
             poller.add(dealer, functools.partial(self._on_stream, source=len(dealers)))
             dealers.append(dealer)
-        if self.push_address is not None:
-            out = sockets.bind(zmq.ROUTER, self.push_address, "push")
-            outlet = Outlet(
-                out,
-                self.name,
-                self.session,
-                self.logger,
-                self.malformed,
-                subscribers=self.subscribers,
-            )
-            self.routes.outlet = outlet
-            poller.add(out, outlet.on_message)
-        if self.next_address is not None:
-            push = sockets.connect(zmq.PUSH, self.next_address)
-            self.routes.outbox = Outbox(push)
-            self.bound["next"] = self.next_address
+        self.routes.open(
+            sockets,
+            poller,
+            self.push_address,
+            self.session,
+            self.logger,
+            self.malformed,
+            subscribers=self.subscribers,
+        )
         if self.db_address is not None:
             db = sockets.bind(zmq.ROUTER, self.db_address, "db")
             endpoint = DbEndpoint(
@@ -454,26 +445,13 @@ class Server(StreamRouting, Service):
 
     def _info(self) -> ServiceInfo:
         """What INFO answers (a hook: subclasses add fields)."""
-        return ServiceInfo(
-            name=self.name,
-            kind="server",
-            session=self.session,
+        return self._info_with(
+            "server",
             functions=self.functions,
             address=self.bound_address,
-            addresses=dict(self.bound),
-            next_call=self.next_call,
-            pipelined=self.pipelined,
             stats={
                 "jobs_in": self.handled,
                 "jobs_out": self.handled if self.replying else self.routes.sent,
                 "failed": self.failed,
             },
-            waiting=self.routes.waiting,
-            malformed=self.malformed.total,
-            pid=os.getpid(),
-            host=socket.gethostname(),
         )
-
-    def describe(self) -> bytes:
-        """The INFO answer: :meth:`_info` on the wire."""
-        return self._info().to_wire()

@@ -28,6 +28,8 @@ pick the entry that names it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -36,9 +38,10 @@ from typing import Any, Final
 
 import zmq
 
-from palm.errors import ProtocolError
+from palm.serve.loop import Poller, Sockets, routed_from
 from palm.serve.service import split_function
-from palm.wire.messages import control, routed
+from palm.wire.info import ServiceInfo
+from palm.wire.messages import control
 from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter
 from palm.wire.sockets import check_endpoint, make_socket
 
@@ -289,11 +292,10 @@ class Outlet:
 
     def on_message(self, frames: list[bytes]) -> None:
         """Handle what a client or a downstream stage sent to the ROUTER."""
-        try:
-            identity, header, _ = routed(frames)
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
+        message = routed_from(frames, self.malformed)
+        if message is None:
             return
+        identity, header, _ = message
         extra = header.extra or {}
         if header.kind == Kind.HEARTBEAT and extra.get("probe"):
             self.to_client(header.client, frames[1:])
@@ -381,6 +383,26 @@ class StreamOut:
         self.ends = EndTracker()
         #: Jobs sent on (results to clients, messages to the next stage or a topic).
         self.sent = 0
+
+    def open(
+        self,
+        sockets: Sockets,
+        poller: Poller,
+        push_address: str | None,
+        session: str,
+        logger: logging.Logger,
+        malformed: MalformedCounter,
+        **outlet_options: Any,
+    ) -> None:
+        """Bind the outlet at ``push_address`` (when there is one, read by ``poller``)
+        and connect to the next stage (when there is one)."""
+        if push_address is not None:
+            sock = sockets.bind(zmq.ROUTER, push_address, "push", max_message_bytes=None)
+            self.outlet = Outlet(sock, self.name, session, logger, malformed, **outlet_options)
+            poller.add(sock, self.outlet.on_message)
+        if self.next_address is not None:
+            self.outbox = Outbox(sockets.connect(zmq.PUSH, self.next_address))
+            self.bound["next"] = self.next_address
 
     def route(self, header: Header) -> str | bytes:
         """Where a whole message goes by default: NEXT, a topic, or a client id."""
@@ -481,8 +503,35 @@ class StreamRouting:
 
     _palm_framework = True
     name: str
+    session: str
     pipelined: bool
+    bound: dict[str, str]
+    malformed: MalformedCounter
     routes: StreamOut
+
+    def describe(self) -> bytes:
+        """The INFO answer: :meth:`_info` on the wire."""
+        return self._info().to_wire()
+
+    def _info(self) -> ServiceInfo:
+        """What INFO answers (a hook: subclasses add fields)."""
+        raise NotImplementedError
+
+    def _info_with(self, kind: str, **fields: Any) -> ServiceInfo:
+        """This server's INFO: what every server says, and ``fields``."""
+        return ServiceInfo(
+            name=self.name,
+            kind=kind,
+            session=self.session,
+            addresses=dict(self.bound),
+            next_call=self.routes.next_call,
+            pipelined=self.pipelined,
+            waiting=self.routes.waiting,
+            malformed=self.malformed.total,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            **fields,
+        )
 
     def handle_stream(self, message: Message) -> str | None:
         """Where a result goes: a topic to stream it to, or None for its client.

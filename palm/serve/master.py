@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
-from palm.serve.db_endpoint import DbEndpoint
 from palm.serve.loop import Poller, Sockets, header_from, routed_from, subscribe
 from palm.serve.stopper import Stopper
 from palm.serve.stream import (
@@ -291,14 +290,9 @@ class Master(StreamRouting):
             )
             self.worker_out.setsockopt(zmq.ROUTER_MANDATORY, 1)
             poller.add(self.worker_out, self._on_worker_control)
-            self.routes.open(
+            self._open_outputs(
                 sockets,
                 poller,
-                self.push_address,
-                self.session,
-                self.logger,
-                self.malformed,
-                subscribers=self.subscribers,
                 park_limit=self.pending_results_per_client,
                 park_ttl_s=self.undelivered_ttl_s,
                 welcome=self._welcome,
@@ -306,12 +300,6 @@ class Master(StreamRouting):
             pull = self.pull_address or f"inproc://palm-{self.name}-{uuid.uuid4().hex}-in"
             client_in = sockets.bind(zmq.PULL, pull, "pull")
             poller.add(client_in, self._on_client_job)
-            if self.db_address is not None:
-                db = sockets.bind(zmq.ROUTER, self.db_address, "db")
-                endpoint = DbEndpoint(
-                    db, self.name, self.cache, self.describe, self.malformed, self.max_message_bytes
-                )
-                poller.add(db, endpoint.on_message)
             if self.upstreams:
                 feeder = _Feeder(self, self.bound["pull"])
                 feeder.start()

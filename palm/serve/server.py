@@ -41,7 +41,6 @@ from typing import Any
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
-from palm.serve.db_endpoint import DbEndpoint
 from palm.serve.loop import Poller, Sockets, subscribe
 from palm.serve.service import Service, split_function
 from palm.serve.stopper import Stopper
@@ -202,21 +201,7 @@ class Server(StreamRouting, Service):
             dealer = sockets.subscriber(address)
             poller.add(dealer, functools.partial(self._on_stream, source=len(dealers)))
             dealers.append(dealer)
-        self.routes.open(
-            sockets,
-            poller,
-            self.push_address,
-            self.session,
-            self.logger,
-            self.malformed,
-            subscribers=self.subscribers,
-        )
-        if self.db_address is not None:
-            db = sockets.bind(zmq.ROUTER, self.db_address, "db")
-            endpoint = DbEndpoint(
-                db, self.name, self.cache, self.describe, self.malformed, self.max_message_bytes
-            )
-            poller.add(db, endpoint.on_message)
+        self._open_outputs(sockets, poller)
         self._inputs = [*([pull] if self.pull_address is not None else []), *dealers]
         return dealers
 

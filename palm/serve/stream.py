@@ -38,8 +38,10 @@ from typing import Any, Final
 
 import zmq
 
+from palm.serve.db_endpoint import DbEndpoint
 from palm.serve.loop import Poller, Sockets, routed_from
 from palm.serve.service import split_function
+from palm.state.cache import Cache
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control
 from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter
@@ -508,6 +510,32 @@ class StreamRouting:
     bound: dict[str, str]
     malformed: MalformedCounter
     routes: StreamOut
+
+    logger: logging.Logger
+    push_address: str | None
+    db_address: str | None
+    subscribers: int
+    cache: Cache
+    max_message_bytes: int
+
+    def _open_outputs(self, sockets: Sockets, poller: Poller, **outlet_options: Any) -> None:
+        """Open the outlet, the next stage's PUSH and the db endpoint, as configured."""
+        self.routes.open(
+            sockets,
+            poller,
+            self.push_address,
+            self.session,
+            self.logger,
+            self.malformed,
+            subscribers=self.subscribers,
+            **outlet_options,
+        )
+        if self.db_address is not None:
+            db = sockets.bind(zmq.ROUTER, self.db_address, "db")
+            endpoint = DbEndpoint(
+                db, self.name, self.cache, self.describe, self.malformed, self.max_message_bytes
+            )
+            poller.add(db, endpoint.on_message)
 
     def describe(self) -> bytes:
         """The INFO answer: :meth:`_info` on the wire."""

@@ -47,6 +47,7 @@ from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object
 from palm.ops.processes import terminate, terminate_all
 from palm.state.embedded import EmbeddedRedis
+from palm.wire.info import ServiceInfo
 
 __all__ = ["ROLES", "Up"]
 
@@ -199,8 +200,7 @@ class Up:
         try:
             while True:
                 with contextlib.suppress(PalmError):
-                    workers = probe.info().get("workers") or []
-                    if isinstance(workers, list) and len(workers) >= count:
+                    if len(ServiceInfo.from_wire(probe.info()).workers) >= count:
                         return
                 for proc in self._children:
                     if proc.poll() is not None:

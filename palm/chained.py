@@ -39,15 +39,15 @@ from __future__ import annotations
 from typing import Any
 
 from palm.call.chain import Delivery, StreamClient
-from palm.serve.stage import SerialStage
-from palm.serve.stage_master import StageMaster
+from palm.serve import master as _master
+from palm.serve import server as _server
 from palm.serve.stream import Message
 from palm.serve.worker import Worker
 
 __all__ = ["Delivery", "LastServer", "LoopClient", "Master", "Message", "Server", "Worker"]
 
 
-class Server(SerialStage):
+class Server(_server.Server):
     """A stage of a chain: runs its functions, then calls ``next_call`` at ``next_address``."""
 
     _palm_framework = True
@@ -71,7 +71,7 @@ class Server(SerialStage):
         )
 
 
-class LastServer(SerialStage):
+class LastServer(_server.Server):
     """The end of a chain: runs its functions and returns results to their clients
     through a ROUTER at ``push_address``."""
 
@@ -94,7 +94,7 @@ class LastServer(SerialStage):
         )
 
 
-class Master(StageMaster):
+class Master(_master.Master):
     """A parallel stage of a chain: a master with its own workers.
 
     With ``next_address`` and ``next_call`` it sends results to the next
@@ -118,14 +118,14 @@ class Master(StageMaster):
     ) -> None:
         super().__init__(
             name,
+            pull_address,
+            push_address,
             worker_pull_address,
             worker_push_address,
             db_address,
-            pull_address=pull_address,
+            palm,
             next_address=next_address,
             next_call=next_call,
-            push_address=push_address,
-            palm=palm,
             **options,
         )
 

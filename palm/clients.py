@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 import zmq
 
 from palm.call.chain import Delivery, StreamClient
 from palm.errors import ConfigError, ProtocolError, TimeoutError
 from palm.serve.worker import _connectable, _host_of
-from palm.wire.protocol import Header, Kind, decode
+from palm.wire.info import ServiceInfo
+from palm.wire.messages import control
+from palm.wire.protocol import Kind, decode
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["Client", "Delivery"]
@@ -52,19 +53,19 @@ def _discover(db_address: str, server_name: str, timeout_s: float) -> dict[str, 
     sock = make_socket(zmq.DEALER)
     sock.connect(db_address)
     try:
-        sock.send_multipart([Header(Kind.INFO, 1).to_wire()])
+        sock.send_multipart(control(Kind.INFO, id=1))
         if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
             raise TimeoutError(f"no answer from server {server_name!r} at {db_address}")
         try:
             _, payloads = decode(sock.recv_multipart())
-            info = msgpack.unpackb(payloads[0], raw=False)
-            name, addresses = info["name"], info["addresses"]
-        except (ProtocolError, IndexError, KeyError, TypeError, ValueError) as exc:
+            info = ServiceInfo.from_wire(payloads[0])
+            name, addresses = info.name, info.addresses
+        except (ProtocolError, IndexError) as exc:
             raise ProtocolError(f"bad INFO answer from {db_address}") from exc
     finally:
         sock.close(0)
     if name != server_name:
         raise ConfigError(f"the server at {db_address} is {name!r}, not {server_name!r}")
-    if not isinstance(addresses, dict) or "pull" not in addresses or "push" not in addresses:
+    if "pull" not in addresses or "push" not in addresses:
         raise ConfigError(f"the server at {db_address} takes no jobs from clients")
     return {k: str(v) for k, v in addresses.items()}

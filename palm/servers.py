@@ -32,16 +32,18 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from palm.errors import ConfigError
+from palm.serve import master as _master
+from palm.serve import server as _server
 from palm.serve import worker as _worker
-from palm.serve.stage import SerialStage
-from palm.serve.stage_master import StageMaster
 from palm.serve.stream import Message
+from palm.wire.info import ServiceInfo
 from palm.wire.protocol import Header
 
 __all__ = ["Hub", "Master", "Message", "Pipeline", "Server", "Sink", "Worker"]
 
 
-class Server(SerialStage):
+class Server(_server.Server):
     """A serial server: jobs in at ``pull_address``, results out at ``push_address``."""
 
     _palm_framework = True
@@ -65,7 +67,7 @@ class Server(SerialStage):
         )
 
 
-class Pipeline(SerialStage):
+class Pipeline(_server.Server):
     """A serial server fed by the stream of the server named ``previous``,
     whose ``push_address`` is ``upstream_address``. With ``to_client=False``
     it streams on to its own subscribers."""
@@ -92,7 +94,7 @@ class Pipeline(SerialStage):
         )
 
 
-class Sink(SerialStage):
+class Sink(_server.Server):
     """A serial server joining several streams.
 
     ``upstream_addresses[i]`` is the ``push_address`` of the server named
@@ -114,7 +116,7 @@ class Sink(SerialStage):
         **options: Any,
     ) -> None:
         if isinstance(previous, str) or len(previous) != len(upstream_addresses):
-            raise ValueError("a Sink needs one previous server name per upstream address")
+            raise ConfigError("a Sink needs one previous server name per upstream address")
         super().__init__(
             name,
             upstreams=list(zip(upstream_addresses, previous, strict=True)),
@@ -149,13 +151,13 @@ class Sink(SerialStage):
         self.complete(header.pipeline, sum(ends.values()))
         super()._on_end(header, source)
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self) -> ServiceInfo:
         info = super()._info()
-        info["completed"] = list(self.completed)
+        info.completed = list(self.completed)
         return info
 
 
-class Master(StageMaster):
+class Master(_master.Master):
     """A parallel server: a master with a pool of :class:`Worker` processes."""
 
     def __init__(
@@ -172,18 +174,18 @@ class Master(StageMaster):
     ) -> None:
         super().__init__(
             name,
+            pull_address,
+            push_address,
             worker_pull_address,
             worker_push_address,
             db_address,
-            pull_address=pull_address,
-            push_address=push_address,
+            palm,
             pipelined=pipelined,
-            palm=palm,
             **options,
         )
 
 
-class Hub(StageMaster):
+class Hub(_master.Master):
     """A parallel server fed by the stream of the server named ``previous``."""
 
     def __init__(
@@ -201,13 +203,14 @@ class Hub(StageMaster):
     ) -> None:
         super().__init__(
             name,
+            None,
+            push_address,
             worker_pull_address,
             worker_push_address,
             db_address,
+            palm,
             upstreams=[(upstream_address, previous)],
-            push_address=push_address,
             pipelined=pipelined,
-            palm=palm,
             **options,
         )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from palm.call.request import Client
 from palm.errors import PalmError
+from palm.wire.info import ServiceInfo
 
 __all__ = ["BacklogProbe", "ScalePolicy"]
 
@@ -66,13 +67,11 @@ class BacklogProbe:
 
     def backlog(self) -> int | None:
         try:
-            info = self.client.info()
+            info = ServiceInfo.from_wire(self.client.info())
         except PalmError as exc:
             log.info("no backlog from the master: %s", exc)
             return None
-        queued, inflight = info.get("queued", 0), info.get("inflight", 0)
-        if not isinstance(queued, int) or not isinstance(inflight, int):
-            return None
+        queued, inflight = info.queued, info.inflight
         return queued + inflight
 
     def close(self) -> None:

@@ -160,22 +160,19 @@ class LocalCluster:
 
     def wait_for_workers(self, count: int | None = None, timeout_s: float = 20.0) -> None:
         """Block until the master knows ``count`` workers (default: all started)."""
-        import msgpack
-
         from palm.call.request import Client
+        from palm.wire.info import ServiceInfo
 
         want = len([w for w in self.workers if w.poll() is None]) if count is None else count
         probe = Client(self.addresses["db"], self.name, timeout_s=2.0)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                info = probe.info()
-                if len(info.get("workers", [])) >= want:  # type: ignore[arg-type]
+                if len(ServiceInfo.from_wire(probe.info()).workers) >= want:
                     return
                 time.sleep(0.05)
         finally:
             probe.close()
-            del msgpack
         raise TimeoutError(f"the master did not see {want} workers within {timeout_s} s")
 
     def stop(self) -> None:

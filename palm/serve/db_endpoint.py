@@ -13,7 +13,8 @@ import zmq
 
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.state.cache import Cache
-from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter, check_size, decode
+from palm.wire.messages import routed
+from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter, check_size
 
 __all__ = ["DbEndpoint"]
 
@@ -38,14 +39,11 @@ class DbEndpoint:
         self.max_message_bytes = max_message_bytes
 
     def on_message(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.malformed.record("db request without header")
-            return
-        identity = frames[0]
         try:
             check_size(frames, self.max_message_bytes)
-            header, payloads = decode(frames[1:])
+            identity, header, payloads = routed(frames)
         except PayloadTooLarge as exc:
+            identity = frames[0]
             error = ErrorInfo(0, "palm.PayloadTooLarge", str(exc), "", self.name)
             self._reply(identity, Header(Kind.RESULT, errors=[error]), [b""])
             return

@@ -1,42 +1,65 @@
-"""The parallel master: fans jobs out to a pool of workers, streams results back.
+"""The master: fans jobs out to a pool of workers and sends their results on.
 
 Sockets (every address a full ZeroMQ endpoint)::
 
-    clients --PUSH--> pull_address (PULL)           jobs in
-    clients <-DEALER- push_address (ROUTER)         results out, by client id
-    workers <-DEALER- worker_push_address (ROUTER)  jobs out, credit, heartbeats
-    workers --PUSH--> worker_pull_address (PULL)    results in, worker heartbeats
-    anyone  <-DEALER- db_address (ROUTER)           cache, ping, info
+    clients / previous stage --PUSH--> pull_address (PULL)   jobs in
+    upstream's push_address (ROUTER) <-DEALER-                jobs in, by subscription (a hub)
+    clients, subscribers <-DEALER- push_address (ROUTER)      results out, by client id or topic
+    next_address (PULL of the next stage) <-PUSH-             results on (a chained stage)
+    workers <-DEALER- worker_push_address (ROUTER)            jobs out, credit, heartbeats
+    workers --PUSH--> worker_pull_address (PULL)              results in, worker heartbeats
+    anyone  <-DEALER- db_address (ROUTER)                     cache, ping, info
 
-The master never decodes a payload. It keeps every job it handed to a worker
+A standalone master, a parallel stage of a chain, a parallel server of a
+pipeline and a hub are all this one class: where results go is its
+:class:`~palm.serve.stream.StreamOut` (back to their clients, to the next
+stage, or to the subscribers of its stream). The master never decodes a
+payload on the way to a worker. It keeps every job it handed to a worker
 until that worker's result arrives; when a worker stops heartbeating its jobs
 go to other workers, a job that took down its worker ``max_attempts`` times
 comes back as a :class:`~palm.errors.JobLost` error, and a result that
 arrives twice is dropped. Workers ask for jobs with credit, clients keep a
 bounded window of jobs in flight, so memory stays bounded.
+
+Each message that comes in counts one more ``stage``; three hooks shape the
+stream, as generators or functions:
+
+* ``scatter(message)`` turns one incoming message into any number of jobs;
+* ``gather(message)`` sees every result and yields zero or more messages;
+* ``handle_stream(message)`` says where a message goes (a topic, or None
+  for its client).
+
+When a subclass overrides none of them, messages go through whole batches
+at a time and no per-payload object is made.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import msgpack
 import zmq
 
-from palm.errors import PayloadTooLarge, ProtocolError
-from palm.serve.db_endpoint import DbEndpoint
-from palm.serve.service import Stopper
+from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
+from palm.serve.loop import Poller, Sockets, header_from, routed_from, subscribe
+from palm.serve.stopper import Stopper
+from palm.serve.stream import (
+    Message,
+    StreamOut,
+    StreamRouting,
+    explode,
+    function_for,
+)
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
+from palm.wire.info import ServiceInfo
+from palm.wire.messages import control, job_message
 from palm.wire.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ErrorInfo,
@@ -44,19 +67,19 @@ from palm.wire.protocol import (
     Kind,
     MalformedCounter,
     check_size,
-    decode,
     decode_header,
     frames_for,
     job_count,
     jobs_in,
+    request_id_of,
 )
 from palm.wire.shipping import MAP_FUNCTION
-from palm.wire.sockets import bound_endpoint, check_endpoint, make_socket
+from palm.wire.sockets import check_endpoint
 
 __all__ = ["Master"]
 
-#: Messages drained from one socket per poll before looking at the others.
-DRAIN = 512
+#: Job ids a master gives the parts it scatters (far above any client's ids).
+_PART_IDS_FROM = 1 << 60
 
 
 @dataclass(slots=True)
@@ -91,24 +114,35 @@ class WorkerInfo:
     inflight: dict[tuple[bytes, int], None] = field(default_factory=dict)
 
 
-class Master:
-    """A parallel master. ``start()`` serves until SIGINT/SIGTERM or ``stop()``.
+class Master(StreamRouting):
+    """A master. ``start()`` serves until SIGINT/SIGTERM or ``stop()``.
 
-    With ``palm=True`` the master starts serving as soon as it is built, in a
-    background thread that keeps the process alive (so a script that only
-    builds it is a running master); ``start()`` then waits for it.
+    Jobs come in at ``pull_address`` or from ``upstreams`` (``(address,
+    topic)`` pairs: the upstreams' push addresses and the streams taken);
+    results go out at ``push_address`` (to clients, or to subscribers when
+    ``pipelined``) or to ``next_address`` calling ``next_call``.
+
+    With ``palm=True`` the master serves as soon as it is built
+    (:meth:`start_background`), in a thread that keeps the process alive,
+    so a script that only builds it is a running master; ``start()`` then
+    waits for it.
     """
 
     def __init__(
         self,
         name: str,
-        pull_address: str,
-        push_address: str,
+        pull_address: str | None,
+        push_address: str | None,
         worker_pull_address: str,
         worker_push_address: str,
         db_address: str | None = None,
         palm: bool = False,
         *,
+        upstreams: Sequence[tuple[str, str]] = (),
+        next_address: str | None = None,
+        next_call: str | None = None,
+        pipelined: bool = False,
+        subscribers: int = 1,
         heartbeat_interval_s: float = 1.0,
         liveness: int = 3,
         max_attempts: int = 3,
@@ -118,14 +152,25 @@ class Master:
         redis_url: str | None = None,
         cluster: str | None = None,
     ) -> None:
-        if not name or "." in name:
-            raise ValueError(f"master name must be non-empty and without dots, got {name!r}")
+        if not isinstance(name, str) or not name or "." in name:
+            raise ConfigError(f"master name must be non-empty and without dots, got {name!r}")
+        if pull_address is None and not upstreams:
+            raise ConfigError(f"master {name!r} needs a pull_address or upstream streams")
+        if next_address is None and push_address is None:
+            raise ConfigError(f"master {name!r} needs a next_address or a push_address")
+        if next_address is not None and not next_call:
+            raise ConfigError(f"master {name!r} has a next_address but no next_call")
         self.name = name
-        self.pull_address = check_endpoint(pull_address, "pull_address")
-        self.push_address = check_endpoint(push_address, "push_address")
+        self.pull_address = check_endpoint(pull_address, "pull_address") if pull_address else None
+        self.push_address = check_endpoint(push_address, "push_address") if push_address else None
         self.worker_pull_address = check_endpoint(worker_pull_address, "worker_pull_address")
         self.worker_push_address = check_endpoint(worker_push_address, "worker_push_address")
         self.db_address = check_endpoint(db_address, "db_address") if db_address else None
+        self.upstreams = [(check_endpoint(a, "upstream address"), t) for a, t in upstreams]
+        self.next_address = check_endpoint(next_address, "next_address") if next_address else None
+        self.next_call = next_call
+        self.pipelined = pipelined
+        self.subscribers = subscribers
         self.heartbeat_interval_s = heartbeat_interval_s
         self.liveness = liveness
         self.max_attempts = max_attempts
@@ -135,6 +180,7 @@ class Master:
         self.deployment = Deployment(name, redis_url=redis_url, cluster=cluster, start_redis=True)
         self.counters = self.deployment.counters
         self.pending_results_per_client = pending_results_per_client
+        self.undelivered_ttl_s = 300.0
         self.session = uuid.uuid4().hex[:12]
 
         self.logger = logging.getLogger(f"palm.{name}")
@@ -143,171 +189,169 @@ class Master:
         self.ready = threading.Event()
         #: Called once every socket is bound (``bound`` holds the endpoints).
         self.on_ready: Callable[[Master], None] | None = None
+        self.routes = StreamOut(name, self.next_address, next_call, pipelined, self.bound)
 
-        # state
         # jobs waiting for a worker, one queue per function (workers may differ)
         self.queues: dict[str, deque[Job]] = {}
         self.queued = 0
         self.known_functions: set[str] = {MAP_FUNCTION}
         self.inflight: dict[tuple[bytes, int], Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
-        self.undelivered: dict[bytes, deque[list[bytes]]] = {}
-        self.undelivered_since: dict[bytes, float] = {}
-        self.undelivered_ttl_s = 300.0
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
+        # per pipeline: payloads in here not yet sent on, and end markers waiting for them
+        self.pending: dict[bytes, int] = {}
+        self.held_ends: dict[bytes, Header] = {}
+        self._part_ids = itertools.count(_PART_IDS_FROM)
+        klass = type(self)
+        self._scatters = klass.scatter is not Master.scatter
+        self._gathers = klass.gather is not Master.gather
 
         self._stopper = Stopper()
         self._thread: threading.Thread | None = None
         if palm:
-            self._start_background()
+            self.start_background()
+
+    # hooks -------------------------------------------------------------------
+
+    def scatter(self, message: Message) -> Iterator[Message]:
+        """Turn one incoming message into jobs for the workers (default: itself)."""
+        yield message
+
+    def gather(self, message: Message) -> Iterator[Message]:
+        """See one result; yield what goes on (default: the result itself)."""
+        yield message
 
     # lifecycle ---------------------------------------------------------------
 
-    def _join_deployment(self) -> None:
-        """Open Redis (starting the embedded one if none is configured): cache, logs, counters."""
-        self.deployment.open()
-        if self._cache is not None:
-            self.cache = self._cache
-        elif self.deployment.state is not None:
-            self.cache = self.deployment.state
+    def start_background(self) -> None:
+        """Serve in a background thread, returning once the sockets are bound.
 
-    def _start_background(self) -> None:
-        self._join_deployment()
+        What ``palm=True`` does. No signal handler is installed here:
+        :meth:`stop` ends the thread (and returns once it has closed
+        everything), :meth:`start` waits for it and stops it on SIGINT/SIGTERM,
+        and a script that never calls ``start()`` calls it as the interpreter
+        exits (before waiting for the thread), so such a script is a master
+        that stops cleanly on a signal.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            raise ConfigError(f"master {self.name!r} is already serving in the background")
+        self.ready.clear()
         self._thread = threading.Thread(target=self._run, name=f"palm-master-{self.name}")
         self._thread.start()
         if threading.current_thread() is threading.main_thread():
-            import signal
-
-            def handler(signum: int, frame: object) -> None:
-                self.stop()
-
-            signal.signal(signal.SIGINT, handler)
-            signal.signal(signal.SIGTERM, handler)
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                register(self._wait_at_exit)
         self.ready.wait(10)
 
+    def _wait_at_exit(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self.start()
+
     def start(self) -> None:
-        """Serve until stopped (or wait for the background master started by ``palm=True``)."""
-        if self._thread is not None:
-            while self._thread.is_alive():
-                self._thread.join(0.2)
-            return
-        self._join_deployment()
+        """Serve until SIGINT/SIGTERM or :meth:`stop` (or wait for the background master)."""
         with self._stopper.on_signals():
+            thread = self._thread
+            if thread is not None:
+                while thread.is_alive():
+                    thread.join(0.2)
+                return
             self._run()
 
     def stop(self) -> None:
-        """Ask the master to stop; it closes its sockets and ``start()`` returns."""
+        """Ask the master to stop; it closes its sockets and ``start()`` returns.
+
+        A background master (:meth:`start_background`) is waited for.
+        """
         self._stopper.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
 
     # the loop ----------------------------------------------------------------
 
-    def _bind(self, kind: int, address: str, label: str, **opts: Any) -> zmq.Socket[bytes]:
-        sock = make_socket(kind, **opts)
-        try:
-            sock.bind(address)
-        except zmq.ZMQError as exc:
-            sock.close(0)
-            raise OSError(f"master {self.name} cannot bind {label} {address}: {exc}") from exc
-        self.bound[label] = bound_endpoint(sock)
-        return sock
-
     def _run(self) -> None:
-        sockets: list[zmq.Socket[bytes]] = []
+        sockets = Sockets(f"master {self.name}", self.bound, self.max_message_bytes)
+        feeder: _Feeder | None = None
         try:
-            limit = self.max_message_bytes
-            self.client_in = self._bind(
-                zmq.PULL, self.pull_address, "pull", max_message_bytes=limit
+            self.deployment.open()
+            if self._cache is not None:
+                self.cache = self._cache
+            elif self.deployment.state is not None:
+                self.cache = self.deployment.state
+            poller = Poller(self._stopper.fd)
+            self.worker_in = sockets.bind(
+                zmq.PULL, self.worker_pull_address, "worker_pull", max_message_bytes=None
             )
-            sockets.append(self.client_in)
-            self.client_out = self._bind(zmq.ROUTER, self.push_address, "push")
-            self.client_out.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # a client that reconnects with a fresh socket (same identity) takes over
-            self.client_out.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            sockets.append(self.client_out)
-            self.worker_out = self._bind(zmq.ROUTER, self.worker_push_address, "worker_push")
+            poller.add(self.worker_in, self._on_worker_result)
+            self.worker_out = sockets.bind(
+                zmq.ROUTER, self.worker_push_address, "worker_push", max_message_bytes=None
+            )
             self.worker_out.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sockets.append(self.worker_out)
-            self.worker_in = self._bind(zmq.PULL, self.worker_pull_address, "worker_pull")
-            sockets.append(self.worker_in)
-            self.db: zmq.Socket[bytes] | None = None
-            if self.db_address:
-                self.db = self._bind(zmq.ROUTER, self.db_address, "db", max_message_bytes=limit)
-                sockets.append(self.db)
-                self._db_endpoint = DbEndpoint(
-                    self.db, self.name, self.cache, self.describe, self.malformed, limit
-                )
+            poller.add(self.worker_out, self._on_worker_control)
+            self._open_outputs(
+                sockets,
+                poller,
+                park_limit=self.pending_results_per_client,
+                park_ttl_s=self.undelivered_ttl_s,
+                welcome=self._welcome,
+            )
+            pull = self.pull_address or f"inproc://palm-{self.name}-{uuid.uuid4().hex}-in"
+            client_in = sockets.bind(zmq.PULL, pull, "pull")
+            poller.add(client_in, self._on_client_job)
+            if self.upstreams:
+                feeder = _Feeder(self, self.bound["pull"])
+                feeder.start()
             self.logger.info("master %s up: %s", self.name, self.bound)
             self.ready.set()
             if self.on_ready is not None:
                 self.on_ready(self)
-            self._loop()
+            self._loop(poller, client_in)
         finally:
-            for sock in sockets:
-                sock.close(0)
+            if feeder is not None:
+                feeder.join(5)
+            sockets.close()
+            self.routes.close()
             self._stopper.close()
+            self._stopper = Stopper()
             self.deployment.close()
             self.ready.set()
             self.logger.info("master %s stopped", self.name)
 
-    def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.client_in, zmq.POLLIN)
-        poller.register(self.client_out, zmq.POLLIN)
-        poller.register(self.worker_out, zmq.POLLIN)
-        poller.register(self.worker_in, zmq.POLLIN)
-        if self.db is not None:
-            poller.register(self.db, zmq.POLLIN)
-        poller.register(self._stopper.fd, zmq.POLLIN)
+    def _loop(self, poller: Poller, client_in: zmq.Socket[bytes]) -> None:
         interval_ms = max(1, int(self.heartbeat_interval_s * 1000))
         next_beat = time.monotonic() + self.heartbeat_interval_s
         stopper = self._stopper
         while not stopper.stopping:
             wait = max(0, int((next_beat - time.monotonic()) * 1000))
-            events = dict(poller.poll(min(wait, interval_ms)))
-            if self.worker_in in events:
-                self._drain(self.worker_in, self._on_worker_result)
-            if self.worker_out in events:
-                self._drain(self.worker_out, self._on_worker_control)
-            if self.client_out in events:
-                self._drain(self.client_out, self._on_client_control)
-            if self.client_in in events and self._window_open():
-                self._drain(self.client_in, self._on_client_job)
-            if self.db is not None and self.db in events:
-                self._drain(self.db, self._db_endpoint.on_message)
+            poller.poll(min(wait, interval_ms))
             if self.queued:
                 self._dispatch()
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat(now)
                 next_beat = now + self.heartbeat_interval_s
-            if not self._window_open():
-                # jobs waiting and nobody to run them: stop reading new ones
-                # for a while so memory stays bounded (clients block on HWM).
-                poller.modify(self.client_in, 0)
-            else:
-                poller.modify(self.client_in, zmq.POLLIN)
+            # jobs waiting and nobody to run them, or the next stage not taking
+            # results: stop reading new ones for a while so memory stays
+            # bounded (senders block on HWM).
+            poller.pause(client_in, not self._window_open())
 
     def _window_open(self) -> bool:
-        return self.queued < 100_000
+        return self.queued < 100_000 and not self.routes.full
 
-    def _drain(self, sock: zmq.Socket[bytes], handler: Any) -> None:
-        for _ in range(DRAIN):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            handler(frames)
+    def _welcome(self) -> dict[str, object]:
+        """What a client's WELCOME carries besides the session."""
+        return {"workers": len(self.workers), "interval_s": self.heartbeat_interval_s}
 
-    # clients -----------------------------------------------------------------
+    # jobs in -----------------------------------------------------------------
 
     def _on_client_job(self, frames: list[bytes]) -> None:
-        try:
-            header = decode_header(frames[0])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
+        header = header_from(frames[0], self.malformed)
+        if header is None:
             return
         if header.kind != Kind.JOB or len(frames) < 2:
-            self._on_stream_control(header, frames)
+            self._on_stream_control(header)
             return
         job = Job(
             header.client, header, frames, header.function.rpartition(".")[2], time.monotonic()
@@ -315,61 +359,82 @@ class Master:
         try:
             check_size(frames, self.max_message_bytes)
         except PayloadTooLarge as exc:
+            # refused on the way in: it counts as this stage's, pending until answered
+            header.stage += 1
+            self._settle(header.pipeline, -(len(frames) - 1))
             self._answer_error(job, "palm.PayloadTooLarge", str(exc))
             return
         self.stats["jobs_in"] += job_count(header, len(frames) - 1)
         self._accept(job)
 
     def _accept(self, job: Job) -> None:
-        """Queue a job that arrived on the job socket (a hook for chained masters)."""
-        self._enqueue(job)
-
-    def _on_stream_control(self, header: Header, frames: list[bytes]) -> None:
-        """A message other than a job on the job socket (a hook for chained masters)."""
-        self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
-
-    def _on_client_control(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.malformed.record("client control without header")
+        """Queue a job that came in, scattered or routed as the hooks say."""
+        header = job.header
+        header.stage += 1
+        self._settle(header.pipeline, -(len(job.frames) - 1))
+        if not (header.errors or self._scatters or " " in header.function):
+            job.frames[0] = header.to_wire()
+            self._enqueue(job)
             return
-        identity = frames[0]
-        try:
-            header, _ = decode(frames[1:])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
-            return
-        if header.kind in (Kind.HELLO, Kind.HEARTBEAT):
-            info = {
-                "session": self.session,
-                "workers": len(self.workers),
-                "interval_s": self.heartbeat_interval_s,
-            }
-            reply = Header(Kind.WELCOME, header.id, identity, extra=info)
-            self._send_client(identity, [reply.to_wire()])
-            waiting = self.undelivered.pop(identity, None)
-            self.undelivered_since.pop(identity, None)
-            while waiting:
-                self._send_client(identity, waiting.popleft())
-        elif header.kind == Kind.BYE:
-            self.undelivered.pop(identity, None)
-            self.undelivered_since.pop(identity, None)
+        for message in explode(header, job.frames[1:]):
+            if message.error is not None:
+                self._send_each([message])
+                self._settle(message.pipeline, 1)
+                continue
+            parts = list(self.scatter(message)) if self._scatters else [message]
+            self._settle(message.pipeline, 1 - len(parts))
+            for part in parts:
+                self._enqueue(self._job(part, message.id))
+
+    def _job(self, part: Message, origin: int) -> Job:
+        """The job for one part of an incoming message."""
+        extra = dict(part.extra or {})
+        if " " in part.function:
+            extra["route"] = part.function
+            part.function = function_for(part.function, self.name) or part.function.split()[0]
+        if self._scatters:
+            extra["of"] = origin
+            part.id = next(self._part_ids)
+        frames = job_message(
+            part.client,
+            part.id,
+            part.function,
+            [part.payload],
+            extra=extra or None,
+            pipeline=part.pipeline,
+            stage=part.stage,
+            key=part.cache,
+        )
+        header = decode_header(frames[0])
+        return Job(part.client, header, frames, part.function.rpartition(".")[2])
+
+    def _on_stream_control(self, header: Header) -> None:
+        """A probe or an end marker on the job socket."""
+        header.stage += 1
+        if header.kind == Kind.PING:
+            self.routes.probe(
+                header, workers=len(self.workers), queued=self.queued, inflight=len(self.inflight)
+            )
+        elif header.kind == Kind.BYE and header.pipeline is not None:
+            if self.pending.get(header.pipeline, 0) > 0:
+                self.held_ends[header.pipeline] = header
+            else:
+                self.routes.end(header)
         else:
-            self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a client")
+            self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the job socket")
 
-    def _send_client(self, client: bytes, frames: list[bytes]) -> None:
-        try:
-            self.client_out.send_multipart([client, *frames], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            # the client is not connected (yet, or any more): keep its results,
-            # within a bound, until it says hello again.
-            box = self.undelivered.get(client)
-            if box is None:
-                box = self.undelivered[client] = deque()
-                self.undelivered_since[client] = time.monotonic()
-            if len(box) >= self.pending_results_per_client:
-                box.popleft()
-                self.logger.warning("dropping an undelivered result for a silent client")
-            box.append(frames)
+    def _settle(self, pipeline: bytes | None, done: int) -> None:
+        """``done`` payloads of ``pipeline`` left this master (negative: more came)."""
+        if pipeline is None:
+            return
+        left = self.pending.get(pipeline, 0) - done
+        if left > 0:
+            self.pending[pipeline] = left
+            return
+        self.pending.pop(pipeline, None)
+        held = self.held_ends.pop(pipeline, None)
+        if held is not None:
+            self.routes.end(held)
 
     def _answer_error(self, job: Job, type_: str, message: str) -> None:
         count = job_count(job.header, len(job.frames) - 1)
@@ -446,15 +511,10 @@ class Master:
             self._answer_error(queue.popleft(), "palm.UnknownFunction", message)
 
     def _on_worker_control(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            self.malformed.record("worker control without header")
+        message = routed_from(frames, self.malformed)
+        if message is None:
             return
-        identity = frames[0]
-        try:
-            header, _ = decode(frames[1:])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
-            return
+        identity, header, _ = message
         extra = header.extra or {}
         now = time.monotonic()
         if header.kind == Kind.READY:
@@ -479,13 +539,10 @@ class Master:
                 functions=functions,
             )
             self.counters.worker_seen(str(extra.get("name", "")) or identity.hex(), 0)
-            welcome = Header(
-                Kind.WELCOME,
-                header.id,
+            self._send_worker(
                 identity,
-                extra={"session": self.session, "master": self.name},
+                control(Kind.WELCOME, identity, header.id, session=self.session, master=self.name),
             )
-            self._send_worker(identity, [welcome.to_wire()])
             self.logger.info(
                 "worker %s joined (credit %d)", extra.get("name", identity.hex()), credit
             )
@@ -494,15 +551,7 @@ class Master:
             if w is None:
                 # a worker we declared dead, or a master restart: ask it to re-register
                 self._send_worker(
-                    identity,
-                    [
-                        Header(
-                            Kind.WELCOME,
-                            0,
-                            identity,
-                            extra={"reset": True, "session": self.session},
-                        ).to_wire()
-                    ],
+                    identity, control(Kind.WELCOME, identity, reset=True, session=self.session)
                 )
                 return
             w.last_seen = now
@@ -522,10 +571,8 @@ class Master:
             pass
 
     def _on_worker_result(self, frames: list[bytes]) -> None:
-        try:
-            header = decode_header(frames[0])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
+        header = header_from(frames[0], self.malformed)
+        if header is None:
             return
         extra = header.extra or {}
         wid = extra.get("w")
@@ -561,30 +608,45 @@ class Master:
         self._deliver(header, frames)
 
     def _deliver(self, header: Header, frames: list[bytes]) -> None:
-        """Send a finished result on (a hook: chained masters pass it to the next stage)."""
-        self._send_client(header.client, frames)
+        """Send a finished result on: to its client, the next stage or subscribers."""
+        payloads = frames[1:]
+        extra = header.extra
+        if extra is not None:
+            extra.pop("w", None)
+            route = extra.pop("route", None)
+            if isinstance(route, str):
+                header.function = route
+            origin = extra.pop("of", None)
+            if isinstance(origin, int):
+                header.id = origin
+            header.extra = extra or None
+        if header.errors:
+            for info in header.errors:
+                if info.stage == header.stage and info.server != self.name:
+                    info.message = f"{info.message} (in worker {info.server})"
+                    info.server = self.name
+        pipeline = header.pipeline
+        if self._gathers:
+            messages = explode(header, payloads)
+            self._send_each(out for message in messages for out in self.gather(message))
+        else:
+            self._send_on(header, payloads)
+        self._settle(pipeline, len(payloads))
 
     def _heartbeat(self, now: float) -> None:
         deadline = self.heartbeat_interval_s * self.liveness
         for w in list(self.workers.values()):
             if now - w.last_seen > deadline:
                 self._worker_dead(w, f"silent for {now - w.last_seen:.1f} s")
-        for client, since in list(self.undelivered_since.items()):
-            if now - since > self.undelivered_ttl_s:
-                lost = len(self.undelivered.pop(client, ()))
-                del self.undelivered_since[client]
-                self.logger.warning(
-                    "dropped %d result message(s) for client %s, silent for %.0f s",
-                    lost,
-                    client.hex(),
-                    self.undelivered_ttl_s,
-                )
+        if self.routes.outlet is not None:
+            self.routes.outlet.expire(now)
+        self.routes.flush()
         self.counters.set_backlog(self.queued)
         for w in self.workers.values():
             self.counters.worker_seen(w.name or w.identity.hex(), w.done)
-        beat = Header(Kind.HEARTBEAT, 0, b"", extra={"session": self.session}).to_wire()
+        beat = control(Kind.HEARTBEAT, session=self.session)
         for identity in list(self.workers):
-            self._send_worker(identity, [beat])
+            self._send_worker(identity, beat)
 
     def _worker_dead(self, w: WorkerInfo, why: str) -> None:
         self.workers.pop(w.identity, None)
@@ -641,35 +703,86 @@ class Master:
             return [job]
         if len(payloads) == 1 and not job.header.packed:
             return [job]
+        header = job.header
+        extra = {k: v for k, v in (header.extra or {}).items() if k not in _REQUEST_IDS}
         parts: list[Job] = []
         for i, payload in enumerate(payloads):
-            header = job.header.reply(Kind.JOB)
-            header.id = job.header.id + i
-            header.packed = 0
-            part = Job(job.client, header, [header.to_wire(), payload], job.function, job.received)
+            frames = job_message(
+                job.client,
+                header.id + i,
+                header.function,
+                [payload],
+                extra=extra or None,
+                request_ids=[_str_or_none(request_id_of(header.extra, i))],
+                pipeline=header.pipeline,
+                stage=header.stage,
+                key=header.key,
+            )
+            part = Job(job.client, decode_header(frames[0]), frames, job.function, job.received)
             part.attempts, part.deaths = job.attempts, job.deaths
             parts.append(part)
         return parts
 
-    # db endpoint -------------------------------------------------------------
+    # info --------------------------------------------------------------------
 
-    def describe(self) -> bytes:
-        info = {
-            "name": self.name,
-            "kind": "master",
-            "session": self.session,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "addresses": self.bound,
-            "workers": [
+    def _info(self) -> ServiceInfo:
+        """What INFO answers (a hook: subclasses add fields)."""
+        return self._info_with(
+            "master",
+            functions=sorted(self.known_functions - {MAP_FUNCTION}),
+            stats=dict(self.stats),
+            workers=[
                 {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
                 for w in self.workers.values()
             ],
-            "queued": self.queued,
-            "inflight": len(self.inflight),
-            "stats": dict(self.stats),
-            "malformed": self.malformed.total,
-        }
-        packed = msgpack.packb(info, use_bin_type=True)
-        assert isinstance(packed, bytes)
-        return packed
+            queued=self.queued,
+            inflight=len(self.inflight),
+        )
+
+
+_REQUEST_IDS = ("request_id", "request_ids")
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _Feeder(threading.Thread):
+    """Takes a master's input from upstream streams (a hub's subscriptions)
+    and hands it to the master's own job socket."""
+
+    def __init__(self, master: Master, inbox: str) -> None:
+        super().__init__(name=f"palm-feeder-{master.name}", daemon=True)
+        self.master = master
+        self.inbox = inbox
+
+    def run(self) -> None:
+        master = self.master
+        sockets = Sockets(master.name, {}, master.max_message_bytes)
+        try:
+            push = sockets.connect(zmq.PUSH, self.inbox)
+
+            def forward(frames: list[bytes]) -> None:
+                if len(frames) == 1 and _is_welcome(frames[0]):
+                    return  # the upstream acknowledging the subscription
+                push.send_multipart(frames)
+
+            poller = Poller(master._stopper.fd)
+            dealers = [sockets.subscriber(address) for address, _topic in master.upstreams]
+            for dealer in dealers:
+                poller.add(dealer, forward)
+            topics = [topic for _address, topic in master.upstreams]
+            interval_ms = max(1, int(master.heartbeat_interval_s * 1000))
+            subscribe(dealers, topics, master.name)
+            while not master._stopper.stopping:
+                if not poller.poll(interval_ms):
+                    subscribe(dealers, topics, master.name)
+        finally:
+            sockets.close()
+
+
+def _is_welcome(frame: bytes) -> bool:
+    try:
+        return decode_header(frame).kind == Kind.WELCOME
+    except ProtocolError:
+        return False

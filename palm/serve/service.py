@@ -8,13 +8,8 @@ framework's own methods) taking the message bytes and returning bytes.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 from palm.errors import ConfigError, StateError
@@ -22,81 +17,13 @@ from palm.state.cache import Cache
 from palm.state.logs import current_request_id
 from palm.wire.protocol import ErrorInfo, Header, request_id_of
 
-__all__ = ["Service", "Stopper", "split_function"]
+__all__ = ["Service", "split_function"]
 
 
 def split_function(function: str) -> tuple[str, str]:
     """``'server.foo'`` -> ``('server', 'foo')``; ``'foo'`` -> ``('', 'foo')``."""
     server, _, name = function.rpartition(".")
     return server, name
-
-
-class Stopper:
-    """A stop request that wakes a ZeroMQ poller: a pipe whose read end is polled.
-
-    ``stop()`` may be called from any thread or from a signal handler.
-    """
-
-    def __init__(self) -> None:
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
-        self._event = threading.Event()
-        self._signals_active = False
-        self._close_pending = False
-
-    @property
-    def fd(self) -> int:
-        return self._read_fd
-
-    @property
-    def stopping(self) -> bool:
-        return self._event.is_set()
-
-    def stop(self) -> None:
-        self._event.set()
-        try:
-            os.write(self._write_fd, b"x")
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        """Close the pipe (once the signal handlers that write to it are gone)."""
-        if self._signals_active:
-            self._close_pending = True
-            return
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    @contextmanager
-    def on_signals(self) -> Iterator[None]:
-        """Stop on SIGINT/SIGTERM while inside, when running in the main thread."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.stop()
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        # The C-level handler writes to the pipe at once, so a signal landing
-        # just before the poller blocks still wakes it (Python runs `handler`
-        # only between bytecodes).
-        old_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-        self._signals_active = True
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(old_fd)
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            self._signals_active = False
-            if self._close_pending:
-                self._close_pending = False
-                self.close()
 
 
 class Service:
@@ -186,19 +113,31 @@ class Service:
         return [self.unknown(header.function, i, header.stage) for i in range(count)]
 
     def call_all(
-        self, func: Callable[[bytes], Any], header: Header, payloads: list[bytes]
+        self,
+        func: Callable[[bytes], Any],
+        header: Header,
+        payloads: list[bytes],
+        *,
+        function: str | None = None,
+        passed: dict[int, ErrorInfo] | None = None,
     ) -> tuple[list[bytes], list[ErrorInfo]]:
-        """Run ``func`` on every payload of a message: results, and errors for the failed."""
+        """Run ``func`` on every payload of a message: results, and errors for the failed.
+
+        ``function`` names the call in logs (default: the header's); a payload
+        with an error in ``passed`` (it failed at an earlier stage) keeps it
+        and is not run.
+        """
+        label = function or header.function
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
         for offset, payload in enumerate(payloads):
+            earlier = passed.get(offset) if passed else None
+            if earlier is not None:
+                results.append(b"")
+                errors.append(earlier)
+                continue
             result, error = self.call(
-                func,
-                header.function,
-                payload,
-                offset,
-                header.stage,
-                request_id_of(header.extra, offset),
+                func, label, payload, offset, header.stage, request_id_of(header.extra, offset)
             )
             results.append(result)
             if error is not None:

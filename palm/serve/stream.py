@@ -28,15 +28,23 @@ pick the entry that names it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import zmq
 
-from palm.errors import ProtocolError
+from palm.serve.db_endpoint import DbEndpoint
+from palm.serve.loop import Poller, Sockets, routed_from
 from palm.serve.service import split_function
-from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter, decode
+from palm.state.cache import Cache
+from palm.wire.info import ServiceInfo
+from palm.wire.messages import control
+from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "Outbox",
     "Outlet",
     "Reporter",
+    "StreamOut",
     "StreamRouting",
     "function_for",
     "probe_report",
@@ -221,8 +230,10 @@ class Outlet:
     cannot be sent now (the peer is gone, or there is no subscriber yet)
     waits, within ``park_limit`` messages per peer, until the peer says
     HELLO again; a topic's stream waits until ``subscribers`` servers took
-    it, so none of them misses the start. Probe reports from earlier stages are relayed to their
-    client.
+    it, so none of them misses the start; what waits for a client that stays
+    away ``park_ttl_s`` is dropped (:meth:`expire`). Probe reports from earlier
+    stages are relayed to their client. ``welcome`` adds fields to the WELCOME
+    a peer gets for its HELLO.
     """
 
     def __init__(
@@ -234,6 +245,8 @@ class Outlet:
         malformed: MalformedCounter,
         park_limit: int = 100_000,
         subscribers: int = 1,
+        park_ttl_s: float = 300.0,
+        welcome: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -244,8 +257,11 @@ class Outlet:
         self.malformed = malformed
         self.park_limit = park_limit
         self.min_subscribers = subscribers
+        self.park_ttl_s = park_ttl_s
+        self.welcome = welcome
         self.subscribers: dict[str, list[bytes]] = {}
         self.parked: dict[bytes, deque[list[bytes]]] = {}
+        self.parked_since: dict[bytes, float] = {}
         self.topic_parked: dict[str, deque[list[bytes]]] = {}
         self.dropped = 0
 
@@ -253,7 +269,11 @@ class Outlet:
         try:
             self.sock.send_multipart([client, *frames], zmq.NOBLOCK)
         except zmq.ZMQError:
-            self._park(self.parked.setdefault(client, deque()), frames)
+            box = self.parked.get(client)
+            if box is None:
+                box = self.parked[client] = deque()
+                self.parked_since[client] = time.monotonic()
+            self._park(box, frames)
 
     def to_topic(self, topic: str, frames: list[bytes]) -> None:
         peers = self.subscribers.get(topic)
@@ -274,15 +294,10 @@ class Outlet:
 
     def on_message(self, frames: list[bytes]) -> None:
         """Handle what a client or a downstream stage sent to the ROUTER."""
-        if len(frames) < 2:
-            self.malformed.record("outlet message without header")
+        message = routed_from(frames, self.malformed)
+        if message is None:
             return
-        identity = frames[0]
-        try:
-            header, _ = decode(frames[1:])
-        except ProtocolError as exc:
-            self.malformed.record(str(exc))
-            return
+        identity, header, _ = message
         extra = header.extra or {}
         if header.kind == Kind.HEARTBEAT and extra.get("probe"):
             self.to_client(header.client, frames[1:])
@@ -293,8 +308,11 @@ class Outlet:
                 if identity not in peers:
                     peers.append(identity)
                     self.logger.info("%s: %r subscribed to %r", self.name, extra.get("name"), topic)
-            welcome = Header(Kind.WELCOME, header.id, identity, extra={"session": self.session})
-            self.to_client(identity, [welcome.to_wire()])
+            more = self.welcome() if self.welcome is not None else {}
+            self.to_client(
+                identity, control(Kind.WELCOME, identity, header.id, session=self.session, **more)
+            )
+            self.parked_since.pop(identity, None)
             self._release(self.parked.pop(identity, None), identity)
             if isinstance(topic, str) and len(self.subscribers[topic]) >= self.min_subscribers:
                 box = self.topic_parked.pop(topic, None)
@@ -302,11 +320,26 @@ class Outlet:
                     self.to_topic(topic, box.popleft())
         elif header.kind == Kind.BYE:
             self.parked.pop(identity, None)
+            self.parked_since.pop(identity, None)
             for peers in self.subscribers.values():
                 if identity in peers:
                     peers.remove(identity)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the push socket")
+
+    def expire(self, now: float) -> None:
+        """Drop what waited longer than ``park_ttl_s`` for a client that never came back."""
+        for client, since in list(self.parked_since.items()):
+            if now - since > self.park_ttl_s:
+                lost = len(self.parked.pop(client, ()))
+                del self.parked_since[client]
+                self.logger.warning(
+                    "%s: dropped %d message(s) for client %s, silent for %.0f s",
+                    self.name,
+                    lost,
+                    client.hex(),
+                    self.park_ttl_s,
+                )
 
     def _release(self, box: deque[list[bytes]] | None, identity: bytes) -> None:
         while box:
@@ -323,20 +356,210 @@ class Outlet:
 NEXT: Final = "\x00next"
 
 
-class StreamRouting:
-    """Where a stage's results go, shared by serial stages and stage masters.
+class StreamOut:
+    """Where a server's messages go once it is done with them.
 
-    The class using it has ``name``, ``next_address``, ``next_call``,
-    ``pipelined``, ``bound`` and ``_outlet``.
+    Composed into every chained or pipelined server and every master: results
+    go to the next stage (``next_address``, through an :class:`Outbox`
+    calling ``next_call``), to the subscribers of a topic or to a client
+    (through the :class:`Outlet` at ``push_address``). It also passes probes
+    and end markers on, counting per pipeline what went out before an end.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        next_address: str | None,
+        next_call: str | None,
+        pipelined: bool,
+        bound: dict[str, str],
+    ) -> None:
+        self.name = name
+        self.next_address = next_address
+        self.next_call = next_call
+        self.pipelined = pipelined
+        self.bound = bound
+        self.outlet: Outlet | None = None
+        self.outbox: Outbox | None = None
+        self.reporter = Reporter()
+        self.ends = EndTracker()
+        #: Jobs sent on (results to clients, messages to the next stage or a topic).
+        self.sent = 0
+
+    def open(
+        self,
+        sockets: Sockets,
+        poller: Poller,
+        push_address: str | None,
+        session: str,
+        logger: logging.Logger,
+        malformed: MalformedCounter,
+        **outlet_options: Any,
+    ) -> None:
+        """Bind the outlet at ``push_address`` (when there is one, read by ``poller``)
+        and connect to the next stage (when there is one)."""
+        if push_address is not None:
+            sock = sockets.bind(zmq.ROUTER, push_address, "push", max_message_bytes=None)
+            self.outlet = Outlet(sock, self.name, session, logger, malformed, **outlet_options)
+            poller.add(sock, self.outlet.on_message)
+        if self.next_address is not None:
+            self.outbox = Outbox(sockets.connect(zmq.PUSH, self.next_address))
+            self.bound["next"] = self.next_address
+
+    def route(self, header: Header) -> str | bytes:
+        """Where a whole message goes by default: NEXT, a topic, or a client id."""
+        if self.next_address is not None:
+            return NEXT
+        if self.pipelined:
+            return self.name
+        return header.client
+
+    def next_desc(self) -> str:
+        """What this server passes its results to, for probe reports."""
+        if self.next_address is not None:
+            return f"{self.next_call} at {self.next_address}"
+        if self.pipelined and self.outlet is not None:
+            subscribers = len(self.outlet.subscribers.get(self.name, []))
+            return f"the {subscribers} subscriber(s) of {self.name!r} at {self.bound.get('push')}"
+        return "the client"
+
+    def emit(self, target: str | bytes, header: Header, payloads: list[bytes]) -> None:
+        """Send one message to the next stage, a topic's subscribers or a client."""
+        self.ends.count(header.pipeline, len(payloads))
+        self.sent += len(payloads)
+        if target == NEXT:
+            assert self.outbox is not None and self.next_call is not None
+            header.kind = Kind.JOB
+            if " " not in header.function:
+                header.function = self.next_call
+            self.outbox.send([header.to_wire(), *payloads])
+            return
+        assert self.outlet is not None, f"{self.name} has no push_address to send to"
+        if isinstance(target, bytes):
+            header.kind = Kind.RESULT
+            self.outlet.to_client(target, [header.to_wire(), *payloads])
+        else:
+            header.kind = Kind.JOB
+            self.outlet.to_topic(target, [header.to_wire(), *payloads])
+
+    def control(self, header: Header, target: str | bytes | None = None) -> None:
+        """Pass a probe or an end marker on, the way results go."""
+        if target is None:
+            target = self.route(header)
+        frames = [header.to_wire()]
+        if target == NEXT:
+            assert self.outbox is not None
+            self.outbox.send(frames)
+        elif self.outlet is not None:
+            if isinstance(target, bytes):
+                self.outlet.to_client(target, frames)
+            else:
+                self.outlet.to_topic(target, frames)
+
+    def probe(self, header: Header, **details: Any) -> None:
+        """Report to the probing client, then pass the probe on."""
+        target = self.route(header)
+        report = probe_report(
+            header,
+            self.name,
+            last=isinstance(target, bytes),
+            next=self.next_desc(),
+            waiting=len(self.outbox) if self.outbox is not None else 0,
+            **details,
+        )
+        if isinstance(target, bytes):
+            assert self.outlet is not None
+            self.outlet.to_client(header.client, report)
+            return
+        self.reporter.send((header.extra or {}).get("reply"), report)
+        self.control(header, target)
+
+    def end(self, header: Header) -> None:
+        """Pass an end marker on, with how many messages of its pipeline went out."""
+        header.extra = dict(header.extra or {}, end=self.ends.pop(header.pipeline))
+        self.control(header)
+
+    @property
+    def waiting(self) -> int:
+        return (len(self.outbox) if self.outbox is not None else 0) + (
+            self.outlet.waiting if self.outlet is not None else 0
+        )
+
+    @property
+    def full(self) -> bool:
+        return self.outbox is not None and self.outbox.full
+
+    def flush(self) -> None:
+        if self.outbox is not None:
+            self.outbox.flush()
+
+    def close(self) -> None:
+        self.reporter.close()
+
+
+class StreamRouting:
+    """The ``handle_stream`` hook of servers and masters, and sending by it.
+
+    The class using it has ``name``, ``pipelined`` and ``routes`` (a :class:`StreamOut`).
     """
 
     _palm_framework = True
     name: str
-    next_address: str | None
-    next_call: str | None
+    session: str
     pipelined: bool
     bound: dict[str, str]
-    _outlet: Outlet | None
+    malformed: MalformedCounter
+    routes: StreamOut
+
+    logger: logging.Logger
+    push_address: str | None
+    db_address: str | None
+    subscribers: int
+    cache: Cache
+    max_message_bytes: int
+
+    def _open_outputs(self, sockets: Sockets, poller: Poller, **outlet_options: Any) -> None:
+        """Open the outlet, the next stage's PUSH and the db endpoint, as configured."""
+        self.routes.open(
+            sockets,
+            poller,
+            self.push_address,
+            self.session,
+            self.logger,
+            self.malformed,
+            subscribers=self.subscribers,
+            **outlet_options,
+        )
+        if self.db_address is not None:
+            db = sockets.bind(zmq.ROUTER, self.db_address, "db")
+            endpoint = DbEndpoint(
+                db, self.name, self.cache, self.describe, self.malformed, self.max_message_bytes
+            )
+            poller.add(db, endpoint.on_message)
+
+    def describe(self) -> bytes:
+        """The INFO answer: :meth:`_info` on the wire."""
+        return self._info().to_wire()
+
+    def _info(self) -> ServiceInfo:
+        """What INFO answers (a hook: subclasses add fields)."""
+        raise NotImplementedError
+
+    def _info_with(self, kind: str, **fields: Any) -> ServiceInfo:
+        """This server's INFO: what every server says, and ``fields``."""
+        return ServiceInfo(
+            name=self.name,
+            kind=kind,
+            session=self.session,
+            addresses=dict(self.bound),
+            next_call=self.routes.next_call,
+            pipelined=self.pipelined,
+            waiting=self.routes.waiting,
+            malformed=self.malformed.total,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            **fields,
+        )
 
     def handle_stream(self, message: Message) -> str | None:
         """Where a result goes: a topic to stream it to, or None for its client.
@@ -348,22 +571,31 @@ class StreamRouting:
         """
         return self.name if self.pipelined else None
 
-    def _route(self, header: Header) -> str | bytes:
-        """Where a whole message goes by default: NEXT, a topic, or a client id."""
-        if self.next_address is not None:
-            return NEXT
-        if self.pipelined:
-            return self.name
-        return header.client
+    @property
+    def _routes_by_hook(self) -> bool:
+        """True when a subclass routes each message itself (and there is no next stage)."""
+        return (
+            type(self).handle_stream is not StreamRouting.handle_stream
+            and self.routes.next_address is None
+        )
 
-    def _next_desc(self) -> str:
-        """What this stage passes its results to, for probe reports."""
-        if self.next_address is not None:
-            return f"{self.next_call} at {self.next_address}"
-        if self.pipelined and self._outlet is not None:
-            subscribers = len(self._outlet.subscribers.get(self.name, []))
-            return f"the {subscribers} subscriber(s) of {self.name!r} at {self.bound.get('push')}"
-        return "the client"
+    def _send_on(self, header: Header, payloads: list[bytes]) -> None:
+        """Send a message's results on, as a whole or as ``handle_stream`` decides."""
+        if self._routes_by_hook:
+            self._send_each(explode(header, payloads))
+        else:
+            self.routes.emit(self.routes.route(header), header, payloads)
+
+    def _send_each(self, messages: Iterable[Message]) -> None:
+        routes = self.routes
+        by_hook = self._routes_by_hook
+        for message in messages:
+            if by_hook:
+                topic = self.handle_stream(message)
+                target: str | bytes = message.client if topic is None else topic
+            else:
+                target = routes.route(message.header(Kind.RESULT))
+            routes.emit(target, message.header(Kind.JOB), [message.payload])
 
 
 class EndTracker:

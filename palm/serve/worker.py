@@ -19,15 +19,17 @@ import threading
 import time
 import uuid
 
-import msgpack
 import zmq
 
 from palm.errors import ConfigError, ProtocolError
-from palm.serve.service import Service, Stopper, split_function
+from palm.serve.service import Service, split_function
+from palm.serve.stopper import Stopper
 from palm.state.cache import Cache
 from palm.state.deployment import Deployment
 from palm.wire import shipping as mapping
 from palm.wire.discovery import CacheClient
+from palm.wire.info import ServiceInfo
+from palm.wire.messages import control
 from palm.wire.protocol import (
     Header,
     Kind,
@@ -155,15 +157,14 @@ class Worker(Service):
             sock = make_socket(zmq.DEALER)
             sock.connect(self.db_address)
             try:
-                sock.send_multipart([Header(Kind.INFO, 1).to_wire()])
+                sock.send_multipart(control(Kind.INFO, id=1))
                 if sock.poll(int(max(backoff, 0.5) * 1000), zmq.POLLIN):
                     _, payloads = decode(sock.recv_multipart())
-                    info = msgpack.unpackb(payloads[0], raw=False)
-                    addresses = info["addresses"]
+                    addresses = ServiceInfo.from_wire(payloads[0]).addresses
                     self.push_address = _connectable(addresses["worker_push"], host)
                     self.pull_address = _connectable(addresses["worker_pull"], host)
                     return True
-            except (ProtocolError, KeyError, TypeError, ValueError, msgpack.UnpackException):
+            except (ProtocolError, IndexError, KeyError):
                 self.logger.warning(
                     "worker %s got a bad answer from %s", self.name, self.db_address
                 )

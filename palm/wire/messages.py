@@ -111,7 +111,7 @@ def job_message(
     Several payloads all under :data:`PACK_BELOW_BYTES` travel packed in one
     frame unless ``pack`` is false. ``request_ids`` (one per payload, ``None``
     for none) are the HTTP request ids that reach the servers' logs; ``key``
-    is a cache key.
+    is the shared-cache key the jobs carry.
     """
     if not payloads:
         raise ProtocolError("a JOB message carries at least one payload")

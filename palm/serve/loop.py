@@ -1,0 +1,166 @@
+"""The serve side's socket plumbing: binding, connecting, polling and draining.
+
+Servers, masters and the upstream feeder of a hub all own a set of sockets
+(:class:`Sockets`: bound endpoints recorded, every socket closed at the end)
+and wait on them with a :class:`Poller` that hands each message of a ready
+socket to its handler, at most :data:`DRAIN` per socket per wake-up
+(:func:`drain`), so no socket starves the others.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import zmq
+
+from palm.errors import ProtocolError
+from palm.wire.messages import control, routed
+from palm.wire.protocol import Header, Kind, MalformedCounter, decode_header
+from palm.wire.sockets import bound_endpoint, make_socket
+
+__all__ = ["DRAIN", "Poller", "Sockets", "drain", "header_from", "routed_from", "subscribe"]
+
+#: Messages taken from one socket per wake-up before looking at the others.
+DRAIN: Final = 512
+
+#: How long a blocking receive waits before looking at the stop flag (one socket only).
+STOP_CHECK_MS: Final = 100
+
+Handler = Callable[[list[bytes]], object]
+
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def drain(sock: zmq.Socket[bytes], handler: Handler, limit: int = DRAIN) -> int:
+    """Hand up to ``limit`` waiting messages of ``sock`` to ``handler``; how many there were."""
+    for count in range(limit):
+        try:
+            frames = sock.recv_multipart(_NOBLOCK)
+        except zmq.Again:
+            return count
+        handler(frames)
+    return limit
+
+
+class Sockets:
+    """The sockets one server owns: bound ones recorded in ``bound`` by label."""
+
+    def __init__(self, owner: str, bound: dict[str, str], max_message_bytes: int | None) -> None:
+        self.owner = owner
+        self.bound = bound
+        self.max_message_bytes = max_message_bytes
+        self._socks: list[zmq.Socket[bytes]] = []
+
+    def bind(self, kind: int, address: str, label: str, **options: Any) -> zmq.Socket[bytes]:
+        """A socket of ``kind`` bound at ``address``; OSError when it cannot bind."""
+        options.setdefault("max_message_bytes", self.max_message_bytes)
+        sock = make_socket(kind, **options)
+        self._socks.append(sock)
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            raise OSError(f"{self.owner} cannot bind {label} {address}: {exc}") from exc
+        self.bound[label] = bound_endpoint(sock)
+        return sock
+
+    def connect(self, kind: int, address: str, **options: Any) -> zmq.Socket[bytes]:
+        """A socket of ``kind`` connected to ``address``."""
+        sock = make_socket(kind, **options)
+        self._socks.append(sock)
+        sock.connect(address)
+        return sock
+
+    def subscriber(self, address: str) -> zmq.Socket[bytes]:
+        """A DEALER taking the stream of the upstream at ``address`` (see :func:`subscribe`)."""
+        return self.connect(
+            zmq.DEALER,
+            address,
+            identity=f"palm-sub:{self.owner}:{uuid.uuid4().hex[:8]}".encode(),
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    def close(self) -> None:
+        for sock in self._socks:
+            sock.close(0)
+        self._socks.clear()
+
+
+class Poller:
+    """Waits on sockets and a stop fd; drains each ready socket into its handler.
+
+    With a single socket it receives with a blocking call that gives up every
+    :data:`STOP_CHECK_MS` instead: cheaper per message than polling and
+    draining (the request/reply server), and a stop waits that long at most.
+    """
+
+    def __init__(self, stop_fd: int) -> None:
+        self._poller = zmq.Poller()
+        self._poller.register(stop_fd, _POLLIN)
+        self._handlers: list[tuple[zmq.Socket[bytes], Handler]] = []
+        self._paused = False
+        self._timeout_ms = -1
+
+    def add(self, sock: zmq.Socket[bytes], handler: Handler) -> None:
+        """Read ``sock`` into ``handler`` (sockets are served in the order added)."""
+        self._poller.register(sock, _POLLIN)
+        self._handlers.append((sock, handler))
+
+    def pause(self, sock: zmq.Socket[bytes], paused: bool) -> None:
+        """Stop (or resume) reading ``sock``, leaving its messages queued."""
+        self._poller.modify(sock, 0 if paused else _POLLIN)
+        self._paused = True  # from now on, always poll
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` and serve what is ready; False when nothing was."""
+        if len(self._handlers) == 1 and not self._paused:
+            sock, handler = self._handlers[0]
+            timeout_ms = min(timeout_ms, STOP_CHECK_MS)
+            if timeout_ms != self._timeout_ms:
+                sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                self._timeout_ms = timeout_ms
+            try:
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                return False
+            handler(frames)
+            return True
+        events = self._poller.poll(timeout_ms)
+        if not events:
+            return False
+        ready = {sock for sock, _ in events}
+        for sock, handler in self._handlers:
+            if sock in ready:
+                drain(sock, handler)
+        return True
+
+
+def subscribe(dealers: Sequence[zmq.Socket[bytes]], topics: Sequence[str], name: str) -> None:
+    """Say HELLO on each upstream DEALER, naming the topic whose stream it takes."""
+    for dealer, topic in zip(dealers, topics, strict=True):
+        try:
+            dealer.send_multipart(control(Kind.HELLO, previous=topic, name=name), _NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+
+def routed_from(
+    frames: list[bytes], malformed: MalformedCounter
+) -> tuple[bytes, Header, list[bytes]] | None:
+    """:func:`~palm.wire.messages.routed`, or None with the message counted as malformed."""
+    try:
+        return routed(frames)
+    except ProtocolError as exc:
+        malformed.record(str(exc))
+        return None
+
+
+def header_from(frame: bytes, malformed: MalformedCounter) -> Header | None:
+    """The header ``frame`` holds, or None with the message counted as malformed."""
+    try:
+        return decode_header(frame)
+    except ProtocolError as exc:
+        malformed.record(str(exc))
+        return None

@@ -9,6 +9,7 @@ socket to its handler, at most :data:`DRAIN` per socket per wake-up
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -16,11 +17,21 @@ from typing import Any, Final
 import zmq
 
 from palm.errors import ProtocolError
+from palm.serve.stopper import Stopper
 from palm.wire.messages import control, routed
 from palm.wire.protocol import Header, Kind, MalformedCounter, decode_header
 from palm.wire.sockets import bound_endpoint, make_socket
 
-__all__ = ["DRAIN", "Poller", "Sockets", "drain", "header_from", "routed_from", "subscribe"]
+__all__ = [
+    "DRAIN",
+    "Feeder",
+    "Poller",
+    "Sockets",
+    "drain",
+    "header_from",
+    "routed_from",
+    "subscribe",
+]
 
 #: Messages taken from one socket per wake-up before looking at the others.
 DRAIN: Final = 512
@@ -164,3 +175,54 @@ def header_from(frame: bytes, malformed: MalformedCounter) -> Header | None:
     except ProtocolError as exc:
         malformed.record(str(exc))
         return None
+
+
+class Feeder(threading.Thread):
+    """Takes a master's input from upstream streams (a hub's subscriptions) and
+    hands it to the master's own job socket at ``inbox``, until ``stopper`` stops."""
+
+    def __init__(
+        self,
+        name: str,
+        upstreams: Sequence[tuple[str, str]],
+        inbox: str,
+        stopper: Stopper,
+        heartbeat_interval_s: float,
+        max_message_bytes: int | None,
+    ) -> None:
+        super().__init__(name=f"palm-feeder-{name}", daemon=True)
+        self.owner = name
+        self.upstreams = list(upstreams)
+        self.inbox = inbox
+        self.stopper = stopper
+        self.interval_ms = max(1, int(heartbeat_interval_s * 1000))
+        self.max_message_bytes = max_message_bytes
+
+    def run(self) -> None:
+        sockets = Sockets(self.owner, {}, self.max_message_bytes)
+        try:
+            push = sockets.connect(zmq.PUSH, self.inbox)
+
+            def forward(frames: list[bytes]) -> None:
+                if len(frames) == 1 and _is_welcome(frames[0]):
+                    return  # the upstream acknowledging the subscription
+                push.send_multipart(frames)
+
+            poller = Poller(self.stopper.fd)
+            dealers = [sockets.subscriber(address) for address, _topic in self.upstreams]
+            for dealer in dealers:
+                poller.add(dealer, forward)
+            topics = [topic for _address, topic in self.upstreams]
+            subscribe(dealers, topics, self.owner)
+            while not self.stopper.stopping:
+                if not poller.poll(self.interval_ms):
+                    subscribe(dealers, topics, self.owner)
+        finally:
+            sockets.close()
+
+
+def _is_welcome(frame: bytes) -> bool:
+    try:
+        return decode_header(frame).kind == Kind.WELCOME
+    except ProtocolError:
+        return False

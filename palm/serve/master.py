@@ -40,14 +40,13 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import zmq
 
-from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
-from palm.serve.loop import Poller, Sockets, header_from, routed_from, subscribe
+from palm.errors import ConfigError, PayloadTooLarge
+from palm.serve.dispatch import Dispatcher, Job, WorkerInfo
+from palm.serve.loop import Feeder, Poller, Sockets, header_from, routed_from
 from palm.serve.stopper import Stopper
 from palm.serve.stream import (
     Message,
@@ -70,8 +69,6 @@ from palm.wire.protocol import (
     decode_header,
     frames_for,
     job_count,
-    jobs_in,
-    request_id_of,
 )
 from palm.wire.shipping import MAP_FUNCTION
 from palm.wire.sockets import check_endpoint
@@ -80,38 +77,6 @@ __all__ = ["Master"]
 
 #: Job ids a master gives the parts it scatters (far above any client's ids).
 _PART_IDS_FROM = 1 << 60
-
-
-@dataclass(slots=True)
-class Job:
-    """A message of one or more jobs as the master holds it."""
-
-    client: bytes
-    header: Header
-    frames: list[bytes]  # [encoded header, payload, ...] exactly as received
-    function: str = ""  # the bare function name, for picking workers
-    received: float = 0.0  # monotonic time the master got it
-    attempts: int = 0  # times handed to a worker
-    deaths: int = 0  # times its worker died while running it
-    worker: bytes | None = None
-
-    @property
-    def key(self) -> tuple[bytes, int]:
-        return (self.client, self.header.id)
-
-
-@dataclass(slots=True)
-class WorkerInfo:
-    identity: bytes
-    credit: int
-    last_seen: float
-    pid: int = 0
-    host: str = ""
-    name: str = ""
-    done: int = 0
-    functions: frozenset[str] = frozenset()
-    # jobs handed to this worker, in the order it runs them (a dict as an ordered set)
-    inflight: dict[tuple[bytes, int], None] = field(default_factory=dict)
 
 
 class Master(StreamRouting):
@@ -191,13 +156,17 @@ class Master(StreamRouting):
         self.on_ready: Callable[[Master], None] | None = None
         self.routes = StreamOut(name, self.next_address, next_call, pipelined, self.bound)
 
-        # jobs waiting for a worker, one queue per function (workers may differ)
-        self.queues: dict[str, deque[Job]] = {}
-        self.queued = 0
-        self.known_functions: set[str] = {MAP_FUNCTION}
-        self.inflight: dict[tuple[bytes, int], Job] = {}
-        self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
+        #: the workers and the jobs they hold (see :mod:`palm.serve.dispatch`)
+        self.pool = Dispatcher(
+            name,
+            max_attempts=max_attempts,
+            send=self._hand_to,
+            fail=self._answer_error,
+            counters=self.counters,
+            stats=self.stats,
+            logger=self.logger,
+        )
         # per pipeline: payloads in here not yet sent on, and end markers waiting for them
         self.pending: dict[bytes, int] = {}
         self.held_ends: dict[bytes, Header] = {}
@@ -273,7 +242,7 @@ class Master(StreamRouting):
 
     def _run(self) -> None:
         sockets = Sockets(f"master {self.name}", self.bound, self.max_message_bytes)
-        feeder: _Feeder | None = None
+        feeder: Feeder | None = None
         try:
             self.deployment.open()
             if self._cache is not None:
@@ -301,7 +270,14 @@ class Master(StreamRouting):
             client_in = sockets.bind(zmq.PULL, pull, "pull")
             poller.add(client_in, self._on_client_job)
             if self.upstreams:
-                feeder = _Feeder(self, self.bound["pull"])
+                feeder = Feeder(
+                    self.name,
+                    self.upstreams,
+                    self.bound["pull"],
+                    self._stopper,
+                    self.heartbeat_interval_s,
+                    self.max_message_bytes,
+                )
                 feeder.start()
             self.logger.info("master %s up: %s", self.name, self.bound)
             self.ready.set()
@@ -326,8 +302,8 @@ class Master(StreamRouting):
         while not stopper.stopping:
             wait = max(0, int((next_beat - time.monotonic()) * 1000))
             poller.poll(min(wait, interval_ms))
-            if self.queued:
-                self._dispatch()
+            if self.pool.queued:
+                self.pool.dispatch()
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat(now)
@@ -338,11 +314,11 @@ class Master(StreamRouting):
             poller.pause(client_in, not self._window_open())
 
     def _window_open(self) -> bool:
-        return self.queued < 100_000 and not self.routes.full
+        return self.pool.queued < 100_000 and not self.routes.full
 
     def _welcome(self) -> dict[str, object]:
         """What a client's WELCOME carries besides the session."""
-        return {"workers": len(self.workers), "interval_s": self.heartbeat_interval_s}
+        return {"workers": len(self.pool.workers), "interval_s": self.heartbeat_interval_s}
 
     # jobs in -----------------------------------------------------------------
 
@@ -374,7 +350,7 @@ class Master(StreamRouting):
         self._settle(header.pipeline, -(len(job.frames) - 1))
         if not (header.errors or self._scatters or " " in header.function):
             job.frames[0] = header.to_wire()
-            self._enqueue(job)
+            self.pool.enqueue(job)
             return
         for message in explode(header, job.frames[1:]):
             if message.error is not None:
@@ -384,7 +360,7 @@ class Master(StreamRouting):
             parts = list(self.scatter(message)) if self._scatters else [message]
             self._settle(message.pipeline, 1 - len(parts))
             for part in parts:
-                self._enqueue(self._job(part, message.id))
+                self.pool.enqueue(self._job(part, message.id))
 
     def _job(self, part: Message, origin: int) -> Job:
         """The job for one part of an incoming message."""
@@ -413,7 +389,10 @@ class Master(StreamRouting):
         header.stage += 1
         if header.kind == Kind.PING:
             self.routes.probe(
-                header, workers=len(self.workers), queued=self.queued, inflight=len(self.inflight)
+                header,
+                workers=len(self.pool.workers),
+                queued=self.pool.queued,
+                inflight=len(self.pool.inflight),
             )
         elif header.kind == Kind.BYE and header.pipeline is not None:
             if self.pending.get(header.pipeline, 0) > 0:
@@ -449,66 +428,13 @@ class Master(StreamRouting):
 
     # workers -----------------------------------------------------------------
 
-    def _enqueue(self, job: Job, front: bool = False) -> None:
-        queue = self.queues.get(job.function)
-        if queue is None:
-            queue = self.queues[job.function] = deque()
-        if front:
-            queue.appendleft(job)
-        else:
-            queue.append(job)
-        self.queued += 1
-
-    def _dispatch(self) -> None:
-        ready = [w for w in self.workers.values() if w.credit > 0]
-        if not ready:
-            return
-        for function, queue in list(self.queues.items()):
-            if not queue:
-                del self.queues[function]
-                continue
-            if function == MAP_FUNCTION:
-                workers = ready
-            else:
-                workers = [w for w in ready if function in w.functions]
-                if not workers and function not in self.known_functions and self.workers:
-                    self._unknown(function, queue)
-                    continue
-            self._hand_out(queue, workers)
-            ready = [w for w in ready if w.credit > 0]
-            if not ready:
-                return
-
-    def _hand_out(self, queue: deque[Job], workers: list[WorkerInfo]) -> None:
-        i = 0
-        while queue and workers:
-            w = workers[i % len(workers)]
-            job = queue.popleft()
-            self.queued -= 1
-            job.worker = w.identity
-            job.attempts += 1
-            self.inflight[job.key] = job
-            w.inflight[job.key] = None
-            w.credit -= 1
-            try:
-                self.worker_out.send_multipart([w.identity, *job.frames], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                # the worker vanished under us: forget it, its jobs go back
-                self._worker_dead(w, "unreachable")
-                workers = [x for x in workers if x is not w]
-                continue
-            if w.credit <= 0:
-                workers.remove(w)
-                continue
-            i += 1
-
-    def _unknown(self, function: str, queue: deque[Job]) -> None:
-        """No worker this master has seen knows ``function``: answer every job now."""
-        known = ", ".join(sorted(self.known_functions - {MAP_FUNCTION})) or "(none)"
-        message = f"no worker of {self.name!r} has function {function!r}; they have: {known}"
-        while queue:
-            self.queued -= 1
-            self._answer_error(queue.popleft(), "palm.UnknownFunction", message)
+    def _hand_to(self, identity: bytes, frames: list[bytes]) -> bool:
+        """Send a job to a worker; False when the worker is not connected."""
+        try:
+            self.worker_out.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
 
     def _on_worker_control(self, frames: list[bytes]) -> None:
         message = routed_from(frames, self.malformed)
@@ -518,27 +444,24 @@ class Master(StreamRouting):
         extra = header.extra or {}
         now = time.monotonic()
         if header.kind == Kind.READY:
-            old = self.workers.pop(identity, None)
-            if old is not None:
-                self._requeue(old, died=False)
-            credit = int(extra.get("credit", 1))
             raw = extra.get("functions")
             functions = (
                 frozenset(f for f in raw if isinstance(f, str))
                 if isinstance(raw, list)
                 else frozenset()
             )
-            self.known_functions |= functions
-            self.workers[identity] = WorkerInfo(
-                identity,
-                credit,
-                now,
-                int(extra.get("pid", 0)),
-                str(extra.get("host", "")),
-                str(extra.get("name", "")),
-                functions=functions,
+            credit = int(extra.get("credit", 1))
+            self.pool.join(
+                WorkerInfo(
+                    identity,
+                    credit,
+                    now,
+                    int(extra.get("pid", 0)),
+                    str(extra.get("host", "")),
+                    str(extra.get("name", "")),
+                    functions=functions,
+                )
             )
-            self.counters.worker_seen(str(extra.get("name", "")) or identity.hex(), 0)
             self._send_worker(
                 identity,
                 control(Kind.WELCOME, identity, header.id, session=self.session, master=self.name),
@@ -547,20 +470,14 @@ class Master(StreamRouting):
                 "worker %s joined (credit %d)", extra.get("name", identity.hex()), credit
             )
         elif header.kind in (Kind.HEARTBEAT, Kind.CREDIT):
-            w = self.workers.get(identity)
-            if w is None:
+            credit = int(extra.get("credit", 1)) if header.kind == Kind.CREDIT else 0
+            if not self.pool.seen(identity, now, credit):
                 # a worker we declared dead, or a master restart: ask it to re-register
                 self._send_worker(
                     identity, control(Kind.WELCOME, identity, reset=True, session=self.session)
                 )
-                return
-            w.last_seen = now
-            if header.kind == Kind.CREDIT:
-                w.credit += int(extra.get("credit", 1))
         elif header.kind == Kind.BYE:
-            w = self.workers.get(identity)
-            if w is not None:
-                self._worker_dead(w, "left")
+            self.pool.left(identity)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a worker")
 
@@ -578,29 +495,18 @@ class Master(StreamRouting):
         wid = extra.get("w")
         now = time.monotonic()
         if header.kind == Kind.HEARTBEAT:
-            w = self.workers.get(wid) if isinstance(wid, bytes) else None
-            if w is not None:
-                w.last_seen = now
+            if isinstance(wid, bytes):
+                self.pool.seen(wid, now)
             return
         if header.kind != Kind.RESULT:
             self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the result socket")
             return
-        key = (header.client, header.id)
-        w = self.workers.get(wid) if isinstance(wid, bytes) else None
-        if w is not None:
-            w.last_seen = now
-            w.credit += 1
-            w.done += job_count(header, len(frames) - 1)
-            w.inflight.pop(key, None)
-        job = self.inflight.pop(key, None)
-        if job is None:
-            self.stats["duplicates"] += 1
-            return
-        if job.worker is not None and job.worker != wid:
-            owner = self.workers.get(job.worker)
-            if owner is not None:
-                owner.inflight.pop(key, None)
         count = job_count(header, len(frames) - 1)
+        job = self.pool.finished(
+            (header.client, header.id), wid if isinstance(wid, bytes) else None, count, now
+        )
+        if job is None:
+            return
         failed = len(header.errors) if header.errors else 0
         self.stats["jobs_out"] += count
         self.stats["failed"] += failed
@@ -634,94 +540,16 @@ class Master(StreamRouting):
         self._settle(pipeline, len(payloads))
 
     def _heartbeat(self, now: float) -> None:
-        deadline = self.heartbeat_interval_s * self.liveness
-        for w in list(self.workers.values()):
-            if now - w.last_seen > deadline:
-                self._worker_dead(w, f"silent for {now - w.last_seen:.1f} s")
+        self.pool.expire(now, self.heartbeat_interval_s * self.liveness)
         if self.routes.outlet is not None:
             self.routes.outlet.expire(now)
         self.routes.flush()
-        self.counters.set_backlog(self.queued)
-        for w in self.workers.values():
-            self.counters.worker_seen(w.name or w.identity.hex(), w.done)
+        self.counters.set_backlog(self.pool.queued)
+        for w in self.pool.workers.values():
+            self.counters.worker_seen(w.label, w.done)
         beat = control(Kind.HEARTBEAT, session=self.session)
-        for identity in list(self.workers):
+        for identity in list(self.pool.workers):
             self._send_worker(identity, beat)
-
-    def _worker_dead(self, w: WorkerInfo, why: str) -> None:
-        self.workers.pop(w.identity, None)
-        self.counters.worker_lost(w.name or w.identity.hex())
-        level = logging.INFO if why == "left" and not w.inflight else logging.WARNING
-        self.logger.log(
-            level,
-            "worker %s (pid %s) is gone (%s); %d job message(s) go to other workers",
-            w.name or w.identity.hex(),
-            w.pid,
-            why,
-            len(w.inflight),
-        )
-        self._requeue(w, died=why != "left")
-
-    def _requeue(self, w: WorkerInfo, died: bool = True) -> None:
-        """Hand a gone worker's jobs to others.
-
-        A worker runs its jobs in the order it got them, so only the oldest
-        unfinished one can have been running when it died: that one counts a
-        death (and fails for good after ``max_attempts``); the others only
-        waited in its queue and go back as they were.
-        """
-        suspect = True
-        requeue: list[Job] = []
-        for key in list(w.inflight):
-            job = self.inflight.pop(key, None)
-            if job is None:
-                continue
-            self.stats["requeued"] += 1
-            if suspect and died:
-                job.deaths += 1
-                suspect = False
-                if job.deaths >= self.max_attempts:
-                    self._answer_error(
-                        job,
-                        "palm.JobLost",
-                        f"the job's worker died {job.deaths} times while running it; not retried",
-                    )
-                    continue
-                requeue.extend(self._split(job))
-            else:
-                requeue.append(job)
-        for job in reversed(requeue):
-            self._enqueue(job, front=True)
-        w.inflight.clear()
-
-    def _split(self, job: Job) -> list[Job]:
-        """A batch that took down its worker is retried one job at a time,
-        so one poisonous job cannot sink its neighbours."""
-        try:
-            payloads = jobs_in(job.header, job.frames[1:])
-        except ProtocolError:
-            return [job]
-        if len(payloads) == 1 and not job.header.packed:
-            return [job]
-        header = job.header
-        extra = {k: v for k, v in (header.extra or {}).items() if k not in _REQUEST_IDS}
-        parts: list[Job] = []
-        for i, payload in enumerate(payloads):
-            frames = job_message(
-                job.client,
-                header.id + i,
-                header.function,
-                [payload],
-                extra=extra or None,
-                request_ids=[_str_or_none(request_id_of(header.extra, i))],
-                pipeline=header.pipeline,
-                stage=header.stage,
-                key=header.key,
-            )
-            part = Job(job.client, decode_header(frames[0]), frames, job.function, job.received)
-            part.attempts, part.deaths = job.attempts, job.deaths
-            parts.append(part)
-        return parts
 
     # info --------------------------------------------------------------------
 
@@ -729,60 +557,12 @@ class Master(StreamRouting):
         """What INFO answers (a hook: subclasses add fields)."""
         return self._info_with(
             "master",
-            functions=sorted(self.known_functions - {MAP_FUNCTION}),
+            functions=sorted(self.pool.known_functions - {MAP_FUNCTION}),
             stats=dict(self.stats),
             workers=[
                 {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
-                for w in self.workers.values()
+                for w in self.pool.workers.values()
             ],
-            queued=self.queued,
-            inflight=len(self.inflight),
+            queued=self.pool.queued,
+            inflight=len(self.pool.inflight),
         )
-
-
-_REQUEST_IDS = ("request_id", "request_ids")
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-class _Feeder(threading.Thread):
-    """Takes a master's input from upstream streams (a hub's subscriptions)
-    and hands it to the master's own job socket."""
-
-    def __init__(self, master: Master, inbox: str) -> None:
-        super().__init__(name=f"palm-feeder-{master.name}", daemon=True)
-        self.master = master
-        self.inbox = inbox
-
-    def run(self) -> None:
-        master = self.master
-        sockets = Sockets(master.name, {}, master.max_message_bytes)
-        try:
-            push = sockets.connect(zmq.PUSH, self.inbox)
-
-            def forward(frames: list[bytes]) -> None:
-                if len(frames) == 1 and _is_welcome(frames[0]):
-                    return  # the upstream acknowledging the subscription
-                push.send_multipart(frames)
-
-            poller = Poller(master._stopper.fd)
-            dealers = [sockets.subscriber(address) for address, _topic in master.upstreams]
-            for dealer in dealers:
-                poller.add(dealer, forward)
-            topics = [topic for _address, topic in master.upstreams]
-            interval_ms = max(1, int(master.heartbeat_interval_s * 1000))
-            subscribe(dealers, topics, master.name)
-            while not master._stopper.stopping:
-                if not poller.poll(interval_ms):
-                    subscribe(dealers, topics, master.name)
-        finally:
-            sockets.close()
-
-
-def _is_welcome(frame: bytes) -> bool:
-    try:
-        return decode_header(frame).kind == Kind.WELCOME
-    except ProtocolError:
-        return False

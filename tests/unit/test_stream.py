@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import zmq
 
-from palm.serve.stream import EndTracker, Outbox, explode, function_for
+from palm.serve.outlets import Outbox
+from palm.serve.stream import EndTracker, explode, function_for
 from palm.wire.protocol import ErrorInfo, Header, Kind
 
 

@@ -1,0 +1,291 @@
+"""A master's books of its workers and their jobs, free of sockets.
+
+:class:`Dispatcher` keeps the jobs waiting per function, the workers with
+their credit and the functions they declared, and every job handed to a
+worker until its result comes back. The master feeds it what its sockets
+receive and gives it two callables: ``send`` (hand frames to a worker; False
+when the worker is unreachable) and ``fail`` (answer a job with an error).
+
+The rules it holds:
+
+* a job goes only to a worker with credit that declared its function (any
+  worker runs ``map`` chunks); a function no worker ever declared is
+  answered with ``UnknownFunction`` once workers are there;
+* a worker that dies or leaves gives its jobs back, at the front of their
+  queues; only the oldest one it held can have been running, so only that
+  one counts a death, is retried one job at a time (a poisonous job cannot
+  sink its neighbours) and fails with ``JobLost`` after ``max_attempts``;
+* a result whose job is not in flight (a duplicate, or a late answer from a
+  worker declared dead whose job went elsewhere) is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from palm.errors import ProtocolError
+from palm.state.counters import Counters
+from palm.wire.messages import job_message
+from palm.wire.protocol import Header, decode_header, jobs_in, request_id_of
+from palm.wire.shipping import MAP_FUNCTION
+
+__all__ = ["Dispatcher", "Job", "WorkerInfo"]
+
+#: A job's key: the client it belongs to and the id of its first job.
+JobKey = tuple[bytes, int]
+
+
+@dataclass(slots=True)
+class Job:
+    """A message of one or more jobs as the master holds it."""
+
+    client: bytes
+    header: Header
+    frames: list[bytes]  # [encoded header, payload, ...] exactly as received
+    function: str = ""  # the bare function name, for picking workers
+    received: float = 0.0  # monotonic time the master got it
+    attempts: int = 0  # times handed to a worker
+    deaths: int = 0  # times its worker died while running it
+    worker: bytes | None = None
+
+    @property
+    def key(self) -> JobKey:
+        return (self.client, self.header.id)
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """A registered worker as the master sees it."""
+
+    identity: bytes
+    credit: int
+    last_seen: float
+    pid: int = 0
+    host: str = ""
+    name: str = ""
+    done: int = 0
+    functions: frozenset[str] = frozenset()
+    # jobs handed to this worker, in the order it runs them (a dict as an ordered set)
+    inflight: dict[JobKey, None] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.identity.hex()
+
+
+class Dispatcher:
+    """Jobs waiting, jobs in flight, and the workers that run them."""
+
+    def __init__(
+        self,
+        owner: str,
+        *,
+        max_attempts: int,
+        send: Callable[[bytes, list[bytes]], bool],
+        fail: Callable[[Job, str, str], None],
+        counters: Counters,
+        stats: dict[str, int],
+        logger: logging.Logger,
+    ) -> None:
+        self.owner = owner
+        self.max_attempts = max_attempts
+        self.send = send
+        self.fail = fail
+        self.counters = counters
+        self.stats = stats
+        self.logger = logger
+        # jobs waiting for a worker, one queue per function (workers may differ)
+        self.queues: dict[str, deque[Job]] = {}
+        self.queued = 0
+        self.known_functions: set[str] = {MAP_FUNCTION}
+        self.inflight: dict[JobKey, Job] = {}
+        self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
+
+    # jobs ----------------------------------------------------------------------
+
+    def enqueue(self, job: Job, front: bool = False) -> None:
+        queue = self.queues.get(job.function)
+        if queue is None:
+            queue = self.queues[job.function] = deque()
+        if front:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self.queued += 1
+
+    def dispatch(self) -> None:
+        """Hand waiting jobs to the workers that have credit for them."""
+        ready = [w for w in self.workers.values() if w.credit > 0]
+        if not ready:
+            return
+        for function, queue in list(self.queues.items()):
+            if not queue:
+                del self.queues[function]
+                continue
+            if function == MAP_FUNCTION:
+                workers = ready
+            else:
+                workers = [w for w in ready if function in w.functions]
+                if not workers and function not in self.known_functions and self.workers:
+                    self._unknown(function, queue)
+                    continue
+            self._hand_out(queue, workers)
+            ready = [w for w in ready if w.credit > 0]
+            if not ready:
+                return
+
+    def _hand_out(self, queue: deque[Job], workers: list[WorkerInfo]) -> None:
+        i = 0
+        while queue and workers:
+            w = workers[i % len(workers)]
+            job = queue.popleft()
+            self.queued -= 1
+            job.worker = w.identity
+            job.attempts += 1
+            self.inflight[job.key] = job
+            w.inflight[job.key] = None
+            w.credit -= 1
+            if not self.send(w.identity, job.frames):
+                # the worker vanished under us: forget it, its jobs go back
+                self.gone(w, "unreachable")
+                workers = [x for x in workers if x is not w]
+                continue
+            if w.credit <= 0:
+                workers.remove(w)
+                continue
+            i += 1
+
+    def _unknown(self, function: str, queue: deque[Job]) -> None:
+        """No worker seen so far knows ``function``: answer every job now."""
+        known = ", ".join(sorted(self.known_functions - {MAP_FUNCTION})) or "(none)"
+        message = f"no worker of {self.owner!r} has function {function!r}; they have: {known}"
+        while queue:
+            self.queued -= 1
+            self.fail(queue.popleft(), "palm.UnknownFunction", message)
+
+    def finished(self, key: JobKey, worker: bytes | None, count: int, now: float) -> Job | None:
+        """A result came from ``worker`` for ``count`` jobs: the job it finishes, or
+        None when that job is not in flight (a duplicate, or a late answer)."""
+        w = self.workers.get(worker) if worker is not None else None
+        if w is not None:
+            w.last_seen = now
+            w.credit += 1
+            w.done += count
+            w.inflight.pop(key, None)
+        job = self.inflight.pop(key, None)
+        if job is None:
+            self.stats["duplicates"] += 1
+            return None
+        if job.worker is not None and job.worker != worker:
+            owner = self.workers.get(job.worker)
+            if owner is not None:
+                owner.inflight.pop(key, None)
+        return job
+
+    # workers -------------------------------------------------------------------
+
+    def join(self, worker: WorkerInfo) -> None:
+        """A worker registers (again: what it held goes back first)."""
+        old = self.workers.pop(worker.identity, None)
+        if old is not None:
+            self._requeue(old, died=False)
+        self.known_functions |= worker.functions
+        self.workers[worker.identity] = worker
+        self.counters.worker_seen(worker.label, 0)
+
+    def seen(self, identity: bytes, now: float, credit: int = 0) -> bool:
+        """A sign of life (and maybe more credit) from a worker; False if it is unknown."""
+        w = self.workers.get(identity)
+        if w is None:
+            return False
+        w.last_seen = now
+        w.credit += credit
+        return True
+
+    def left(self, identity: bytes) -> None:
+        w = self.workers.get(identity)
+        if w is not None:
+            self.gone(w, "left")
+
+    def expire(self, now: float, silence_s: float) -> None:
+        """Declare dead every worker silent for longer than ``silence_s``."""
+        for w in list(self.workers.values()):
+            if now - w.last_seen > silence_s:
+                self.gone(w, f"silent for {now - w.last_seen:.1f} s")
+
+    def gone(self, w: WorkerInfo, why: str) -> None:
+        """Forget a worker; its jobs go to others."""
+        self.workers.pop(w.identity, None)
+        self.counters.worker_lost(w.label)
+        level = logging.INFO if why == "left" and not w.inflight else logging.WARNING
+        self.logger.log(
+            level,
+            "worker %s (pid %s) is gone (%s); %d job message(s) go to other workers",
+            w.label,
+            w.pid,
+            why,
+            len(w.inflight),
+        )
+        self._requeue(w, died=why != "left")
+
+    def _requeue(self, w: WorkerInfo, died: bool = True) -> None:
+        """Hand a gone worker's jobs back, the one it was running counting a death."""
+        suspect = True
+        requeue: list[Job] = []
+        for key in list(w.inflight):
+            job = self.inflight.pop(key, None)
+            if job is None:
+                continue
+            self.stats["requeued"] += 1
+            if suspect and died:
+                job.deaths += 1
+                suspect = False
+                if job.deaths >= self.max_attempts:
+                    self.fail(
+                        job,
+                        "palm.JobLost",
+                        f"the job's worker died {job.deaths} times while running it; not retried",
+                    )
+                    continue
+                requeue.extend(split(job))
+            else:
+                requeue.append(job)
+        for job in reversed(requeue):
+            self.enqueue(job, front=True)
+        w.inflight.clear()
+
+
+_REQUEST_IDS = ("request_id", "request_ids")
+
+
+def split(job: Job) -> list[Job]:
+    """A batch as jobs of one payload each, with their own ids and request ids."""
+    try:
+        payloads = jobs_in(job.header, job.frames[1:])
+    except ProtocolError:
+        return [job]
+    if len(payloads) == 1 and not job.header.packed:
+        return [job]
+    header = job.header
+    extra = {k: v for k, v in (header.extra or {}).items() if k not in _REQUEST_IDS}
+    parts: list[Job] = []
+    for i, payload in enumerate(payloads):
+        request_id = request_id_of(header.extra, i)
+        frames = job_message(
+            job.client,
+            header.id + i,
+            header.function,
+            [payload],
+            extra=extra or None,
+            request_ids=[request_id if isinstance(request_id, str) else None],
+            pipeline=header.pipeline,
+            stage=header.stage,
+            key=header.key,
+        )
+        part = Job(job.client, decode_header(frames[0]), frames, job.function, job.received)
+        part.attempts, part.deaths = job.attempts, job.deaths
+        parts.append(part)
+    return parts

@@ -27,7 +27,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import zmq
@@ -115,7 +115,7 @@ class Master:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache: Cache | None = None,
         pending_results_per_client: int = 100_000,
-        redis_url: str | None = None,
+        redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
     ) -> None:
         if not name or "." in name:

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 
@@ -63,7 +63,7 @@ class Server(Service):
         db_address: str | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        redis_url: str | None = None,
+        redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
     ) -> None:
         super().__init__(name)

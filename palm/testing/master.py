@@ -220,7 +220,11 @@ class LocalMaster(Harness):
         name: str | None = None,
         register: bool = True,
     ) -> StubWorker:
-        """A registered :class:`~palm.testing.stub.StubWorker` declaring ``functions``."""
+        """A registered :class:`~palm.testing.stub.StubWorker` declaring ``functions``.
+
+        It heartbeats twice per heartbeat interval, so that a busy machine
+        never makes the master take a live stub for dead.
+        """
         e = self.endpoints
         stub = StubWorker(
             e.worker_push,
@@ -228,7 +232,7 @@ class LocalMaster(Harness):
             name=name or self._next("stub"),
             functions=functions,
             credit=credit,
-            heartbeat_interval_s=self.heartbeat_interval_s,
+            heartbeat_interval_s=self.heartbeat_interval_s / 2,
             timeout_s=min(self.timeout_s, 2.0),
             register=register,
         )

@@ -294,5 +294,6 @@ def test_an_error_result_travels_back_as_a_remote_error() -> None:
         assert outcomes[ids[0]] == b"ok"
         error = outcomes[ids[1]]
         assert isinstance(error, RemoteError)
-        assert (error.remote_type, error.remote_message) == ("ValueError", "bad input")
+        assert error.remote_type == "ValueError"
+        assert error.remote_message.startswith("bad input")
         assert cluster.stats()["failed"] == 1

@@ -22,7 +22,6 @@ test failed.
 
 Example::
 
-    import palm
     from palm.standalone import Worker
     from palm.testing import LocalMaster
 

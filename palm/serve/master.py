@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 import zmq
 
@@ -114,7 +115,7 @@ class Master(StreamRouting):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache: Cache | None = None,
         pending_results_per_client: int = 100_000,
-        redis_url: str | None = None,
+        redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name or "." in name:

@@ -36,7 +36,7 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 
@@ -102,7 +102,7 @@ class Server(StreamRouting, Service):
         cache: Cache | None = None,
         heartbeat_interval_s: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        redis_url: str | None = None,
+        redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
     ) -> None:
         super().__init__(name)

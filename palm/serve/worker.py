@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import Literal
 
 import zmq
 
@@ -66,7 +67,7 @@ class Worker(Service):
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         secret: bytes | str | None = None,
-        redis_url: str | None = None,
+        redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
     ) -> None:
         super().__init__(name)

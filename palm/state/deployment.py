@@ -6,12 +6,17 @@ started when ``start_redis`` is true), ships the process's ``palm`` log
 records to Redis, and publishes its counters every ``publish_interval_s``.
 Redis trouble never stops the process: without Redis it logs to stderr only,
 and logs and counters buffer within bounds while Redis is away.
+
+``redis_url=False`` keeps a process offline: no Redis is looked for or
+started, whatever the environment says (what ``PALM_NO_REDIS`` does for the
+processes that give no URL). In-process test clusters run that way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Literal
 
 from palm.errors import PalmError
 from palm.state.counters import CounterPublisher, Counters
@@ -31,7 +36,7 @@ class Deployment:
         server: str,
         worker: str = "",
         *,
-        redis_url: str | None = None,
+        redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
         start_redis: bool = False,
         publish: bool = True,
@@ -51,10 +56,11 @@ class Deployment:
 
     def open(self) -> Deployment:
         """Connect to (or start) Redis; without one, carry on with stderr logs only."""
-        if os.environ.get("PALM_NO_REDIS") and self.redis_url is None:
+        url = self.redis_url
+        if url is False or (url is None and os.environ.get("PALM_NO_REDIS")):
             return self
         try:
-            self.state = open_state(self.redis_url, self.cluster, start=self.start_redis)
+            self.state = open_state(url, self.cluster, start=self.start_redis)
         except PalmError as exc:
             log.info("%s runs without shared state: %s", self.server, exc)
             return self

@@ -168,21 +168,24 @@ class Dispatcher:
 
     def finished(self, key: JobKey, worker: bytes | None, count: int, now: float) -> Job | None:
         """A result came from ``worker`` for ``count`` jobs: the job it finishes, or
-        None when that job is not in flight (a duplicate, or a late answer)."""
+        None when that job is not in flight (a duplicate, or a late answer).
+
+        The worker gets its credit back only for a job it was handed and had
+        not answered yet, so a worker answering twice earns nothing for it.
+        """
         w = self.workers.get(worker) if worker is not None else None
         if w is not None:
             w.last_seen = now
-            w.credit += 1
-            w.done += count
-            w.inflight.pop(key, None)
+            if key in w.inflight:  # a worker answering twice earns no credit for it
+                del w.inflight[key]
+                w.credit += 1
+                w.done += count
         job = self.inflight.pop(key, None)
         if job is None:
             self.stats["duplicates"] += 1
-            return None
-        if job.worker is not None and job.worker != worker:
-            owner = self.workers.get(job.worker)
-            if owner is not None:
-                owner.inflight.pop(key, None)
+        # A late answer from a worker declared dead may finish a job another
+        # worker holds now: that worker keeps it in its books until it answers
+        # too, and gets its credit back then.
         return job
 
     # workers -------------------------------------------------------------------

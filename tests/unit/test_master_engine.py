@@ -246,6 +246,18 @@ def test_a_result_sent_twice_reaches_the_client_once_and_is_counted() -> None:
         assert wire.sync() == []
 
 
+def test_a_worker_answering_twice_earns_no_extra_credit() -> None:
+    with LocalMaster() as cluster:
+        stub = cluster.stub_worker("echo", credit=1)
+        wire = cluster.wire_client()
+        wire.send("echo", [b"once"])
+        job = stub.next_job()
+        stub.answer(job)
+        stub.answer(job)
+        cluster.wait_for_stats(duplicates=1)
+        assert cluster.workers()[stub.name]["credit"] == 1
+
+
 def test_the_parallel_client_sees_one_result_for_an_answer_sent_twice() -> None:
     with LocalMaster() as cluster:
         stub = cluster.stub_worker("echo")

@@ -41,7 +41,7 @@ from palm.wire.protocol import (
 )
 from palm.wire.sockets import check_endpoint, make_socket
 
-__all__ = ["FunctionWorker", "Worker"]
+__all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
 
 
 class Worker(Service):
@@ -123,7 +123,7 @@ class Worker(Service):
         assert self.push_address is not None and self.pull_address is not None
         results = make_socket(zmq.PUSH, hwm=10_000)
         results.connect(self.pull_address)
-        beats = _HeartbeatThread(self.pull_address, self.identity, self.heartbeat_interval_s)
+        beats = HeartbeatThread(self.pull_address, self.identity, self.heartbeat_interval_s)
         beats.start()
         backoff = self.backoff_initial_s
         try:
@@ -321,11 +321,13 @@ class _MissingAsNone:
         self.client.close()
 
 
-class _HeartbeatThread(threading.Thread):
+class HeartbeatThread(threading.Thread):
     """Tells the master this process is alive, even while user code runs."""
 
-    def __init__(self, address: str, identity: bytes, interval_s: float) -> None:
-        super().__init__(name="palm-worker-heartbeat", daemon=True)
+    def __init__(
+        self, address: str, identity: bytes, interval_s: float, name: str = "palm-worker-heartbeat"
+    ) -> None:
+        super().__init__(name=name, daemon=True)
         self.address = address
         self.identity = identity
         self.interval_s = interval_s
@@ -344,9 +346,9 @@ class _HeartbeatThread(threading.Thread):
         finally:
             sock.close(0)
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 2.0) -> None:
         self._done.set()
-        self.join(2)
+        self.join(wait_s)
 
 
 def _host_of(endpoint: str) -> str:

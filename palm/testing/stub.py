@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from palm.serve.worker import HeartbeatThread
 from palm.wire.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 from palm.wire.sockets import make_socket
 
@@ -87,7 +87,7 @@ class StubWorker:
         self._dealer.connect(push_address)
         self._results = make_socket(zmq.PUSH)
         self._results.connect(pull_address)
-        self._beats: _Heartbeats | None = None
+        self._beats: HeartbeatThread | None = None
         if register:
             self.register()
 
@@ -151,8 +151,11 @@ class StubWorker:
 
     def _start_heartbeats(self) -> None:
         if self._beats is None:
-            self._beats = _Heartbeats(
-                self._pull_address, self.identity, self.heartbeat_interval_s, self.name
+            self._beats = HeartbeatThread(
+                self._pull_address,
+                self.identity,
+                self.heartbeat_interval_s,
+                name=f"palm-testing-stub-{self.name}",
             )
             self._beats.start()
 
@@ -241,31 +244,3 @@ class StubWorker:
     def add_credit(self, credit: int = 1) -> None:
         """Ask for ``credit`` more jobs without sending a result (a CREDIT message)."""
         self._dealer.send_multipart([Header(Kind.CREDIT, 0, extra={"credit": credit}).to_wire()])
-
-
-class _Heartbeats(threading.Thread):
-    """A stub's heartbeats to the master, on a socket of their own."""
-
-    def __init__(self, address: str, identity: bytes, interval_s: float, name: str) -> None:
-        super().__init__(name=f"palm-testing-stub-{name}", daemon=True)
-        self.address = address
-        self.identity = identity
-        self.interval_s = interval_s
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        sock = make_socket(zmq.PUSH, hwm=4)
-        sock.connect(self.address)
-        beat = Header(Kind.HEARTBEAT, 0, extra={"w": self.identity}).to_wire()
-        try:
-            while not self._done.wait(self.interval_s):
-                try:
-                    sock.send(beat, zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
-        finally:
-            sock.close(0)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(5)

@@ -175,6 +175,16 @@ class Master(StreamRouting):
         klass = type(self)
         self._scatters = klass.scatter is not Master.scatter
         self._gathers = klass.gather is not Master.gather
+        # results go straight back to clients, no hook in between: messages
+        # without a pipeline pass through as they came (no re-encoding)
+        self._forwards = not (
+            next_address
+            or pipelined
+            or upstreams
+            or self._scatters
+            or self._gathers
+            or klass.handle_stream is not StreamRouting.handle_stream
+        )
 
         self._stopper = Stopper()
         self._thread: threading.Thread | None = None
@@ -347,6 +357,10 @@ class Master(StreamRouting):
     def _accept(self, job: Job) -> None:
         """Queue a job that came in, scattered or routed as the hooks say."""
         header = job.header
+        if self._forwards and header.pipeline is None and not header.errors:
+            # a client's job for a master that answers its clients: as it came
+            self.pool.enqueue(job)
+            return
         header.stage += 1
         self._settle(header.pipeline, -(len(job.frames) - 1))
         if not (header.errors or self._scatters or " " in header.function):
@@ -516,6 +530,13 @@ class Master(StreamRouting):
 
     def _deliver(self, header: Header, frames: list[bytes]) -> None:
         """Send a finished result on: to its client, the next stage or subscribers."""
+        if self._forwards and header.pipeline is None and not header.errors:
+            # the result of a client's job, as the worker sent it
+            outlet = self.routes.outlet
+            assert outlet is not None
+            self.routes.sent += len(frames) - 1
+            outlet.to_client(header.client, frames)
+            return
         payloads = frames[1:]
         extra = header.extra
         if extra is not None:

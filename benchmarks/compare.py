@@ -1,4 +1,5 @@
-"""Two checkouts of palm measured in one run, interleaved: throughput, latency, tiny tasks.
+"""Two checkouts of palm measured in one run, interleaved: throughput, latency, CPU per
+task and tiny tasks.
 
     python -m benchmarks.compare BEFORE_DIR AFTER_DIR [--rounds 3]
 
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from benchmarks.record import parse
 
+HERE = Path(__file__).resolve().parent
+
 CASES = {
     "throughput (msg/s)": (
         "benchmarks.cases.palm_cases",
@@ -28,6 +31,8 @@ CASES = {
         "benchmarks.cases.palm_cases",
         ["--bench", "latency", "--count", "10000", "--runs", "1"],
     ),
+    # run from this checkout's file, against each checkout's palm
+    "cpu per task": (str(HERE / "cases" / "cpu_per_task.py"), ["--count", "100000"]),
     "tiny tasks (tasks/s)": (
         "benchmarks.cases.engines",
         ["--engine", "palm", "--bench", "tiny", "--count", "10000", "--runs", "1"],
@@ -37,8 +42,9 @@ CASES = {
 
 def run(tree: Path, module: str, args: list[str]) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONWARNINGS="ignore")
+    target = [module] if module.endswith(".py") else ["-m", module]
     done = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *target, *args],
         cwd=tree, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     out: dict[str, float] = {}

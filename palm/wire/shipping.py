@@ -259,9 +259,11 @@ def _refuse(message: str) -> bytes:
 
 def refusal(answer: bytes) -> str | None:
     """The text of a worker's refusal (unauthenticated, never unpickled), else None."""
-    if answer.startswith(_REFUSED):
-        return answer[len(_REFUSED) :].decode(errors="replace")
-    return None
+    if not answer.startswith(_REFUSED):
+        return None
+    # unauthenticated text for logs and errors: printable ASCII, short
+    text = answer[len(_REFUSED) : len(_REFUSED) + 300].decode("ascii", errors="replace")
+    return "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
 
 
 def authentic(secret: bytes, chunk: bytes, answer: bytes) -> bool:

@@ -11,7 +11,7 @@ sockets.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError
@@ -63,7 +63,17 @@ class JobStream:
     ``messages`` caps how many items are taken from ``iterable`` (and so how
     many results there will be); ``window`` caps jobs in flight; ``batch``
     caps jobs per message.
+
+    ``check(sent, answer)``, when given, vets every successful result against
+    the payload it answers: a result it rejects is no result. The job stays
+    outstanding and :meth:`retries` sends it again: at once the first time,
+    then after ``retry_initial_s``, doubling up to ``retry_max_s``;
+    ``on_reject(answer)`` hears of each rejection.
     """
+
+    #: first delay before sending a rejected job again; doubles per rejection
+    retry_initial_s = 0.01
+    retry_max_s = 1.0
 
     def __init__(
         self,
@@ -79,6 +89,8 @@ class JobStream:
         max_message_bytes: int,
         extra: dict[str, Any] | None = None,
         pipeline: bytes | None = None,
+        check: Callable[[bytes, bytes], bool] | None = None,
+        on_reject: Callable[[bytes], None] | None = None,
     ) -> None:
         if messages is not None and messages < 0:
             raise ConfigError("messages must be zero or more")
@@ -104,6 +116,12 @@ class JobStream:
         self._parked: dict[int, Outcome] = {}
         self._next_position = 0
         self._taken = 0
+        self.check = check
+        self.on_reject = on_reject
+        #: results ``check`` rejected
+        self.rejected = 0
+        # rejected job id -> (times rejected, monotonic time it is due again)
+        self._retry: dict[int, tuple[int, float | None]] = {}
 
     @property
     def done(self) -> bool:
@@ -136,6 +154,32 @@ class JobStream:
             self.client, first, self.function, payloads, pipeline=self.pipeline, extra=self.extra
         )
 
+    def _one(self, job_id: int, payload: bytes) -> list[bytes]:
+        return job_message(
+            self.client, job_id, self.function, [payload], pipeline=self.pipeline, extra=self.extra
+        )
+
+    def retries(self, now: float) -> list[list[bytes]]:
+        """Rejected jobs due to be sent again at ``now`` (monotonic seconds), as messages."""
+        out: list[list[bytes]] = []
+        for job_id, (times, due) in list(self._retry.items()):
+            if job_id not in self.outstanding:
+                del self._retry[job_id]
+                continue
+            if due is None:  # the first time at once, then later and later
+                delay = 0.0 if times == 1 else self.retry_initial_s * 2 ** (times - 2)
+                due = now + min(self.retry_max_s, delay)
+                self._retry[job_id] = (times, due)
+            if due <= now:
+                self._retry[job_id] = (times, float("inf"))
+                out.append(self._one(job_id, self.outstanding[job_id]))
+        return out
+
+    def retry_wait_s(self, now: float, longest_s: float) -> float:
+        """How long a driver may wait for results before :meth:`retries` has work."""
+        dues = [0.0 if due is None else due - now for _, due in self._retry.values()]
+        return max(0.0, min([longest_s, *dues]))
+
     def resend(self) -> list[list[bytes]]:
         """Every job still outstanding, as messages, for a master that lost them."""
         out: list[list[bytes]] = []
@@ -162,10 +206,20 @@ class JobStream:
         ready: list[Outcome] = []
         for offset, payload in enumerate(payloads):
             job_id = header.id + offset
-            if self.outstanding.pop(job_id, None) is None:
+            sent = self.outstanding.get(job_id)
+            if sent is None:
                 continue  # a duplicate, or an answer to an abandoned call
-            self.received += 1
             info = errors.get(offset)
+            if info is None and self.check is not None and not self.check(sent, payload):
+                self.rejected += 1
+                times = self._retry.get(job_id, (0, None))[0] + 1
+                self._retry[job_id] = (times, None)
+                if self.on_reject is not None:
+                    self.on_reject(payload)
+                continue
+            del self.outstanding[job_id]
+            self._retry.pop(job_id, None)
+            self.received += 1
             outcome: Outcome = payload if info is None else info.to_exception(self.function)
             if not self.ordered:
                 ready.append(outcome)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import zmq
@@ -30,7 +32,7 @@ import zmq.asyncio
 
 from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, PairClient, Timeout
 from palm.call.jobs import JobStream, Outcome
-from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
+from palm.errors import ConfigError, PalmError, ProtocolError, RemoteError, TimeoutError
 from palm.wire import shipping as mapping
 from palm.wire.discovery import CacheCalls
 from palm.wire.messages import job_message
@@ -74,7 +76,12 @@ class ParallelClient(PairClient, CacheCalls):
         )
         self.window = window
         self.batch = batch
+        #: explicit or PALM_SECRET; with neither, ``map`` takes this user's local
+        #: secret when every endpoint is on loopback, else refuses (before connecting)
         self.secret = mapping.resolve_secret(secret)
+        #: map answers dropped because they failed authentication (forged, or
+        #: from a worker with another secret); logged once per burst
+        self.rejected_answers = mapping.RejectCounter(f"client of {server_name!r}")
         # asyncio streams have sockets of their own, so an identity of their own:
         # the master routes results to the socket whose identity is the job's client
         self.async_client_id = uuid.uuid4().bytes
@@ -118,6 +125,20 @@ class ParallelClient(PairClient, CacheCalls):
             f"no result from master {self.server_name!r} at {self.push_address} for "
             f"{waited_s:.1f} s; {jobs} of {function} outstanding"
         )
+
+    def _stalled(self, stream: JobStream, waited_s: float) -> PalmError:
+        """No genuine result for too long: a timeout, or the forgeries that filled it."""
+        error = self._timeout(stream.function, f"{len(stream.outstanding)} job(s)", waited_s)
+        if not stream.rejected:
+            return error
+        return ProtocolError(
+            f"no authentic map answer for {waited_s:.1f} s: "
+            f"{self.rejected_answers.explain()}; {error}"
+        )
+
+    @staticmethod
+    def _wait_ms(stream: JobStream, longest_ms: int) -> int:
+        return int(stream.retry_wait_s(time.monotonic(), longest_ms / 1000) * 1000)
 
     @staticmethod
     def _progress(progress: bool, total: int | None) -> Any:
@@ -234,11 +255,11 @@ class ParallelClient(PairClient, CacheCalls):
             if session.hello_due(last_progress):
                 dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
-                for message in stream.fill():
+                for message in stream.fill() + stream.retries(time.monotonic()):
                     push.send_multipart(message, copy=False)
                 if stream.done:
                     break
-                if dealer.poll(wait_ms, zmq.POLLIN):
+                if dealer.poll(self._wait_ms(stream, wait_ms), zmq.POLLIN):
                     for _ in range(256):
                         try:
                             frames = dealer.recv_multipart(zmq.NOBLOCK)
@@ -260,8 +281,7 @@ class ParallelClient(PairClient, CacheCalls):
                 if session.beat_due(now):
                     dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
-                    outstanding = f"{len(stream.outstanding)} job(s)"
-                    raise self._timeout(stream.function, outstanding, now - last_progress)
+                    raise self._stalled(stream, now - last_progress)
         finally:
             if bar is not None:
                 bar.close()
@@ -275,16 +295,23 @@ class ParallelClient(PairClient, CacheCalls):
         progress: bool = False,
         timeout_s: Timeout = DEFAULT,
     ) -> list[Any]:
-        """``[fn(x) for x in iterable]`` computed by the master's workers, in order."""
+        """``[fn(x) for x in iterable]`` computed by the master's workers, in order.
+
+        Chunks and answers are authenticated with the cluster secret; without
+        one, only loopback endpoints are allowed (:class:`ConfigError` else).
+        """
+        self._map_secret()
         if not self.session.welcomed:
             self._greet()
-        plan, stream = self._map_stream(fn, iterable, chunksize)
+        plan, stream, chunks = self._map_stream(fn, iterable, chunksize)
         out: list[Any] = []
         bar = self._progress(progress, plan[0].total)
         try:
             for answer in self._drive(stream, False, None, "raise", timeout_s):
                 assert isinstance(answer, bytes)
-                results, seconds = mapping.decode_answer(answer, len(out), stream.function)
+                results, seconds = mapping.decode_answer(
+                    answer, len(out), stream.function, secret=chunks.secret, chunk=chunks.next()
+                )
                 plan[0].observe(len(results), seconds)
                 out.extend(results)
                 if bar is not None:
@@ -294,24 +321,27 @@ class ParallelClient(PairClient, CacheCalls):
                 bar.close()
         return out
 
+    def _map_secret(self) -> bytes:
+        """The secret ``map`` signs with; a :class:`ConfigError` when there is none."""
+        if self.secret is None:
+            endpoints = (self.push_address, self.pull_address, self.db_address)
+            self.secret = mapping.require_secret(mapping.secret_for(None, endpoints), endpoints)
+        return self.secret
+
     def _map_stream(
         self,
         fn: Callable[[Any], Any],
         iterable: Iterable[Any],
         chunksize: int | None,
         client: bytes | None = None,
-    ) -> tuple[list[mapping.ChunkPlanner], JobStream]:
-        if self.secret is None:
-            raise ConfigError(
-                "map ships functions to workers and needs the cluster secret: "
-                "pass secret= or set PALM_SECRET (the same on the workers)"
-            )
-        secret = self.secret
+    ) -> tuple[list[mapping.ChunkPlanner], JobStream, _SentChunks]:
+        secret = self._map_secret()
         digest, fn_bytes = mapping.pickle_function(fn)
         workers = max(1, self.workers)
         planner = mapping.ChunkPlanner(_length(iterable), workers, chunksize=chunksize)
+        chunks = _SentChunks(secret)
         payloads = (
-            mapping.encode_chunk(secret, digest, fn_bytes, chunk)
+            chunks.add(mapping.encode_chunk(secret, digest, fn_bytes, chunk))
             for chunk in planner.chunks(iterable)
         )
         # Measured chunks last ~20 ms each: a few per worker in flight keep them
@@ -323,7 +353,11 @@ class ParallelClient(PairClient, CacheCalls):
         stream = self._stream(
             mapping.MAP_FUNCTION, payloads, None, True, window=window, batch=batch, client=client
         )
-        return [planner], stream
+        # an answer that fails authentication is no answer: the chunk goes out
+        # again until a genuine one comes, or the timeout names the forgeries
+        stream.check = partial(mapping.authentic, secret)
+        stream.on_reject = self.rejected_answers.record
+        return [planner], stream, chunks
 
     def _greet_wait_ms(self) -> int:
         return int(max(self.heartbeat_interval_s, 1.0) * 1000)
@@ -374,11 +408,12 @@ class ParallelClient(PairClient, CacheCalls):
             last_progress = time.monotonic()
             await dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
-                for message in stream.fill():
+                for message in stream.fill() + stream.retries(time.monotonic()):
                     await push.send_multipart(message)
                 if stream.done:
                     break
-                if await dealer.poll(wait_ms, zmq.POLLIN):  # type: ignore[call-arg]
+                wait = self._wait_ms(stream, wait_ms)
+                if await dealer.poll(wait, zmq.POLLIN):  # type: ignore[call-arg]
                     frames = await dealer.recv_multipart()
                     outcomes, lost = stream.take(frames, session)
                     for message in lost:
@@ -394,8 +429,7 @@ class ParallelClient(PairClient, CacheCalls):
                 if session.beat_due(now):
                     await dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
-                    outstanding = f"{len(stream.outstanding)} job(s)"
-                    raise self._timeout(stream.function, outstanding, now - last_progress)
+                    raise self._stalled(stream, now - last_progress)
         finally:
             push.close(0)
             dealer.close(0)
@@ -409,13 +443,18 @@ class ParallelClient(PairClient, CacheCalls):
         timeout_s: Timeout = DEFAULT,
     ) -> list[Any]:
         """``map()`` for asyncio code."""
+        self._map_secret()
         if not self.async_session.welcomed:
             await self._agreet()
-        plan, stream = self._map_stream(fn, iterable, chunksize, client=self.async_client_id)
+        plan, stream, chunks = self._map_stream(
+            fn, iterable, chunksize, client=self.async_client_id
+        )
         out: list[Any] = []
         async for answer in self._adrive(stream, "raise", timeout_s):
             assert isinstance(answer, bytes)
-            results, seconds = mapping.decode_answer(answer, len(out), stream.function)
+            results, seconds = mapping.decode_answer(
+                answer, len(out), stream.function, secret=chunks.secret, chunk=chunks.next()
+            )
             plan[0].observe(len(results), seconds)
             out.extend(results)
         return out
@@ -431,6 +470,21 @@ class ParallelClient(PairClient, CacheCalls):
                 self.async_session.welcome(await dealer.recv_multipart())
         finally:
             dealer.close(0)
+
+
+class _SentChunks:
+    """The chunks of one ``map`` in order, until their answers are decoded."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self._chunks: deque[bytes] = deque()
+
+    def add(self, chunk: bytes) -> bytes:
+        self._chunks.append(chunk)
+        return chunk
+
+    def next(self) -> bytes:
+        return self._chunks.popleft()
 
 
 def _length(iterable: Iterable[Any]) -> int | None:

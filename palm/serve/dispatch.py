@@ -100,6 +100,10 @@ class Dispatcher:
         # jobs waiting for a worker, one queue per function (workers may differ)
         self.queues: dict[str, deque[Job]] = {}
         self.queued = 0
+        # map chunks start one worker further on each time, so a worker that
+        # always has credit (answering at once, or falsely) cannot take every
+        # lone chunk, such as one sent again after a forged answer
+        self._turn = 0
         self.known_functions: set[str] = {MAP_FUNCTION}
         self.inflight: dict[JobKey, Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
@@ -126,7 +130,8 @@ class Dispatcher:
                 del self.queues[function]
                 continue
             if function == MAP_FUNCTION:
-                workers = ready
+                self._turn = (self._turn + 1) % len(ready)
+                workers = ready[self._turn :] + ready[: self._turn]
             else:
                 workers = [w for w in ready if function in w.functions]
                 if not workers and function not in self.known_functions and self.workers:

@@ -82,6 +82,7 @@ class Worker(Service):
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.secret = mapping.resolve_secret(secret)
+        self._secret_looked_up = False
         self.identity = uuid.uuid4().bytes
         self.session: str | None = None
         self.jobs_done = 0
@@ -275,14 +276,25 @@ class Worker(Service):
         """Workers answer ``'<master>.foo'`` for any master name."""
         return self._functions.get(split_function(function)[1])
 
+    def _map_secret(self) -> bytes | None:
+        """The secret for map chunks: explicit or PALM_SECRET, else this user's
+        local secret when the master is on loopback (looked up once)."""
+        if self.secret is None and not self._secret_looked_up:
+            self._secret_looked_up = True
+            endpoints = (self.push_address, self.pull_address, self.db_address)
+            try:
+                self.secret = mapping.secret_for(None, endpoints)
+            except ConfigError as exc:
+                self.logger.warning("worker %s: no local secret for map: %s", self.name, exc)
+        return self.secret
+
     def run_job(self, header: Header, payloads: list[bytes]) -> tuple[Header, list[bytes]]:
         reply = header.reply()
         reply.extra = dict(header.extra or {}, w=self.identity)
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
-            return reply, [
-                mapping.run_chunk(p, self.secret, self._functions_cache) for p in payloads
-            ]
+            secret = self._map_secret()
+            return reply, [mapping.run_chunk(p, secret, self._functions_cache) for p in payloads]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = self.unknown_all(header, len(payloads))

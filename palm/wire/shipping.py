@@ -1,26 +1,42 @@
 """``map`` over generic workers: shipping functions and chunks of items.
 
-A chunk travels as one payload: an HMAC-SHA256 tag over the body, then the
-body, a pickle of ``(digest, function bytes, items)``. The function is
-pickled with cloudpickle once per ``map`` call; workers keep unpickled
-functions by digest. A worker unpickles nothing whose tag does not verify
-with the cluster secret, so only peers that share the secret can make a
-worker run code. The secret comes from the ``secret`` argument or the
-``PALM_SECRET`` environment variable.
+Both directions are authenticated with HMAC-SHA256 and the cluster secret,
+one tag per chunk (never per item), checked with :func:`hmac.compare_digest`
+before anything is unpickled:
 
-A chunk's answer is a pickle of ``("ok", results, seconds)`` or
-``("err", index, type, message, traceback)`` for the first item that failed.
+* a chunk is ``tag + nonce + body``: ``body`` is a pickle of ``(digest,
+  function bytes, items)``, ``nonce`` 16 random bytes that make every chunk
+  unique, ``tag`` the HMAC of ``"palm-chunk" + nonce + body``. A worker runs
+  nothing whose tag does not verify.
+* an answer is ``tag + body``: ``body`` a pickle of ``("ok", results,
+  seconds)`` or ``("err", index, type, message, traceback)`` for the first
+  item that failed, ``tag`` the HMAC of ``"palm-answer" + chunk tag + body``.
+  The chunk's tag binds the answer to the one chunk it answers, so an answer
+  cannot be replayed for another chunk. A client unpickles no answer whose
+  tag does not verify.
+* a worker that cannot verify a chunk (no secret, another secret) cannot tag
+  either: it answers a *refusal*, ``"palm-refused\\0"`` and UTF-8 text, which
+  is never unpickled and counts as no answer.
+
+The function is pickled with cloudpickle once per ``map`` call; workers keep
+unpickled functions by digest. The secret comes from the ``secret`` argument
+or ``PALM_SECRET``; without either, :func:`secret_for` falls back to a
+per-user secret file only when every endpoint is on this machine, and
+:func:`require_secret` refuses anything else.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import pickle
+import secrets
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -29,18 +45,41 @@ from palm.errors import ConfigError, ProtocolError, RemoteError
 
 __all__ = [
     "MAP_FUNCTION",
+    "NO_SECRET_HELP",
     "ChunkPlanner",
+    "RejectCounter",
+    "authentic",
     "decode_answer",
     "encode_chunk",
+    "is_loopback",
+    "local_secret",
     "pickle_function",
+    "refusal",
+    "require_secret",
     "resolve_secret",
     "run_chunk",
+    "secret_for",
 ]
 
 #: The function name under which every worker runs map chunks.
 MAP_FUNCTION = "__map__"
 
+#: How to turn shipping security on, for every error that asks for a secret.
+NO_SECRET_HELP = (
+    "set the same PALM_SECRET on the client and on every worker (or pass secret=); "
+    "LocalCluster and `palm up` make one for the processes they start"
+)
+
 _TAG = 32
+_NONCE = 16
+_CHUNK = b"palm-chunk\0"
+_ANSWER = b"palm-answer\0"
+_REFUSED = b"palm-refused\0"
+
+log = logging.getLogger("palm.shipping")
+
+
+# secrets -----------------------------------------------------------------------
 
 
 def resolve_secret(secret: bytes | str | None = None) -> bytes | None:
@@ -52,8 +91,85 @@ def resolve_secret(secret: bytes | str | None = None) -> bytes | None:
     return secret.encode() if isinstance(secret, str) else bytes(secret)
 
 
-def _tag(secret: bytes, body: bytes) -> bytes:
-    return hmac.new(secret, body, hashlib.sha256).digest()
+def is_loopback(endpoint: str) -> bool:
+    """Whether a ZeroMQ endpoint stays on this machine (tcp://127.x, localhost, ipc, inproc)."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if ";" in host:  # tcp://source;destination: both must be local
+        return all(is_loopback(f"tcp://{part}:0") for part in host.split(";"))
+    return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def local_secret(path: Path | None = None) -> bytes:
+    """This user's secret for processes on this machine, made on first use.
+
+    A random key in ``$XDG_DATA_HOME/palm/local-secret`` (default
+    ``~/.local/share``), readable by its owner only, so a client and the
+    workers one user starts on one machine share a secret with no configuration
+    while other users cannot read it.
+    """
+    if path is None:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        path = Path(base) / "palm" / "local-secret"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigError(f"{path} must belong to you and be readable by you only (chmod 600)")
+    for _ in range(50):  # another process may be writing it right now
+        key = path.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.01)
+    raise ConfigError(f"{path} is empty: delete it and try again")
+
+
+def secret_for(secret: bytes | str | None, endpoints: Iterable[str | None]) -> bytes | None:
+    """The secret to ship with: explicit or ``PALM_SECRET``; else, when every
+    endpoint is on loopback, this user's :func:`local_secret`; else None."""
+    resolved = resolve_secret(secret)
+    if resolved is not None:
+        return resolved
+    known = [e for e in endpoints if e]
+    if known and all(is_loopback(e) for e in known):
+        return local_secret()
+    return None
+
+
+def require_secret(secret: bytes | None, endpoints: Iterable[str | None]) -> bytes:
+    """``secret``, or a :class:`ConfigError` saying how to turn security on.
+
+    Checked before any connection is made: without a secret, functions are
+    never shipped to a peer off this machine.
+    """
+    if secret is not None:
+        return secret
+    remote = sorted({e for e in endpoints if e and not is_loopback(e)})
+    where = f" to {', '.join(remote)}" if remote else ""
+    raise ConfigError(
+        f"map ships pickled functions{where} and refuses to without a cluster secret: "
+        + NO_SECRET_HELP
+    )
+
+
+# chunks (client -> worker) -----------------------------------------------------
+
+
+def _mac(secret: bytes, *parts: bytes) -> bytes:
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
 
 
 def pickle_function(fn: Callable[[Any], Any]) -> tuple[bytes, bytes]:
@@ -67,20 +183,23 @@ def pickle_function(fn: Callable[[Any], Any]) -> tuple[bytes, bytes]:
 
 
 def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]) -> bytes:
+    """A chunk, tagged with ``secret`` and made unique by a random nonce."""
     try:
         body = pickle.dumps((digest, fn_bytes, items), protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
         body = cloudpickle.dumps((digest, fn_bytes, items))
-    return _tag(secret, body) + body
+    nonce = os.urandom(_NONCE)
+    return _mac(secret, _CHUNK, nonce, body) + nonce + body
 
 
 def run_chunk(payload: bytes, secret: bytes | None, functions: dict[bytes, Any]) -> bytes:
-    """Run one chunk on a worker; never raises."""
+    """Run one chunk on a worker and return its tagged answer; never raises."""
     if secret is None:
-        return _error(-1, "palm.ConfigError", "this worker has no cluster secret: set PALM_SECRET")
-    tag, body = payload[:_TAG], payload[_TAG:]
-    if len(tag) != _TAG or not hmac.compare_digest(tag, _tag(secret, body)):
-        return _error(-1, "palm.AuthenticationError", "chunk signature does not match the secret")
+        return _refuse(f"this worker has no cluster secret: {NO_SECRET_HELP}")
+    tag, signed = payload[:_TAG], payload[_TAG:]
+    if len(tag) != _TAG or not hmac.compare_digest(tag, _mac(secret, _CHUNK, signed)):
+        return _refuse("chunk signature does not match this worker's cluster secret")
+    body = signed[_NONCE:]
     try:
         digest, fn_bytes, items = pickle.loads(body)
         fn = functions.get(digest)
@@ -90,15 +209,18 @@ def run_chunk(payload: bytes, secret: bytes | None, functions: dict[bytes, Any])
                 functions.clear()
             functions[digest] = fn
     except Exception as exc:
-        return _error(-1, type(exc).__qualname__, f"cannot unpickle the chunk: {exc}")
+        return _answer(secret, tag, _error(-1, type(exc).__qualname__, f"cannot unpickle: {exc}"))
+    return _answer(secret, tag, _run(fn, items))
+
+
+def _run(fn: Callable[[Any], Any], items: list[Any]) -> bytes:
     start = time.perf_counter()
     results = []
     for index, item in enumerate(items):
         try:
             results.append(fn(item))
         except Exception as exc:
-            tb = traceback.format_exc()
-            return _error(index, _type_name(exc), str(exc), tb)
+            return _error(index, _type_name(exc), str(exc), traceback.format_exc())
     elapsed = time.perf_counter() - start
     try:
         data: bytes = pickle.dumps(("ok", results, elapsed), protocol=pickle.HIGHEST_PROTOCOL)
@@ -124,10 +246,50 @@ def _error(index: int, type_: str, message: str, tb: str = "") -> bytes:
     return pickle.dumps(("err", index, type_, message, tb))
 
 
-def decode_answer(payload: bytes, first_index: int, function: str) -> tuple[list[Any], float]:
-    """A chunk's results and the seconds its worker spent, or its error raised."""
+def _answer(secret: bytes, chunk_tag: bytes, body: bytes) -> bytes:
+    return _mac(secret, _ANSWER, chunk_tag, body) + body
+
+
+def _refuse(message: str) -> bytes:
+    return _REFUSED + message.encode()
+
+
+# answers (worker -> client) ----------------------------------------------------
+
+
+def refusal(answer: bytes) -> str | None:
+    """The text of a worker's refusal (unauthenticated, never unpickled), else None."""
+    if not answer.startswith(_REFUSED):
+        return None
+    # unauthenticated text for logs and errors: printable ASCII, short
+    text = answer[len(_REFUSED) : len(_REFUSED) + 300].decode("ascii", errors="replace")
+    return "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
+
+
+def authentic(secret: bytes, chunk: bytes, answer: bytes) -> bool:
+    """Whether ``answer`` carries a valid tag for ``chunk`` under ``secret``."""
+    tag, body = answer[:_TAG], answer[_TAG:]
+    if len(tag) != _TAG:
+        return False
+    return hmac.compare_digest(tag, _mac(secret, _ANSWER, chunk[:_TAG], body))
+
+
+def decode_answer(
+    payload: bytes, first_index: int, function: str, *, secret: bytes, chunk: bytes
+) -> tuple[list[Any], float]:
+    """A chunk's results and the seconds its worker spent, or its error raised.
+
+    ``payload`` must answer ``chunk`` with a tag made with ``secret``; anything
+    else raises :class:`ProtocolError` without being unpickled.
+    """
+    if not authentic(secret, chunk, payload):
+        said = refusal(payload)
+        raise ProtocolError(
+            "map answer failed authentication and was not unpickled"
+            + (f": the worker refused the chunk: {said}" if said is not None else "")
+        )
     try:
-        answer = pickle.loads(payload)
+        answer = pickle.loads(payload[_TAG:])
     except Exception as exc:
         raise ProtocolError(f"map answer does not unpickle: {exc}") from exc
     if answer[0] == "ok":
@@ -221,3 +383,46 @@ class ChunkPlanner:
                 return
             self.sent += len(chunk)
             yield chunk
+
+
+class RejectCounter:
+    """Answers dropped for failing authentication: counted, logged once per burst.
+
+    A burst is every rejection within ``quiet_s`` of the last log line; the
+    next line after it reports how many were dropped since.
+    """
+
+    def __init__(self, where: str, quiet_s: float = 10.0) -> None:
+        self.where = where
+        self.quiet_s = quiet_s
+        #: every answer dropped so far
+        self.count = 0
+        #: the last refusal a worker sent (unauthenticated text), if any
+        self.last_refusal: str | None = None
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def record(self, answer: bytes) -> None:
+        self.count += 1
+        self._unlogged += 1
+        said = refusal(answer)
+        if said is not None:
+            self.last_refusal = said
+        now = time.monotonic()
+        if self._logged_at is None or now - self._logged_at >= self.quiet_s:
+            log.warning(
+                "%s: dropped %d map answer(s) that failed authentication "
+                "(a rogue worker, or a worker with another secret)%s",
+                self.where,
+                self._unlogged,
+                f"; a worker said: {said}" if said is not None else "",
+            )
+            self._logged_at = now
+            self._unlogged = 0
+
+    def explain(self) -> str:
+        """What the rejections were, for the error a caller gets."""
+        text = f"{self.count} map answer(s) failed authentication and were dropped"
+        if self.last_refusal is not None:
+            text += f"; a worker refused the chunks: {self.last_refusal}"
+        return f"{text} ({NO_SECRET_HELP})"

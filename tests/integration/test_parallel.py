@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from palm import JobLost, RemoteError, TimeoutError
+from palm import JobLost, ProtocolError, RemoteError, TimeoutError
 from palm.standalone import ParallelClient
 from tests.fixtures.procs import PALM, Processes, free_port, wait_for
 
@@ -269,7 +269,10 @@ def test_map_returns_results_in_order_and_names_the_failing_item(procs: Processe
             client.map(lambda x: 1 // (x - 1234), range(5_000))
         assert err.value.index == 1234
         assert err.value.remote_type == "ZeroDivisionError"
-    with client_of(info, secret="wrong") as intruder, pytest.raises(RemoteError, match="signature"):
+    with (
+        client_of(info, secret="wrong", timeout_s=2) as intruder,
+        pytest.raises(ProtocolError, match="signature"),
+    ):
         intruder.map(abs, [1])
 
 

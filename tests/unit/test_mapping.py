@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from palm.errors import ConfigError, RemoteError
+from palm.errors import ConfigError, ProtocolError, RemoteError
 from palm.wire import shipping as mapping
 
 
@@ -17,7 +17,8 @@ def square(x: int) -> int:
 def test_a_signed_chunk_runs_and_reports_its_time() -> None:
     digest, fn = mapping.pickle_function(square)
     payload = mapping.encode_chunk(b"s", digest, fn, [1, 2, 3])
-    results, seconds = mapping.decode_answer(mapping.run_chunk(payload, b"s", {}), 0, "f")
+    answer = mapping.run_chunk(payload, b"s", {})
+    results, seconds = mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=payload)
     assert results == [1, 4, 9]
     assert seconds >= 0
 
@@ -25,22 +26,26 @@ def test_a_signed_chunk_runs_and_reports_its_time() -> None:
 def test_a_chunk_signed_with_another_secret_is_not_unpickled() -> None:
     digest, fn = mapping.pickle_function(square)
     payload = mapping.encode_chunk(b"other", digest, fn, [1])
-    with pytest.raises(RemoteError, match="signature"):
-        mapping.decode_answer(mapping.run_chunk(payload, b"s", {}), 0, "f")
+    answer = mapping.run_chunk(payload, b"s", {})
+    assert mapping.refusal(answer) is not None  # plain text, no pickle
+    with pytest.raises(ProtocolError, match="signature"):
+        mapping.decode_answer(answer, 0, "f", secret=b"other", chunk=payload)
 
 
 def test_a_worker_without_secret_refuses_chunks() -> None:
     digest, fn = mapping.pickle_function(square)
     payload = mapping.encode_chunk(b"s", digest, fn, [1])
-    with pytest.raises(RemoteError, match="PALM_SECRET"):
-        mapping.decode_answer(mapping.run_chunk(payload, None, {}), 0, "f")
+    answer = mapping.run_chunk(payload, None, {})
+    with pytest.raises(ProtocolError, match="PALM_SECRET"):
+        mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=payload)
 
 
 def test_an_exception_names_the_item_index() -> None:
     digest, fn = mapping.pickle_function(lambda x: 1 // x)
     payload = mapping.encode_chunk(b"s", digest, fn, [1, 1, 0, 1])
+    answer = mapping.run_chunk(payload, b"s", {})
     with pytest.raises(RemoteError) as info:
-        mapping.decode_answer(mapping.run_chunk(payload, b"s", {}), 100, "f")
+        mapping.decode_answer(answer, 100, "f", secret=b"s", chunk=payload)
     assert info.value.index == 102
     assert info.value.remote_type == "ZeroDivisionError"
 
@@ -89,5 +94,5 @@ def test_a_fixed_chunksize_wins() -> None:
 def test_results_that_cannot_be_pickled_are_an_error() -> None:
     digest, fn = mapping.pickle_function(lambda x: (y for y in range(x)))
     payload = mapping.encode_chunk(b"s", digest, fn, [1])
-    answer = pickle.loads(mapping.run_chunk(payload, b"s", {}))
+    answer = pickle.loads(mapping.run_chunk(payload, b"s", {})[32:])
     assert answer[0] == "err"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -16,9 +18,13 @@ if str(ROOT) not in sys.path:
 
 from tests.fixtures.procs import Processes  # noqa: E402
 
-# Embedded Redis servers of the processes under test live in a directory of
-# this run, never in the user's data directory.
-os.environ.setdefault("PALM_DATA_DIR", tempfile.mkdtemp(prefix="palm-test-"))
+# Embedded Redis servers and the local map secret of the processes under test
+# live in a directory of this run, never in the user's data directory, and the
+# directory goes when the run ends.
+_RUN_DIR = tempfile.mkdtemp(prefix="palm-test-")
+atexit.register(shutil.rmtree, _RUN_DIR, ignore_errors=True)
+os.environ.setdefault("PALM_DATA_DIR", os.path.join(_RUN_DIR, "data"))
+os.environ.setdefault("XDG_DATA_HOME", os.path.join(_RUN_DIR, "xdg"))
 
 pytest_plugins = [
     name

@@ -94,6 +94,9 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         return {"status": 404, "error": "unknown function", "detail": exc.remote_message}
     if isinstance(exc, PayloadTooLarge):
         return {"status": 413, "error": "payload too large", "detail": str(exc)}
+    if isinstance(exc, RemoteError) and exc.remote_type == "palm.PayloadTooLarge":
+        # refused by the server or master: too large there, whatever the gateway allows
+        return {"status": 413, "error": "payload too large", "detail": exc.remote_message}
     if isinstance(exc, builtins.TimeoutError):
         return {"status": 504, "error": "timeout", "detail": str(exc) or "no reply in time"}
     if isinstance(exc, RemoteError):

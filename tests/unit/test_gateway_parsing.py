@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gateway.clients
-from gateway.app import create_app
+from gateway.app import create_app, describe_error
 from gateway.asgi import EdgeApp
 from gateway.clients import to_bytes
 from gateway.encoding import MAX_INT_DIGITS, decimal_text, python_json, result_json
+from palm.errors import PayloadTooLarge, RemoteError
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -319,3 +320,16 @@ def test_the_asgi_app_answers_400_when_parsing_fails_unexpectedly(edge: EdgeApp)
         edge.route.match = original  # type: ignore[method-assign]
     assert status == 400
     assert json.loads(data)["error"] == "malformed request"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        PayloadTooLarge(2000, 1000),
+        RemoteError("palm.PayloadTooLarge", "message of 2000 bytes is over the limit of 1000"),
+    ],
+    ids=["local", "remote"],
+)
+def test_a_payload_too_large_anywhere_is_413(exc: Exception) -> None:
+    info = describe_error(exc)
+    assert (info["status"], info["error"]) == (413, "payload too large")

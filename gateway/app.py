@@ -20,10 +20,13 @@ Routes
     The body is a JSON array. Each item is sent as its JSON text (UTF-8
     bytes) and the answer is a JSON array of the results in order: a result
     that parses as JSON is returned as that value, any other result as a
-    string holding its base64 encoding.
+    string holding its base64 encoding. Wherever the gateway writes JSON, an
+    integer of more than 4,300 digits is a string of its decimal digits
+    (:mod:`gateway.encoding`).
 ``GET /healthz``, ``GET /metrics`` (Prometheus text format).
 
-Errors are JSON ``{"error": ..., "detail": ...}``: 400 malformed body, 404
+Errors are JSON ``{"error": ..., "detail": ...}``: 400 a body or request the
+gateway cannot parse (at any depth; never a 500 for what a client sent), 404
 unknown service, function or path, 413 payload over ``max_payload_bytes``, 502
 an exception in user code (``remote_type``, ``remote_message``), 503 no Redis
 for ``/jobs``, 504 timeout. The ``x-request-id`` header (made up when absent)
@@ -35,7 +38,6 @@ from __future__ import annotations
 import base64
 import builtins
 import contextvars
-import json
 import logging
 import os
 import time
@@ -47,6 +49,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.clients import ClientPool
+from gateway.encoding import MalformedBody, parse_items, result_json
 from gateway.job_route import JobRoute
 from gateway.jobs import JobStore
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -59,7 +62,7 @@ from palm.errors import (
     UnknownFunction,
 )
 
-__all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error"]
+__all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error", "map_payloads"]
 
 log = logging.getLogger("gateway")
 
@@ -91,6 +94,9 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         return {"status": 404, "error": "unknown function", "detail": exc.remote_message}
     if isinstance(exc, PayloadTooLarge):
         return {"status": 413, "error": "payload too large", "detail": str(exc)}
+    if isinstance(exc, RemoteError) and exc.remote_type == "palm.PayloadTooLarge":
+        # refused by the server or master: too large there, whatever the gateway allows
+        return {"status": 413, "error": "payload too large", "detail": exc.remote_message}
     if isinstance(exc, builtins.TimeoutError):
         return {"status": 504, "error": "timeout", "detail": str(exc) or "no reply in time"}
     if isinstance(exc, RemoteError):
@@ -118,12 +124,25 @@ def error_response(info: Mapping[str, Any]) -> Response:
     return response
 
 
-def decode_result(result: bytes) -> Any:
-    """A result as a JSON value when it is JSON text, else as base64 text."""
+def map_payloads(body: bytes) -> list[bytes]:
+    """The items of a ``/map`` body, or a 400 :class:`GatewayError` for any body it cannot parse.
+
+    An unexpected exception while parsing is logged and answered 400 too: what
+    a client sent never makes a 500.
+    """
     try:
-        return json.loads(result)
-    except ValueError:
-        return base64.b64encode(result).decode("ascii")
+        return parse_items(body)
+    except MalformedBody as exc:
+        raise GatewayError(400, "malformed body", str(exc)) from None
+    except Exception as exc:
+        log.exception("unexpected error parsing a /map body")
+        raise GatewayError(400, "malformed body", f"cannot parse: {type(exc).__name__}") from None
+
+
+def results_response(results: list[bytes]) -> Response:
+    """The JSON array answering a ``/map``: each result as :func:`result_json` writes it."""
+    text = "[" + ",".join(result_json(result) for result in results) + "]\n"
+    return Response(text, status=200, content_type="application/json")
 
 
 def discard_body(environ: dict[str, Any], limit: int) -> None:
@@ -245,13 +264,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/map/<service>/<function>")
     def run_map(service: str, function: str) -> Response:
         known(service)
-        try:
-            items = json.loads(request.get_data(cache=False))
-        except ValueError as exc:
-            raise GatewayError(400, "malformed body", f"not JSON: {exc}") from exc
-        if not isinstance(items, list):
-            raise GatewayError(400, "malformed body", "expected a JSON array")
-        payloads = [json.dumps(item).encode() for item in items]
+        payloads = map_payloads(request.get_data(cache=False))
         outcome = "ok"
         try:
             with pool.borrow(service) as caller:
@@ -261,7 +274,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             raise
         finally:
             metrics.jobs.labels(service, outcome).inc(len(payloads))
-        return jsonify([decode_result(result) for result in results])
+        return results_response(results)
 
     def job_store() -> JobStore:
         if jobs is None:

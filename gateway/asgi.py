@@ -62,7 +62,11 @@ class EdgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            request = self._match(scope)
+            try:
+                request = self._match(scope)
+            except Exception as exc:  # what a client sent never makes a 500
+                await self._answer(*self.route.unparsable(exc), "", send)
+                return
             if request is not None:
                 await self._job(*request, receive, send)
                 return
@@ -121,12 +125,19 @@ class EdgeApp:
         finally:
             REQUEST_ID.reset(token)
             self._count_job(service, outcome)
+        await self._answer(body, status, headers, request_id, send)
+        self.metrics.observe(RULE, "POST", status, perf_counter() - started)
+
+    @staticmethod
+    async def _answer(
+        body: bytes, status: int, headers: list[tuple[str, str]], request_id: str, send: Send
+    ) -> None:
         raw = [(name.lower().encode(), value.encode()) for name, value in headers]
         raw.append((b"content-length", str(len(body)).encode()))
-        raw.append((b"x-request-id", request_id.encode()))
+        if request_id:
+            raw.append((b"x-request-id", request_id.encode("latin-1", "replace")))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(RULE, "POST", status, perf_counter() - started)
 
     def _count_job(self, service: str, outcome: str) -> None:
         counter = self._jobs_counted.get((service, outcome))

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from palm.errors import TimeoutError, UnknownFunction
+from gateway.encoding import python_json
+from palm.errors import BadResult, TimeoutError, UnknownFunction
 
 if TYPE_CHECKING:
     from palm.call.parallel import ParallelClient
@@ -118,13 +119,25 @@ class ParallelCaller:
             mapper.close()
 
 
-def to_bytes(value: Any, *, text_as_json: bool) -> bytes:
-    """A Python function's result as response bytes (bytes as they are)."""
+def to_bytes(value: Any, *, text_as_json: bool, function: str = "") -> bytes:
+    """A Python function's result as response bytes (bytes as they are).
+
+    Other values are JSON (see :func:`gateway.encoding.python_json`: long
+    integers as strings of decimal digits); one JSON cannot hold is a
+    :class:`~palm.errors.BadResult`.
+    """
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str) and not text_as_json:
-        return value.encode()
-    return json.dumps(value).encode()
+        return value.encode("utf-8", "surrogatepass")
+    try:
+        return python_json(value).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BadResult(
+            "palm.BadResult",
+            f"the result cannot be written as JSON: {type(exc).__name__}: {exc}"[:500],
+            function=function,
+        ) from None
 
 
 class FunctionCaller:
@@ -165,12 +178,13 @@ class FunctionCaller:
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
         (result,) = self.client.map(self._function(function), [payload])
-        return to_bytes(result, text_as_json=False)
+        return to_bytes(result, text_as_json=False, function=function)
 
     def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
         fn = self._function(function)
         items = [json.loads(payload) for payload in payloads]
-        return [to_bytes(result, text_as_json=True) for result in self.client.map(fn, items)]
+        results = self.client.map(fn, items)
+        return [to_bytes(result, text_as_json=True, function=function) for result in results]
 
     def close(self) -> None:
         self.client.close()

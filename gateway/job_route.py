@@ -80,6 +80,12 @@ class JobRequests:
     def job_id(self) -> str:
         return f"{self._prefix}{next(self._count):08x}"
 
+    def unparsable(self, exc: Exception) -> tuple[bytes, int, list[tuple[str, str]]]:
+        """The 400 answer for a request whose parsing raised ``exc`` unexpectedly (logged)."""
+        log.error("unexpected error parsing a job request", exc_info=exc)
+        body = {"error": "malformed request", "detail": f"cannot parse: {type(exc).__name__}"}
+        return json.dumps(body).encode() + b"\n", 400, [("Content-Type", "application/json")]
+
     def failure(
         self, service: str, function: str, exc: Exception
     ) -> tuple[bytes, int, list[tuple[str, str]]]:
@@ -113,17 +119,24 @@ class JobRoute(JobRequests):
         self.call = call
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        route = self.match(
-            environ.get("REQUEST_METHOD", ""),
-            environ.get("PATH_INFO", ""),
-            environ.get("CONTENT_LENGTH"),
-        )
-        if route is None:
-            return self.app(environ, start_response)
-        service, function, length = route
         started = perf_counter()
-        request_id: str = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
-        payload: bytes = environ["wsgi.input"].read(length) if length else b""
+        try:
+            route = self.match(
+                environ.get("REQUEST_METHOD", ""),
+                environ.get("PATH_INFO", ""),
+                environ.get("CONTENT_LENGTH"),
+            )
+            if route is None:
+                return self.app(environ, start_response)
+            service, function, length = route
+            request_id: str = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+            payload: bytes = environ["wsgi.input"].read(length) if length else b""
+        except Exception as exc:  # what a client sent never makes a 500
+            body, status, headers = self.unparsable(exc)
+            headers.append(("Content-Length", str(len(body))))
+            start_response(_status_line(status), headers)
+            self.metrics.observe(RULE, "POST", status, perf_counter() - started)
+            return [body]
         token = self.request_id.set(request_id)
         try:
             body, status, headers = self._run(service, function, payload)

@@ -105,6 +105,11 @@ def test_puma_start_serves_functions_through_envoy_and_stops_everything(tmp_path
         assert (reply.status, reply.body) == (200, b"HELLO!")
         reply = request(url, "POST", "/map/maths/fac", body=b"[0, 1, 5, 10]")
         assert reply.json() == [1, 1, 120, 3628800]
+        # over Python's int-to-str limit: a JSON string of the decimal digits
+        reply = request(url, "POST", "/map/maths/fac", body=b"[2000, 3]")
+        assert reply.status == 200
+        big, small = reply.json()
+        assert (len(big), big[:20], big[-5:], small) == (5736, "33162750924506332411", "00000", 6)
         assert request(url, "POST", "/maths/missing", body=b"").status == 404
 
         proc.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@ signal, every process checked gone by PID."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 import signal
@@ -91,6 +92,16 @@ def test_palm_up_once_answers_through_envoy_and_stops_what_it_started(procs: Pro
     assert alive == []
 
 
+def factorial_digits(n: int) -> str:
+    """The decimal digits of n!, written without Python's int-to-str limit."""
+    number = math.factorial(n)
+    digits = []
+    while number:
+        number, low = divmod(number, 10**100)
+        digits.append(f"{low:0100d}")
+    return "".join(reversed(digits)).lstrip("0")
+
+
 def _process(pid: int) -> psutil.Process | None:
     try:
         return psutil.Process(pid)
@@ -120,6 +131,15 @@ def test_palm_up_prints_curl_commands_that_work_and_stops_everything_on_sigterm(
         assert answers["/echo/foo"] == b"you sent me hello"
         assert answers["/maths/factorial"] == b"3628800"
         assert json.loads(answers["/map/maths/factorial"]) == [1, 2, 6, 24]
+        # an int over Python's 4,300-digit int-to-str limit: a string of its digits
+        digits = factorial_digits(2000)
+        reply = request(url, "POST", "/maths/factorial", body=b"2000")
+        assert (reply.status, reply.json()) == (200, digits)
+        reply = request(url, "POST", "/map/maths/factorial", body=b"[2000, 4]")
+        assert (reply.status, reply.json()) == (200, [digits, 24])
+        reply = request(url, "POST", "/map/maths/factorial", body=b"[" * 50_000)
+        assert reply.status == 400 and reply.json()["error"] == "malformed body"
+        assert request(url, "POST", "/maths/factorial", body=b"5").body == b"120"
         job_id = json.loads(answers["/jobs/echo/foo"])["job_id"]
         wait_until(
             lambda: request(url, "GET", f"/jobs/{job_id}/result").status == 200, 30, "job done"

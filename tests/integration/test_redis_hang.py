@@ -106,7 +106,6 @@ def timed_stream(info: dict[str, Any], tag: str) -> tuple[float, list[tuple[floa
         results = list(client.job("tag", payloads))
         elapsed = time.monotonic() - started
     reads = reader.stop()
-    print(f"stream {tag}: {elapsed:.2f} s, {len(reads)} reads")
     assert sorted(results) == sorted(b"ok:" + p for p in payloads)  # no JobLost, nothing lost
     return elapsed, reads
 

@@ -218,11 +218,31 @@ class Dispatcher:
         if w is not None:
             self.gone(w, "left")
 
-    def expire(self, now: float, silence_s: float) -> None:
-        """Declare dead every worker silent for longer than ``silence_s``."""
+    def expire(
+        self,
+        now: float,
+        silence_s: float,
+        *,
+        read_at: float | None = None,
+        grace_s: float = 0.0,
+    ) -> None:
+        """Declare dead every worker the master could have heard and did not.
+
+        A worker is dead when it was silent for longer than ``silence_s`` up
+        to ``read_at``: the last time the master read its worker sockets to
+        the end (default ``now``). Messages still waiting to be read are not
+        silence, so a busy or stalled loop judges nobody on them. With
+        ``grace_s`` (the loop itself was late) every worker is first given
+        that long again before its silence counts: its silence is taken to
+        start no earlier than ``now - silence_s + grace_s``.
+        """
+        judged_at = now if read_at is None else min(now, read_at)
+        fresh = now - silence_s + grace_s
         for w in list(self.workers.values()):
-            if now - w.last_seen > silence_s:
-                self.gone(w, f"silent for {now - w.last_seen:.1f} s")
+            if grace_s > 0 and w.last_seen < fresh:
+                w.last_seen = fresh
+            if judged_at - w.last_seen > silence_s:
+                self.gone(w, f"silent for {judged_at - w.last_seen:.1f} s")
 
     def gone(self, w: WorkerInfo, why: str) -> None:
         """Forget a worker; its jobs go to others."""

@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import zmq
 
@@ -75,6 +75,8 @@ from palm.wire.shipping import MAP_FUNCTION
 from palm.wire.sockets import check_endpoint
 
 __all__ = ["Master"]
+
+_POLLIN = int(zmq.POLLIN)
 
 #: Job ids a master gives the parts it scatters (far above any client's ids).
 _PART_IDS_FROM = 1 << 60
@@ -310,14 +312,20 @@ class Master(StreamRouting):
         interval_ms = max(1, int(self.heartbeat_interval_s * 1000))
         next_beat = time.monotonic() + self.heartbeat_interval_s
         stopper = self._stopper
+        worker_socks = (self.worker_in, self.worker_out)
+        # when the loop last found nothing left to read from its workers: what
+        # they sent before then has been read, so their silence is real
+        read_at = time.monotonic()
         while not stopper.stopping:
             wait = max(0, int((next_beat - time.monotonic()) * 1000))
             poller.poll(min(wait, interval_ms))
             if self.pool.queued:
                 self.pool.dispatch()
             now = time.monotonic()
+            if not any(cast(int, s.getsockopt(zmq.EVENTS)) & _POLLIN for s in worker_socks):
+                read_at = now
             if now >= next_beat:
-                self._heartbeat(now)
+                self._heartbeat(now, read_at, late_s=now - next_beat)
                 next_beat = now + self.heartbeat_interval_s
             # jobs waiting and nobody to run them, or the next stage not taking
             # results: stop reading new ones for a while so memory stays
@@ -561,8 +569,21 @@ class Master(StreamRouting):
             self._send_on(header, payloads)
         self._settle(pipeline, len(payloads))
 
-    def _heartbeat(self, now: float) -> None:
-        self.pool.expire(now, self.heartbeat_interval_s * self.liveness)
+    def _heartbeat(self, now: float, read_at: float | None = None, late_s: float = 0.0) -> None:
+        """Judge the workers, expire parked results, flush, count, and beat.
+
+        ``read_at`` is when the loop last read its worker sockets to the end
+        (default ``now``); ``late_s`` how far past its time this heartbeat
+        runs. A loop late by more than an interval was stalled (a slow hook,
+        a paused process): its workers get a fresh interval to be heard.
+        """
+        interval = self.heartbeat_interval_s
+        self.pool.expire(
+            now,
+            interval * self.liveness,
+            read_at=read_at,
+            grace_s=interval if late_s > interval else 0.0,
+        )
         if self.routes.outlet is not None:
             self.routes.outlet.expire(now)
         self.routes.flush()

@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import zmq
 
-from palm.serve.db_endpoint import DbEndpoint
+from palm.serve.db_endpoint import DEFAULT_CACHE_QUEUE, DEFAULT_CACHE_TIMEOUT_S, DbEndpoint
 from palm.serve.loop import Poller, Sockets
 from palm.serve.outlets import Outbox, Outlet, Reporter
 from palm.serve.service import split_function
@@ -172,6 +172,8 @@ class StreamOut:
         self.outbox: Outbox | None = None
         self.reporter = Reporter()
         self.ends = EndTracker()
+        #: Closed with the routes (the db endpoint's cache threads).
+        self.db: DbEndpoint | None = None
         #: Jobs sent on (results to clients, messages to the next stage or a topic).
         self.sent = 0
 
@@ -284,6 +286,9 @@ class StreamOut:
 
     def close(self) -> None:
         self.reporter.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
 
 class StreamRouting:
@@ -306,6 +311,10 @@ class StreamRouting:
     subscribers: int
     cache: Cache
     max_message_bytes: int
+    #: How long a cache call on ``db_address`` may take before it fails with StateError.
+    cache_timeout_s: float = DEFAULT_CACHE_TIMEOUT_S
+    #: Cache calls that may wait for the cache before more are refused as busy.
+    cache_queue: int = DEFAULT_CACHE_QUEUE
 
     def _open_outputs(self, sockets: Sockets, poller: Poller, **outlet_options: Any) -> None:
         """Open the outlet, the next stage's PUSH and the db endpoint, as configured."""
@@ -322,9 +331,20 @@ class StreamRouting:
         if self.db_address is not None:
             db = sockets.bind(zmq.ROUTER, self.db_address, "db")
             endpoint = DbEndpoint(
-                db, self.name, self.cache, self.describe, self.malformed, self.max_message_bytes
+                db,
+                self.name,
+                self.cache,
+                self.describe,
+                self.malformed,
+                self.max_message_bytes,
+                timeout_s=self.cache_timeout_s,
+                queue_size=self.cache_queue,
             )
+            # cache calls run in the endpoint's threads; their answers come back here
+            answers = sockets.connect(zmq.PULL, endpoint.inbox_address)
             poller.add(db, endpoint.on_message)
+            poller.add(answers, endpoint.on_answer)
+            self.routes.db = endpoint
 
     def describe(self) -> bytes:
         """The INFO answer: :meth:`_info` on the wire."""

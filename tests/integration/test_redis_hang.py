@@ -1,0 +1,213 @@
+"""A hung Redis slows no job, and a paused worker's late results count once.
+
+Real processes: a master and two workers, a real redis-server stopped with
+SIGSTOP (a hang, not a crash: connections stay open and nothing answers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from palm.call.parallel import ParallelClient
+from palm.call.request import Client
+from palm.errors import StateError
+from palm.testing import WireClient, answers
+from palm.wire.discovery import CacheClient
+from tests.fixtures.procs import PALM, Processes, ready, wait_for
+
+if TYPE_CHECKING:
+    from tests.fixtures.redis import RedisProcess
+
+FAST = ("--heartbeat-interval-s", "0.2")
+JOBS = 20_000
+
+
+def start_master(procs: Processes, log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A master whose stderr (its warnings) goes to ``log``."""
+    any_port = "tcp://127.0.0.1:*"
+    addresses = ("--pull", "--push", "--worker-pull", "--worker-push", "--db")
+    with log.open("w") as err:
+        proc = procs.start(
+            [
+                *PALM,
+                "--log-level",
+                "WARNING",
+                "master",
+                "--name",
+                "master",
+                *(arg for flag in addresses for arg in (flag, any_port)),
+                *FAST,
+            ],
+            env=env,
+            stderr=err,
+        )
+    return ready(proc)
+
+
+def master_info(info: dict[str, Any]) -> dict[str, Any]:
+    with Client(info["db"], info["name"], timeout_s=10) as probe:
+        return probe.info()
+
+
+def worker_pids(info: dict[str, Any]) -> set[int]:
+    return {w["pid"] for w in master_info(info)["workers"]}
+
+
+class CacheReader(threading.Thread):
+    """Reads one cache key in a loop until stopped: how long each read took, and its outcome."""
+
+    def __init__(self, db_address: str) -> None:
+        super().__init__(name="test-cache-reader", daemon=True)
+        self.db_address = db_address
+        self.done = threading.Event()
+        self.reading = threading.Event()
+        self.reads: list[tuple[float, bytes | StateError]] = []
+
+    def run(self) -> None:
+        # the client's own timeout is long: only the endpoint's answer bounds a read
+        cache = CacheClient(self.db_address, timeout_s=60)
+        try:
+            while not self.done.wait(0.02):
+                self.reading.set()
+                started = time.monotonic()
+                outcome: bytes | StateError
+                try:
+                    outcome = cache.get("k")
+                except StateError as exc:
+                    outcome = exc
+                self.reads.append((time.monotonic() - started, outcome))
+        finally:
+            cache.close()
+
+    def stop(self) -> list[tuple[float, bytes | StateError]]:
+        self.done.set()
+        self.join(120)
+        assert not self.is_alive()
+        return self.reads
+
+
+def timed_stream(info: dict[str, Any], tag: str) -> tuple[float, list[tuple[float, Any]]]:
+    """Stream JOBS jobs while a client reads the cache; seconds taken, and the reads."""
+    reader = CacheReader(info["db"])
+    reader.start()
+    assert reader.reading.wait(30)
+    payloads = [b"%s%d" % (tag.encode(), i) for i in range(JOBS)]
+    with ParallelClient(
+        info["push"], info["pull"], info["db"], info["name"], timeout_s=120, batch=1
+    ) as client:
+        started = time.monotonic()
+        results = list(client.job("tag", payloads))
+        elapsed = time.monotonic() - started
+    reads = reader.stop()
+    assert sorted(results) == sorted(b"ok:" + p for p in payloads)  # no JobLost, nothing lost
+    return elapsed, reads
+
+
+@pytest.mark.timeout(300)
+def test_a_hung_redis_slows_no_job_and_kills_no_worker(
+    procs: Processes, redis_proc: RedisProcess, tmp_path: Path
+) -> None:
+    env = {"PALM_REDIS_URL": redis_proc.url}
+    log = tmp_path / "master.err"
+    info = start_master(procs, log, env)
+    for i in range(2):
+        procs.worker("tests.apps.services:EchoWorker", f"w{i}", info, *FAST)
+    wait_for(lambda: len(worker_pids(info)) == 2)
+    pids = worker_pids(info)
+    set_key(info, b"v")
+
+    before, reads = timed_stream(info, "a")
+    assert reads and all(outcome == b"v" for _, outcome in reads)
+
+    os.kill(redis_proc.pid, signal.SIGSTOP)
+    try:
+        hung, reads = timed_stream(info, "b")
+    finally:
+        os.kill(redis_proc.pid, signal.SIGCONT)
+    assert reads
+    for took, outcome in reads:
+        assert isinstance(outcome, StateError), outcome
+        assert took < 10  # the endpoint's timeout (1 s), far from the client's 60 s
+
+    # the cache works again, and so does the stream
+    wait_for(lambda: read_key(info) == b"v", timeout_s=30)
+    after, reads = timed_stream(info, "c")
+    assert reads and all(outcome == b"v" for _, outcome in reads)
+
+    # throughput with Redis hung stays within 2x of the same stream with Redis up
+    assert hung / max(before, after) < 2.0, (before, hung, after)
+    # no worker was declared dead on the way
+    state = master_info(info)
+    assert {w["pid"] for w in state["workers"]} == pids
+    assert state["stats"]["requeued"] == 0
+    assert state["stats"]["failed"] == 0
+    assert "is gone" not in log.read_text()
+
+
+def set_key(info: dict[str, Any], value: bytes) -> None:
+    cache = CacheClient(info["db"], timeout_s=10)
+    try:
+        cache.set(value, "k")
+    finally:
+        cache.close()
+
+
+def read_key(info: dict[str, Any]) -> bytes | None:
+    cache = CacheClient(info["db"], timeout_s=10)
+    try:
+        return cache.get("k")
+    except StateError:
+        return None
+    finally:
+        cache.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_paused_worker_declared_dead_comes_back_and_every_job_is_answered_once(
+    procs: Processes, tmp_path: Path
+) -> None:
+    info = start_master(procs, tmp_path / "master.err")
+    workers = [
+        procs.worker("tests.fixtures.palm_worker:EdgeTestWorker", f"w{i}", info, *FAST)
+        for i in range(2)
+    ]
+    wait_for(lambda: len(worker_pids(info)) == 2)
+    victim, survivor = workers
+    jobs = 300
+    wire = WireClient(info["push"], info["pull"], info["name"], timeout_s=30)
+    try:
+        sent = {wire.send("nap", [b"0.01"])[0] for _ in range(jobs)}
+        got = wire.results(20, timeout_s=60)  # both workers are busy with the stream
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            # silent for longer than the liveness deadline: declared dead, its jobs go on
+            wait_for(lambda: victim.pid not in worker_pids(info), timeout_s=60)
+            assert survivor.pid in worker_pids(info)
+            taken = sum(len(r.payloads) for r in got)
+            got += wire.results(jobs - taken, timeout_s=120)
+            requeued = master_info(info)["stats"]["requeued"]
+            assert requeued >= 1  # it held jobs when it stopped
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+        # its late results arrive and are dropped as duplicates...
+        stats = wait_for(
+            lambda: s if (s := master_info(info)["stats"])["duplicates"] >= requeued else None,
+            timeout_s=60,
+        )
+        assert stats["failed"] == 0
+        # ...and the worker is back in the pool
+        wait_for(lambda: victim.pid in worker_pids(info), timeout_s=60)
+        # every job answered exactly once at the client, nothing more after
+        got += wire.sync(timeout_s=10)
+        outcomes = answers(got)  # AssertionError if a job came twice
+        assert set(outcomes) == sent
+        assert set(outcomes.values()) == {b"slept 0.01"}
+    finally:
+        wire.close()

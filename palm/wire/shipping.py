@@ -141,9 +141,7 @@ def decode_answer(payload: bytes, first_index: int, function: str) -> tuple[list
     if len(answer) != 5 or answer[0] != "err":
         raise ProtocolError("a map answer is neither results nor an error")
     _, index, type_, message, tb = answer
-    if not (
-        type(index) is int and type(type_) is str and type(message) is str and type(tb) is str
-    ):
+    if not (type(index) is int and type(type_) is str and type(message) is str and type(tb) is str):
         raise ProtocolError("a map error answer has fields of the wrong type")
     raise RemoteError(
         type_,

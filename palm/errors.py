@@ -29,6 +29,7 @@ __all__ = [
     "ClientClosed",
     "ConfigError",
     "JobLost",
+    "MalformedJob",
     "PalmError",
     "PayloadTooLarge",
     "ProtocolError",
@@ -124,7 +125,12 @@ class JobLost(RemoteError):
     """A job whose worker died with it too many times; it is not retried again."""
 
 
+class MalformedJob(RemoteError, ProtocolError):
+    """A job message the server could not read (a :class:`ProtocolError` it sent back)."""
+
+
 _BY_NAME: dict[str, type[RemoteError]] = {
+    "palm.ProtocolError": MalformedJob,
     "palm.UnknownFunction": UnknownFunction,
     "palm.BadResult": BadResult,
     "palm.JobLost": JobLost,

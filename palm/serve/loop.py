@@ -9,7 +9,9 @@ socket to its handler, at most :data:`DRAIN` per socket per wake-up
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -25,6 +27,7 @@ from palm.wire.sockets import bound_endpoint, make_socket
 __all__ = [
     "DRAIN",
     "Feeder",
+    "HandlerGuard",
     "Poller",
     "Sockets",
     "drain",
@@ -45,14 +48,66 @@ _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
-def drain(sock: zmq.Socket[bytes], handler: Handler, limit: int = DRAIN) -> int:
-    """Hand up to ``limit`` waiting messages of ``sock`` to ``handler``; how many there were."""
+class HandlerGuard:
+    """The last resort of a server loop: an exception a handler raised for one
+    message is counted and logged (with its traceback, once per burst), and
+    the loop goes on serving.
+
+    A handler drops what it knows to be malformed itself; this catches what
+    nobody foresaw, so that no message kills a server.
+    """
+
+    def __init__(
+        self, owner: str, logger: logging.Logger | None = None, burst_s: float = 5.0
+    ) -> None:
+        self.owner = owner
+        self.total = 0
+        self._logger = logger or logging.getLogger("palm.loop")
+        self._burst_s = burst_s
+        self._last_log = float("-inf")
+        self._since_log = 0
+
+    def record(self, exc: BaseException) -> None:
+        """Count ``exc``; log it when no other was logged within ``burst_s``."""
+        self.total += 1
+        self._since_log += 1
+        now = time.monotonic()
+        if now - self._last_log >= self._burst_s:
+            self._logger.error(
+                "%s: handling a message failed (%d such failure(s) since the last report, "
+                "%d in all); the message is dropped and serving goes on",
+                self.owner,
+                self._since_log,
+                self.total,
+                exc_info=exc,
+            )
+            self._last_log = now
+            self._since_log = 0
+
+
+def drain(
+    sock: zmq.Socket[bytes],
+    handler: Handler,
+    limit: int = DRAIN,
+    guard: HandlerGuard | None = None,
+) -> int:
+    """Hand up to ``limit`` waiting messages of ``sock`` to ``handler``; how many there were.
+
+    With a ``guard``, an exception from the handler is recorded there and the
+    next message is handled; without one it propagates.
+    """
     for count in range(limit):
         try:
             frames = sock.recv_multipart(_NOBLOCK)
         except zmq.Again:
             return count
-        handler(frames)
+        if guard is None:
+            handler(frames)
+            continue
+        try:
+            handler(frames)
+        except Exception as exc:  # the last resort: one message must not end the loop
+            guard.record(exc)
     return limit
 
 
@@ -105,9 +160,14 @@ class Poller:
     With a single socket it receives with a blocking call that gives up every
     :data:`STOP_CHECK_MS` instead: cheaper per message than polling and
     draining (the request/reply server), and a stop waits that long at most.
+
+    Every handler call is guarded (:class:`HandlerGuard`, ``guard``): an
+    exception it raises for one message is logged and counted, and serving
+    goes on.
     """
 
-    def __init__(self, stop_fd: int) -> None:
+    def __init__(self, stop_fd: int, guard: HandlerGuard | None = None) -> None:
+        self.guard = guard if guard is not None else HandlerGuard("palm server")
         self._poller = zmq.Poller()
         self._poller.register(stop_fd, _POLLIN)
         self._handlers: list[tuple[zmq.Socket[bytes], Handler]] = []
@@ -136,15 +196,19 @@ class Poller:
                 frames = sock.recv_multipart()
             except zmq.Again:
                 return False
-            handler(frames)
+            try:
+                handler(frames)
+            except Exception as exc:  # the last resort: one message must not end the loop
+                self.guard.record(exc)
             return True
         events = self._poller.poll(timeout_ms)
         if not events:
             return False
         ready = {sock for sock, _ in events}
+        guard = self.guard
         for sock, handler in self._handlers:
             if sock in ready:
-                drain(sock, handler)
+                drain(sock, handler, DRAIN, guard)
         return True
 
 
@@ -208,7 +272,7 @@ class Feeder(threading.Thread):
                     return  # the upstream acknowledging the subscription
                 push.send_multipart(frames)
 
-            poller = Poller(self.stopper.fd)
+            poller = Poller(self.stopper.fd, HandlerGuard(f"feeder {self.owner}"))
             dealers = [sockets.subscriber(address) for address, _topic in self.upstreams]
             for dealer in dealers:
                 poller.add(dealer, forward)

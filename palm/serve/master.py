@@ -45,9 +45,9 @@ from typing import Literal, cast
 
 import zmq
 
-from palm.errors import ConfigError, PayloadTooLarge
+from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
 from palm.serve.dispatch import Dispatcher, Job, WorkerInfo
-from palm.serve.loop import Feeder, Poller, Sockets, header_from, routed_from
+from palm.serve.loop import Feeder, HandlerGuard, Poller, Sockets, header_from, routed_from
 from palm.serve.stopper import Stopper
 from palm.serve.stream import (
     Message,
@@ -58,6 +58,7 @@ from palm.serve.stream import (
 )
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
+from palm.wire.control import Credit, Ready, ResultMeta, announced_jobs
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control, job_message
 from palm.wire.protocol import (
@@ -153,6 +154,8 @@ class Master(StreamRouting):
 
         self.logger = logging.getLogger(f"palm.{name}")
         self.malformed = MalformedCounter(name, self.logger)
+        #: what the loop caught of exceptions no handler foresaw
+        self.failures = HandlerGuard(f"master {name}", self.logger)
         self.bound: dict[str, str] = {}
         self.ready = threading.Event()
         #: Called once every socket is bound (``bound`` holds the endpoints).
@@ -262,7 +265,7 @@ class Master(StreamRouting):
                 self.cache = self._cache
             elif self.deployment.state is not None:
                 self.cache = self.deployment.state
-            poller = Poller(self._stopper.fd)
+            poller = Poller(self._stopper.fd, self.failures)
             self.worker_in = sockets.bind(
                 zmq.PULL, self.worker_pull_address, "worker_pull", max_message_bytes=None
             )
@@ -351,6 +354,14 @@ class Master(StreamRouting):
         job = Job(
             header.client, header, frames, header.function.rpartition(".")[2], time.monotonic()
         )
+        uncountable = _uncountable(header, frames)
+        if uncountable is not None:
+            # no worker could read it either: answered here, never queued
+            self.malformed.record(uncountable)
+            header.stage += 1
+            self._settle(header.pipeline, -1)  # answered with one error: see announced_jobs
+            self._answer_error(job, "palm.ProtocolError", f"{self.name}: {uncountable}")
+            return
         try:
             check_size(frames, self.max_message_bytes)
         except PayloadTooLarge as exc:
@@ -439,8 +450,9 @@ class Master(StreamRouting):
             self.routes.end(held)
 
     def _answer_error(self, job: Job, type_: str, message: str) -> None:
-        count = job_count(job.header, len(job.frames) - 1)
+        count = announced_jobs(job.header, job.frames[1:])
         reply = job.header.reply()
+        reply.packed = count if reply.packed and count > 1 else 0
         stage = job.header.stage
         reply.errors = [ErrorInfo(i, type_, message, "", self.name, stage) for i in range(count)]
         self.stats["failed"] += count
@@ -464,25 +476,22 @@ class Master(StreamRouting):
         if message is None:
             return
         identity, header, _ = message
-        extra = header.extra or {}
         now = time.monotonic()
         if header.kind == Kind.READY:
-            raw = extra.get("functions")
-            functions = (
-                frozenset(f for f in raw if isinstance(f, str))
-                if isinstance(raw, list)
-                else frozenset()
-            )
-            credit = int(extra.get("credit", 1))
+            try:
+                ready = Ready.from_header(header)
+            except ProtocolError as exc:
+                self.malformed.record(f"READY: {exc}")
+                return
             self.pool.join(
                 WorkerInfo(
                     identity,
-                    credit,
+                    ready.credit,
                     now,
-                    int(extra.get("pid", 0)),
-                    str(extra.get("host", "")),
-                    str(extra.get("name", "")),
-                    functions=functions,
+                    ready.pid,
+                    ready.host,
+                    ready.name,
+                    functions=ready.functions,
                 )
             )
             self._send_worker(
@@ -490,10 +499,14 @@ class Master(StreamRouting):
                 control(Kind.WELCOME, identity, header.id, session=self.session, master=self.name),
             )
             self.logger.info(
-                "worker %s joined (credit %d)", extra.get("name", identity.hex()), credit
+                "worker %s joined (credit %d)", ready.name or identity.hex(), ready.credit
             )
         elif header.kind in (Kind.HEARTBEAT, Kind.CREDIT):
-            credit = int(extra.get("credit", 1)) if header.kind == Kind.CREDIT else 0
+            try:
+                credit = Credit.from_header(header).credit
+            except ProtocolError as exc:
+                self.malformed.record(f"CREDIT: {exc}")
+                return
             if not self.pool.seen(identity, now, credit):
                 # a worker we declared dead, or a master restart: ask it to re-register
                 self._send_worker(
@@ -514,20 +527,23 @@ class Master(StreamRouting):
         header = header_from(frames[0], self.malformed)
         if header is None:
             return
-        extra = header.extra or {}
-        wid = extra.get("w")
         now = time.monotonic()
-        if header.kind == Kind.HEARTBEAT:
-            if isinstance(wid, bytes):
-                self.pool.seen(wid, now)
-            return
-        if header.kind != Kind.RESULT:
+        if header.kind not in (Kind.RESULT, Kind.HEARTBEAT):
             self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the result socket")
             return
+        try:
+            meta = ResultMeta.from_header(header)
+        except ProtocolError as exc:
+            self.malformed.record(f"{Kind.NAMES[header.kind]} from a worker: {exc}")
+            return
+        if header.kind == Kind.HEARTBEAT:
+            if meta.worker is not None:
+                self.pool.seen(meta.worker, now)
+            return
         count = job_count(header, len(frames) - 1)
-        job = self.pool.finished(
-            (header.client, header.id), wid if isinstance(wid, bytes) else None, count, now
-        )
+        # A worker that could not read a job answers it with palm.ProtocolError
+        # errors: like any result, that retires the job (it is not handed out again).
+        job = self.pool.finished((header.client, header.id), meta.worker, count, now)
         if job is None:
             return
         failed = len(header.errors) if header.errors else 0
@@ -609,3 +625,18 @@ class Master(StreamRouting):
             queued=self.pool.queued,
             inflight=len(self.pool.inflight),
         )
+
+
+def _uncountable(header: Header, frames: list[bytes]) -> str | None:
+    """Why the jobs of a JOB message cannot even be counted, or None when they can.
+
+    A packed message has one payload frame, and no more jobs than that
+    frame has bytes (each packed job takes some); a worker could not read
+    anything else.
+    """
+    if header.packed:
+        if len(frames) != 2:
+            return f"a packed job message with {len(frames) - 1} payload frames"
+        if header.packed > len(frames[1]):
+            return f"{header.packed} jobs packed in {len(frames[1])} bytes"
+    return None

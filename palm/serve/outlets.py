@@ -18,7 +18,9 @@ from typing import Any
 
 import zmq
 
+from palm.errors import ProtocolError
 from palm.serve.loop import routed_from
+from palm.wire.control import Hello
 from palm.wire.messages import control
 from palm.wire.protocol import Kind, MalformedCounter
 from palm.wire.sockets import check_endpoint, make_socket
@@ -178,23 +180,29 @@ class Outlet:
         if message is None:
             return
         identity, header, _ = message
-        extra = header.extra or {}
-        if header.kind == Kind.HEARTBEAT and extra.get("probe"):
+        hello: Hello | None = None
+        if header.kind in (Kind.HELLO, Kind.HEARTBEAT):
+            try:
+                hello = Hello.from_header(header)
+            except ProtocolError as exc:
+                self.malformed.record(f"{Kind.NAMES[header.kind]}: {exc}")
+                return
+        if hello is not None and header.kind == Kind.HEARTBEAT and hello.probe:
             self.to_client(header.client, frames[1:])
-        elif header.kind in (Kind.HELLO, Kind.HEARTBEAT):
-            topic = extra.get("previous")
-            if isinstance(topic, str):
+        elif hello is not None:
+            topic = hello.previous
+            if topic is not None:
                 peers = self.subscribers.setdefault(topic, [])
                 if identity not in peers:
                     peers.append(identity)
-                    self.logger.info("%s: %r subscribed to %r", self.name, extra.get("name"), topic)
+                    self.logger.info("%s: %r subscribed to %r", self.name, hello.name, topic)
             more = self.welcome() if self.welcome is not None else {}
             self.to_client(
                 identity, control(Kind.WELCOME, identity, header.id, session=self.session, **more)
             )
             self.parked_since.pop(identity, None)
             self._release(self.parked.pop(identity, None), identity)
-            if isinstance(topic, str) and len(self.subscribers[topic]) >= self.min_subscribers:
+            if topic is not None and len(self.subscribers[topic]) >= self.min_subscribers:
                 box = self.topic_parked.pop(topic, None)
                 while box:
                     self.to_topic(topic, box.popleft())

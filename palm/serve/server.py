@@ -41,12 +41,13 @@ from typing import Any, Literal
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
-from palm.serve.loop import Poller, Sockets, subscribe
+from palm.serve.loop import HandlerGuard, Poller, Sockets, subscribe
 from palm.serve.service import Service, split_function
 from palm.serve.stopper import Stopper
 from palm.serve.stream import StreamOut, StreamRouting, function_for
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
+from palm.wire.control import unparsable
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import (
     COMPACT_BELOW_BYTES,
@@ -135,6 +136,8 @@ class Server(StreamRouting, Service):
         self._cache = cache
         self.cache: Cache = cache if cache is not None else MemoryCache()
         self.malformed = MalformedCounter(name, self.logger)
+        #: what the loop caught of exceptions no handler foresaw
+        self.failures = HandlerGuard(f"server {name}", self.logger)
         #: Jobs taken in, and those that failed here.
         self.handled = 0
         self.failed = 0
@@ -164,7 +167,7 @@ class Server(StreamRouting, Service):
     def start(self) -> None:
         """Bind and connect, serve until SIGINT/SIGTERM or :meth:`stop`, close, return."""
         sockets = Sockets(self.name, self.bound, self.max_message_bytes)
-        poller = Poller(self._stopper.fd)
+        poller = Poller(self._stopper.fd, self.failures)
         self.deployment.open()
         if self._cache is None and self.deployment.state is not None:
             self.cache = self.deployment.state
@@ -254,8 +257,11 @@ class Server(StreamRouting, Service):
             try:
                 jobs = jobs_in(header, payloads)
             except ProtocolError as exc:
+                # the client hears why, one error per job it sent
                 self.malformed.record(str(exc))
-                return None
+                bad, empties = unparsable(header, payloads, str(exc), self.name)
+                self.failed += len(empties)
+                return [identity, bad.to_wire(), *frames_for(bad, empties)]
             reply_header, results = self.handle_job(header, jobs)
             if (
                 len(frames) == 2
@@ -387,15 +393,31 @@ class Server(StreamRouting, Service):
         try:
             check_size(frames, self.max_message_bytes)
             header, payloads = decode(frames)
-            if header.packed:  # stages pass jobs on one frame each
-                payloads = jobs_in(header, payloads)
-                header.packed = 0
         except PayloadTooLarge as exc:
             self._refuse(frames, exc)
             return
         except ProtocolError as exc:
             self.malformed.record(str(exc))
             return
+        if header.packed:  # stages pass jobs on one frame each
+            try:
+                payloads = jobs_in(header, payloads)
+            except ProtocolError as exc:
+                # passed on as failed here, one error per job announced
+                self.malformed.record(str(exc))
+                if header.kind != Kind.JOB:
+                    return
+                header.errors = None
+                bad, empties = unparsable(header, payloads, str(exc), self.name)
+                bad.kind = Kind.JOB
+                bad.stage += 1
+                for info in bad.errors or ():
+                    info.stage = bad.stage
+                self.failed += len(empties)
+                bad.packed = 0
+                self._send_on(bad, empties)
+                return
+            header.packed = 0
         header.stage += 1
         if header.kind == Kind.JOB:
             results, errors = self._run(header, payloads)

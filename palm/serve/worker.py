@@ -23,11 +23,13 @@ from typing import Literal
 import zmq
 
 from palm.errors import ConfigError, ProtocolError
+from palm.serve.loop import HandlerGuard
 from palm.serve.service import Service, split_function
 from palm.serve.stopper import Stopper
 from palm.state.cache import Cache
 from palm.state.deployment import Deployment
 from palm.wire import shipping as mapping
+from palm.wire.control import Welcome, unparsable
 from palm.wire.discovery import CacheClient
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control
@@ -36,6 +38,7 @@ from palm.wire.protocol import (
     Kind,
     MalformedCounter,
     decode,
+    decode_header,
     frames_for,
     jobs_in,
 )
@@ -87,6 +90,8 @@ class Worker(Service):
         self.session: str | None = None
         self.jobs_done = 0
         self.malformed = MalformedCounter(name, self.logger)
+        #: what the loop caught of exceptions no handler foresaw
+        self.failures = HandlerGuard(f"worker {name}", self.logger)
         self._stopper = Stopper()
         self._functions_cache: dict[bytes, object] = {}
         self.redis_url = redis_url
@@ -200,8 +205,11 @@ class Worker(Service):
                     except zmq.Again:
                         break
                     last_heard = time.monotonic()
-                    if not self._on_message(frames, dealer, results):
-                        return served
+                    try:
+                        if not self._on_message(frames, dealer, results):
+                            return served
+                    except Exception as exc:  # the last resort: one message must not end it
+                        self.failures.record(exc)
                     served = True
                 if time.monotonic() - last_heard > silence_s:
                     return served
@@ -231,35 +239,46 @@ class Worker(Service):
             header, payloads = decode(frames)
         except ProtocolError as exc:
             self.malformed.record(str(exc))
+            self._answer_unreadable(frames, str(exc), results)
             return True
-        extra = header.extra or {}
         if header.kind == Kind.JOB:
             try:
                 jobs = jobs_in(header, payloads)
             except ProtocolError as exc:
+                # answered all the same: the master retires it, our credit comes back
                 self.malformed.record(str(exc))
+                self._send_result(results, *unparsable(header, payloads, str(exc), self.name))
                 return True
-            reply, out = self.run_job(header, jobs)
-            results.send_multipart([reply.to_wire(), *frames_for(reply, out)])
+            try:
+                reply, out = self.run_job(header, jobs)
+            except Exception as exc:  # palm's own code failed on this job: say so, keep serving
+                self.failures.record(exc)
+                reply, out = unparsable(header, payloads, f"{type(exc).__name__}", self.name)
+                reply.extra = dict(header.extra or {}, w=self.identity)
+            self._send_result(results, reply, out)
             self.jobs_done += len(jobs)
             return True
+        extra = header.extra or {}
         session = extra.get("session")
         if header.kind == Kind.WELCOME:
-            if self.deployment is None and isinstance(extra.get("master"), str):
+            try:
+                welcome = Welcome.from_header(header)
+            except ProtocolError as exc:
+                self.malformed.record(f"WELCOME: {exc}")
+                return True
+            if self.deployment is None and welcome.master:
                 # central logs under the master's name, once we know it
                 self.deployment = Deployment(
-                    extra["master"],
+                    welcome.master,
                     self.name,
                     redis_url=self.redis_url,
                     cluster=self.cluster,
                     publish=False,
                 ).open()
-            if extra.get("reset"):
+            if welcome.reset:
                 self.logger.info("worker %s: master asks to register again", self.name)
                 self._ready(dealer)
-                self.session = session if isinstance(session, str) else None
-            else:
-                self.session = session if isinstance(session, str) else None
+            self.session = welcome.session
             return True
         if header.kind == Kind.HEARTBEAT:
             if self.session is not None and session != self.session:
@@ -269,6 +288,26 @@ class Worker(Service):
             return True
         self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from the master")
         return True
+
+    def _answer_unreadable(
+        self, frames: list[bytes], reason: str, results: zmq.Socket[bytes]
+    ) -> None:
+        """Answer a message that does not decode, when its header says it is a JOB."""
+        if not frames:
+            return
+        try:
+            header = decode_header(frames[0])
+        except ProtocolError:
+            return  # no job id to answer: nothing the master waits for either
+        if header.kind != Kind.JOB:
+            return
+        header.errors = None
+        self._send_result(results, *unparsable(header, frames[1:], reason, self.name))
+
+    def _send_result(self, results: zmq.Socket[bytes], reply: Header, out: list[bytes]) -> None:
+        if reply.extra is None or reply.extra.get("w") != self.identity:
+            reply.extra = dict(reply.extra or {}, w=self.identity)
+        results.send_multipart([reply.to_wire(), *frames_for(reply, out)])
 
     # jobs --------------------------------------------------------------------
 

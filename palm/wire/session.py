@@ -22,6 +22,7 @@ the frames it builds themselves, blocking or asyncio alike::
 from __future__ import annotations
 
 from palm.errors import ConfigError, ProtocolError
+from palm.wire.control import Welcome
 from palm.wire.messages import control
 from palm.wire.protocol import Header, Kind, decode
 
@@ -85,9 +86,12 @@ class Session:
         """:meth:`welcome` for a message already decoded."""
         if header.kind != Kind.WELCOME:
             return False
-        extra = header.extra or {}
-        session = extra.get("session")
-        self.workers = int(extra.get("workers", self.workers) or 0)
-        restarted = self.session_id is not None and session != self.session_id
-        self.session_id = session if isinstance(session, str) else None
+        try:
+            welcome = Welcome.from_header(header)
+        except ProtocolError:
+            return False  # a WELCOME that does not read is no WELCOME
+        if welcome.workers is not None:
+            self.workers = welcome.workers
+        restarted = self.session_id is not None and welcome.session != self.session_id
+        self.session_id = welcome.session
         return restarted

@@ -292,9 +292,19 @@ def decode_answer(
         answer = pickle.loads(payload[_TAG:])
     except Exception as exc:
         raise ProtocolError(f"map answer does not unpickle: {exc}") from exc
+    if type(answer) is not tuple or not answer:
+        raise ProtocolError("a map answer is not a tuple")
     if answer[0] == "ok":
+        if len(answer) != 3 or type(answer[1]) is not list:
+            raise ProtocolError("a map answer's results are not a list")
+        if type(answer[2]) not in (int, float):
+            raise ProtocolError("a map answer's time is not a number")
         return answer[1], float(answer[2])
+    if len(answer) != 5 or answer[0] != "err":
+        raise ProtocolError("a map answer is neither results nor an error")
     _, index, type_, message, tb = answer
+    if not (type(index) is int and type(type_) is str and type(message) is str and type(tb) is str):
+        raise ProtocolError("a map error answer has fields of the wrong type")
     raise RemoteError(
         type_,
         message,

@@ -17,7 +17,7 @@ import pytest
 from palm import BadResult, RemoteError, UnknownFunction
 from palm.standalone import Server
 from palm.testing import LocalServer, answers
-from palm.wire.protocol import Header, Kind
+from palm.wire.protocol import Header, Kind, decode, jobs_in
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,13 +119,17 @@ def test_malformed_frames_are_counted_and_the_server_keeps_serving(
         [Header(Kind.JOB, 1, b"me", "tools.echo", version=99).to_wire(), b"x"],
         [job.to_wire()],  # a job without a payload
         [b"\xc1\x00\x40" + b"short"],  # a compact frame shorter than its header
-        [Header(Kind.JOB, 1, b"me", "tools.echo", packed=2).to_wire(), b"not packed"],
         [Header(Kind.RESULT, 1, b"me").to_wire(), b"x"],  # not something a server takes
     ]
     for frames in garbage:
         peer.send(frames)
+    # a job whose payloads do not unpack is answered: a ProtocolError per job announced
+    peer.send([Header(Kind.JOB, 7, b"me", "tools.echo", packed=2).to_wire(), b"not packed"])
+    header, payloads = decode(peer.recv())
+    assert (header.kind, header.id, len(jobs_in(header, payloads))) == (Kind.RESULT, 7, 2)
+    assert [e.type for e in header.errors or ()] == ["palm.ProtocolError"] * 2
     # the server reads one peer's messages in order: this answer comes after them all
     pong = peer.request(Header(Kind.PING))
     assert pong.payloads == [b"pong"]
-    assert local.info()["malformed"] == len(garbage)
+    assert local.info()["malformed"] == len(garbage) + 1
     assert local.client().job("echo", b"still serving") == b"still serving"

@@ -54,12 +54,29 @@ def tree(pid: int, into: list[psutil.Process]) -> list[psutil.Process]:
     return found
 
 
+def running(proc: psutil.Process) -> bool:
+    """Still running: an exited process waiting for init to reap it (a zombie) is not."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def still_running(procs: list[psutil.Process], timeout_s: float = GONE_WITHIN_S) -> list[str]:
+    """The processes still running once all have exited, or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [p for p in procs if running(p)]
+        if not left or time.monotonic() > deadline:
+            return [f"{p.pid} {' '.join(_cmdline(p))}" for p in left]
+        time.sleep(0.05)
+
+
 def alive_after_kill(root: subprocess.Popen[str], descendants: list[psutil.Process]) -> list[str]:
-    """SIGKILL ``root``; the descendants still alive ``GONE_WITHIN_S`` later."""
+    """SIGKILL ``root``; the descendants still running ``GONE_WITHIN_S`` later."""
     root.kill()
     root.wait(10)
-    _gone, alive = psutil.wait_procs(descendants, timeout=GONE_WITHIN_S)
-    return [f"{p.pid} {' '.join(_cmdline(p))}" for p in alive]
+    return still_running(descendants)
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:
@@ -118,8 +135,7 @@ def test_palm_up_stops_in_under_3_s_on_sigterm_and_removes_its_workdir(
     assert code == 0
     assert took_s < 3.0, f"palm up took {took_s:.2f} s to stop"
     assert not workdir.exists()
-    _gone, alive = psutil.wait_procs(descendants, timeout=GONE_WITHIN_S)
-    assert alive == []
+    assert still_running(descendants) == []
 
 
 def test_palm_up_keeps_its_workdir_when_asked(procs: Processes, leftovers: list[psutil.Process]):
@@ -186,8 +202,7 @@ def test_gunicorn_killed_takes_its_workers_with_it(leftovers: list[psutil.Proces
         master.kill()
         assert server.process is not None
         server.process.wait(10)
-        _gone, alive = psutil.wait_procs(workers, timeout=GONE_WITHIN_S)
-        assert alive == []
+        assert still_running(workers) == []
     finally:
         server.close()
 

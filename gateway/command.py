@@ -3,8 +3,15 @@
 Starts Redis (embedded unless the file gives a URL), the masters (``palm
 masters``), a worker pool per parallel service (``palm worker``), the gateway
 (gunicorn) and Envoy; prints the URLs and curl commands to try; then blocks
-until SIGINT/SIGTERM and stops every process it started. ``--once`` sends
-those requests through Envoy instead, prints the answers and stops.
+until SIGINT/SIGTERM and stops every process it started, in parallel, within
+about two seconds. ``--once`` sends those requests through Envoy instead,
+prints the answers and stops.
+
+Its work directory (Redis data, the gateway's pickled functions, job records,
+logs) is a fresh ``palm-up-*`` temporary directory, removed on stop unless
+``--keep-workdir``. Every process it starts dies with it, even when ``palm
+up`` is killed with SIGKILL, and the next ``palm up`` removes the work
+directory such a run left behind.
 
 ``--only gateway`` or ``--only envoy`` runs one part of the stack, the way
 the docker-compose services do: the gateway finds the masters at
@@ -45,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--gateway", action="append", default=[], help="HOST:PORT (--only envoy)")
     p.add_argument("--redis", default=None, help="Redis URL (default: the file's, or embedded)")
+    p.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the work directory (logs, Redis data, job records) after stopping",
+    )
     p.set_defaults(func=run)
 
 
@@ -78,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             gateway_port=args.gateway_port,
             gateways=_gateways(args.gateway),
             redis_url=args.redis,
+            keep_workdir=args.keep_workdir,
             log_level="WARNING" if args.log_level == "INFO" else args.log_level,
         )
         up.start()
@@ -90,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             host, port = up.edge.admin_address
             print(f"  envoy admin: http://{host}:{port}")
         print(f"  processes: {json.dumps(up.processes)}")
+        print(f"  work directory: {up.workdir}")
         if up.edge is not None:
             print(guide(config, up.url), flush=True)
         for note in config.notes:
@@ -112,5 +126,7 @@ def run(args: argparse.Namespace) -> int:
         if up is not None:
             left = up.stop()
             print(f"palm up: stopped{f' (killed {left})' if left else ''}", flush=True)
+            if up.keep_workdir:
+                print(f"palm up: work directory kept at {up.workdir}", flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
 from palm.errors import ConfigError, TimeoutError
-from palm.ops.processes import terminate
+from palm.ops.processes import popen, terminate
 
 __all__ = ["EnvoyProcess", "envoy_binary"]
 
@@ -114,7 +114,7 @@ class EnvoyProcess:
             "1",
         ]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+        self.process = popen(  # dies with this process
             command, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
         )
         try:

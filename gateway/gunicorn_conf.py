@@ -2,11 +2,21 @@
 
 The gateway process is an application, so this is where its logging is set up:
 records carry the request's ``x-request-id`` (``[request_id]`` in the format).
+Each worker dies with gunicorn's master, even one killed with SIGKILL (uvicorn's
+workers do not watch their parent): :func:`post_fork`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from palm.ops.processes import set_death_signal
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In a new worker: SIGTERM it when the master dies (Linux)."""
+    set_death_signal(server.pid)
+
 
 logconfig_dict: dict[str, Any] = {
     "version": 1,

@@ -10,6 +10,8 @@ a restart), hands it to gunicorn as ``fd://N`` and closes its own copy, so the
 port is known before gunicorn starts and nothing else can take it. Readiness
 is ``GET /healthz`` answering 200. The configuration reaches the app as
 ``PALM_GATEWAY_CONFIG`` (JSON); the app reads it when gunicorn builds it.
+gunicorn dies with the process that started it and its workers die with
+gunicorn (``post_fork`` in :mod:`gateway.gunicorn_conf`), even after SIGKILL.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import IO, Any
 import psutil
 
 from palm.errors import ConfigError, TimeoutError
-from palm.ops.processes import AnyProcess, terminate, terminate_all
+from palm.ops.processes import AnyProcess, popen, terminate, terminate_all
 
 __all__ = ["EDGE_WORKER", "GatewayServer"]
 
@@ -62,6 +64,7 @@ class GatewayServer:
         threads: int = 32,
         worker_class: str = EDGE_WORKER,
         keep_alive_s: int = 5,
+        graceful_timeout_s: int = 2,
         startup_timeout_s: float = 30.0,
         workdir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
@@ -74,6 +77,7 @@ class GatewayServer:
         self.threads = threads
         self.worker_class = worker_class
         self.keep_alive_s = keep_alive_s
+        self.graceful_timeout_s = graceful_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self._own_workdir = workdir is None
         self.workdir = (
@@ -138,7 +142,7 @@ class GatewayServer:
             "--keep-alive",
             str(self.keep_alive_s),
             "--graceful-timeout",
-            "2",
+            str(self.graceful_timeout_s),
             "--timeout",
             "120",
             "--config",
@@ -147,7 +151,7 @@ class GatewayServer:
         ]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
-            self.process = subprocess.Popen(
+            self.process = popen(  # dies with this process; its workers die with it
                 command,
                 env=env,
                 cwd=REPO_ROOT,

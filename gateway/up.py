@@ -15,8 +15,15 @@ The gateway package reaches the other services only through their commands,
 never by import. ``roles`` runs a part of the stack: ``{"gateway"}`` serves
 the services of masters running on ``masters_host`` at the file's fixed
 ports, ``{"envoy"}`` fronts gateways at ``gateways`` (the shape of the
-docker-compose services). :meth:`stop` stops every process started, newest
-first, by PID, and checks that none is left.
+docker-compose services).
+
+:meth:`stop` stops every process started, by PID, within about
+``stop_grace_s``: Envoy, the gateway, the worker pools and the masters get
+SIGTERM at once (each passes it on to its own children with a shorter
+grace), what is still alive after the grace gets SIGKILL, Redis stops last;
+then the work directory is removed (unless ``keep_workdir``). Every child dies
+with this process, even one killed with SIGKILL (on Linux, down the whole
+tree), and the next ``Up`` removes the work directories such a process left.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +54,13 @@ from palm.errors import ConfigError, PalmError, TimeoutError
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object
-from palm.ops.processes import terminate, terminate_all
+from palm.ops.processes import (
+    claim_workdir,
+    popen,
+    remove_stale_workdirs,
+    terminate,
+    terminate_all,
+)
 from palm.state.embedded import EmbeddedRedis
 from palm.wire.info import ServiceInfo
 
@@ -54,6 +69,8 @@ __all__ = ["ROLES", "Up"]
 log = logging.getLogger(__name__)
 
 ROLES = frozenset({"redis", "masters", "workers", "gateway", "envoy"})
+#: The prefix of the work directories ``Up`` makes in the temporary directory.
+WORKDIR_PREFIX = "palm-up-"
 
 
 class Up:
@@ -73,6 +90,8 @@ class Up:
         log_level: str = "WARNING",
         startup_timeout_s: float = 60.0,
         workdir: str | os.PathLike[str] | None = None,
+        keep_workdir: bool = False,
+        stop_grace_s: float = 1.5,
     ) -> None:
         unknown = set(roles) - ROLES
         if unknown:
@@ -89,7 +108,16 @@ class Up:
         self.redis_url = redis_url or config.redis
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="palm-up-"))
+        #: seconds a child has after SIGTERM on stop; its own children get 2/3 of it
+        self.stop_grace_s = stop_grace_s
+        self.keep_workdir = keep_workdir
+        self._own_workdir = workdir is None
+        if workdir is None:
+            remove_stale_workdirs(tempfile.gettempdir(), WORKDIR_PREFIX)
+            self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+            claim_workdir(self.workdir)
+        else:
+            self.workdir = Path(workdir)
         #: the running services' endpoints, for clients that talk palm directly
         self.deployment_file = self.workdir / "deployment.json"
         self.secret = os.environ.get("PALM_SECRET") or secrets.token_hex(16)
@@ -98,7 +126,8 @@ class Up:
         self.gateway: GatewayServer | None = None
         self.edge: EnvoyProcess | None = None
         self._children: list[subprocess.Popen[str]] = []
-        self._stack: list[Callable[[], None]] = []
+        # (label, stop(grace_s)) of what was started, oldest first
+        self._stack: list[tuple[str, Callable[[float], None]]] = []
 
     # starting ----------------------------------------------------------------
 
@@ -135,15 +164,19 @@ class Up:
     def _spawn(self, label: str, args: list[str], **options: Any) -> subprocess.Popen[str]:
         cwd = str(self.config.path.parent) if self.config.path is not None else None
         cmd = [sys.executable, "-m", "palm", "--log-level", self.log_level, *args]
-        proc = subprocess.Popen(cmd, env=self._env(), cwd=cwd, text=True, **options)
+        proc: subprocess.Popen[str] = popen(cmd, env=self._env(), cwd=cwd, text=True, **options)
         self._children.append(proc)
-        self._stack.append(lambda: self._stop_child(proc))
+        self._stack.append((label, lambda grace_s: self._stop_child(proc, grace_s)))
         self.processes[label] = proc.pid
         return proc
 
     def _start_redis(self) -> None:
-        embedded = EmbeddedRedis(data_dir=self.workdir / "redis", cluster=self.config.name)
-        self._stack.append(embedded.stop)
+        embedded = EmbeddedRedis(
+            data_dir=self.workdir / "redis",
+            cluster=self.config.name,
+            stop_timeout_s=self.stop_grace_s,
+        )
+        self._stack.append(("redis", lambda _grace_s: embedded.stop()))
         self.redis_url = embedded.start()
         if embedded.pid is not None:
             self.processes["redis"] = embedded.pid
@@ -152,6 +185,7 @@ class Up:
         if self.config.path is None:
             raise ConfigError("palm up needs the deployment read from a file")
         args = ["masters", "--config", str(self.config.path), "--any-port", "--host", "127.0.0.1"]
+        args += ["--grace-s", f"{self._inner_grace_s():.2f}"]
         proc = self._spawn("masters", args, stdout=subprocess.PIPE)
         try:
             ready = read_ready(proc, self.startup_timeout_s)
@@ -188,6 +222,7 @@ class Up:
                 continue
             db = self.services[name]["addresses"]["db"]
             args = ["worker", spec, "--connect", db, "--processes", str(service.workers)]
+            args += ["--grace-s", f"{self._inner_grace_s():.2f}"]
             self._spawn(f"workers:{name}", [*args, "--name", name])
             pools.append((name, service.workers))
         for name, count in pools:
@@ -245,8 +280,9 @@ class Up:
             threads=self.config.edge.gateway_threads,
             workdir=self.workdir / "gateway",
             env={k: v for k, v in self._env().items() if k in ("PALM_SECRET", "PYTHONPATH")},
+            graceful_timeout_s=max(1, int(self._inner_grace_s())),
         )
-        self._stack.append(gateway.stop)
+        self._stack.append(("gateway", lambda grace_s: gateway.stop(timeout_s=grace_s)))
         gateway.start()
         self.gateway = gateway
         self.processes["gateway"] = gateway.pid
@@ -270,7 +306,7 @@ class Up:
             ),
             workdir=self.workdir / "envoy",
         )
-        self._stack.append(envoy.stop)
+        self._stack.append(("envoy", lambda grace_s: envoy.stop(timeout_s=grace_s)))
         envoy.start()
         self.edge = envoy
         self.processes["envoy"] = envoy.pid
@@ -294,25 +330,50 @@ class Up:
                 found.update(child.pid for child in psutil.Process(pid).children(recursive=True))
         return sorted(found)
 
-    def stop(self, timeout_s: float = 10.0) -> list[int]:
-        """Stop everything, newest first; return the PIDs that had to be killed at the end."""
+    def _inner_grace_s(self) -> float:
+        """The grace a child gives its own children, so it exits within ours."""
+        return self.stop_grace_s * 2 / 3
+
+    def stop(self, timeout_s: float | None = None) -> list[int]:
+        """Stop everything; return the PIDs that had to be killed at the end.
+
+        Every child but Redis gets SIGTERM at once and ``timeout_s`` (default
+        ``stop_grace_s``) to exit before SIGKILL; then any descendant left is
+        SIGKILLed, Redis is stopped, and the work directory is removed.
+        """
+        grace_s = self.stop_grace_s if timeout_s is None else timeout_s
         tracked = []
         for pid in self.pids():
             with contextlib.suppress(psutil.Error):
                 tracked.append(psutil.Process(pid))
-        while self._stack:
-            stop = self._stack.pop()
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the rest
-                log.error("error while stopping: %r", exc)
-        _gone, alive = psutil.wait_procs(tracked, timeout=timeout_s)
+        stack, self._stack = self._stack, []
+        first = [(label, stop) for label, stop in stack if label != "redis"]
+        last = [(label, stop) for label, stop in stack if label == "redis"]
+        if first:
+            with ThreadPoolExecutor(len(first), thread_name_prefix="palm-up-stop") as pool:
+                for _label, stop in first:
+                    pool.submit(self._run_stop, stop, grace_s)
+        redis_pids = {self.processes.get("redis")}
+        _gone, alive = psutil.wait_procs(
+            [proc for proc in tracked if proc.pid not in redis_pids], timeout=0.5
+        )
         for proc in alive:
             log.warning("process %d still alive after stop; killing it", proc.pid)
         terminate_all(alive, grace_s=0)
+        for _label, stop in reversed(last):
+            self._run_stop(stop, grace_s)
+        if self._own_workdir and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return [proc.pid for proc in alive]
 
-    def _stop_child(self, proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    @staticmethod
+    def _run_stop(stop: Callable[[float], None], grace_s: float) -> None:
+        try:
+            stop(grace_s)
+        except Exception as exc:  # keep stopping the rest
+            log.error("error while stopping: %r", exc)
+
+    def _stop_child(self, proc: subprocess.Popen[str], grace_s: float) -> None:
         terminate(proc, grace_s=grace_s)
         if proc.stdout is not None:
             proc.stdout.close()

@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", default="palm.yaml", help="deployment file (default palm.yaml)")
     p.add_argument("--host", default=None, help="address to bind (default: the file's host)")
     p.add_argument("--any-port", action="store_true", help="let the OS pick every port")
+    p.add_argument(
+        "--grace-s",
+        type=float,
+        default=5.0,
+        help="on stop, seconds a master has after SIGTERM before SIGKILL (default 5)",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_deployment(args.config)
         service = MastersService(
-            config, host=args.host, any_port=args.any_port, log_level=args.log_level
+            config,
+            host=args.host,
+            any_port=args.any_port,
+            log_level=args.log_level,
+            grace_s=args.grace_s,
         )
 
         def ready(services: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ Once all are up, the service prints one JSON line::
       "demo": {"kind": "parallel", "pid": ..., "addresses": {"pull": ..., "db": ...}}}}
 
 Stopping sends SIGTERM to every child by PID, then SIGKILL after a grace period.
+The children die with this process, even one killed with SIGKILL (on Linux).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 from palm.errors import ConfigError
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig, ServiceConfig
-from palm.ops.processes import terminate_all
+from palm.ops.processes import popen, terminate_all
 
 __all__ = ["MastersService"]
 
@@ -113,7 +114,7 @@ class MastersService:
             env.setdefault("PALM_REDIS_URL", self.config.redis)
         env.update(self.env or {})
         cwd = str(self.config.path.parent) if self.config.path is not None else None
-        proc = subprocess.Popen(
+        proc: subprocess.Popen[str] = popen(
             self._command(child), stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
         )
         child.proc = proc

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", default="worker", help="name prefix of the workers")
     p.add_argument("--credit", type=int, default=2, help="job messages a worker holds at once")
     p.add_argument("--heartbeat-interval-s", type=float, default=1.0)
+    p.add_argument(
+        "--grace-s",
+        type=float,
+        default=5.0,
+        help="on stop, seconds a worker has after SIGTERM before SIGKILL (default 5)",
+    )
     scale = p.add_argument_group(
         "autoscaling (needs --connect)",
         "with --max-processes the pool follows the master's backlog: one worker per "
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         pull_address=args.pull,
         credit=args.credit,
         heartbeat_interval_s=args.heartbeat_interval_s,
+        grace_s=args.grace_s,
         log_level=args.log_level,
     )
     policy = None

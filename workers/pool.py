@@ -3,7 +3,8 @@
 :class:`WorkerPool` starts ``processes`` worker processes, restarts one that
 exits unexpectedly (waiting longer after each quick crash, up to
 ``max_backoff_s``), can grow or shrink, and stops them all: SIGTERM first,
-SIGKILL for any still alive after ``grace_s``.
+SIGKILL for any still alive after ``grace_s``. The workers die with the pool's
+process, even one killed with SIGKILL (on Linux).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from palm.ops.processes import terminate, terminate_all, worker_command
+from palm.ops.processes import popen, terminate, terminate_all, worker_command
 from workers.autoscale import BacklogProbe, ScalePolicy
 
 __all__ = ["WorkerPool"]
@@ -93,7 +94,7 @@ class WorkerPool:
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
-        slot.proc = subprocess.Popen(self._command(slot), env=env)
+        slot.proc = popen(self._command(slot), env=env)
         slot.started = time.monotonic()
         slot.pids.append(slot.proc.pid)
         log.info("started %s-%d (pid %d)", self.name, slot.index, slot.proc.pid)

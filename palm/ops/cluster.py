@@ -7,7 +7,8 @@
 
 It starts a master and ``workers`` generic worker processes (plus any
 ``worker_class``) on loopback with OS-chosen ports and a fresh cluster
-secret, and stops every process it started on exit.
+secret, and stops every process it started on exit. Its processes die with
+the process that started them, even one killed with SIGKILL (on Linux).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from palm.call.parallel import ParallelClient
 from palm.errors import ConfigError
-from palm.ops.processes import terminate_all, worker_command
+from palm.ops.processes import popen, terminate_all, worker_command
 
 __all__ = ["LocalCluster", "read_ready"]
 
@@ -131,7 +132,7 @@ class LocalCluster:
         for flag in ("--pull", "--push", "--worker-pull", "--worker-push", "--db"):
             cmd += [flag, any_port]
         cmd += ["--heartbeat-interval-s", str(self.heartbeat_interval_s)]
-        self.master = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=self.env)
+        self.master = popen(cmd, stdout=subprocess.PIPE, text=True, env=self.env)
         try:
             ready = read_ready(self.master)
             self.addresses = {k: v for k, v in ready.items() if isinstance(v, str) and "://" in v}
@@ -154,7 +155,7 @@ class LocalCluster:
             heartbeat_interval_s=self.heartbeat_interval_s,
             log_level="WARNING",
         )
-        proc = subprocess.Popen(cmd, env=self.env)
+        proc: subprocess.Popen[bytes] = popen(cmd, env=self.env)
         self.workers.append(proc)
         return proc
 

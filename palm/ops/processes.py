@@ -1,8 +1,9 @@
-"""Stopping child processes by PID, and the command line of a worker process.
+"""Starting child processes tied to this one, stopping them by PID, and the
+command line of a worker process.
 
 ::
 
-    proc = subprocess.Popen(worker_command("app:MyWorker", "w0", db="tcp://10.0.0.1:5558"))
+    proc = popen(worker_command("app:MyWorker", "w0", db="tcp://10.0.0.1:5558"))
     ...
     terminate(proc, grace_s=5.0)          # SIGTERM, SIGKILL after 5 s, reaped
     terminate_all(procs, grace_s=5.0)     # N processes for one grace period
@@ -11,25 +12,53 @@ A process is a :class:`subprocess.Popen` (a child of this process) or a
 :class:`psutil.Process` (any process; psutil checks that its PID was not
 reused before signalling it). A process that has already exited is fine.
 
+Every child palm starts goes through :func:`popen`: on Linux the child asks
+the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a
+parent killed with SIGKILL leaves nothing running, down the whole tree (each
+palm process that starts children starts them the same way). The kernel sends
+that signal when the *thread* that forked the child ends, so :func:`popen`
+forks on the main thread, or else on one daemon thread that lives as long as
+the process. :func:`claim_workdir` and :func:`remove_stale_workdirs` let the
+next run remove the work directory of a process that died without cleaning up.
+
 This module imports nothing of palm but :mod:`palm.errors`, so every layer
 may use it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import json
 import logging
+import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import psutil
 
 from palm.errors import ConfigError
 
-__all__ = ["AnyProcess", "terminate", "terminate_all", "worker_command"]
+__all__ = [
+    "AnyProcess",
+    "claim_workdir",
+    "die_with_parent",
+    "popen",
+    "remove_stale_workdirs",
+    "set_death_signal",
+    "terminate",
+    "terminate_all",
+    "worker_command",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +68,146 @@ AnyProcess: TypeAlias = "subprocess.Popen[Any] | psutil.Process"
 #: How long to wait for a process that is not a child of this one to vanish
 #: after SIGKILL (a child is always reaped, however long that takes).
 KILL_WAIT_S = 10.0
+
+_PR_SET_PDEATHSIG = 1
+#: The file in a work directory that names the process owning it.
+OWNER_FILE = "owner.json"
+
+
+# tying children to this process ---------------------------------------------
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def set_death_signal(parent_pid: int, sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent thread dies.
+
+    For a process that was forked without :func:`popen` (gunicorn's workers:
+    call it in gunicorn's ``post_fork`` hook). Exits at once if the parent,
+    ``parent_pid``, is already gone. False where the platform has no prctl.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return False
+    prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    return True
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send ``sig`` to the child when this process dies.
+
+    Only valid for a fork on the main thread or on a thread that lives as long
+    as the process (:func:`popen` sees to that). None where unavailable.
+    """
+    prctl = _prctl()  # looked up before the fork
+    if prctl is None:
+        return None
+    parent_pid = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return hook
+
+
+_Request: TypeAlias = "tuple[list[str], dict[str, Any], Future[subprocess.Popen[Any]]]"
+_spawn_queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn_loop() -> None:
+    while True:
+        args, options, future = _spawn_queue.get()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(subprocess.Popen(args, **options))
+        except BaseException as exc:  # handed to the caller's thread
+            future.set_exception(exc)
+
+
+def popen(args: list[str], **options: Any) -> subprocess.Popen[Any]:
+    """:class:`subprocess.Popen` of a child that dies with this process (on Linux).
+
+    Takes Popen's arguments but ``preexec_fn``. From a thread other than the
+    main one, the fork happens on a daemon thread that never ends, since the
+    kernel signals the child when the forking thread ends.
+    """
+    if "preexec_fn" in options:
+        raise ValueError("popen sets preexec_fn itself")
+    options["preexec_fn"] = die_with_parent()
+    if options["preexec_fn"] is None or threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(args, **options)
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = threading.Thread(target=_spawn_loop, name="palm-spawner", daemon=True)
+            _spawner.start()
+    future: Future[subprocess.Popen[Any]] = Future()
+    _spawn_queue.put((args, options, future))
+    return future.result()
+
+
+# work directories --------------------------------------------------------------
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def claim_workdir(path: str | os.PathLike[str]) -> None:
+    """Record in ``path`` that this process owns it (its PID and start time)."""
+    info = {"pid": os.getpid(), "create_time": _create_time(os.getpid())}
+    (Path(path) / OWNER_FILE).write_text(json.dumps(info))
+
+
+def _owner_dead(path: Path) -> bool:
+    try:
+        info = json.loads((path / OWNER_FILE).read_text())
+        pid, started = int(info["pid"]), info["create_time"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no owner recorded (yet): leave it alone
+    now = _create_time(pid)
+    # gone, or its PID names a process started later (PID reuse)
+    return now is None or (started is not None and abs(now - float(started)) > 1.0)
+
+
+def remove_stale_workdirs(parent: str | os.PathLike[str], prefix: str) -> list[Path]:
+    """Remove ``parent/prefix*`` directories whose owner (:func:`claim_workdir`) is dead.
+
+    Only directories of this user with an owner file are considered; returns
+    those removed.
+    """
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):
+        for path in Path(parent).glob(f"{prefix}*"):
+            with contextlib.suppress(OSError):
+                if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                    continue
+                if _owner_dead(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+                    log.info("removed %s, left by a process that died", path)
+    return removed
+
+
+# stopping ------------------------------------------------------------------------
 
 
 def terminate(process: AnyProcess, grace_s: float = 5.0) -> int | None:

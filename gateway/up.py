@@ -89,6 +89,9 @@ class Up:
         self.gateway_port = gateway_port
         self.gateways = gateways
         self.redis_url = redis_url or config.redis
+        if self.redis_url is None and "redis" not in roles:
+            # a part of a split deployment (docker-compose): the shared Redis holds the API keys
+            self.redis_url = os.environ.get("PALM_REDIS_URL") or None
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="palm-up-"))

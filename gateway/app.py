@@ -25,6 +25,10 @@ Routes
     (:mod:`gateway.encoding`).
 ``GET /healthz``, ``GET /metrics`` (Prometheus text format).
 
+Every route but ``/healthz`` needs ``Authorization: Bearer <API key>``
+unless ``auth`` is ``"open"`` (:mod:`gateway.auth`): 401 without a valid key,
+429 over the key's rate, 503 when the keys cannot be checked.
+
 Errors are JSON ``{"error": ..., "detail": ...}``: 400 a body or request the
 gateway cannot parse (at any depth; never a 500 for what a client sent), 404
 unknown service, function or path, 413 payload over ``max_payload_bytes``, 502
@@ -48,6 +52,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from gateway.auth import from_settings, guard
 from gateway.clients import ClientPool
 from gateway.encoding import MalformedBody, parse_items, result_json
 from gateway.job_route import JobRoute
@@ -184,7 +189,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if settings["redis_url"]:
         cluster = settings["cluster"] or os.environ.get("PALM_CLUSTER", "default")
         metrics.watch_palm(settings["redis_url"], cluster)
-    app.extensions["palm"] = {"pool": pool, "jobs": jobs, "metrics": metrics}
+    auth = from_settings(settings)
+    app.extensions["palm"] = {"pool": pool, "jobs": jobs, "metrics": metrics, "auth": auth}
 
     def known(service: str) -> None:
         if service not in services:
@@ -358,4 +364,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         describe_error,
         REQUEST_ID,
     )
+    # every route, the job route above included, behind the API key check
+    app.wsgi_app = guard(app.wsgi_app, auth, 4 * settings["max_payload_bytes"])  # type: ignore[method-assign, assignment]
     return app

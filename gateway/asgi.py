@@ -15,6 +15,7 @@ its pool of threads; both paths give the same answers, headers and metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,6 +26,7 @@ from a2wsgi import WSGIMiddleware
 from flask import Flask
 
 from gateway.app import REQUEST_ID, create_app, describe_error
+from gateway.auth import Authenticator, Denied
 from gateway.job_route import RULE, JobRequests
 from palm.call.aio import AsyncSharedClient
 
@@ -56,6 +58,7 @@ class EdgeApp:
             self.specs, self.metrics, settings["max_payload_bytes"], describe_error, REQUEST_ID
         )
         self.wsgi = WSGIMiddleware(_terminated(flask_app), workers=wsgi_threads)
+        self.auth: Authenticator = flask_app.extensions["palm"]["auth"]
         self.clients: dict[str, AsyncSharedClient] = {}
         self._jobs_counted: dict[tuple[str, str], Any] = {}
 
@@ -68,7 +71,8 @@ class EdgeApp:
                 await self._answer(*self.route.unparsable(exc), "", send)
                 return
             if request is not None:
-                await self._job(*request, receive, send)
+                if await self._allowed(scope, request[3], send):
+                    await self._job(*request, receive, send)
                 return
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -90,6 +94,30 @@ class EdgeApp:
         if route is None:
             return None
         return (*route, request_id or uuid.uuid4().hex)
+
+    async def _allowed(self, scope: Scope, request_id: str, send: Send) -> bool:
+        """The API key check (:mod:`gateway.auth`); answers the request when it fails."""
+        if self.auth.open:
+            return True
+        header = next((v for n, v in scope["headers"] if n == b"authorization"), None)
+        authorization = header.decode("latin-1") if header is not None else None
+        try:
+            if self.auth.needs_redis(scope["path"], authorization):
+                await asyncio.to_thread(self.auth.check, scope["path"], authorization)
+            else:
+                self.auth.check(scope["path"], authorization)
+        except Denied as denied:
+            body = denied.body()
+            raw = [(name.lower().encode(), value.encode()) for name, value in denied.headers]
+            raw += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": denied.status, "headers": raw})
+            await send({"type": "http.response.body", "body": body})
+            return False
+        return True
 
     async def _job(
         self,

@@ -105,12 +105,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  processes: {json.dumps(up.processes)}")
         print(f"  work directory: {up.workdir}")
         if up.edge is not None:
-            print(guide(config, up.url), flush=True)
+            print(guide(config, up.url, up.api_key), flush=True)
         for note in config.notes:
             print(note.format(deployment=up.deployment_file, redis=up.redis_url or ""), flush=True)
         if args.once:
             failed = 0
-            for result in smoke(config, up.url):
+            for result in smoke(config, up.url, api_key=up.api_key):
                 ok = 200 <= result["status"] < 300
                 failed += not ok
                 body = result["body"].decode(errors="replace").strip()

@@ -38,6 +38,7 @@ def edge_config(
     circuit_breakers: Mapping[str, Any] | None = None,
     timeouts: Mapping[str, float] | None = None,
     access_log: str | None = None,
+    max_connections: int = 10000,
 ) -> EdgeConfig:
     """The edge's Envoy configuration from plain settings (``timeouts`` in seconds,
     keyed like :class:`Timeouts`)."""
@@ -51,6 +52,7 @@ def edge_config(
         circuit_breakers=CircuitBreakers(**(circuit_breakers or {})),
         timeouts=Timeouts(**(timeouts or {})),
         access_log=access_log,
+        max_connections=max_connections,
     )
 
 
@@ -125,6 +127,8 @@ class Puma:
                 "services": gateway_services,
                 "redis_url": self.redis_url,
                 "timeout_s": route_timeout_s,
+                # PUMA is a notebook's local edge; conf["auth"] = "api_keys" checks keys
+                "auth": conf.get("auth", "open"),
             },
             workers=int(conf.get("gateway_workers") or 2),
             threads=int(conf.get("gateway_threads") or 32),

@@ -102,6 +102,8 @@ class Timeouts:
     route_s: float = 60.0
     stream_idle_s: float = 300.0
     request_s: float = 0.0  # 0 disables the downstream request timeout
+    #: a client must have sent all its request headers this long after its first byte
+    request_headers_s: float = 10.0
     drain_s: float = 5.0
     downstream_idle_s: float = 3600.0
     upstream_idle_s: float = 1.0
@@ -129,6 +131,8 @@ class EdgeConfig:
     num_retries: int = 2
     access_log: str | None = "-"
     node_id: str = "palm-edge"
+    #: downstream connections Envoy holds at once (overload manager); more are refused
+    max_connections: int = 10000
 
     def __post_init__(self) -> None:
         if self.lb_policy not in LB_POLICIES:
@@ -141,6 +145,10 @@ class EdgeConfig:
             check_service(name, prefix)
         if self.rate_limit.max_tokens < 1 or self.rate_limit.tokens_per_fill < 1:
             raise ConfigError("rate limit tokens must be positive")
+        if self.max_connections < 1:
+            raise ConfigError("max_connections must be at least 1")
+        if self.timeouts.request_headers_s <= 0:
+            raise ConfigError("the request headers timeout must be positive")
         if self.rate_limit.fill_interval_s < 0.001:
             raise ConfigError("rate limit fill interval must be at least 1 ms")
 
@@ -211,6 +219,8 @@ def render_bootstrap(config: EdgeConfig, paths: XdsPaths) -> dict[str, Any]:
     boot["node"]["id"] = config.node_id
     boot["dynamic_resources"]["lds_config"] = path_source(paths.lds)
     boot["dynamic_resources"]["cds_config"] = path_source(paths.cds)
+    monitor = boot["overload_manager"]["resource_monitors"][0]["typed_config"]
+    monitor["max_active_downstream_connections"] = config.max_connections
     return boot
 
 
@@ -236,6 +246,7 @@ def render_listener(config: EdgeConfig, paths: XdsPaths) -> dict[str, Any]:
     t = config.timeouts
     hcm["stream_idle_timeout"] = duration(t.stream_idle_s)
     hcm["request_timeout"] = duration(t.request_s)
+    hcm["request_headers_timeout"] = duration(t.request_headers_s)
     hcm["drain_timeout"] = duration(t.drain_s)
     hcm["common_http_protocol_options"]["idle_timeout"] = duration(t.downstream_idle_s)
     hcm["rds"]["config_source"] = path_source(paths.rds)

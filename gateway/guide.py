@@ -35,8 +35,24 @@ class Example:
     service: str = ""
     function: str = ""
 
-    def curl(self, url: str) -> str:
-        return f"curl -s -X POST --data-binary {shlex.quote(self.body.decode())} {url}{self.path}"
+    def curl(self, url: str, api_key: str | None = None) -> str:
+        return (
+            f"curl -s{auth_option(api_key)} -X POST "
+            f"--data-binary {shlex.quote(self.body.decode())} {url}{self.path}"
+        )
+
+
+def auth_option(api_key: str | None) -> str:
+    """curl's option carrying the API key (nothing for an open edge)."""
+    if api_key is None:
+        return ""
+    return " -H " + shlex.quote(f"Authorization: Bearer {api_key}")
+
+
+OPEN_BANNER = (
+    "!!! edge.auth is open: anyone who reaches {url} can call every service "
+    "without an API key. For local development only. !!!"
+)
 
 
 def functions_of(service: ServiceConfig) -> list[str]:
@@ -84,34 +100,48 @@ def examples(config: DeploymentConfig) -> list[Example]:
     return found
 
 
-def guide(config: DeploymentConfig, url: str) -> str:
-    """A few lines a person can paste into a shell."""
-    lines = [f"palm is up: {len(config.services)} services behind Envoy at {url}", "Try:"]
+def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str:
+    """A few lines a person can paste into a shell (with the API key, unless open)."""
+    lines = [f"palm is up: {len(config.services)} services behind Envoy at {url}"]
+    if config.edge.auth == "open":
+        lines.append(OPEN_BANNER.format(url=url))
+    elif api_key is not None:
+        lines.append(f"API key (send it as 'Authorization: Bearer <key>'): {api_key}")
+    lines.append("Try:")
     for example in examples(config):
         lines.append(f"  # {example.what}")
-        lines.append(f"  {example.curl(url)}")
+        lines.append(f"  {example.curl(url, api_key)}")
     lines.append("  # a background job's status and result (job id from the line above)")
-    lines.append(f"  curl -s {url}/jobs/<job_id>        curl -s {url}/jobs/<job_id>/result")
+    auth = auth_option(api_key)
+    lines.append(
+        f"  curl -s{auth} {url}/jobs/<job_id>        curl -s{auth} {url}/jobs/<job_id>/result"
+    )
     lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
 
 
-def _request(url: str, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+def _request(
+    url: str, method: str, path: str, body: bytes | None, api_key: str | None = None
+) -> tuple[int, bytes]:
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key is not None else {}
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
 
 
-def smoke(config: DeploymentConfig, url: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Send every example through the edge; a job's result is fetched when it is done."""
+def smoke(
+    config: DeploymentConfig, url: str, timeout_s: float = 30.0, api_key: str | None = None
+) -> list[dict[str, Any]]:
+    """Send every example through the edge (with ``api_key``); a job's result is fetched
+    when it is done."""
     results: list[dict[str, Any]] = []
     for example in examples(config):
-        status, body = _request(url, "POST", example.path, example.body)
+        status, body = _request(url, "POST", example.path, example.body, api_key)
         if example.path.startswith("/jobs/") and status == 202:
             job_id = json.loads(body)["job_id"]
             deadline = time.monotonic() + timeout_s
@@ -119,6 +149,6 @@ def smoke(config: DeploymentConfig, url: str, timeout_s: float = 30.0) -> list[d
             while status == 202 and time.monotonic() < deadline:
                 time.sleep(delay_s)
                 delay_s = min(delay_s * 2, 0.2)
-                status, body = _request(url, "GET", f"/jobs/{job_id}/result", None)
+                status, body = _request(url, "GET", f"/jobs/{job_id}/result", None, api_key)
         results.append({"what": example.what, "path": example.path, "status": status, "body": body})
     return results

@@ -25,6 +25,14 @@ when they parse as JSON, plain strings otherwise):
     (everything but parallel jobs, which run on the event loop).
 ``job_threads`` [``PALM_GATEWAY_JOB_THREADS``]
     threads per gateway process that run asynchronous jobs.
+``auth`` [``PALM_GATEWAY_AUTH``]
+    ``"api_keys"`` (the default): every route but ``/healthz`` needs
+    ``Authorization: Bearer <key>``, checked against the API keys in
+    ``redis_url`` (:mod:`gateway.auth`); ``"open"``: anyone may call (local
+    development only).
+``auth_cache_s`` [``PALM_GATEWAY_AUTH_CACHE_S``]
+    how long a gateway process trusts a valid key it looked up: the bound on
+    how long a revoked key keeps working.
 
 ``PALM_GATEWAY_CONFIG`` may hold the whole mapping as JSON; single variables
 override its keys. The environment is read only when the app is created.
@@ -52,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "job_ttl_s": 3600,
     "job_threads": 4,
     "wsgi_threads": 32,
+    "auth": "api_keys",
+    "auth_cache_s": 1.0,
 }
 
 SERVICE_KINDS = {
@@ -97,6 +107,15 @@ def resolve(
     if not isinstance(services, dict):
         raise ConfigError("services must be a mapping of name to service description")
     merged["services"] = {name: check_service(name, spec) for name, spec in services.items()}
+    if merged["auth"] not in ("api_keys", "open"):
+        raise ConfigError(f"auth must be 'api_keys' or 'open', not {merged['auth']!r}")
+    if merged["auth"] == "api_keys" and not merged["redis_url"]:
+        raise ConfigError(
+            "auth 'api_keys' needs redis_url (where the API keys are); or auth 'open'"
+        )
+    merged["auth_cache_s"] = float(merged["auth_cache_s"])
+    if not 0 <= merged["auth_cache_s"] <= 60:
+        raise ConfigError("auth_cache_s must be between 0 and 60 seconds")
     for key in ("timeout_s",):
         merged[key] = float(merged[key])
         if merged[key] <= 0:

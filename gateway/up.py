@@ -61,7 +61,9 @@ from palm.ops.processes import (
     terminate,
     terminate_all,
 )
+from palm.state.apikeys import ApiKeyStore
 from palm.state.embedded import EmbeddedRedis
+from palm.state.store import State
 from palm.wire.info import ServiceInfo
 
 __all__ = ["ROLES", "Up"]
@@ -106,6 +108,9 @@ class Up:
         self.gateway_port = gateway_port
         self.gateways = gateways
         self.redis_url = redis_url or config.redis
+        if self.redis_url is None and "redis" not in roles:
+            # a part of a split deployment (docker-compose): the shared Redis holds the API keys
+            self.redis_url = os.environ.get("PALM_REDIS_URL") or None
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
         #: seconds a child has after SIGTERM on stop; its own children get 2/3 of it
@@ -124,6 +129,8 @@ class Up:
         self.services: dict[str, dict[str, Any]] = {}
         self.processes: dict[str, int] = {}
         self.gateway: GatewayServer | None = None
+        #: the API key ``palm up`` made (or kept) for its guide and ``--once``
+        self.api_key: str | None = None
         self.edge: EnvoyProcess | None = None
         self._children: list[subprocess.Popen[str]] = []
         # (label, stop(grace_s)) of what was started, oldest first
@@ -273,6 +280,8 @@ class Up:
                 "services": self._gateway_services(),
                 "redis_url": self.redis_url,
                 "timeout_s": self.config.edge.route_timeout_s,
+                "cluster": self.config.name,
+                "auth": self.config.edge.auth,
             },
             host=self.listen if "envoy" not in self.roles else "127.0.0.1",
             port=self.gateway_port,
@@ -286,6 +295,27 @@ class Up:
         gateway.start()
         self.gateway = gateway
         self.processes["gateway"] = gateway.pid
+        self.api_key = self._api_key()
+
+    def _api_key(self) -> str | None:
+        """The key ``palm up`` calls its edge with: the one kept in the work dir while it
+        is still valid, else a new one (None when the edge is open)."""
+        if self.config.edge.auth == "open":
+            log.warning("edge.auth is open: anyone who reaches the edge can call every service")
+            return None
+        if not self.redis_url:
+            raise ConfigError("edge.auth api_keys needs Redis")
+        kept = self.workdir / "api_key"
+        with State(self.redis_url, self.config.name) as state:
+            store = ApiKeyStore(state)
+            if kept.exists():
+                token = kept.read_text().strip()
+                if store.lookup(token) is not None:
+                    return token
+            _key, token = store.create("palm up")
+        kept.touch(mode=0o600)
+        kept.write_text(token + "\n")
+        return token
 
     def _start_envoy(self) -> None:
         gateways = (self.gateway.address,) if self.gateway is not None else self.gateways
@@ -301,8 +331,14 @@ class Up:
                 listen_address=self.listen,
                 load_balancer=edge.load_balancer,
                 rate_limit=edge.rate_limit,
-                timeouts={"route_s": edge.route_timeout_s},
+                timeouts={
+                    "route_s": edge.route_timeout_s,
+                    "request_headers_s": edge.request_headers_timeout_s,
+                    "stream_idle_s": edge.stream_idle_timeout_s,
+                    "downstream_idle_s": edge.connection_idle_timeout_s,
+                },
                 access_log=access_log,
+                max_connections=edge.max_connections,
             ),
             workdir=self.workdir / "envoy",
         )

@@ -111,7 +111,7 @@ def palm_stack() -> Iterator[str]:
             "server_name": cluster.name,
         }
         gateway = GatewayServer(
-            {"services": {"demo": service}, "timeout_s": 30.0},
+            {"services": {"demo": service}, "timeout_s": 30.0, "auth": "open"},
             workers=GATEWAY_WORKERS,
             **GATEWAY_OPTIONS,
         )

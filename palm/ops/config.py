@@ -13,6 +13,11 @@
       access_log: null         # a file, "-" for stdout, null for none
       gateway_workers: 2       # gunicorn processes of the gateway
       gateway_threads: 32      # threads in each for the Flask routes
+      auth: api_keys           # api_keys (Bearer tokens) | open (local development only)
+      request_headers_timeout_s: 10   # a client must send its headers within this
+      stream_idle_timeout_s: 90       # a request with no bytes either way this long ends
+      connection_idle_timeout_s: 60   # a connection with no request this long is closed
+      max_connections: 10000          # downstream connections Envoy holds at once
     services:
       echo:                    # a standalone server
         kind: standalone
@@ -46,6 +51,7 @@ import yaml
 from palm.errors import ConfigError
 
 __all__ = [
+    "AUTH_MODES",
     "ENDPOINTS",
     "KINDS",
     "LB_POLICIES",
@@ -75,7 +81,14 @@ _EDGE_KEYS = {
     "access_log",
     "gateway_workers",
     "gateway_threads",
+    "auth",
+    "request_headers_timeout_s",
+    "stream_idle_timeout_s",
+    "connection_idle_timeout_s",
+    "max_connections",
 }
+#: How the gateway checks its callers (:mod:`gateway.auth`).
+AUTH_MODES = ("api_keys", "open")
 _RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
 _SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}
 
@@ -132,6 +145,25 @@ class EdgeSettings:
     access_log: str | None = None
     gateway_workers: int = 2
     gateway_threads: int = 32
+    #: "api_keys": callers need a key; "open": anyone (local development)
+    auth: str = "api_keys"
+    request_headers_timeout_s: float = 10.0
+    #: default: route_timeout_s + 30 (a request waiting for its answer is idle)
+    stream_idle_timeout_s: float = 90.0
+    connection_idle_timeout_s: float = 60.0
+    max_connections: int = 10000
+
+
+def _seconds(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number of seconds, not {value!r}")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be a number of seconds, not {value!r}") from exc
+    if not seconds > 0:
+        raise ConfigError(f"{what} must be positive, not {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -241,6 +273,20 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
         route_timeout_s = float(edge_raw.get("route_timeout_s", 60.0))
     except (TypeError, ValueError) as exc:
         raise ConfigError("edge.route_timeout_s must be a number of seconds") from exc
+    auth = edge_raw.get("auth", "api_keys")
+    if auth not in AUTH_MODES:
+        raise ConfigError(f"edge.auth must be one of {list(AUTH_MODES)}, not {auth!r}")
+    headers_s = _seconds(
+        edge_raw.get("request_headers_timeout_s", 10.0), "edge.request_headers_timeout_s"
+    )
+    idle_s = _seconds(
+        edge_raw.get("stream_idle_timeout_s", route_timeout_s + 30.0), "edge.stream_idle_timeout_s"
+    )
+    if idle_s <= route_timeout_s:
+        raise ConfigError(
+            f"edge.stream_idle_timeout_s ({idle_s:g}) must exceed edge.route_timeout_s "
+            f"({route_timeout_s:g}): a request waiting for its answer is idle"
+        )
     edge = EdgeSettings(
         port=_int(edge_raw.get("port", 8080), "edge.port"),
         load_balancer=policy,
@@ -249,6 +295,13 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
         access_log=access_log,
         gateway_workers=_int(edge_raw.get("gateway_workers", 2), "edge.gateway_workers", 1),
         gateway_threads=_int(edge_raw.get("gateway_threads", 32), "edge.gateway_threads", 1),
+        auth=auth,
+        request_headers_timeout_s=headers_s,
+        stream_idle_timeout_s=idle_s,
+        connection_idle_timeout_s=_seconds(
+            edge_raw.get("connection_idle_timeout_s", 60.0), "edge.connection_idle_timeout_s"
+        ),
+        max_connections=_int(edge_raw.get("max_connections", 10000), "edge.max_connections", 1),
     )
     redis = data.get("redis")
     if redis is not None and not isinstance(redis, str):

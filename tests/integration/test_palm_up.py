@@ -141,9 +141,15 @@ def test_palm_up_prints_curl_commands_that_work_and_stops_everything_on_sigterm(
         assert reply.status == 400 and reply.json()["error"] == "malformed body"
         assert request(url, "POST", "/maths/factorial", body=b"5").body == b"120"
         job_id = json.loads(answers["/jobs/echo/foo"])["job_id"]
+        # edge.auth api_keys (the shipped default): the guide's key, and none is refused
+        key = next(line.split()[-1] for line in lines if line.startswith("API key "))
+        auth = {"Authorization": f"Bearer {key}"}
         wait_until(
-            lambda: request(url, "GET", f"/jobs/{job_id}/result").status == 200, 30, "job done"
+            lambda: request(url, "GET", f"/jobs/{job_id}/result", headers=auth).status == 200,
+            30,
+            "job done",
         )
+        assert request(url, "GET", f"/jobs/{job_id}/result").status == 401
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -27,7 +27,7 @@ class DbEndpoint:
         sock: zmq.Socket[bytes],
         name: str,
         cache: Cache,
-        describe: Callable[[], bytes],
+        describe: Callable[[str | None], bytes],
         malformed: MalformedCounter,
         max_message_bytes: int,
     ) -> None:
@@ -37,6 +37,18 @@ class DbEndpoint:
         self.describe = describe
         self.malformed = malformed
         self.max_message_bytes = max_message_bytes
+        #: the CURVE role of the peer whose message is in hand (see :meth:`receive`)
+        self.peer_role: str | None = None
+
+    def receive(self, sock: zmq.Socket[bytes], flags: int) -> list[bytes]:
+        """Read one message, noting its sender's role (the ZAP User-Id) in ``peer_role``."""
+        parts = sock.recv_multipart(flags, copy=False)
+        try:
+            role = parts[-1].get("User-Id")
+        except zmq.ZMQError:
+            role = None
+        self.peer_role = role if isinstance(role, str) else None
+        return [part.bytes for part in parts]
 
     def on_message(self, frames: list[bytes]) -> None:
         try:
@@ -55,7 +67,7 @@ class DbEndpoint:
             if header.kind == Kind.PING:
                 self._reply(identity, reply, [b"pong"])
             elif header.kind == Kind.INFO:
-                self._reply(identity, reply, [self.describe()])
+                self._reply(identity, reply, [self.describe(self.peer_role)])
             elif header.kind == Kind.CACHE_SET:
                 key = self.cache.set(payloads[0] if payloads else b"", header.key)
                 reply.key = key

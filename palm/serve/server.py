@@ -41,6 +41,7 @@ from typing import Any, Literal
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
+from palm.serve.auth import Refusals
 from palm.serve.loop import Poller, Sockets, subscribe
 from palm.serve.service import Service, split_function
 from palm.serve.stopper import Stopper
@@ -71,6 +72,7 @@ from palm.wire.protocol import (
     jobs_in,
     request_id_of,
 )
+from palm.wire.security import KeysOption, security_for
 from palm.wire.sockets import check_endpoint, send_frames
 
 __all__ = ["Server"]
@@ -104,6 +106,7 @@ class Server(StreamRouting, Service):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
+        keys: KeysOption = None,
     ) -> None:
         super().__init__(name)
         streams = pull_address or upstreams or next_address or push_address
@@ -135,6 +138,9 @@ class Server(StreamRouting, Service):
         self._cache = cache
         self.cache: Cache = cache if cache is not None else MemoryCache()
         self.malformed = MalformedCounter(name, self.logger)
+        #: CURVE for every socket (``keys=`` or PALM_KEYS; None: plain)
+        self.security = security_for(keys, "stage")
+        self.refusals = Refusals(f"server {name}", self.logger)
         #: Jobs taken in, and those that failed here.
         self.handled = 0
         self.failed = 0
@@ -163,7 +169,13 @@ class Server(StreamRouting, Service):
 
     def start(self) -> None:
         """Bind and connect, serve until SIGINT/SIGTERM or :meth:`stop`, close, return."""
-        sockets = Sockets(self.name, self.bound, self.max_message_bytes)
+        sockets = Sockets(
+            self.name,
+            self.bound,
+            self.max_message_bytes,
+            security=self.security,
+            refusals=self.refusals,
+        )
         poller = Poller(self._stopper.fd)
         self.deployment.open()
         if self._cache is None and self.deployment.state is not None:
@@ -268,7 +280,9 @@ class Server(StreamRouting, Service):
         if header.kind == Kind.PING:
             return [identity, header.reply().to_wire(), b"pong"]
         if header.kind == Kind.INFO:
-            return [identity, header.reply().to_wire(), self.describe()]
+            # with keys, the peers of this socket are clients: no pids or host names
+            peer = "client" if self.security is not None else None
+            return [identity, header.reply().to_wire(), self.describe(peer)]
         self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} message")
         return None
 

@@ -23,6 +23,7 @@ from types import FrameType
 
 from gateway.guide import guide, smoke
 from gateway.up import ROLES, Up
+from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
 from palm.ops.config import load_deployment
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--gateway", action="append", default=[], help="HOST:PORT (--only envoy)")
     p.add_argument("--redis", default=None, help="Redis URL (default: the file's, or embedded)")
+    add_keys_option(p)
     p.set_defaults(func=run)
 
 
@@ -69,6 +71,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_deployment(args.config)
         roles = frozenset({args.only}) if args.only else ROLES
+        # --keys, else the file's keys:, else $PALM_KEYS; every process started gets it
+        keys = apply_keys(args.keys or config.keys)
+        if keys is None:
+            print(
+                "palm up: no CURVE keys: the ZeroMQ sockets are plain (fine on loopback; "
+                "'palm keys generate DIR' and --keys DIR to turn them on)",
+                file=sys.stderr,
+                flush=True,
+            )
         up = Up(
             config,
             port=args.port,
@@ -79,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             gateways=_gateways(args.gateway),
             redis_url=args.redis,
             log_level="WARNING" if args.log_level == "INFO" else args.log_level,
+            keys=keys,
         )
         up.start()
         print(f"palm up: edge at {up.url}", flush=True)

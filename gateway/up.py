@@ -54,6 +54,7 @@ __all__ = ["ROLES", "Up"]
 log = logging.getLogger(__name__)
 
 ROLES = frozenset({"redis", "masters", "workers", "gateway", "envoy"})
+_GATEWAY_ENV = ("PALM_SECRET", "PYTHONPATH", "PALM_KEYS")
 
 
 class Up:
@@ -73,6 +74,7 @@ class Up:
         log_level: str = "WARNING",
         startup_timeout_s: float = 60.0,
         workdir: str | os.PathLike[str] | None = None,
+        keys: str | None = None,
     ) -> None:
         unknown = set(roles) - ROLES
         if unknown:
@@ -87,6 +89,8 @@ class Up:
         self.gateway_port = gateway_port
         self.gateways = gateways
         self.redis_url = redis_url or config.redis
+        #: the CURVE keys directory every process gets as $PALM_KEYS (None: inherited)
+        self.keys = keys or config.keys
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="palm-up-"))
@@ -127,6 +131,8 @@ class Up:
         if self.redis_url:
             env["PALM_REDIS_URL"] = self.redis_url
         env["PALM_CLUSTER"] = self.config.name
+        if self.keys:
+            env["PALM_KEYS"] = self.keys
         if self.config.path is not None:
             here = str(self.config.path.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
@@ -244,7 +250,11 @@ class Up:
             workers=self.config.edge.gateway_workers,
             threads=self.config.edge.gateway_threads,
             workdir=self.workdir / "gateway",
-            env={k: v for k, v in self._env().items() if k in ("PALM_SECRET", "PYTHONPATH")},
+            env={
+                k: v
+                for k, v in self._env().items()
+                if k in ("PALM_SECRET", "PYTHONPATH", "PALM_KEYS")
+            },
         )
         self._stack.append(gateway.stop)
         gateway.start()

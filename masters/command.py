@@ -15,9 +15,11 @@ import sys
 from typing import Any
 
 from masters.service import MastersService
+from palm.commands import add_keys_option, apply_keys
 from palm.errors import ConfigError
 from palm.ops.config import load_deployment
 from palm.ops.loading import announce
+from palm.wire.security import is_wildcard
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,12 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", default="palm.yaml", help="deployment file (default palm.yaml)")
     p.add_argument("--host", default=None, help="address to bind (default: the file's host)")
     p.add_argument("--any-port", action="store_true", help="let the OS pick every port")
+    add_keys_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_deployment(args.config)
+        # --keys, else the file's keys:, else $PALM_KEYS; exported to every master
+        keys = apply_keys(args.keys or config.keys)
+        host = args.host or config.host
+        if keys is None and is_wildcard(f"tcp://{host}:0"):
+            print(
+                f"palm masters: WARNING: binding {host} without CURVE keys: anyone on the "
+                "network can submit jobs, register as a worker and read the traffic; "
+                "run 'palm keys generate DIR' and pass --keys DIR",
+                file=sys.stderr,
+                flush=True,
+            )
         service = MastersService(
             config, host=args.host, any_port=args.any_port, log_level=args.log_level
         )

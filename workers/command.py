@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from palm.commands import add_keys_option, apply_keys
 from workers.autoscale import ScalePolicy
 from workers.pool import WorkerPool
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", default="worker", help="name prefix of the workers")
     p.add_argument("--credit", type=int, default=2, help="job messages a worker holds at once")
     p.add_argument("--heartbeat-interval-s", type=float, default=1.0)
+    add_keys_option(p)
     scale = p.add_argument_group(
         "autoscaling (needs --connect)",
         "with --max-processes the pool follows the master's backlog: one worker per "
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     if args.connect is None and (args.push is None or args.pull is None):
         raise SystemExit("palm worker: give --connect DB_ADDRESS, or both --push and --pull")
+    apply_keys(args.keys)  # the workers (and the autoscaler's probe) find it in $PALM_KEYS
     pool = WorkerPool(
         args.spec,
         processes=args.processes,

@@ -222,6 +222,15 @@ class ClientBase(Generic[Sockets]):
             raise PayloadTooLarge(len(data), self.max_message_bytes)
         return data
 
+    def _bound_sends(self, *socks: zmq.Socket[bytes]) -> None:
+        """A peer refused at the handshake (no key, a wrong key, or a plain peer of
+        a CURVE server) is never connected again: libzmq drops the connection for
+        good, so a send could wait for ever. A send waits at most the client's
+        timeout, then raises ``zmq.Again`` (the calls turn it into a TimeoutError)."""
+        if self.timeout_s is not None:
+            for sock in socks:
+                sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
+
     def _cache_client(self) -> CacheClient:
         """The connection to the cluster's cache (for :class:`~palm.wire.discovery.CacheCalls`)."""
         self.ensure_open()
@@ -259,4 +268,5 @@ class PairClient(ClientBase[Pair]):
         # a blocking receive waits at most a heartbeat interval
         dealer.setsockopt(zmq.RCVTIMEO, max(1, int(self.heartbeat_interval_s * 1000)))
         dealer.connect(self.push_address)
+        self._bound_sends(push, dealer)
         return push, dealer

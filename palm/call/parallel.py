@@ -265,6 +265,10 @@ class ParallelClient(PairClient, CacheCalls):
                 if timeout is not None and now - last_progress > timeout:
                     outstanding = f"{len(stream.outstanding)} job(s)"
                     raise self._timeout(stream.function, outstanding, now - last_progress)
+        except zmq.Again:  # a send timed out: never connected (refused by CURVE?)
+            self.recycle()
+            outstanding = f"{len(stream.outstanding)} job(s), none could be sent"
+            raise self._timeout(stream.function, outstanding, timeout or 0.0) from None
         finally:
             if bar is not None:
                 bar.close()

@@ -107,6 +107,7 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
             zmq.DEALER, identity=self.client_id + uuid.uuid4().bytes[:4], curve=self.security
         )
         sock.connect(self.server_address)
+        self._bound_sends(sock)
         self._rcvtimeo_ms = -1
         return (sock,)
 
@@ -136,7 +137,14 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
         if size > self.max_message_bytes:
             raise PayloadTooLarge(size, self.max_message_bytes)
         sock = self._sock()
-        send_frames(sock, frames)
+        try:
+            send_frames(sock, frames)
+        except zmq.Again:  # never connected (refused at the CURVE handshake?)
+            self.recycle()
+            raise TimeoutError(
+                f"could not send to server {self.server_name!r} at {self.server_address} "
+                f"within {timeout} s (refused at the CURVE handshake?)"
+            ) from None
         deadline = None if timeout is None else time.monotonic() + timeout
         wait_ms = -1 if timeout is None else int(timeout * 1000)  # the same call after call
         while True:

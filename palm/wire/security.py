@@ -84,7 +84,10 @@ class Keys:
             )
         server = self.directory / "server.key"
         if not server.is_file():
-            raise ConfigError(f"keys directory {self.directory} has no server.key")
+            raise ConfigError(
+                f"keys directory {self.directory} has no server.key "
+                f"(make the keys with: palm keys generate {directory})"
+            )
         self.server_public, _ = _load(server)
         self._lock = threading.Lock()
         self._allowed: dict[str, frozenset[bytes]] = {}

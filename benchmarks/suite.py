@@ -19,6 +19,8 @@ PALM_PARALLEL = "palm: ParallelClient -> Master -> 2 workers"
 PYLM_PARALLEL = "pylm 0.14.4: Client -> Master -> 2 workers"
 RAW_REQREP = "raw pyzmq REQ/REP"
 PALM_REQREP = "palm standalone Server/Client"
+PALM_PARALLEL_CURVE = f"{PALM_PARALLEL}, CURVE"
+PALM_REQREP_CURVE = f"{PALM_REQREP}, CURVE"
 PALM_MEMORY = "palm: ParallelClient -> Master -> 2 workers, 100 B items"
 
 
@@ -129,6 +131,11 @@ def jobs(mode: str) -> list[Job]:
         _message_job("throughput", "pylm", pylm, "pylm", PYLM_PARALLEL, messages, 300, True, False),
         _message_job("latency", "palm", raw, "raw", RAW_REQREP, requests, 180),
         _message_job("latency", "palm", palm, "palm", PALM_REQREP, requests, 180),
+        # the same with CurveZMQ on every socket: what encryption and ZAP cost
+        _message_job("throughput", "palm", palm, "palm-curve", PALM_PARALLEL_CURVE,
+                     [*messages, "--curve"], 300),
+        _message_job("latency", "palm", palm, "palm-curve", PALM_REQREP_CURVE,
+                     [*requests, "--curve"], 180),
     ]  # fmt: skip
     tiny = ("pool", "ppe", "palm", "palm-auto", "dask", "ray", "celery", "rq")
     out += [_engine_job("tiny", key, sizes) for key in tiny]

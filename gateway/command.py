@@ -30,6 +30,7 @@ from types import FrameType
 
 from gateway.guide import guide, smoke
 from gateway.up import ROLES, Up
+from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
 from palm.ops.config import load_deployment
 
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="keep the work directory (logs, Redis data, job records) after stopping",
     )
+    add_keys_option(p)
     p.set_defaults(func=run)
 
 
@@ -81,6 +83,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_deployment(args.config)
         roles = frozenset({args.only}) if args.only else ROLES
+        # --keys, else the file's keys:, else $PALM_KEYS; every process started gets it
+        keys = apply_keys(args.keys or config.keys)
+        if keys is None:
+            print(
+                "palm up: no CURVE keys: the ZeroMQ sockets are plain (fine on loopback; "
+                "'palm keys generate DIR' and --keys DIR to turn them on)",
+                file=sys.stderr,
+                flush=True,
+            )
         up = Up(
             config,
             port=args.port,
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             redis_url=args.redis,
             keep_workdir=args.keep_workdir,
             log_level="WARNING" if args.log_level == "INFO" else args.log_level,
+            keys=keys,
         )
         up.start()
         print(f"palm up: edge at {up.url}", flush=True)

@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 ROLES = frozenset({"redis", "masters", "workers", "gateway", "envoy"})
 #: The prefix of the work directories ``Up`` makes in the temporary directory.
 WORKDIR_PREFIX = "palm-up-"
+_GATEWAY_ENV = ("PALM_SECRET", "PYTHONPATH", "PALM_KEYS")
 
 
 class Up:
@@ -94,6 +95,7 @@ class Up:
         workdir: str | os.PathLike[str] | None = None,
         keep_workdir: bool = False,
         stop_grace_s: float = 1.5,
+        keys: str | None = None,
     ) -> None:
         unknown = set(roles) - ROLES
         if unknown:
@@ -111,6 +113,8 @@ class Up:
         if self.redis_url is None and "redis" not in roles:
             # a part of a split deployment (docker-compose): the shared Redis holds the API keys
             self.redis_url = os.environ.get("PALM_REDIS_URL") or None
+        #: the CURVE keys directory every process gets as $PALM_KEYS (None: inherited)
+        self.keys = keys or config.keys
         self.log_level = log_level
         self.startup_timeout_s = startup_timeout_s
         #: seconds a child has after SIGTERM on stop; its own children get 2/3 of it
@@ -163,6 +167,8 @@ class Up:
         if self.redis_url:
             env["PALM_REDIS_URL"] = self.redis_url
         env["PALM_CLUSTER"] = self.config.name
+        if self.keys:
+            env["PALM_KEYS"] = self.keys
         if self.config.path is not None:
             here = str(self.config.path.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
@@ -288,7 +294,11 @@ class Up:
             workers=self.config.edge.gateway_workers,
             threads=self.config.edge.gateway_threads,
             workdir=self.workdir / "gateway",
-            env={k: v for k, v in self._env().items() if k in ("PALM_SECRET", "PYTHONPATH")},
+            env={
+                k: v
+                for k, v in self._env().items()
+                if k in ("PALM_SECRET", "PYTHONPATH", "PALM_KEYS")
+            },
             graceful_timeout_s=max(1, int(self._inner_grace_s())),
         )
         self._stack.append(("gateway", lambda grace_s: gateway.stop(timeout_s=grace_s)))

@@ -15,9 +15,11 @@ import sys
 from typing import Any
 
 from masters.service import MastersService
+from palm.commands import add_keys_option, apply_keys
 from palm.errors import ConfigError
 from palm.ops.config import load_deployment
 from palm.ops.loading import announce
+from palm.wire.security import is_wildcard
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,12 +38,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=5.0,
         help="on stop, seconds a master has after SIGTERM before SIGKILL (default 5)",
     )
+    add_keys_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_deployment(args.config)
+        # --keys, else the file's keys:, else $PALM_KEYS; exported to every master
+        keys = apply_keys(args.keys or config.keys)
+        host = args.host or config.host
+        if keys is None and is_wildcard(f"tcp://{host}:0"):
+            print(
+                f"palm masters: WARNING: binding {host} without CURVE keys: anyone on the "
+                "network can submit jobs, register as a worker and read the traffic; "
+                "run 'palm keys generate DIR' and pass --keys DIR",
+                file=sys.stderr,
+                flush=True,
+            )
         service = MastersService(
             config,
             host=args.host,

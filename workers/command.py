@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from palm.commands import add_keys_option, apply_keys
 from workers.autoscale import ScalePolicy
 from workers.pool import WorkerPool
 
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=5.0,
         help="on stop, seconds a worker has after SIGTERM before SIGKILL (default 5)",
     )
+    add_keys_option(p)
     scale = p.add_argument_group(
         "autoscaling (needs --connect)",
         "with --max-processes the pool follows the master's backlog: one worker per "
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     if args.connect is None and (args.push is None or args.pull is None):
         raise SystemExit("palm worker: give --connect DB_ADDRESS, or both --push and --pull")
+    apply_keys(args.keys)  # the workers (and the autoscaler's probe) find it in $PALM_KEYS
     pool = WorkerPool(
         args.spec,
         processes=args.processes,

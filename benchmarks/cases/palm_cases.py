@@ -3,6 +3,7 @@
 ``--bench throughput``: ParallelClient.job -> Master -> 2 echo Workers (100 B messages).
 ``--bench latency``: standalone Server/Client round trips, one at a time.
 ``--bench memory``: peak RSS of the master and of the client while streaming many items.
+``--curve``: every socket speaks CurveZMQ (keys made for the run), rows keyed ``palm-curve``.
 
 If palm (or the part of it a benchmark needs) cannot be imported, the case fails with the
 ImportError and the launcher reports the row as unavailable.
@@ -14,6 +15,8 @@ import argparse
 import itertools
 import multiprocessing
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from benchmarks.record import Row, emit
 from benchmarks.timing import timed_s
 
 SERVER_NAME = "bench"
+#: the keys directory of a ``--curve`` run (None: plain sockets); children get it as PALM_KEYS
+KEYS: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,20 @@ def _run_server(address: str) -> None:
     EchoServer(SERVER_NAME, address).start()
 
 
+def _keys() -> dict[str, object]:
+    """``keys=`` for this run's palm objects: the run's keys, or plain sockets."""
+    return {"keys": KEYS or False}
+
+
+def _labels(key: str, method: str) -> tuple[str, str]:
+    return (f"{key}-curve", f"{method}, CURVE") if KEYS else (key, method)
+
+
 @contextmanager
 def _children(targets: list[tuple[object, tuple[object, ...]]]) -> Iterator[list[int]]:
     spawn = multiprocessing.get_context("spawn")
     procs = [spawn.Process(target=fn, args=args, daemon=True) for fn, args in targets]  # type: ignore[arg-type]
+    os.environ["PALM_KEYS"] = KEYS or ""  # what the spawned children's palm objects read
     for proc in procs:
         proc.start()
     try:
@@ -107,6 +122,7 @@ def _parallel_cluster(workers: int = 2) -> Iterator[tuple[object, int]]:
             pull_address=addresses.pull,
             db_address=addresses.db,
             server_name=SERVER_NAME,
+            **_keys(),
         )
         try:
             yield client, pids[0]
@@ -125,8 +141,7 @@ def throughput(count: int, runs: int) -> None:
     with _parallel_cluster() as (client, _):
         row = stream_row(
             "throughput",
-            "palm",
-            "palm: ParallelClient -> Master -> 2 workers",
+            *_labels("palm", "palm: ParallelClient -> Master -> 2 workers"),
             lambda n: _stream(client, n),
             count,
             runs,
@@ -139,10 +154,11 @@ def latency(count: int, runs: int) -> None:
 
     address = free_tcp_address()
     with _children([(_run_server, (address,))]):
-        client = Client(address, SERVER_NAME)
+        client = Client(address, SERVER_NAME, **_keys())  # type: ignore[arg-type]
         try:
             rows = latency_rows(
-                "palm", "palm standalone Server/Client", lambda: client.job("echo", PAYLOAD),
+                *_labels("palm", "palm standalone Server/Client"),
+                lambda: client.job("echo", PAYLOAD),
                 count, runs,
             )  # fmt: skip
         finally:
@@ -187,9 +203,20 @@ def main() -> None:
     parser.add_argument("--bench", choices=["throughput", "latency", "memory"], required=True)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--curve", action="store_true", help="CurveZMQ on every socket")
     args = parser.parse_args()
     benches = {"throughput": throughput, "latency": latency, "memory": memory}
-    benches[args.bench](args.count, args.runs)
+    global KEYS
+    workdir = tempfile.mkdtemp(prefix="palm-bench-keys-") if args.curve else None
+    try:
+        if workdir is not None:
+            from palm.wire.security import generate
+
+            KEYS = str(generate(os.path.join(workdir, "keys")))
+        benches[args.bench](args.count, args.runs)
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

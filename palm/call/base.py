@@ -40,6 +40,7 @@ import zmq
 from palm.errors import ClientClosed, ConfigError, PayloadTooLarge
 from palm.wire.discovery import CacheClient
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from palm.wire.security import KeysOption, security_for
 from palm.wire.session import Session
 from palm.wire.sockets import check_endpoint, make_socket
 
@@ -112,6 +113,7 @@ class ClientBase(Generic[Sockets]):
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         heartbeat_interval_s: float = 1.0,
+        keys: KeysOption = None,
         needs: str = "server_name must name the server",
     ) -> None:
         if not server_name:
@@ -121,6 +123,8 @@ class ClientBase(Generic[Sockets]):
         self.timeout_s = check_timeout(timeout_s)
         self.max_message_bytes = max_message_bytes
         self.heartbeat_interval_s = heartbeat_interval_s
+        #: CURVE with the client key pair (``keys=`` or PALM_KEYS; None: plain)
+        self.security = security_for(keys, "client")
         self.client_id = uuid.uuid4().bytes
         #: the client's job ids: each message takes the next ones (consecutive for a batch)
         self.ids: Iterator[int] = itertools.count(1)
@@ -218,13 +222,22 @@ class ClientBase(Generic[Sockets]):
             raise PayloadTooLarge(len(data), self.max_message_bytes)
         return data
 
+    def _bound_sends(self, *socks: zmq.Socket[bytes]) -> None:
+        """A peer refused at the handshake (no key, a wrong key, or a plain peer of
+        a CURVE server) is never connected again: libzmq drops the connection for
+        good, so a send could wait for ever. A send waits at most the client's
+        timeout, then raises ``zmq.Again`` (the calls turn it into a TimeoutError)."""
+        if self.timeout_s is not None:
+            for sock in socks:
+                sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
+
     def _cache_client(self) -> CacheClient:
         """The connection to the cluster's cache (for :class:`~palm.wire.discovery.CacheCalls`)."""
         self.ensure_open()
         if self._cache is None:
             if not self.db_address:
                 raise ConfigError("this client has no db_address for the cache")
-            self._cache = CacheClient(self.db_address)
+            self._cache = CacheClient(self.db_address, keys=self.security or False)
         return self._cache
 
 
@@ -249,10 +262,11 @@ class PairClient(ClientBase[Pair]):
         super().__init__(server_name, db_address, **options)
 
     def _make_sockets(self) -> Pair:
-        push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None)
+        push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None, curve=self.security)
         push.connect(self.pull_address)
-        dealer = make_socket(zmq.DEALER, identity=self.client_id)
+        dealer = make_socket(zmq.DEALER, identity=self.client_id, curve=self.security)
         # a blocking receive waits at most a heartbeat interval
         dealer.setsockopt(zmq.RCVTIMEO, max(1, int(self.heartbeat_interval_s * 1000)))
         dealer.connect(self.push_address)
+        self._bound_sends(push, dealer)
         return push, dealer

@@ -38,6 +38,7 @@ from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
 from palm.wire.discovery import CacheCalls
 from palm.wire.messages import control, job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode
+from palm.wire.security import KeysOption
 from palm.wire.sockets import check_endpoint, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Delivery", "StreamClient"]
@@ -70,6 +71,7 @@ class StreamClient(PairClient, CacheCalls):
         batch: int = 64,
         heartbeat_interval_s: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        keys: KeysOption = None,
     ) -> None:
         super().__init__(
             push_address,
@@ -79,6 +81,7 @@ class StreamClient(PairClient, CacheCalls):
             timeout_s=timeout_s,
             max_message_bytes=max_message_bytes,
             heartbeat_interval_s=heartbeat_interval_s,
+            keys=keys,
             needs="server_name must name the first server",
         )
         self.probe_s = probe_s

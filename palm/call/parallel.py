@@ -37,6 +37,7 @@ from palm.wire import shipping as mapping
 from palm.wire.discovery import CacheCalls
 from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
+from palm.wire.security import KeysOption
 from palm.wire.session import Session
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
@@ -63,6 +64,7 @@ class ParallelClient(PairClient, CacheCalls):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         secret: bytes | str | None = None,
         heartbeat_interval_s: float = 1.0,
+        keys: KeysOption = None,
     ) -> None:
         super().__init__(
             push_address,
@@ -72,6 +74,7 @@ class ParallelClient(PairClient, CacheCalls):
             timeout_s=timeout_s,
             max_message_bytes=max_message_bytes,
             heartbeat_interval_s=heartbeat_interval_s,
+            keys=keys,
             needs="server_name must name the master",
         )
         self.window = window
@@ -282,6 +285,10 @@ class ParallelClient(PairClient, CacheCalls):
                     dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
                     raise self._stalled(stream, now - last_progress)
+        except zmq.Again:  # a send timed out: never connected (refused by CURVE?)
+            self.recycle()
+            outstanding = f"{len(stream.outstanding)} job(s), none could be sent"
+            raise self._timeout(stream.function, outstanding, timeout or 0.0) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -389,6 +396,8 @@ class ParallelClient(PairClient, CacheCalls):
     def _async_socket(self, kind: int, identity: bytes | None = None) -> zmq.asyncio.Socket:
         sock = zmq.asyncio.Context.instance().socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.security is not None:
+            self.security.connect(sock)
         if identity is not None:
             sock.setsockopt(zmq.IDENTITY, identity)
         sock.connect(self.pull_address if kind == zmq.PUSH else self.push_address)

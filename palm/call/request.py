@@ -24,6 +24,7 @@ from palm.wire.protocol import (
     Kind,
     decode,
 )
+from palm.wire.security import KeysOption
 from palm.wire.sockets import check_endpoint, make_socket, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Client"]
@@ -47,6 +48,7 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
         *,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        keys: KeysOption = None,
     ) -> None:
         self.server_address = check_endpoint(server_address, "server_address")
         super().__init__(
@@ -54,6 +56,7 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
             db_address,
             timeout_s=timeout_s,
             max_message_bytes=max_message_bytes,
+            keys=keys,
             needs="server_name must be the name the server was started with",
         )
         self._rcvtimeo_ms = -1
@@ -100,8 +103,11 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
 
     def _make_sockets(self) -> tuple[zmq.Socket[bytes]]:
         # an identity of its own per socket: a recycled socket's late replies stay with it
-        sock = make_socket(zmq.DEALER, identity=self.client_id + uuid.uuid4().bytes[:4])
+        sock = make_socket(
+            zmq.DEALER, identity=self.client_id + uuid.uuid4().bytes[:4], curve=self.security
+        )
         sock.connect(self.server_address)
+        self._bound_sends(sock)
         self._rcvtimeo_ms = -1
         return (sock,)
 
@@ -131,7 +137,14 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
         if size > self.max_message_bytes:
             raise PayloadTooLarge(size, self.max_message_bytes)
         sock = self._sock()
-        send_frames(sock, frames)
+        try:
+            send_frames(sock, frames)
+        except zmq.Again:  # never connected (refused at the CURVE handshake?)
+            self.recycle()
+            raise TimeoutError(
+                f"could not send to server {self.server_name!r} at {self.server_address} "
+                f"within {timeout} s (refused at the CURVE handshake?)"
+            ) from None
         deadline = None if timeout is None else time.monotonic() + timeout
         wait_ms = -1 if timeout is None else int(timeout * 1000)  # the same call after call
         while True:

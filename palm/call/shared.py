@@ -34,6 +34,7 @@ from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, ClientState, PairClient, 
 from palm.errors import ClientClosed, ProtocolError, TimeoutError
 from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, ErrorInfo, Header, Kind, decode, jobs_in
+from palm.wire.security import KeysOption
 
 __all__ = ["OneJobCalls", "SharedClient", "job_messages"]
 
@@ -132,6 +133,7 @@ class OneJobCalls(PairClient):
         max_batch: int = 64,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         heartbeat_interval_s: float = 1.0,
+        keys: KeysOption = None,
     ) -> None:
         super().__init__(
             push_address,
@@ -141,6 +143,7 @@ class OneJobCalls(PairClient):
             timeout_s=timeout_s,
             max_message_bytes=max_message_bytes,
             heartbeat_interval_s=heartbeat_interval_s,
+            keys=keys,
             needs="server_name must name the master",
         )
         self.max_batch = max(1, max_batch)

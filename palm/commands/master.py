@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.commands import add_deployment_options
+from palm.commands import add_deployment_options, add_keys_option, apply_keys
 from palm.ops.loading import announce
 from palm.serve.master import Master
 
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--max-attempts", type=int, default=3, help="worker deaths before a job fails")
     add_deployment_options(p)
+    add_keys_option(p)
     p.set_defaults(func=run)
 
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         redis_url=args.redis,
         cluster=args.cluster,
+        keys=apply_keys(args.keys) or False,
     )
     master.on_ready = lambda m: announce("ready", kind="master", name=m.name, **m.bound)
     master.start()

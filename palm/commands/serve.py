@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from palm.commands import add_deployment_options
+from palm.commands import add_deployment_options, add_keys_option, apply_keys
 from palm.ops.loading import announce, load_object
 from palm.serve.server import Server
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--address", required=True, help="ZeroMQ endpoint to bind")
     p.add_argument("--max-message-bytes", type=int, default=None, help="largest message accepted")
     add_deployment_options(p)
+    add_keys_option(p)
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
     cls = load_object(args.spec)
     if not (isinstance(cls, type) and issubclass(cls, Server)):
         raise SystemExit(f"palm serve: {args.spec} is not a palm Server subclass")
-    options: dict[str, Any] = {"redis_url": args.redis, "cluster": args.cluster}
+    options: dict[str, Any] = {
+        "redis_url": args.redis,
+        "cluster": args.cluster,
+        "keys": apply_keys(args.keys) or False,
+    }
     if args.max_message_bytes:
         options["max_message_bytes"] = args.max_message_bytes
     server = cls(args.name, args.address, **options)

@@ -5,6 +5,7 @@
     name: palm                 # deployment name (Redis key prefix)
     redis: null                # a Redis URL; null: an embedded redis-server
     host: 127.0.0.1            # where masters and servers bind (0.0.0.0 in containers)
+    keys: null                 # CURVE keys directory (relative to this file); null: $PALM_KEYS
     edge:
       port: 8080               # Envoy's public port (0: the OS picks)
       load_balancer: round_robin
@@ -72,7 +73,7 @@ KINDS = ("standalone", "parallel", "function")
 ENDPOINTS = ("pull", "push", "worker_pull", "worker_push", "db")
 FUNCTION_WORKER = "palm.serve.worker:FunctionWorker"
 
-_TOP_KEYS = {"name", "redis", "host", "edge", "services", "notes"}
+_TOP_KEYS = {"name", "redis", "host", "keys", "edge", "services", "notes"}
 _EDGE_KEYS = {
     "port",
     "load_balancer",
@@ -172,6 +173,8 @@ class DeploymentConfig:
     services: Mapping[str, ServiceConfig]
     redis: str | None = None
     host: str = "127.0.0.1"
+    #: the CURVE keys directory (absolute), or None: ``$PALM_KEYS`` or plain sockets
+    keys: str | None = None
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     path: Path | None = None
     #: lines ``palm up`` prints after its guide; ``{deployment}`` is the file
@@ -306,6 +309,11 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
     redis = data.get("redis")
     if redis is not None and not isinstance(redis, str):
         raise ConfigError("redis must be a URL or null")
+    keys = data.get("keys")
+    if keys is not None and (not isinstance(keys, str) or not keys):
+        raise ConfigError("keys must be a directory (relative to the file) or null")
+    if keys is not None and path is not None:
+        keys = str((path.parent / keys).resolve())
     notes = data.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise ConfigError("notes must be a list of lines")
@@ -314,6 +322,7 @@ def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
         services=services,
         redis=redis or None,
         host=str(data.get("host") or "127.0.0.1"),
+        keys=keys,
         edge=edge,
         path=path,
         notes=tuple(notes),

@@ -100,7 +100,7 @@ class DbEndpoint:
         sock: zmq.Socket[bytes],
         name: str,
         cache: Cache,
-        describe: Callable[[], bytes],
+        describe: Callable[[str | None], bytes],
         malformed: MalformedCounter,
         max_message_bytes: int,
         *,
@@ -127,6 +127,18 @@ class DbEndpoint:
         self._courier_in: queue.Queue[tuple[int, _Due | _Done]] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: the CURVE role of the peer whose message is in hand (see :meth:`receive`)
+        self.peer_role: str | None = None
+
+    def receive(self, sock: zmq.Socket[bytes], flags: int) -> list[bytes]:
+        """Read one message, noting its sender's role (the ZAP User-Id) in ``peer_role``."""
+        parts = sock.recv_multipart(flags, copy=False)
+        try:
+            role = parts[-1].get("User-Id")
+        except zmq.ZMQError:
+            role = None
+        self.peer_role = role if isinstance(role, str) else None
+        return [part.bytes for part in parts]
 
     # the loop's side -----------------------------------------------------------
 
@@ -148,7 +160,7 @@ class DbEndpoint:
             self._reply(identity, reply, [b"pong"])
         elif header.kind == Kind.INFO:
             try:
-                self._reply(identity, reply, [self.describe()])
+                self._reply(identity, reply, [self.describe(self.peer_role)])
             except Exception as exc:  # a describe hook that fails: tell the caller
                 self._reply_error(identity, reply, f"palm.{type(exc).__name__}", str(exc))
         elif header.kind in _CACHE_KINDS:

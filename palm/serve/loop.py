@@ -19,9 +19,11 @@ from typing import Any, Final
 import zmq
 
 from palm.errors import ProtocolError
+from palm.serve.auth import Door, Refusals, open_door
 from palm.serve.stopper import Stopper
 from palm.wire.messages import control, routed
 from palm.wire.protocol import Header, Kind, MalformedCounter, decode_header
+from palm.wire.security import Security, is_wildcard
 from palm.wire.sockets import bound_endpoint, make_socket
 
 __all__ = [
@@ -43,6 +45,9 @@ DRAIN: Final = 512
 STOP_CHECK_MS: Final = 100
 
 Handler = Callable[[list[bytes]], object]
+Receiver = Callable[[zmq.Socket[bytes], int], list[bytes]]
+
+log = logging.getLogger(__name__)
 
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -90,6 +95,7 @@ def drain(
     handler: Handler,
     limit: int = DRAIN,
     guard: HandlerGuard | None = None,
+    receive: Receiver | None = None,
 ) -> int:
     """Hand up to ``limit`` waiting messages of ``sock`` to ``handler``; how many there were.
 
@@ -98,7 +104,7 @@ def drain(
     """
     for count in range(limit):
         try:
-            frames = sock.recv_multipart(_NOBLOCK)
+            frames = sock.recv_multipart(_NOBLOCK) if receive is None else receive(sock, _NOBLOCK)
         except zmq.Again:
             return count
         if guard is None:
@@ -112,19 +118,48 @@ def drain(
 
 
 class Sockets:
-    """The sockets one server owns: bound ones recorded in ``bound`` by label."""
+    """The sockets one server owns: bound ones recorded in ``bound`` by label.
 
-    def __init__(self, owner: str, bound: dict[str, str], max_message_bytes: int | None) -> None:
+    With ``security`` every socket speaks CURVE: bound ones accept the roles
+    :func:`palm.serve.auth.accepts_for` their label names (peers refused are
+    counted in ``refusals``), connected ones use ``security``'s role pair.
+    Binding a wildcard host without it logs a warning.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        bound: dict[str, str],
+        max_message_bytes: int | None,
+        *,
+        security: Security | None = None,
+        refusals: Refusals | None = None,
+    ) -> None:
         self.owner = owner
         self.bound = bound
         self.max_message_bytes = max_message_bytes
+        self.security = security
+        self.refusals = refusals if refusals is not None else Refusals(owner)
         self._socks: list[zmq.Socket[bytes]] = []
+        self._doors: list[Door] = []
 
     def bind(self, kind: int, address: str, label: str, **options: Any) -> zmq.Socket[bytes]:
         """A socket of ``kind`` bound at ``address``; OSError when it cannot bind."""
         options.setdefault("max_message_bytes", self.max_message_bytes)
         sock = make_socket(kind, **options)
         self._socks.append(sock)
+        if self.security is not None:
+            door = open_door(self.security, label, self.refusals)
+            self._doors.append(door)
+            self.security.bind(sock, door.domain)
+        elif is_wildcard(address):
+            log.warning(
+                "%s binds %s %s on every interface without CURVE keys: anyone who can reach it "
+                "can submit jobs, register as a worker and read the traffic (see --keys)",
+                self.owner,
+                label,
+                address,
+            )
         try:
             sock.bind(address)
         except zmq.ZMQError as exc:
@@ -134,6 +169,7 @@ class Sockets:
 
     def connect(self, kind: int, address: str, **options: Any) -> zmq.Socket[bytes]:
         """A socket of ``kind`` connected to ``address``."""
+        options.setdefault("curve", self.security)
         sock = make_socket(kind, **options)
         self._socks.append(sock)
         sock.connect(address)
@@ -152,6 +188,9 @@ class Sockets:
         for sock in self._socks:
             sock.close(0)
         self._socks.clear()
+        for door in self._doors:
+            door.close()
+        self._doors.clear()
 
 
 class Poller:
@@ -171,13 +210,20 @@ class Poller:
         self._poller = zmq.Poller()
         self._poller.register(stop_fd, _POLLIN)
         self._handlers: list[tuple[zmq.Socket[bytes], Handler]] = []
+        self._receivers: dict[zmq.Socket[bytes], Receiver] = {}
         self._paused = False
         self._timeout_ms = -1
 
-    def add(self, sock: zmq.Socket[bytes], handler: Handler) -> None:
-        """Read ``sock`` into ``handler`` (sockets are served in the order added)."""
+    def add(
+        self, sock: zmq.Socket[bytes], handler: Handler, receive: Receiver | None = None
+    ) -> None:
+        """Read ``sock`` into ``handler`` (sockets are served in the order added);
+        ``receive(sock, flags)`` reads a message when given (default: ``recv_multipart``)."""
         self._poller.register(sock, _POLLIN)
         self._handlers.append((sock, handler))
+        if receive is not None:
+            self._receivers[sock] = receive
+            self._paused = True  # the single-socket path reads plainly: always poll
 
     def pause(self, sock: zmq.Socket[bytes], paused: bool) -> None:
         """Stop (or resume) reading ``sock``, leaving its messages queued."""
@@ -208,7 +254,7 @@ class Poller:
         guard = self.guard
         for sock, handler in self._handlers:
             if sock in ready:
-                drain(sock, handler, DRAIN, guard)
+                drain(sock, handler, DRAIN, guard, self._receivers.get(sock))
         return True
 
 
@@ -253,8 +299,10 @@ class Feeder(threading.Thread):
         stopper: Stopper,
         heartbeat_interval_s: float,
         max_message_bytes: int | None,
+        security: Security | None = None,
     ) -> None:
         super().__init__(name=f"palm-feeder-{name}", daemon=True)
+        self.security = security
         self.owner = name
         self.upstreams = list(upstreams)
         self.inbox = inbox
@@ -263,7 +311,7 @@ class Feeder(threading.Thread):
         self.max_message_bytes = max_message_bytes
 
     def run(self) -> None:
-        sockets = Sockets(self.owner, {}, self.max_message_bytes)
+        sockets = Sockets(self.owner, {}, self.max_message_bytes, security=self.security)
         try:
             push = sockets.connect(zmq.PUSH, self.inbox)
 

@@ -46,6 +46,7 @@ from typing import Literal, cast
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
+from palm.serve.auth import Refusals
 from palm.serve.dispatch import Dispatcher, Job, WorkerInfo
 from palm.serve.loop import Feeder, HandlerGuard, Poller, Sockets, header_from, routed_from
 from palm.serve.stopper import Stopper
@@ -72,6 +73,7 @@ from palm.wire.protocol import (
     frames_for,
     job_count,
 )
+from palm.wire.security import KeysOption, security_for
 from palm.wire.shipping import MAP_FUNCTION
 from palm.wire.sockets import check_endpoint
 
@@ -120,6 +122,7 @@ class Master(StreamRouting):
         pending_results_per_client: int = 100_000,
         redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
+        keys: KeysOption = None,
     ) -> None:
         if not isinstance(name, str) or not name or "." in name:
             raise ConfigError(f"master name must be non-empty and without dots, got {name!r}")
@@ -156,6 +159,9 @@ class Master(StreamRouting):
         self.malformed = MalformedCounter(name, self.logger)
         #: what the loop caught of exceptions no handler foresaw
         self.failures = HandlerGuard(f"master {name}", self.logger)
+        #: CURVE for every socket (``keys=`` or PALM_KEYS; None: plain)
+        self.security = security_for(keys, "stage")
+        self.refusals = Refusals(f"master {name}", self.logger)
         self.bound: dict[str, str] = {}
         self.ready = threading.Event()
         #: Called once every socket is bound (``bound`` holds the endpoints).
@@ -257,7 +263,13 @@ class Master(StreamRouting):
     # the loop ----------------------------------------------------------------
 
     def _run(self) -> None:
-        sockets = Sockets(f"master {self.name}", self.bound, self.max_message_bytes)
+        sockets = Sockets(
+            f"master {self.name}",
+            self.bound,
+            self.max_message_bytes,
+            security=self.security,
+            refusals=self.refusals,
+        )
         feeder: Feeder | None = None
         try:
             self.deployment.open()
@@ -293,6 +305,7 @@ class Master(StreamRouting):
                     self._stopper,
                     self.heartbeat_interval_s,
                     self.max_message_bytes,
+                    self.security,
                 )
                 feeder.start()
             self.logger.info("master %s up: %s", self.name, self.bound)

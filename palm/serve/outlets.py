@@ -23,6 +23,7 @@ from palm.serve.loop import routed_from
 from palm.wire.control import Hello
 from palm.wire.messages import control
 from palm.wire.protocol import Kind, MalformedCounter
+from palm.wire.security import Security
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["Outbox", "Outlet", "Reporter"]
@@ -70,10 +71,12 @@ class Outbox:
 
 
 class Reporter:
-    """Sends probe reports to the receiving endpoints clients named."""
+    """Sends probe reports to the receiving endpoints clients named (as a stage
+    with ``security``, when the cluster has keys)."""
 
-    def __init__(self, limit: int = 16) -> None:
+    def __init__(self, limit: int = 16, security: Security | None = None) -> None:
         self.limit = limit
+        self.security = security
         self._socks: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
 
     def send(self, address: object, frames: list[bytes]) -> None:
@@ -85,7 +88,7 @@ class Reporter:
                 check_endpoint(address)
             except ValueError:
                 return
-            sock = make_socket(zmq.DEALER, hwm=100)
+            sock = make_socket(zmq.DEALER, hwm=100, curve=self.security)
             sock.connect(address)
             self._socks[address] = sock
             while len(self._socks) > self.limit:

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import zmq
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError
+from palm.serve.auth import Refusals
 from palm.serve.loop import HandlerGuard, Poller, Sockets, subscribe
 from palm.serve.service import Service, split_function
 from palm.serve.stopper import Stopper
@@ -72,6 +73,7 @@ from palm.wire.protocol import (
     jobs_in,
     request_id_of,
 )
+from palm.wire.security import KeysOption, security_for
 from palm.wire.sockets import check_endpoint, send_frames
 
 __all__ = ["Server"]
@@ -105,6 +107,7 @@ class Server(StreamRouting, Service):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
+        keys: KeysOption = None,
     ) -> None:
         super().__init__(name)
         streams = pull_address or upstreams or next_address or push_address
@@ -138,6 +141,9 @@ class Server(StreamRouting, Service):
         self.malformed = MalformedCounter(name, self.logger)
         #: what the loop caught of exceptions no handler foresaw
         self.failures = HandlerGuard(f"server {name}", self.logger)
+        #: CURVE for every socket (``keys=`` or PALM_KEYS; None: plain)
+        self.security = security_for(keys, "stage")
+        self.refusals = Refusals(f"server {name}", self.logger)
         #: Jobs taken in, and those that failed here.
         self.handled = 0
         self.failed = 0
@@ -166,7 +172,13 @@ class Server(StreamRouting, Service):
 
     def start(self) -> None:
         """Bind and connect, serve until SIGINT/SIGTERM or :meth:`stop`, close, return."""
-        sockets = Sockets(self.name, self.bound, self.max_message_bytes)
+        sockets = Sockets(
+            self.name,
+            self.bound,
+            self.max_message_bytes,
+            security=self.security,
+            refusals=self.refusals,
+        )
         poller = Poller(self._stopper.fd, self.failures)
         self.deployment.open()
         if self._cache is None and self.deployment.state is not None:
@@ -274,7 +286,9 @@ class Server(StreamRouting, Service):
         if header.kind == Kind.PING:
             return [identity, header.reply().to_wire(), b"pong"]
         if header.kind == Kind.INFO:
-            return [identity, header.reply().to_wire(), self.describe()]
+            # with keys, the peers of this socket are clients: no pids or host names
+            peer = "client" if self.security is not None else None
+            return [identity, header.reply().to_wire(), self.describe(peer)]
         self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} message")
         return None
 

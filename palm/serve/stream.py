@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import zmq
 
+from palm.serve.auth import Refusals
 from palm.serve.db_endpoint import DEFAULT_CACHE_QUEUE, DEFAULT_CACHE_TIMEOUT_S, DbEndpoint
 from palm.serve.loop import Poller, Sockets
 from palm.serve.outlets import Outbox, Outlet, Reporter
@@ -189,6 +190,7 @@ class StreamOut:
     ) -> None:
         """Bind the outlet at ``push_address`` (when there is one, read by ``poller``)
         and connect to the next stage (when there is one)."""
+        self.reporter.security = sockets.security
         if push_address is not None:
             sock = sockets.bind(zmq.ROUTER, push_address, "push", max_message_bytes=None)
             self.outlet = Outlet(sock, self.name, session, logger, malformed, **outlet_options)
@@ -341,14 +343,30 @@ class StreamRouting:
                 queue_size=self.cache_queue,
             )
             # cache calls run in the endpoint's threads; their answers come back here
-            answers = sockets.connect(zmq.PULL, endpoint.inbox_address)
-            poller.add(db, endpoint.on_message)
+            answers = sockets.connect(zmq.PULL, endpoint.inbox_address, curve=None)
+            if sockets.security is None:
+                poller.add(db, endpoint.on_message)
+            else:  # read each peer's role: INFO tells clients less
+                poller.add(db, endpoint.on_message, receive=endpoint.receive)
             poller.add(answers, endpoint.on_answer)
             self.routes.db = endpoint
 
-    def describe(self) -> bytes:
-        """The INFO answer: :meth:`_info` on the wire."""
-        return self._info().to_wire()
+    #: Peers refused at the CURVE handshake (see :mod:`palm.serve.auth`).
+    refusals: Refusals | None = None
+
+    def describe(self, peer_role: str | None = None) -> bytes:
+        """The INFO answer: :meth:`_info` on the wire; without pids and host
+        names for a ``client`` peer (with keys on, clients are outsiders)."""
+        info = self._info()
+        if self.refusals is not None:
+            info.stats["refused"] = self.refusals.total
+        if peer_role == "client":
+            info.pid = 0
+            info.host = ""
+            info.workers = [
+                {k: v for k, v in w.items() if k not in ("pid", "host")} for w in info.workers
+            ]
+        return info.to_wire()
 
     def _info(self) -> ServiceInfo:
         """What INFO answers (a hook: subclasses add fields)."""

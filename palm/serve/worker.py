@@ -42,6 +42,7 @@ from palm.wire.protocol import (
     frames_for,
     jobs_in,
 )
+from palm.wire.security import KeysOption, Security, security_for
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
@@ -72,6 +73,7 @@ class Worker(Service):
         secret: bytes | str | None = None,
         redis_url: str | Literal[False] | None = None,
         cluster: str | None = None,
+        keys: KeysOption = None,
     ) -> None:
         super().__init__(name)
         if (push_address is None or pull_address is None) and db_address is None:
@@ -86,6 +88,8 @@ class Worker(Service):
         self.backoff_max_s = backoff_max_s
         self.secret = mapping.resolve_secret(secret)
         self._secret_looked_up = False
+        #: CURVE with the worker key pair (``keys=`` or PALM_KEYS; None: plain)
+        self.security = security_for(keys, "worker")
         self.identity = uuid.uuid4().bytes
         self.session: str | None = None
         self.jobs_done = 0
@@ -105,7 +109,9 @@ class Worker(Service):
             return self.deployment.state
         if self.db_address:
             if self._cache_client is None:
-                self._cache_client = _MissingAsNone(CacheClient(self.db_address))
+                self._cache_client = _MissingAsNone(
+                    CacheClient(self.db_address, keys=self.security or False)
+                )
             return self._cache_client
         return super().shared_cache()
 
@@ -127,9 +133,11 @@ class Worker(Service):
         if (self.push_address is None or self.pull_address is None) and not self._discover_master():
             return
         assert self.push_address is not None and self.pull_address is not None
-        results = make_socket(zmq.PUSH, hwm=10_000)
+        results = make_socket(zmq.PUSH, hwm=10_000, curve=self.security)
         results.connect(self.pull_address)
-        beats = HeartbeatThread(self.pull_address, self.identity, self.heartbeat_interval_s)
+        beats = HeartbeatThread(
+            self.pull_address, self.identity, self.heartbeat_interval_s, security=self.security
+        )
         beats.start()
         backoff = self.backoff_initial_s
         try:
@@ -161,7 +169,7 @@ class Worker(Service):
         backoff = self.backoff_initial_s
         host = _host_of(self.db_address)
         while not self._stopper.stopping:
-            sock = make_socket(zmq.DEALER)
+            sock = make_socket(zmq.DEALER, curve=self.security)
             sock.connect(self.db_address)
             try:
                 sock.send_multipart(control(Kind.INFO, id=1))
@@ -184,7 +192,7 @@ class Worker(Service):
     def _session(self, results: zmq.Socket[bytes]) -> bool:
         """Register with the master and serve it; return when it goes silent."""
         assert self.push_address is not None
-        dealer = make_socket(zmq.DEALER, identity=self.identity, hwm=1000)
+        dealer = make_socket(zmq.DEALER, identity=self.identity, hwm=1000, curve=self.security)
         dealer.connect(self.push_address)
         served = False
         try:
@@ -376,16 +384,22 @@ class HeartbeatThread(threading.Thread):
     """Tells the master this process is alive, even while user code runs."""
 
     def __init__(
-        self, address: str, identity: bytes, interval_s: float, name: str = "palm-worker-heartbeat"
+        self,
+        address: str,
+        identity: bytes,
+        interval_s: float,
+        name: str = "palm-worker-heartbeat",
+        security: Security | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        self.security = security
         self.address = address
         self.identity = identity
         self.interval_s = interval_s
         self._done = threading.Event()
 
     def run(self) -> None:
-        sock = make_socket(zmq.PUSH, hwm=4)
+        sock = make_socket(zmq.PUSH, hwm=4, curve=self.security)
         sock.connect(self.address)
         beat = Header(Kind.HEARTBEAT, 0, extra={"w": self.identity}).to_wire()
         try:

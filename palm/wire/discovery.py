@@ -13,6 +13,7 @@ import zmq
 
 from palm.errors import ConfigError, ProtocolError, StateError
 from palm.wire.protocol import Header, Kind, decode
+from palm.wire.security import KeysOption, Security, security_for
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["CacheCalls", "CacheClient"]
@@ -21,8 +22,10 @@ __all__ = ["CacheCalls", "CacheClient"]
 class CacheClient:
     """A client of the shared cache a master serves on its ``db_address``."""
 
-    def __init__(self, db_address: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, db_address: str, *, timeout_s: float = 5.0, keys: KeysOption = None) -> None:
         self.db_address = check_endpoint(db_address, "db_address")
+        #: CURVE as a client (``keys=`` or PALM_KEYS; a Security keeps its role)
+        self.security = security_for(keys, "client")
         self.timeout_s = timeout_s
         self._ids = itertools.count(1)
         self._socket: zmq.Socket[bytes] | None = None
@@ -54,7 +57,7 @@ class CacheClient:
     ) -> tuple[Header, list[bytes]]:
         if self._socket is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._socket = make_socket(zmq.DEALER)
+            self._socket = make_socket(zmq.DEALER, curve=self.security)
             self._socket.connect(self.db_address)
         sock = self._socket
         header.id = next(self._ids)
@@ -84,12 +87,13 @@ class CacheCalls:
 
     db_address: str | None
     _cache: CacheClient | None
+    security: Security | None = None
 
     def _cache_client(self) -> CacheClient:
         if self._cache is None:
             if not self.db_address:
                 raise ConfigError("this client has no db_address for the cache")
-            self._cache = CacheClient(self.db_address)
+            self._cache = CacheClient(self.db_address, keys=self.security or False)
         return self._cache
 
     def set(self, value: bytes, key: str | None = None) -> str:

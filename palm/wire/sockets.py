@@ -9,6 +9,7 @@ import re
 import zmq
 
 from palm.errors import ConfigError
+from palm.wire.security import Security
 
 __all__ = ["bound_endpoint", "check_endpoint", "context", "make_socket", "send_frames"]
 
@@ -47,9 +48,20 @@ def make_socket(
     linger_ms: int = 0,
     identity: bytes | None = None,
     max_message_bytes: int | None = None,
+    curve: Security | None = None,
 ) -> zmq.Socket[bytes]:
-    """A socket of ``kind`` with palm's defaults for high-water marks and linger."""
+    """A socket of ``kind`` with palm's defaults for high-water marks and linger.
+
+    With ``curve`` the socket is a CURVE client with that role's key pair, for
+    connecting (binding sockets get theirs from :meth:`Security.bind`).
+    """
     sock = context().socket(kind)
+    if curve is not None:
+        try:
+            curve.connect(sock)
+        except BaseException:
+            sock.close(0)
+            raise
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)

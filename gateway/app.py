@@ -53,6 +53,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.auth import from_settings, guard
+from gateway.body import discard_body
 from gateway.clients import ClientPool
 from gateway.encoding import MalformedBody, parse_items, result_json
 from gateway.job_route import JobRoute
@@ -148,28 +149,6 @@ def results_response(results: list[bytes]) -> Response:
     """The JSON array answering a ``/map``: each result as :func:`result_json` writes it."""
     text = "[" + ",".join(result_json(result) for result in results) + "]\n"
     return Response(text, status=200, content_type="application/json")
-
-
-def discard_body(environ: dict[str, Any], limit: int) -> None:
-    """Read and drop the body of a request refused unread, up to ``limit`` bytes.
-
-    A server keeping the connection alive must get past the body before the
-    next request; some (gunicorn's threaded workers) close the connection
-    instead when the body is large, after the proxy in front has been told it
-    stays open, and the proxy's next request on it fails.
-    """
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return
-    if length <= 0 or length > limit:
-        return
-    stream = environ["wsgi.input"]
-    while length > 0:
-        chunk = stream.read(min(length, 256 * 1024))
-        if not chunk:
-            return
-        length -= len(chunk)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from gateway.body import discard_body
 from palm.errors import ConfigError, StateError
 from palm.state.apikeys import ApiKey, ApiKeyStore, hash_token
 from palm.state.store import State
@@ -150,22 +151,6 @@ def _bearer(authorization: str | None) -> str | None:
     return token
 
 
-def _discard_body(environ: dict[str, Any], limit: int) -> None:
-    """Read and drop a refused request's body, so a kept-alive connection stays usable."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return
-    if length <= 0 or length > limit:
-        return
-    stream = environ["wsgi.input"]
-    while length > 0:
-        chunk = stream.read(min(length, 256 * 1024))
-        if not chunk:
-            return
-        length -= len(chunk)
-
-
 def guard(app: WSGIApp, auth: Authenticator, max_body_bytes: int) -> WSGIApp:
     """``app`` behind the API key check (nothing in front when ``auth`` is open)."""
     if auth.open:
@@ -175,7 +160,7 @@ def guard(app: WSGIApp, auth: Authenticator, max_body_bytes: int) -> WSGIApp:
         try:
             auth.check(environ.get("PATH_INFO", ""), environ.get("HTTP_AUTHORIZATION"))
         except Denied as denied:
-            _discard_body(environ, max_body_bytes)
+            discard_body(environ, max_body_bytes)
             body = denied.body()
             headers = [
                 ("Content-Type", "application/json"),

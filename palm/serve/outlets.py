@@ -132,6 +132,7 @@ class Outlet:
         subscribers: int = 1,
         park_ttl_s: float = 300.0,
         welcome: Callable[[], dict[str, Any]] | None = None,
+        max_peers: int = 10_000,
     ) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -144,6 +145,8 @@ class Outlet:
         self.min_subscribers = subscribers
         self.park_ttl_s = park_ttl_s
         self.welcome = welcome
+        #: peers with messages waiting, topics, and subscribers of a topic: each at most this many
+        self.max_peers = max_peers
         self.subscribers: dict[str, list[bytes]] = {}
         self.parked: dict[bytes, deque[list[bytes]]] = {}
         self.parked_since: dict[bytes, float] = {}
@@ -156,6 +159,11 @@ class Outlet:
         except zmq.ZMQError:
             box = self.parked.get(client)
             if box is None:
+                if len(self.parked) >= self.max_peers:  # the longest-parked peer gives way
+                    oldest = next(iter(self.parked))
+                    self.dropped += len(self.parked.pop(oldest))
+                    self.parked_since.pop(oldest, None)
+                    self.malformed.record("too many absent peers; dropped the oldest one's results")
                 box = self.parked[client] = deque()
                 self.parked_since[client] = time.monotonic()
             self._park(box, frames)
@@ -194,6 +202,9 @@ class Outlet:
             self.to_client(header.client, frames[1:])
         elif hello is not None:
             topic = hello.previous
+            if topic is not None and not self._may_subscribe(topic):
+                self.malformed.record(f"subscription to {topic!r} refused: too many")
+                topic = None
             if topic is not None:
                 peers = self.subscribers.setdefault(topic, [])
                 if identity not in peers:
@@ -217,6 +228,12 @@ class Outlet:
                     peers.remove(identity)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the push socket")
+
+    def _may_subscribe(self, topic: str) -> bool:
+        peers = self.subscribers.get(topic)
+        if peers is None:
+            return len(self.subscribers) < self.max_peers
+        return len(peers) < self.max_peers
 
     def expire(self, now: float) -> None:
         """Drop what waited longer than ``park_ttl_s`` for a client that never came back."""

@@ -13,8 +13,6 @@ two addresses first.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import uuid
@@ -29,7 +27,7 @@ from palm.serve.stopper import Stopper
 from palm.state.cache import Cache
 from palm.state.deployment import Deployment
 from palm.wire import shipping as mapping
-from palm.wire.control import Welcome, unparsable
+from palm.wire.control import Ready, Welcome, unparsable
 from palm.wire.discovery import CacheClient
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control
@@ -230,14 +228,9 @@ class Worker(Service):
             dealer.close(0)
 
     def _ready(self, dealer: zmq.Socket[bytes]) -> None:
-        extra = {
-            "credit": self.credit,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "name": self.name,
-            "functions": self.functions,
-        }
-        dealer.send_multipart([Header(Kind.READY, 0, extra=extra).to_wire()])
+        dealer.send_multipart(
+            Ready.of_this_process(self.credit, self.name, self.functions).message()
+        )
 
     def _on_message(
         self, frames: list[bytes], dealer: zmq.Socket[bytes], results: zmq.Socket[bytes]

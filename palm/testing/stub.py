@@ -10,8 +10,6 @@ or leaves (BYE).
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from collections import deque
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from palm.serve.worker import HeartbeatThread
+from palm.wire.control import Ready
 from palm.wire.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 from palm.wire.sockets import make_socket
 
@@ -107,15 +106,9 @@ class StubWorker:
 
         With ``wait`` the master's WELCOME is awaited and returned.
         """
-        extra = {
-            "credit": self.credit,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "name": self.name,
-            "functions": self.functions,
-        }
         seen = len(self.welcomes)
-        self._dealer.send_multipart([Header(Kind.READY, 0, extra=extra).to_wire()])
+        ready = Ready.of_this_process(self.credit, self.name, self.functions)
+        self._dealer.send_multipart(ready.message())
         self._start_heartbeats()
         if not wait:
             return None

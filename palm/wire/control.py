@@ -24,11 +24,14 @@ payloads cannot be read: one error per job its header announces.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from palm.errors import ProtocolError
+from palm.wire.messages import control
 from palm.wire.protocol import ErrorInfo, Header, Kind
 
 __all__ = [
@@ -123,6 +126,22 @@ class Ready:
             _str(extra, "host", "") or "",
             _str(extra, "name", "") or "",
             frozenset(raw),
+        )
+
+    @classmethod
+    def of_this_process(cls, credit: int, name: str, functions: Iterable[str]) -> Ready:
+        """What a worker of this process registers with."""
+        return cls(credit, os.getpid(), socket.gethostname(), name, frozenset(functions))
+
+    def message(self) -> list[bytes]:
+        """The READY message saying it."""
+        return control(
+            Kind.READY,
+            credit=self.credit,
+            pid=self.pid,
+            host=self.host,
+            name=self.name,
+            functions=sorted(self.functions),
         )
 
 

@@ -232,3 +232,33 @@ def test_payloads_never_cross_the_wire_in_clear_with_keys(
         captured = bytes(relay.captured)
     assert len(captured) > 5 * len(marker)  # the jobs went through the relay
     assert (marker in captured) is not curve
+
+
+@pytest.mark.timeout(120)
+def test_the_rogue_worker_attack_is_refused_at_the_handshake_with_keys(
+    procs: Processes, keys: Path, tmp_path: Path
+) -> None:
+    # the attack of tests/integration/test_shipping_auth.py (a rogue worker that
+    # answers map chunks with a pickle that runs code), against a keyed cluster
+    marker = tmp_path / "pwned"
+    _, ready = procs.master("master", *FAST, "--keys", str(keys))
+    rogue = procs.start(
+        [
+            *PALM[:1],
+            "-m",
+            "tests.apps.rogue_worker",
+            ready["worker_push"],
+            ready["worker_pull"],
+            str(marker),
+        ]
+    )
+    start_worker(procs, "good", ready, keys)
+    wait_for(lambda: [w["name"] for w in info_of(ready, keys)["workers"]] == ["good"])
+    with ParallelClient(
+        ready["push"], ready["pull"], ready["db"], "master", keys=str(keys), timeout_s=30
+    ) as client:
+        results = list(client.job("foo", [b"job%d" % i for i in range(40)]))
+    assert all(r.startswith(b"good processed job") for r in results) and len(results) == 40
+    assert rogue.poll() is None  # the rogue is running, and got nothing
+    assert not Path(f"{marker}.count").exists() and not marker.exists()
+    assert [w["name"] for w in info_of(ready, keys)["workers"]] == ["good"]

@@ -131,19 +131,19 @@ def test_palm_up_prints_curl_commands_that_work_and_stops_everything_on_sigterm(
         assert answers["/echo/foo"] == b"you sent me hello"
         assert answers["/maths/factorial"] == b"3628800"
         assert json.loads(answers["/map/maths/factorial"]) == [1, 2, 6, 24]
-        # an int over Python's 4,300-digit int-to-str limit: a string of its digits
-        digits = factorial_digits(2000)
-        reply = request(url, "POST", "/maths/factorial", body=b"2000")
-        assert (reply.status, reply.json()) == (200, digits)
-        reply = request(url, "POST", "/map/maths/factorial", body=b"[2000, 4]")
-        assert (reply.status, reply.json()) == (200, [digits, 24])
-        reply = request(url, "POST", "/map/maths/factorial", body=b"[" * 50_000)
-        assert reply.status == 400 and reply.json()["error"] == "malformed body"
-        assert request(url, "POST", "/maths/factorial", body=b"5").body == b"120"
-        job_id = json.loads(answers["/jobs/echo/foo"])["job_id"]
         # edge.auth api_keys (the shipped default): the guide's key, and none is refused
         key = next(line.split()[-1] for line in lines if line.startswith("API key "))
         auth = {"Authorization": f"Bearer {key}"}
+        # an int over Python's 4,300-digit int-to-str limit: a string of its digits
+        digits = factorial_digits(2000)
+        reply = request(url, "POST", "/maths/factorial", body=b"2000", headers=auth)
+        assert (reply.status, reply.json()) == (200, digits)
+        reply = request(url, "POST", "/map/maths/factorial", body=b"[2000, 4]", headers=auth)
+        assert (reply.status, reply.json()) == (200, [digits, 24])
+        reply = request(url, "POST", "/map/maths/factorial", body=b"[" * 50_000, headers=auth)
+        assert reply.status == 400 and reply.json()["error"] == "malformed body"
+        assert request(url, "POST", "/maths/factorial", body=b"5", headers=auth).body == b"120"
+        job_id = json.loads(answers["/jobs/echo/foo"])["job_id"]
         wait_until(
             lambda: request(url, "GET", f"/jobs/{job_id}/result", headers=auth).status == 200,
             30,

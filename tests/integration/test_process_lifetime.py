@@ -193,7 +193,7 @@ def test_palm_worker_killed_takes_its_workers_with_it(
 
 
 def test_gunicorn_killed_takes_its_workers_with_it(leftovers: list[psutil.Process]):
-    server = GatewayServer({"services": {}}, workers=2)
+    server = GatewayServer({"services": {}, "auth": "open"}, workers=2)
     server.start()
     try:
         wait_for(lambda: len(psutil.Process(server.pid).children()) == 2, 30)

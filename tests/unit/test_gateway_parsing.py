@@ -98,6 +98,7 @@ def app() -> Iterator[Flask]:
             "services": {"tools": {"kind": "standalone", "address": "tcp://127.0.0.1:9"}},
             "max_payload_bytes": LIMIT,
             "redis_url": None,
+            "auth": "open",  # what is parsed, not who may call
         }
     )
     yield flask_app
@@ -237,6 +238,7 @@ def edge(app: Flask) -> Iterator[EdgeApp]:
             },
             "max_payload_bytes": LIMIT,
             "redis_url": None,
+            "auth": "open",  # what is parsed, not who may call
         }
     )
     edge_app = EdgeApp(flask_app, wsgi_threads=2)

@@ -117,7 +117,8 @@ def test_decode_header_returns_a_header_or_raises_palm_errors(frame: bytes) -> N
     header = _only_palm_errors(decode_header, frame)
     if header is not None:
         assert header.kind in Kind.NAMES and header.packed >= 0
-        assert decode_header(header.to_wire()) == header  # what decodes re-encodes
+        wire = header.to_wire()  # what decodes re-encodes (as bytes: NaN is not NaN)
+        assert decode_header(wire).to_wire() == wire
 
 
 @MANY

@@ -239,7 +239,7 @@ def test_an_unsigned_map_chunk_is_refused_without_unpickling(payload: bytes) -> 
     assert shipping.refusal(answer) is not None
 
 
-CHUNK = shipping.encode_chunk(SECRET, b"digest", b"function", [1, 2])
+CHUNK = shipping.encode_chunk(SECRET, b"digest-16-bytes!", b"function", [1, 2])
 
 
 @settings(max_examples=1000, deadline=None)

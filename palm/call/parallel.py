@@ -315,20 +315,9 @@ class ParallelClient(PairClient, CacheCalls):
         bar = self._progress(progress, plan[0].total)
         try:
             for answer in self._drive(stream, False, None, "raise", timeout_s):
-                assert isinstance(answer, bytes)
-                # (the stream authenticated it before handing it out)
-                results, seconds = mapping.decode_answer(
-                    answer,
-                    len(out),
-                    stream.function,
-                    secret=chunks.secret,
-                    chunk=chunks.next(),
-                    verified=True,
-                )
-                plan[0].observe(len(results), seconds)
-                out.extend(results)
+                taken = _take_answer(answer, out, plan[0], stream, chunks)
                 if bar is not None:
-                    bar.update(len(results))
+                    bar.update(taken)
         finally:
             if bar is not None:
                 bar.close()
@@ -466,17 +455,7 @@ class ParallelClient(PairClient, CacheCalls):
         )
         out: list[Any] = []
         async for answer in self._adrive(stream, "raise", timeout_s):
-            assert isinstance(answer, bytes)
-            results, seconds = mapping.decode_answer(
-                answer,
-                len(out),
-                stream.function,
-                secret=chunks.secret,
-                chunk=chunks.next(),
-                verified=True,  # by the stream, before handing it out
-            )
-            plan[0].observe(len(results), seconds)
-            out.extend(results)
+            _take_answer(answer, out, plan[0], stream, chunks)
         return out
 
     async def _agreet(self) -> None:
@@ -505,6 +484,28 @@ class _SentChunks:
 
     def next(self) -> bytes:
         return self._chunks.popleft()
+
+
+def _take_answer(
+    answer: object,
+    out: list[Any],
+    planner: mapping.ChunkPlanner,
+    stream: JobStream,
+    chunks: _SentChunks,
+) -> int:
+    """Add a map answer's results to ``out`` (in order) and tell the planner; how many."""
+    assert isinstance(answer, bytes)
+    results, seconds = mapping.decode_answer(
+        answer,
+        len(out),
+        stream.function,
+        secret=chunks.secret,
+        chunk=chunks.next(),
+        verified=True,  # by the stream, before it handed the answer out
+    )
+    planner.observe(len(results), seconds)
+    out.extend(results)
+    return len(results)
 
 
 def _length(iterable: Iterable[Any]) -> int | None:

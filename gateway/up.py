@@ -54,6 +54,7 @@ from palm.errors import ConfigError, PalmError, TimeoutError
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object
+from palm.ops.ports import taken_ports
 from palm.ops.processes import (
     claim_workdir,
     popen,
@@ -144,6 +145,7 @@ class Up:
 
     def start(self) -> Up:
         try:
+            self._check_ports()
             if "redis" in self.roles and self.redis_url is None:
                 self._start_redis()
             if "masters" in self.roles:
@@ -160,6 +162,20 @@ class Up:
             self.stop()
             raise
         return self
+
+    def _check_ports(self) -> None:
+        """Refuse to start anything when a fixed port of this deployment is taken."""
+        wanted: list[tuple[str, int, str]] = []
+        if "envoy" in self.roles:
+            wanted.append((self.listen, self.port, "the edge's (Envoy)"))
+        if "gateway" in self.roles:
+            host = self.listen if "envoy" not in self.roles else "127.0.0.1"
+            wanted.append((host, self.gateway_port, "the gateway's"))
+        taken = taken_ports(wanted)
+        if taken:
+            raise ConfigError(
+                "; ".join(taken) + ": stop what holds it, or pick another port (--port)"
+            )
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -21,7 +21,7 @@ from palm.call.parallel import ParallelClient
 from palm.call.request import Client
 from palm.ops.cluster import read_lines
 from tests.fixtures.http import request, wait_until
-from tests.fixtures.procs import Processes
+from tests.fixtures.procs import Processes, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -213,3 +213,28 @@ def test_palm_masters_serves_a_deployment_and_restarts_a_master_that_dies(
         assert alive == []
     finally:
         stop_tree(masters)
+
+
+def test_a_second_palm_up_on_a_busy_port_refuses_naming_it_and_the_first_serves_on(
+    procs: Processes,
+):
+    port = free_port()
+    first = procs.start([*PALM, "up", "--config", "palm.yaml", "--port", str(port)])
+    try:
+        lines = read_until(first, "Stop with Ctrl-C.", 120)
+        url = next(line.split()[-1] for line in lines if line.startswith("palm up: edge at "))
+        key = next(line.split()[-1] for line in lines if line.startswith("API key "))
+        second = procs.start(
+            [*PALM, "up", "--config", "palm.yaml", "--port", str(port)],
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode != 0, out
+        assert f"port {port}" in out and f"pid {first.pid}" not in out  # Envoy holds it
+        assert "envoy" in out.lower(), out
+        auth = {"Authorization": f"Bearer {key}"}
+        for i in range(10):  # every request reaches the first deployment
+            reply = request(url, "POST", "/echo/foo", body=b"%d" % i, headers=auth)
+            assert (reply.status, reply.body) == (200, b"you sent me %d" % i)
+    finally:
+        stop_tree(first)

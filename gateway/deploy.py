@@ -9,6 +9,7 @@ for both PUMA and ``palm up``.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -88,6 +89,7 @@ class Puma:
         self.edge: EnvoyProcess | None = None
 
     def start(self) -> Puma:
+        self.workdir.mkdir(parents=True, exist_ok=True)  # (again, after a stop)
         try:
             self._start()
         except BaseException:
@@ -202,13 +204,14 @@ class Puma:
         return self.cluster.map(function, items, chunksize=chunksize)
 
     def stop(self) -> None:
-        """Stop every process started, newest first."""
+        """Stop every process started, newest first, then remove the work directory."""
         while self._stack:
             stop = self._stack.pop()
             try:
                 stop()
             except Exception as exc:  # keep stopping the rest
                 print(f"PUMA: error while stopping: {exc!r}", file=sys.stderr)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Puma:
         return self.start()

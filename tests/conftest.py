@@ -57,6 +57,7 @@ def _session_redis() -> Iterator[str]:
         else:
             os.environ["PALM_REDIS_URL"] = previous
         server.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -174,9 +174,9 @@ def measure(runs: int, duration_s: float) -> list[Row]:
     if shutil.which("wrk") is None:
         return placeholder_rows("unavailable: wrk is not installed (apt-get install wrk)")
     rows: list[Row] = []
-    script = Path(tempfile.mkdtemp(prefix="palm-wrk-")) / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = "{BODY.decode()}"\n')
-    with ExitStack() as stacks:
+    with tempfile.TemporaryDirectory(prefix="palm-wrk-") as folder, ExitStack() as stacks:
+        script = Path(folder) / "post.lua"
+        script.write_text(f'wrk.method = "POST"\nwrk.body = "{BODY.decode()}"\n')
         urls: dict[str, str] = {}
         for key, stack in STACKS.items():
             try:

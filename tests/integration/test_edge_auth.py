@@ -14,9 +14,9 @@ import redis
 
 from gateway.app import create_app
 from gateway.envoy_config import EdgeConfig, Timeouts
-from palm.ops.cluster import LocalCluster
 from palm.state.apikeys import ApiKeyStore
 from palm.state.store import State
+from tests.fixtures.edge import parallel_service
 from tests.fixtures.http import request, wait_until
 
 pytest_plugins = ["tests.fixtures.edge"]
@@ -145,17 +145,8 @@ def test_keys_are_stored_only_as_hashes_under_the_deployment_prefix(redis_url, s
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    with LocalCluster(
-        workers=1, name="pool", worker_class="tests.fixtures.palm_worker:EdgeTestWorker"
-    ) as running:
-        running.wait_for_workers()
-        yield {
-            "kind": "parallel",
-            "push_address": running.addresses["push"],
-            "pull_address": running.addresses["pull"],
-            "db_address": running.addresses["db"],
-            "server_name": "pool",
-        }
+    with parallel_service(1) as service:
+        yield service
 
 
 def test_through_envoy_the_event_loop_route_checks_keys(

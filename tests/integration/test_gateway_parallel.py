@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.envoy_config import EdgeConfig
-from palm.ops.cluster import LocalCluster
+from tests.fixtures.edge import parallel_service
 from tests.fixtures.http import Reply, request
 
 pytest_plugins = ["tests.fixtures.edge"]
@@ -24,17 +24,8 @@ EDGE_WORKER = "gateway.worker.EdgeWorker"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
-    with LocalCluster(
-        workers=2, name="pool", worker_class="tests.fixtures.palm_worker:EdgeTestWorker"
-    ) as running:
-        running.wait_for_workers()
-        yield {
-            "kind": "parallel",
-            "push_address": running.addresses["push"],
-            "pull_address": running.addresses["pull"],
-            "db_address": running.addresses["db"],
-            "server_name": "pool",
-        }
+    with parallel_service(2) as service:
+        yield service
 
 
 class Edge:

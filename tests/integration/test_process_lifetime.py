@@ -9,6 +9,7 @@ tree with psutil before killing its root with SIGKILL, then checks every PID.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_palm_up_keeps_its_workdir_when_asked(procs: Processes, leftovers: list[
         assert f"work directory kept at {workdir}" in out
         assert (workdir / "redis").is_dir()
     finally:
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 DEPLOYMENT = """

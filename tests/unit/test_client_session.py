@@ -11,29 +11,12 @@ session cannot tell a new master from the first one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 
-from palm import RemoteError
-from palm.standalone import Worker
 from palm.testing import LocalMaster, answers, wait_until
+from tests.apps.kit import Echo, ok
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def ok(outcomes: Iterable[bytes | RemoteError]) -> list[bytes]:
-    """The results of a call, sorted; a test failure if one of them is an error."""
-    results: list[bytes] = []
-    for outcome in outcomes:
-        assert isinstance(outcome, bytes), outcome
-        results.append(outcome)
-    return sorted(results)
-
-
-class Echo(Worker):
-    def echo(self, message: bytes) -> bytes:
-        return message
 
 
 def test_a_streaming_client_sends_its_outstanding_jobs_to_a_restarted_master() -> None:

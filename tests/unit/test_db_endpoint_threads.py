@@ -16,20 +16,15 @@ import pytest
 
 from palm.errors import StateError
 from palm.serve.master import Master
-from palm.standalone import Worker
 from palm.state.cache import MemoryCache
 from palm.testing import LocalMaster, RawPeer, wait_until
 from palm.wire.discovery import CacheClient
 from palm.wire.protocol import Header, Kind, decode
+from tests.apps.kit import Echo
 
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT_S = 0.3
-
-
-class Echo(Worker):
-    def echo(self, message: bytes) -> bytes:
-        return message
 
 
 class HungCache(MemoryCache):

@@ -19,17 +19,12 @@ import zmq
 from palm import ProtocolError, RemoteError
 from palm.serve.master import Master
 from palm.serve.stream import Message
-from palm.standalone import Worker
 from palm.testing import LocalMaster, answers, wait_until
 from palm.wire.protocol import Header, Kind
 from palm.wire.sockets import make_socket
+from tests.apps.kit import Echo
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Echo(Worker):
-    def echo(self, message: bytes) -> bytes:
-        return message
 
 
 def _raw_worker(cluster: LocalMaster) -> zmq.Socket[bytes]:

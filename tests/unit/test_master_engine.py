@@ -9,29 +9,14 @@ is the master's own behaviour (the ParallelClient drops duplicates itself).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 
 from palm import JobLost, RemoteError, UnknownFunction
 from palm.standalone import Worker
 from palm.testing import LocalMaster, answers
+from tests.apps.kit import Echo, ok
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def ok(outcomes: Iterable[bytes | RemoteError]) -> list[bytes]:
-    """The results of a call, sorted; a test failure if one of them is an error."""
-    results: list[bytes] = []
-    for outcome in outcomes:
-        assert isinstance(outcome, bytes), outcome
-        results.append(outcome)
-    return sorted(results)
-
-
-class Echo(Worker):
-    def echo(self, message: bytes) -> bytes:
-        return message
 
 
 class Upper(Worker):

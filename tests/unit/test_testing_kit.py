@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 
 from palm.errors import ConfigError
-from palm.standalone import Master, Server, Worker
+from palm.standalone import Master, Server
 from palm.state.deployment import Deployment
 from palm.testing import LocalMaster, LocalServer, wait_until
+from tests.apps.kit import Echo
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Echo(Worker):
-    def echo(self, message: bytes) -> bytes:
-        return message
 
 
 class EchoServer(Server):

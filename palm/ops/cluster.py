@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -132,7 +133,10 @@ class LocalCluster:
         for flag in ("--pull", "--push", "--worker-pull", "--worker-push", "--db"):
             cmd += [flag, any_port]
         cmd += ["--heartbeat-interval-s", str(self.heartbeat_interval_s)]
-        self.master = popen(cmd, stdout=subprocess.PIPE, text=True, env=self.env)
+        # a script's cluster has nothing to hand over once the script is gone
+        self.master = popen(
+            cmd, stdout=subprocess.PIPE, text=True, env=self.env, death_signal=signal.SIGKILL
+        )
         try:
             ready = read_ready(self.master)
             self.addresses = {k: v for k, v in ready.items() if isinstance(v, str) and "://" in v}
@@ -155,7 +159,7 @@ class LocalCluster:
             heartbeat_interval_s=self.heartbeat_interval_s,
             log_level="WARNING",
         )
-        proc: subprocess.Popen[bytes] = popen(cmd, env=self.env)
+        proc: subprocess.Popen[bytes] = popen(cmd, env=self.env, death_signal=signal.SIGKILL)
         self.workers.append(proc)
         return proc
 

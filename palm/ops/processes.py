@@ -139,16 +139,20 @@ def _spawn_loop() -> None:
             future.set_exception(exc)
 
 
-def popen(args: list[str], **options: Any) -> subprocess.Popen[Any]:
+def popen(
+    args: list[str], *, death_signal: int = signal.SIGTERM, **options: Any
+) -> subprocess.Popen[Any]:
     """:class:`subprocess.Popen` of a child that dies with this process (on Linux).
 
-    Takes Popen's arguments but ``preexec_fn``. From a thread other than the
-    main one, the fork happens on a daemon thread that never ends, since the
+    The child gets ``death_signal`` when this process dies (SIGTERM: a chance
+    to stop cleanly; SIGKILL for children with nothing to hand over). Takes
+    Popen's arguments but ``preexec_fn``. From a thread other than the main
+    one, the fork happens on a daemon thread that never ends, since the
     kernel signals the child when the forking thread ends.
     """
     if "preexec_fn" in options:
         raise ValueError("popen sets preexec_fn itself")
-    options["preexec_fn"] = die_with_parent()
+    options["preexec_fn"] = die_with_parent(death_signal)
     if options["preexec_fn"] is None or threading.current_thread() is threading.main_thread():
         return subprocess.Popen(args, **options)
     global _spawner

@@ -4,7 +4,7 @@ FROM python:3.11-slim
 
 WORKDIR /app
 COPY . /app
-# editable, so the gateway finds the Envoy templates in /app/envoy
+# the Envoy templates are package data of palm.gateway
 RUN pip install --no-cache-dir -e /app
 ENV PYTHONPATH=/app PYTHONUNBUFFERED=1
 

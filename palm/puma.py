@@ -49,7 +49,7 @@ returns the running deployment instead (stop it with ``.stop()``).
 
 The deployment itself (processes, Envoy configuration) is not part of the
 library: palm finds it through the ``puma`` entry point of the ``palm.edge``
-group, which the ``gateway`` package provides (``gateway.deploy:Puma``). This
+group, which the ``gateway`` package provides (``palm.gateway.deploy:Puma``). This
 module checks configurations on its own and imports nothing of the gateway.
 
 ``await puma_map(function, data)`` maps a function over data on the running
@@ -115,7 +115,7 @@ EDGE_GROUP = "palm.edge"
 
 
 class Deployment(Protocol):
-    """What palm needs from a running PUMA deployment (see ``gateway.deploy``)."""
+    """What palm needs from a running PUMA deployment (see ``palm.gateway.deploy``)."""
 
     @property
     def url(self) -> str: ...

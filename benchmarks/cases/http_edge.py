@@ -4,7 +4,7 @@ Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 The reference is the one shared/ANCHORS.md measured: the trivial app under
 gunicorn with 2 sync workers (gunicorn's default worker class). The gateway
 runs under gunicorn with palm's worker class (an event loop per worker, the
-defaults of gateway.serve.GatewayServer). Every stack gets the same Envoy
+defaults of palm.gateway.serve.GatewayServer). Every stack gets the same Envoy
 configuration (``--concurrency 2``, a rate limit far above what the machine
 can serve, so it never answers 429). The stacks are up at once and ``wrk``
 drives them in turn, run by run, so a slow spell of the machine falls on all
@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks.record import Row, emit
 
-#: The gateway's gunicorn settings (gateway.serve.GatewayServer's defaults).
+#: The gateway's gunicorn settings (palm.gateway.serve.GatewayServer's defaults).
 GATEWAY_WORKERS = 2
 GATEWAY_OPTIONS: dict[str, Any] = {}
 
@@ -77,8 +77,8 @@ def _wait_http(url: str, timeout_s: float = 30.0) -> None:
 
 
 def _edge(stack: ExitStack, service: str, gateway: tuple[str, int]) -> str:
-    from gateway.envoy_config import EdgeConfig, RateLimit
-    from gateway.envoy_process import EnvoyProcess
+    from palm.gateway.envoy_config import EdgeConfig, RateLimit
+    from palm.gateway.envoy_process import EnvoyProcess
 
     config = EdgeConfig(
         services={service: f"/{service}"},
@@ -95,7 +95,7 @@ def _edge(stack: ExitStack, service: str, gateway: tuple[str, int]) -> str:
 @contextmanager
 def palm_stack() -> Iterator[str]:
     """A master with one worker process, the gateway under gunicorn, Envoy in front."""
-    from gateway.serve import GatewayServer
+    from palm.gateway.serve import GatewayServer
     from palm.ops.cluster import LocalCluster
 
     with ExitStack() as stack:

@@ -4,7 +4,7 @@
 :class:`~palm.state.embedded.EmbeddedRedis`, unless given a URL), the valuation
 master (``palm master``) with ``workers`` valuation workers, and for each
 aggregation shard a master with exactly one aggregation worker. The workers
-run in :class:`workers.pool.WorkerPool` pools, which a supervisor thread
+run in :class:`palm.workers.pool.WorkerPool` pools, which a supervisor thread
 checks: a worker that dies is started again, so a killed aggregation worker is
 replaced and its shard carries on from its state in Redis.
 """
@@ -31,7 +31,7 @@ from palm.ops.cluster import read_ready
 from palm.ops.processes import terminate_all
 from palm.state.embedded import EmbeddedRedis
 from palm.state.store import REDIS_URL_ENV
-from workers.pool import WorkerPool
+from palm.workers.pool import WorkerPool
 
 __all__ = ["LocalMastr"]
 _ROOT = Path(__file__).resolve().parents[2]

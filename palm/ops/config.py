@@ -88,7 +88,7 @@ _EDGE_KEYS = {
     "connection_idle_timeout_s",
     "max_connections",
 }
-#: How the gateway checks its callers (:mod:`gateway.auth`).
+#: How the gateway checks its callers (:mod:`palm.gateway.auth`).
 AUTH_MODES = ("api_keys", "open")
 _RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
 _SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}

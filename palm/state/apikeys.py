@@ -9,7 +9,7 @@ and rate limit, under the deployment's prefix::
     palm:<cluster>:apikeys:rate:<id>:<s>    requests in the one-second window <s>
 
 Revoking a key deletes its hash, so every gateway refuses it at its next look
-(gateways cache a valid lookup for a second or two: :mod:`gateway.auth`).
+(gateways cache a valid lookup for a second or two: :mod:`palm.gateway.auth`).
 Every Redis failure reaches the caller as :class:`palm.errors.StateError`.
 """
 

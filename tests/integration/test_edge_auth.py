@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from gateway.app import create_app
-from gateway.envoy_config import EdgeConfig, Timeouts
+from palm.gateway.app import create_app
+from palm.gateway.envoy_config import EdgeConfig, Timeouts
 from palm.state.apikeys import ApiKeyStore
 from palm.state.store import State
 from tests.fixtures.edge import parallel_service

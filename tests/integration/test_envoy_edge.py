@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.envoy_config import LB_POLICIES, EdgeConfig, RateLimit
+from palm.gateway.envoy_config import LB_POLICIES, EdgeConfig, RateLimit
 from tests.fixtures.http import request, wait_until
 
 pytest_plugins = ["tests.fixtures.edge"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.envoy_config import EdgeConfig, RateLimit
+from palm.gateway.envoy_config import EdgeConfig, RateLimit
 from tests.fixtures.load import run_load
 
 pytest_plugins = ["tests.fixtures.edge"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.envoy_config import EdgeConfig
+from palm.gateway.envoy_config import EdgeConfig
 from tests.fixtures.http import Reply, request, wait_until
 
 pytest_plugins = ["tests.fixtures.edge"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.envoy_config import EdgeConfig
+from palm.gateway.envoy_config import EdgeConfig
 from tests.fixtures.edge import parallel_service
 from tests.fixtures.http import Reply, request
 
@@ -19,7 +19,7 @@ pytest_plugins = ["tests.fixtures.edge"]
 pytestmark = pytest.mark.timeout(120)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
-EDGE_WORKER = "gateway.worker.EdgeWorker"
+EDGE_WORKER = "palm.gateway.worker.EdgeWorker"
 
 
 @pytest.fixture(scope="module")

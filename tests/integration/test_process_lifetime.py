@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gateway.serve import GatewayServer
-from gateway.up import Up
+from palm.gateway.serve import GatewayServer
+from palm.gateway.up import Up
 from palm.ops.cluster import read_lines
 from palm.ops.config import load_deployment
 from tests.fixtures.procs import Processes, wait_for

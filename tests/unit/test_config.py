@@ -71,7 +71,7 @@ def test_bad_deployment_files_are_refused_with_a_clear_message(raw, message):
 
 
 def test_the_guide_names_a_function_each_service_really_has():
-    from gateway.guide import examples, guide
+    from palm.gateway.guide import examples, guide
 
     config = load_deployment(ROOT / "palm.yaml")
     paths = [example.path for example in examples(config)]
@@ -89,6 +89,6 @@ def test_puma_start_says_so_when_no_http_edge_is_installed(monkeypatch):
 
 
 def test_the_http_edge_is_found_through_its_entry_point():
-    from gateway.deploy import Puma
+    from palm.gateway.deploy import Puma
 
     assert puma.edge_implementation("puma") is Puma

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.envoy_config import EdgeConfig, Timeouts, XdsPaths, render
-from gateway.guide import guide
 from palm.errors import ConfigError
+from palm.gateway.envoy_config import EdgeConfig, Timeouts, XdsPaths, render
+from palm.gateway.guide import guide
 from palm.ops.config import load_deployment, parse_deployment
 from palm.state.apikeys import parse_rate
 

@@ -23,12 +23,12 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gateway.clients
-from gateway.app import create_app, describe_error
-from gateway.asgi import EdgeApp
-from gateway.clients import to_bytes
-from gateway.encoding import MAX_INT_DIGITS, decimal_text, python_json, result_json
+import palm.gateway.clients
 from palm.errors import PayloadTooLarge, RemoteError
+from palm.gateway.app import create_app, describe_error
+from palm.gateway.asgi import EdgeApp
+from palm.gateway.clients import to_bytes
+from palm.gateway.encoding import MAX_INT_DIGITS, decimal_text, python_json, result_json
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -92,7 +92,7 @@ class Echo:
 @pytest.fixture(scope="module")
 def app() -> Iterator[Flask]:
     patch = pytest.MonkeyPatch()
-    patch.setattr(gateway.clients, "make_caller", lambda spec, timeout_s: Echo())
+    patch.setattr(palm.gateway.clients, "make_caller", lambda spec, timeout_s: Echo())
     flask_app = create_app(
         {
             "services": {"tools": {"kind": "standalone", "address": "tcp://127.0.0.1:9"}},

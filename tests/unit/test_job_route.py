@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.app import describe_error
-from gateway.job_route import RULE, JobRoute
-from gateway.metrics import GatewayMetrics
 from palm.errors import RemoteError, UnknownFunction
+from palm.gateway.app import describe_error
+from palm.gateway.job_route import RULE, JobRoute
+from palm.gateway.metrics import GatewayMetrics
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("test_request_id", default="-")
 

@@ -10,6 +10,8 @@ import palm
 from palm import errors
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The services palm runs (``palm masters``, ``palm worker``, ``palm up``): the top of
+#: the house, inside the package so an installed wheel adds no other top-level name.
 SERVICES = ("masters", "workers", "gateway")
 
 
@@ -24,27 +26,50 @@ def test_all_names_exist_and_errors_share_one_root() -> None:
     assert issubclass(errors.UnknownFunction, errors.RemoteError)
 
 
-def imports_of(package: str) -> set[str]:
+def imports_of(paths: list[Path]) -> set[str]:
+    """Top-level names imported by ``paths``; ``palm.X`` counts as ``palm.X``."""
     found: set[str] = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
+            names: list[str] = []
             if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
+                names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
+                names = [node.module]
+            for name in names:
+                parts = name.split(".")
+                found.add(".".join(parts[:2]) if parts[0] == "palm" else parts[0])
     return found
 
 
-def test_palm_imports_nothing_of_the_services() -> None:
-    assert imports_of("palm") & {*SERVICES, "examples", "benchmarks", "tests"} == set()
+def library_files() -> list[Path]:
+    """palm's library: everything in palm/ but the services."""
+    services = [ROOT / "palm" / service for service in SERVICES]
+    return [
+        path
+        for path in (ROOT / "palm").rglob("*.py")
+        if not any(path.is_relative_to(service) for service in services)
+    ]
+
+
+def test_the_library_imports_nothing_of_the_services() -> None:
+    forbidden = {*(f"palm.{s}" for s in SERVICES), "examples", "benchmarks", "tests"}
+    assert imports_of(library_files()) & forbidden == set()
 
 
 def test_the_services_never_import_each_other() -> None:
     for service in SERVICES:
-        if (ROOT / service).exists():
-            others = set(SERVICES) - {service}
-            assert imports_of(service) & others == set(), service
+        others = {f"palm.{other}" for other in SERVICES if other != service}
+        found = imports_of(list((ROOT / "palm" / service).rglob("*.py")))
+        assert found & others == set(), service
+
+
+def test_nothing_but_palm_is_a_top_level_package_of_the_distribution() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["palm*"]
 
 
 #: Modules every layer may import, whatever its place: each imports nothing of palm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.autoscale import ScalePolicy
+from palm.workers.autoscale import ScalePolicy
 
 
 def test_the_pool_grows_at_once_within_its_bounds() -> None:

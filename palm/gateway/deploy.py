@@ -18,10 +18,10 @@ from typing import Any, TextIO
 
 import cloudpickle
 
-from gateway.envoy_config import CircuitBreakers, EdgeConfig, RateLimit, Timeouts
-from gateway.envoy_process import EnvoyProcess
-from gateway.serve import GatewayServer
 from palm.errors import ConfigError
+from palm.gateway.envoy_config import CircuitBreakers, EdgeConfig, RateLimit, Timeouts
+from palm.gateway.envoy_process import EnvoyProcess
+from palm.gateway.serve import GatewayServer
 from palm.ops.cluster import LocalCluster
 from palm.state.embedded import EmbeddedRedis
 

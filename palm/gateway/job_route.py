@@ -22,7 +22,7 @@ from http import HTTPStatus
 from time import perf_counter
 from typing import Any
 
-from gateway.metrics import GatewayMetrics
+from palm.gateway.metrics import GatewayMetrics
 
 __all__ = ["RULE", "JobRequests", "JobRoute"]
 

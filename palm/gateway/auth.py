@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from gateway.body import discard_body
 from palm.errors import ConfigError, StateError
+from palm.gateway.body import discard_body
 from palm.state.apikeys import ApiKey, ApiKeyStore, hash_token
 from palm.state.store import State
 

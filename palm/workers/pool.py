@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from palm.ops.processes import popen, terminate, terminate_all, worker_command
-from workers.autoscale import BacklogProbe, ScalePolicy
+from palm.workers.autoscale import BacklogProbe, ScalePolicy
 
 __all__ = ["WorkerPool"]
 

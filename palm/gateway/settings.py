@@ -28,7 +28,7 @@ when they parse as JSON, plain strings otherwise):
 ``auth`` [``PALM_GATEWAY_AUTH``]
     ``"api_keys"`` (the default): every route but ``/healthz`` needs
     ``Authorization: Bearer <key>``, checked against the API keys in
-    ``redis_url`` (:mod:`gateway.auth`); ``"open"``: anyone may call (local
+    ``redis_url`` (:mod:`palm.gateway.auth`); ``"open"``: anyone may call (local
     development only).
 ``auth_cache_s`` [``PALM_GATEWAY_AUTH_CACHE_S``]
     how long a gateway process trusts a valid key it looked up: the bound on

@@ -11,7 +11,7 @@ port is known before gunicorn starts and nothing else can take it. Readiness
 is ``GET /healthz`` answering 200. The configuration reaches the app as
 ``PALM_GATEWAY_CONFIG`` (JSON); the app reads it when gunicorn builds it.
 gunicorn dies with the process that started it and its workers die with
-gunicorn (``post_fork`` in :mod:`gateway.gunicorn_conf`), even after SIGKILL.
+gunicorn (``post_fork`` in :mod:`palm.gateway.gunicorn_conf`), even after SIGKILL.
 """
 
 from __future__ import annotations
@@ -37,21 +37,23 @@ from palm.ops.processes import AnyProcess, popen, terminate, terminate_all
 __all__ = ["EDGE_WORKER", "GatewayServer"]
 
 #: palm's worker class: uvicorn's event loop, parallel jobs answered on it.
-EDGE_WORKER = "gateway.worker.EdgeWorker"
+EDGE_WORKER = "palm.gateway.worker.EdgeWorker"
 #: gunicorn worker classes that serve ASGI apps (the rest serve the WSGI app).
 ASGI_WORKERS = frozenset({EDGE_WORKER, "uvicorn_worker.UvicornWorker"})
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The directory palm is imported from (a checkout or site-packages): the gunicorn
+#: process imports the gateway from there whatever its working directory.
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class GatewayServer:
     """gunicorn serving the gateway on 127.0.0.1.
 
     With palm's worker class (the default) each gunicorn worker runs an event
-    loop serving :func:`gateway.asgi.create_asgi_app`, and ``threads`` is the
+    loop serving :func:`palm.gateway.asgi.create_asgi_app`, and ``threads`` is the
     size of its thread pool for the Flask routes. With a WSGI worker class
     (``"gthread"``, ``"sync"``...) gunicorn serves
-    :func:`gateway.app.create_app` and ``threads`` is gunicorn's own.
+    :func:`palm.gateway.app.create_app` and ``threads`` is gunicorn's own.
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class GatewayServer:
         metrics_dir.mkdir(parents=True)
         env = {**os.environ, **self.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(
-            part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
+            part for part in (str(IMPORT_ROOT), env.get("PYTHONPATH", "")) if part
         )
         asgi = self.worker_class in ASGI_WORKERS
         config = dict(self.config)
@@ -146,15 +148,14 @@ class GatewayServer:
             "--timeout",
             "120",
             "--config",
-            "python:gateway.gunicorn_conf",
-            "gateway.asgi:create_asgi_app()" if asgi else "gateway.app:create_app()",
+            "python:palm.gateway.gunicorn_conf",
+            "palm.gateway.asgi:create_asgi_app()" if asgi else "palm.gateway.app:create_app()",
         ]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
             self.process = popen(  # dies with this process; its workers die with it
                 command,
                 env=env,
-                cwd=REPO_ROOT,
                 pass_fds=(fd,),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_file,

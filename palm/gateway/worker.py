@@ -1,8 +1,8 @@
-"""palm's gunicorn worker class for the gateway (``--worker-class gateway.worker.EdgeWorker``).
+"""palm's gunicorn worker class for the gateway (``--worker-class palm.gateway.worker.EdgeWorker``).
 
 gunicorn stays the process manager (the arbiter forks, watches and restarts
 the workers, and owns the listening socket); each worker runs uvicorn's event
-loop (uvloop, the httptools parser) serving :func:`gateway.asgi.create_asgi_app`.
+loop (uvloop, the httptools parser) serving :func:`palm.gateway.asgi.create_asgi_app`.
 Keep-alive follows gunicorn's ``--keep-alive``; uvicorn's own access log and
 ``server`` header are off (the gateway logs and counts requests itself).
 """

@@ -46,11 +46,11 @@ from typing import Any
 
 import psutil
 
-from gateway.deploy import edge_config, write_functions
-from gateway.envoy_process import EnvoyProcess
-from gateway.serve import GatewayServer
 from palm.call.request import Client
 from palm.errors import ConfigError, PalmError, TimeoutError
+from palm.gateway.deploy import edge_config, write_functions
+from palm.gateway.envoy_process import EnvoyProcess
+from palm.gateway.serve import GatewayServer
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object

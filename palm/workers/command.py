@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 from palm.commands import add_keys_option, apply_keys
-from workers.autoscale import ScalePolicy
-from workers.pool import WorkerPool
+from palm.workers.autoscale import ScalePolicy
+from palm.workers.pool import WorkerPool
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
 """Prometheus metrics of the gateway.
 
 Each app gets its own registry. Under gunicorn with several worker processes,
-set ``PROMETHEUS_MULTIPROC_DIR`` (``gateway.serve`` does) so ``/metrics``
+set ``PROMETHEUS_MULTIPROC_DIR`` (``palm.gateway.serve`` does) so ``/metrics``
 merges the values every worker process wrote.
 """
 

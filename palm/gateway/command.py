@@ -28,10 +28,10 @@ import sys
 import threading
 from types import FrameType
 
-from gateway.guide import guide, smoke
-from gateway.up import ROLES, Up
 from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
+from palm.gateway.guide import guide, smoke
+from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
 
 

@@ -1,6 +1,6 @@
 """Render the Envoy configuration of the palm HTTP edge.
 
-The templates live in the repository's ``envoy/`` folder (YAML loaded with
+The templates live in the ``envoy/`` folder beside this module (YAML loaded with
 PyYAML); :func:`render` fills them from an :class:`EdgeConfig` and returns plain
 dicts. :func:`write_xds` writes the four files Envoy reads:
 
@@ -51,7 +51,7 @@ __all__ = [
     "write_xds",
 ]
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "envoy"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy"
 
 LB_POLICIES: dict[str, str] = {
     "round_robin": "ROUND_ROBIN",

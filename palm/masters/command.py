@@ -14,9 +14,9 @@ import argparse
 import sys
 from typing import Any
 
-from masters.service import MastersService
 from palm.commands import add_keys_option, apply_keys
 from palm.errors import ConfigError
+from palm.masters.service import MastersService
 from palm.ops.config import load_deployment
 from palm.ops.loading import announce
 from palm.wire.security import is_wildcard

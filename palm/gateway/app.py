@@ -5,9 +5,9 @@ Routes
 ``POST /<service>/<function>``
     The request body is the payload; the answer is the result bytes (200),
     with ``X-Palm-Job-Id``. Well-formed requests to this route are answered
-    by :class:`gateway.job_route.JobRoute` in front of Flask (for parallel
+    by :class:`palm.gateway.job_route.JobRoute` in front of Flask (for parallel
     services under palm's worker class, on the event loop by
-    :mod:`gateway.asgi`), the rest by the Flask view below; all give the same
+    :mod:`palm.gateway.asgi`), the rest by the Flask view below; all give the same
     answers.
 ``POST /jobs/<service>/<function>``
     Runs the job in the background: 202 ``{"job_id": ...}``.
@@ -22,11 +22,11 @@ Routes
     that parses as JSON is returned as that value, any other result as a
     string holding its base64 encoding. Wherever the gateway writes JSON, an
     integer of more than 4,300 digits is a string of its decimal digits
-    (:mod:`gateway.encoding`).
+    (:mod:`palm.gateway.encoding`).
 ``GET /healthz``, ``GET /metrics`` (Prometheus text format).
 
 Every route but ``/healthz`` needs ``Authorization: Bearer <API key>``
-unless ``auth`` is ``"open"`` (:mod:`gateway.auth`): 401 without a valid key,
+unless ``auth`` is ``"open"`` (:mod:`palm.gateway.auth`): 401 without a valid key,
 429 over the key's rate, 503 when the keys cannot be checked.
 
 Errors are JSON ``{"error": ..., "detail": ...}``: 400 a body or request the
@@ -52,14 +52,6 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.auth import from_settings, guard
-from gateway.body import discard_body
-from gateway.clients import ClientPool
-from gateway.encoding import MalformedBody, parse_items, result_json
-from gateway.job_route import JobRoute
-from gateway.jobs import JobStore
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.settings import resolve
 from palm.errors import (
     PalmError,
     PayloadTooLarge,
@@ -67,6 +59,14 @@ from palm.errors import (
     StateError,
     UnknownFunction,
 )
+from palm.gateway.auth import from_settings, guard
+from palm.gateway.body import discard_body
+from palm.gateway.clients import ClientPool
+from palm.gateway.encoding import MalformedBody, parse_items, result_json
+from palm.gateway.job_route import JobRoute
+from palm.gateway.jobs import JobStore
+from palm.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from palm.gateway.settings import resolve
 
 __all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error", "map_payloads"]
 

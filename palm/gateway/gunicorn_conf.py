@@ -1,4 +1,4 @@
-"""gunicorn settings for the gateway (``--config python:gateway.gunicorn_conf``).
+"""gunicorn settings for the gateway (``--config python:palm.gateway.gunicorn_conf``).
 
 The gateway process is an application, so this is where its logging is set up:
 records carry the request's ``x-request-id`` (``[request_id]`` in the format).
@@ -21,7 +21,7 @@ def post_fork(server: Any, worker: Any) -> None:
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "gateway.app.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "palm.gateway.app.RequestIdFilter"}},
     "formatters": {
         "palm": {
             "format": "%(asctime)s %(process)d %(levelname)s %(name)s [%(request_id)s] %(message)s"

@@ -1,7 +1,7 @@
 """The gateway as an ASGI app: the job route on the event loop, the rest in Flask.
 
 ``create_asgi_app()`` is what palm's gunicorn worker class
-(:class:`gateway.worker.EdgeWorker`) serves. A well-formed
+(:class:`palm.gateway.worker.EdgeWorker`) serves. A well-formed
 ``POST /<service>/<function>`` for a parallel service is answered on the
 event loop: the body is read, the job goes out through one
 :class:`~palm.call.aio.AsyncSharedClient` per service and the result is
@@ -9,7 +9,7 @@ written back when it arrives, with no thread involved, so a gateway process
 holds as many requests in flight as arrive and the jobs of the requests that
 arrive together travel together. Every other request (the other routes,
 standalone and function services, anything not plainly well formed) goes to
-the Flask app from :func:`gateway.app.create_app` through a WSGI adapter and
+the Flask app from :func:`palm.gateway.app.create_app` through a WSGI adapter and
 its pool of threads; both paths give the same answers, headers and metrics.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 
-from gateway.app import REQUEST_ID, create_app, describe_error
-from gateway.auth import Authenticator, Denied
-from gateway.job_route import RULE, JobRequests
 from palm.call.aio import AsyncSharedClient
+from palm.gateway.app import REQUEST_ID, create_app, describe_error
+from palm.gateway.auth import Authenticator, Denied
+from palm.gateway.job_route import RULE, JobRequests
 
 __all__ = ["EdgeApp", "create_asgi_app"]
 
@@ -96,7 +96,7 @@ class EdgeApp:
         return (*route, request_id or uuid.uuid4().hex)
 
     async def _allowed(self, scope: Scope, request_id: str, send: Send) -> bool:
-        """The API key check (:mod:`gateway.auth`); answers the request when it fails."""
+        """The API key check (:mod:`palm.gateway.auth`); answers the request when it fails."""
         if self.auth.open:
             return True
         header = next((v for n, v in scope["headers"] if n == b"authorization"), None)
@@ -221,7 +221,7 @@ def _terminated(app: Flask) -> Callable[..., Any]:
 
 
 def create_asgi_app(config: dict[str, Any] | None = None) -> EdgeApp:
-    """The gateway for an ASGI server; ``config`` as for :func:`gateway.app.create_app`."""
+    """The gateway for an ASGI server; ``config`` as for :func:`palm.gateway.app.create_app`."""
     app = create_app(config)
     threads = int(app.config["PALM"].get("wsgi_threads") or DEFAULT_WSGI_THREADS)
     return EdgeApp(app, wsgi_threads=threads)

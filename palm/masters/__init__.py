@@ -1,5 +1,5 @@
 """The master service: runs the masters and standalone servers a deployment defines."""
 
-from masters.service import MastersService
+from palm.masters.service import MastersService
 
 __all__ = ["MastersService"]

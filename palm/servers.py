@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -64,6 +66,10 @@ from palm.wire.shipping import MAP_FUNCTION
 __all__ = ["Hub", "Master", "Message", "MuxWorker", "Pipeline", "Server", "Sink", "Worker"]
 
 
+#: How long a server that reached ``messages`` waits for its last results to go out.
+STOP_GRACE_S = 10.0
+
+
 def _required(server: str, name: str, value: str | None) -> str:
     if not value:
         raise ConfigError(f"{server!r} needs {name}")
@@ -78,7 +84,19 @@ class _Limited(_server.Server):
     def _pylm_setup(self, log_level: int | str, messages: int | None) -> None:
         setup_logging(self.logger, log_level)
         self.messages = message_limit(messages)
-        self._limit = MessageLimit(self.messages, self.stop)
+        self._limit = MessageLimit(self.messages, self._stop_when_sent)
+
+    def _stop_when_sent(self) -> None:
+        """Stop once the results in hand have gone out (a client that has not
+        said HELLO yet gets them when it does), or after a grace period."""
+
+        def wait() -> None:
+            deadline = time.monotonic() + STOP_GRACE_S
+            while self.routes.waiting and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.stop()
+
+        threading.Thread(target=wait, name=f"{self.name}-limit", daemon=True).start()
 
     def start(self, cache_messages: int = sys.maxsize) -> None:
         """Serve until stopped (or ``messages`` were handled). ``cache_messages``

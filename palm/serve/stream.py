@@ -452,20 +452,24 @@ class StreamRouting:
         """
         try:
             answer: object = self.handle_stream(message)
+            topic = answer
             if isinstance(answer, tuple) and len(answer) == 2:
-                answer, replaced = answer
-                if not isinstance(replaced, Message):
-                    raise TypeError(
-                        f"handle_stream returned a {type(replaced).__name__} as the message, "
-                        "not a palm.servers.Message"
-                    )
-                message = replaced
-            if answer is None:
+                topic, replaced = answer
+                if isinstance(replaced, Message) and (topic is None or isinstance(topic, str)):
+                    message = replaced
+                else:
+                    topic = answer
+            if topic is None:
                 return message.client, message
-            if isinstance(answer, str):
-                return answer, message
+            if isinstance(topic, str):
+                return topic, message
+            shape = (
+                "(" + ", ".join(type(a).__name__ for a in topic) + ")"
+                if isinstance(topic, tuple)
+                else type(topic).__name__
+            )
             raise TypeError(
-                f"handle_stream returned {type(answer).__name__}; it returns a topic (str), "
+                f"handle_stream returned {shape}; it returns a topic (str), "
                 "None for the client, or (topic, message)"
             )
         except Exception as exc:  # the user's hook failed: this message fails, we go on

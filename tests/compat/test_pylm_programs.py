@@ -149,6 +149,8 @@ def test_a_mux_worker_answers_each_message_with_several_results(scenario: Make) 
     lines = s.run("client")
     assert sorted(lines[:6]) == sorted(f"{p} #{i}" for p in "ab" for i in range(3))
     assert lines[6] == "eval ['c #0', 'c #1', 'c #2']"
+    # without messages=, the job ends when every result of every job is in
+    assert lines[7] == "until the end " + str(sorted(f"{p} #{i}" for p in "de" for i in range(3)))
 
 
 def test_messages_stops_the_server_and_it_logs_info_with_a_timestamp(scenario: Make) -> None:

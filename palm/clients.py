@@ -27,18 +27,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import zmq
-
 from palm.call.base import DEFAULT, Timeout
 from palm.call.chain import Delivery, StreamClient
-from palm.errors import ConfigError, ProtocolError, RemoteError, TimeoutError
+from palm.errors import ConfigError, RemoteError, TimeoutError
 from palm.serve.worker import _connectable, _host_of
-from palm.wire.info import ServiceInfo
-from palm.wire.messages import control
-from palm.wire.protocol import Kind, decode
-from palm.wire.sockets import check_endpoint, make_socket
+from palm.wire.discovery import server_info
+from palm.wire.sockets import check_endpoint
 
-__all__ = ["Client", "Delivery"]
+__all__ = ["Client", "Delivery", "server_info"]
 
 Function = str | Sequence[str]
 
@@ -195,20 +191,8 @@ def _port_of(endpoint: str) -> str:
 
 def _discover(db_address: str, server_name: str, timeout_s: float) -> dict[str, str]:
     """The bound addresses of the server answering at ``db_address``."""
-    sock = make_socket(zmq.DEALER)
-    sock.connect(db_address)
-    try:
-        sock.send_multipart(control(Kind.INFO, id=1))
-        if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
-            raise TimeoutError(f"no answer from server {server_name!r} at {db_address}")
-        try:
-            _, payloads = decode(sock.recv_multipart())
-            info = ServiceInfo.from_wire(payloads[0])
-            name, addresses = info.name, info.addresses
-        except (ProtocolError, IndexError) as exc:
-            raise ProtocolError(f"bad INFO answer from {db_address}") from exc
-    finally:
-        sock.close(0)
+    info = server_info(db_address, timeout_s, server_name)
+    name, addresses = info.name, info.addresses
     if name != server_name:
         raise ConfigError(f"the server at {db_address} is {name!r}, not {server_name!r}")
     if "pull" not in addresses or "push" not in addresses:

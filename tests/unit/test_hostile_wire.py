@@ -133,7 +133,9 @@ def test_a_hook_that_raises_answers_that_job_with_an_error_and_the_master_serves
         cluster.add_worker(Echo)
         wire = cluster.wire_client()
         (boom,) = wire.send("echo", [b"boom"])
-        (outcome,) = answers(wire.results(1)).values()
+        outcomes = answers(wire.results(1))
+        assert list(outcomes) == [boom]
+        outcome = outcomes[boom]
         assert isinstance(outcome, RemoteError)
         assert outcome.remote_type == "palm.BadResult"
         assert "gather failed: RuntimeError: a bug in a hook" in outcome.remote_message

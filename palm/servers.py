@@ -255,9 +255,10 @@ class Sink(DropsNone, _Limited):
 class Master(_master.Master):
     """A parallel server: a master with a pool of :class:`Worker` processes.
 
-    ``cache`` is the key-value store the cache calls use (any object with
-    ``set``/``get``/``delete``; default: palm's). ``palm=True`` serves at once,
-    from a thread (see :class:`palm.serve.master.Master`).
+    ``cache`` is the key-value store the cache calls use (a
+    :class:`palm.state.cache.Cache`: ``set(value, key=None)``, ``get``,
+    ``delete``; default: palm's, in Redis when the deployment has one).
+    ``palm=True`` serves at once, from a thread (see :class:`palm.serve.master.Master`).
     """
 
     def __init__(

@@ -192,3 +192,12 @@ def test_a_server_started_with_a_wrong_address_combination_says_which(tmp_path: 
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr
     assert "pub_address" in proc.stderr and "push_address" in proc.stderr
+
+
+def test_messages_stops_a_worker(scenario: Make) -> None:
+    s = scenario("limits")
+    s.start("master")
+    worker = s.start("worker")
+    assert s.run("worker_client") == ["ONE", "TWO"]
+    assert worker.wait(30) == 0
+    assert s.output("worker").rstrip().endswith("worker done")

@@ -128,6 +128,16 @@ def test_a_tee_whose_branch_returns_none_delivers_nothing_for_it(scenario: Make)
             "passed three (sunk)",
         ]
     )
+    # log_level=logging.WARNING: the pipelines say nothing at INFO
+    assert " - INFO - " not in s.output("keep") + s.output("drop")
+
+
+def test_log_level_debug_shows_what_a_server_does(scenario: Make) -> None:
+    s = scenario("single")
+    s.start("server")
+    s.run("explicit_client")
+    assert " - palm.my_server - DEBUG - Got a message" in s.output("server")
+    assert re.search(r" - palm\.my_server - INFO - my_server serving \['foo'\]", s.output("server"))
 
 
 def test_handle_stream_sends_to_two_pipelines_that_stream_into_a_sink(scenario: Make) -> None:

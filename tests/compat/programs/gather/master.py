@@ -1,5 +1,6 @@
 """A master that gathers every four results into one, with change_payload."""
 
+import logging
 import sys
 
 from palm.servers import Master
@@ -27,6 +28,7 @@ server = MyMaster(
     worker_pull_address=f"tcp://127.0.0.1:{BASE + 2}",
     worker_push_address=f"tcp://127.0.0.1:{BASE + 3}",
     db_address=f"tcp://127.0.0.1:{BASE + 4}",
+    log_level=logging.DEBUG,
 )
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A hub: a parallel server fed by the server's stream."""
 
+import logging
 import sys
 
 from palm.servers import Hub
@@ -14,6 +15,7 @@ server = Hub(
     f"tcp://127.0.0.1:{BASE + 5}",
     f"tcp://127.0.0.1:{BASE + 6}",
     "server",
+    log_level=logging.WARNING,
 )
 
 if __name__ == "__main__":

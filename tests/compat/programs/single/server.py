@@ -10,7 +10,7 @@ BASE = int(sys.argv[1])
 
 class MyServer(Server):
     def foo(self, message):
-        self.logger.warning("Got a message")
+        self.logger.debug("Got a message")
         return b"you sent me " + message
 
 
@@ -21,6 +21,6 @@ if __name__ == "__main__":
         pull_address=f"tcp://127.0.0.1:{BASE + 1}",
         pub_address=f"tcp://127.0.0.1:{BASE + 2}",
         pipelined=False,
-        log_level=logging.INFO,
+        log_level=logging.DEBUG,
     )
     server.start()

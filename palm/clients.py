@@ -84,6 +84,12 @@ class Client(StreamClient):
                     "pull_address and results_address)"
                 )
             if results is None:
+                if addresses.get("pipelined") == "True":
+                    raise ConfigError(
+                        f"server {server_name!r} is pipelined: its results go on to the next "
+                        "stage, not to clients; give sub_address, the pub_address of the "
+                        "stage results come from (palm's name: results_address)"
+                    )
                 results = _connectable(addresses["push"], host)
         if inbox is None or results is None:
             raise ConfigError(
@@ -197,4 +203,6 @@ def _discover(db_address: str, server_name: str, timeout_s: float) -> dict[str, 
         raise ConfigError(f"the server at {db_address} is {name!r}, not {server_name!r}")
     if "pull" not in addresses or "push" not in addresses:
         raise ConfigError(f"the server at {db_address} takes no jobs from clients")
-    return {k: str(v) for k, v in addresses.items()}
+    found = {k: str(v) for k, v in addresses.items()}
+    found["pipelined"] = str(bool(info.pipelined))
+    return found

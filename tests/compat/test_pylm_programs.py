@@ -113,6 +113,9 @@ def test_a_server_streams_into_a_pipeline(scenario: Make) -> None:
         "server saw x, then the pipeline",
         "server saw y, then the pipeline",
     ]
+    # no sub_address for a pipelined server: refused at once, not a wait for nothing
+    (line,) = s.run("bare_client")
+    assert line.startswith("refused: server 'server' is pipelined") and "sub_address" in line
 
 
 def test_a_tee_whose_branch_returns_none_delivers_nothing_for_it(scenario: Make) -> None:

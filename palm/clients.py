@@ -6,9 +6,10 @@ session=None, logging_level=logging.INFO, this_config=False)``, as in pylm:
 pushed there) and ``sub_address`` the endpoint results come from (the
 ``pub_address`` of the server, or of the last stage of a pipeline). The
 client asks the server at ``db_address`` for what it leaves out and checks
-that ``push_address`` really is that server's input, so a call with the
-addresses the wrong way round fails at once with a ConfigError instead of
-waiting. palm's own spellings are ``pull_address`` (the input) and
+that ``push_address`` really is that server's input (and that a pipelined
+server, whose results go on to the next stage, comes with a ``sub_address``),
+so a call with the addresses the wrong way round fails at once with a
+ConfigError instead of waiting. palm's own spellings are ``pull_address`` (the input) and
 ``results_address`` (where results come from); one address given in both
 spellings must agree. With ``this_config=True`` the client takes the
 addresses it is given and asks nothing.

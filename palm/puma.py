@@ -52,15 +52,31 @@ library: palm finds it through the ``puma`` entry point of the ``palm.edge``
 group, which the ``gateway`` package provides (``palm.gateway.deploy:Puma``). This
 module checks configurations on its own and imports nothing of the gateway.
 
-``await puma_map(function, data)`` maps a function over data on the running
-deployment's workers (or on a temporary local cluster when none runs here).
+``await puma_map(function, data)`` (the paper's form; PUMA's repository
+wrote ``puma_map(mode=..., func=..., data=...)``) maps a function over data
+on palm workers, results in order. Which workers:
+
+* ``address=`` (or ``puma_config({"address": ...})``): the deployment running
+  elsewhere whose master answers at that db address (``puma_start`` prints
+  it), its functions signed with ``PALM_SECRET`` (on one machine, the user's
+  local secret does);
+* else the deployment this process started with ``puma_start(block=False)``;
+* else a local cluster started on the first call and reused by the next
+  ones (a warning says so, once, with its start-up time); ``puma_stop()`` or
+  the end of the process stops it.
+
+``mode`` is ``"parallel"`` (the workers, the default) or ``"sequential"``
+(in this process, in order, no cluster: for debugging).
+
+``puma_start()`` with no ``puma_service`` entry starts only the workers
+``puma_map`` uses, and prints the address to give ``puma_map`` elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
-import math
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -83,10 +99,12 @@ __all__ = [
     "puma_map",
     "puma_service",
     "puma_start",
+    "puma_stop",
 ]
 
 CONFIG_KEYS = frozenset(
     {
+        "address",
         "puma_services",
         "load_balancer",
         "rate_limit",
@@ -109,6 +127,8 @@ HCM_KEYS = {
     "connect_timeout_s",
 }
 DEFAULT_FUNCTION = "call"
+#: What ``puma_map(mode=...)`` takes.
+MAP_MODES = frozenset({"parallel", "sequential"})
 
 #: The entry point group where the HTTP edge implementation registers itself.
 EDGE_GROUP = "palm.edge"
@@ -209,6 +229,9 @@ def puma_config(conf: Mapping[str, Any] | str) -> dict[str, Any]:
     if redis is not None and not isinstance(redis, str):
         raise ConfigError("redis must be a URL or {'url': URL}")
     checked["redis"] = redis
+    address = checked.get("address")
+    if address is not None:
+        checked["address"] = _check_address(address)
     _registry.config = checked
     return checked
 
@@ -250,11 +273,23 @@ def edge_implementation(name: str = "puma") -> Any:
 
 
 def puma_start(*, block: bool = True) -> Deployment:
-    """Start the deployment; block until SIGINT/SIGTERM unless ``block`` is False."""
-    factory = edge_implementation("puma")
-    puma: Deployment = factory(_registry.config, _registry.services).start()
+    """Start the deployment; block until SIGINT/SIGTERM unless ``block`` is False.
+
+    With no service registered it starts only the workers of ``puma_map``.
+    """
+    from palm.ops.puma_map import MapWorkers
+
+    puma: Deployment
+    if _registry.services or _registry.config.get("puma_services"):
+        factory = edge_implementation("puma")
+        puma = factory(_registry.config, _registry.services).start()
+    else:
+        puma = MapWorkers(int(_registry.config.get("workers") or 2)).start()
     _registry.running = puma
     puma.print_urls()
+    cluster = getattr(puma, "cluster", None)
+    if cluster is not None and not isinstance(puma, MapWorkers):
+        print(f"  puma_map address: {cluster.addresses['db']}", flush=True)
     if not block:
         return puma
     stop = threading.Event()
@@ -276,24 +311,61 @@ def puma_start(*, block: bool = True) -> Deployment:
     return puma
 
 
-async def puma_map(function: Callable[[Any], Any], data: Iterable[Any]) -> list[Any]:
+async def puma_map(
+    function: Callable[[Any], Any] | None = None,
+    data: Iterable[Any] | None = None,
+    *,
+    mode: str = "parallel",
+    func: Callable[[Any], Any] | None = None,
+    address: str | None = None,
+) -> list[Any]:
     """``map(function, data)`` on palm workers; results in order.
 
-    Uses the deployment started with ``puma_start(block=False)`` in this
-    process, or else a temporary local cluster for this one call.
+    ``func`` is PUMA's keyword for ``function``; ``mode`` is ``"parallel"``
+    or ``"sequential"``; ``address`` (or the configured one) names a
+    deployment running elsewhere. See the module's documentation.
     """
+    if function is not None and func is not None and function is not func:
+        raise ConfigError("puma_map: give the function once, as function or as func")
+    fn = function if function is not None else func
+    if fn is None or not callable(fn):
+        raise ConfigError("puma_map needs a callable (function=, or PUMA's func=)")
+    if data is None:
+        raise ConfigError("puma_map needs data, an iterable of items")
+    if mode not in MAP_MODES:
+        raise ConfigError(f"puma_map: mode must be one of {sorted(MAP_MODES)}, not {mode!r}")
     items = list(data)
+    if mode == "sequential":
+        return [fn(item) for item in items]
+    from palm.ops import puma_map as targets
+
+    target = address if address is not None else _registry.config.get("address")
+    if target is not None:
+        return await asyncio.to_thread(targets.map_at, _check_address(target), fn, items)
     running = _registry.running
     if running is not None:
-        return await asyncio.to_thread(running.map, function, items)
+        return await asyncio.to_thread(running.map, fn, items)
+    workers = int(_registry.config.get("workers") or 2)
+    if targets.local_cluster() is None:
+        atexit.register(puma_stop)
+    return await asyncio.to_thread(targets.map_locally, fn, items, workers)
 
-    def run_locally() -> list[Any]:
-        from palm.ops.cluster import LocalCluster
 
-        workers = int(_registry.config.get("workers") or 2)
-        with LocalCluster(workers=workers, name="puma-map") as cluster:
-            chunksize = max(1, math.isqrt(len(items)))
-            result: list[Any] = cluster.map(function, items, chunksize=chunksize)
-            return result
+def puma_stop() -> None:
+    """Stop the local cluster ``puma_map`` started, and a deployment started with
+    ``puma_start(block=False)``."""
+    from palm.ops.puma_map import stop_local
 
-    return await asyncio.to_thread(run_locally)
+    stop_local()
+    running, _registry.running = _registry.running, None
+    if running is not None:
+        running.stop()
+
+
+def _check_address(address: Any) -> str:
+    if not isinstance(address, str) or "://" not in address:
+        raise ConfigError(
+            f"address must be the db address of a PUMA deployment's master, "
+            f"like 'tcp://host:port', not {address!r}"
+        )
+    return address

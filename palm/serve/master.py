@@ -56,6 +56,7 @@ from palm.serve.stream import (
     StreamRouting,
     explode,
     function_for,
+    hook_failed,
 )
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
@@ -404,10 +405,38 @@ class Master(StreamRouting):
                 self._send_each([message])
                 self._settle(message.pipeline, 1)
                 continue
-            parts = list(self.scatter(message)) if self._scatters else [message]
+            parts = self._scattered(message) if self._scatters else [message]
+            if parts is None:  # the hook failed: the message goes on as an error
+                continue
             self._settle(message.pipeline, 1 - len(parts))
             for part in parts:
                 self.pool.enqueue(self._job(part, message.id))
+
+    def _scattered(self, message: Message) -> list[Message] | None:
+        """The parts ``scatter`` makes of ``message``; None when the hook failed
+        (then ``message`` went on as an error)."""
+        try:
+            parts = list(self.scatter(message))
+            for part in parts:
+                if not isinstance(part, Message):
+                    raise TypeError(f"scatter yielded a {type(part).__name__}, not a Message")
+        except Exception as exc:  # the user's hook: this message fails, the master goes on
+            self._send_each([hook_failed(self, "scatter", message, exc)])
+            self._settle(message.pipeline, 1)
+            return None
+        return parts
+
+    def _gathered(self, messages: list[Message]) -> Iterator[Message]:
+        """What ``gather`` makes of each result; a failed hook's message as an error."""
+        for message in messages:
+            try:
+                out = list(self.gather(message))
+                for item in out:
+                    if not isinstance(item, Message):
+                        raise TypeError(f"gather yielded a {type(item).__name__}, not a Message")
+            except Exception as exc:  # the user's hook: this result fails, the master goes on
+                out = [hook_failed(self, "gather", message, exc)]
+            yield from out
 
     def _job(self, part: Message, origin: int) -> Job:
         """The job for one part of an incoming message."""
@@ -575,12 +604,16 @@ class Master(StreamRouting):
             outlet.to_client(header.client, frames)
             return
         payloads = frames[1:]
+        settled = len(payloads)
         extra = header.extra
         if extra is not None:
             extra.pop("w", None)
             route = extra.pop("route", None)
             if isinstance(route, str):
                 header.function = route
+            jobs = extra.pop("mux", None)  # a MuxWorker's results: many for one job
+            if isinstance(jobs, int) and not isinstance(jobs, bool):
+                settled = jobs
             origin = extra.pop("of", None)
             if isinstance(origin, int):
                 header.id = origin
@@ -592,11 +625,10 @@ class Master(StreamRouting):
                     info.server = self.name
         pipeline = header.pipeline
         if self._gathers:
-            messages = explode(header, payloads)
-            self._send_each(out for message in messages for out in self.gather(message))
+            self._send_each(self._gathered(explode(header, payloads)))
         else:
             self._send_on(header, payloads)
-        self._settle(pipeline, len(payloads))
+        self._settle(pipeline, settled)
 
     def _heartbeat(self, now: float, read_at: float | None = None, late_s: float = 0.0) -> None:
         """Judge the workers, expire parked results, flush, count, and beat.

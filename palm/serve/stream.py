@@ -27,6 +27,7 @@ pick the entry that names it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -41,7 +42,7 @@ from palm.serve.auth import Refusals
 from palm.serve.db_endpoint import DEFAULT_CACHE_QUEUE, DEFAULT_CACHE_TIMEOUT_S, DbEndpoint
 from palm.serve.loop import Poller, Sockets
 from palm.serve.outlets import Outbox, Outlet, Reporter
-from palm.serve.service import split_function
+from palm.serve.service import error_info, split_function
 from palm.state.cache import Cache
 from palm.wire.info import ServiceInfo
 from palm.wire.protocol import ErrorInfo, Header, Kind, MalformedCounter
@@ -52,6 +53,7 @@ __all__ = [
     "StreamOut",
     "StreamRouting",
     "function_for",
+    "hook_failed",
     "probe_report",
 ]
 
@@ -126,6 +128,24 @@ def function_for(function: str, server: str) -> str:
         if split_function(entry)[0] == server:
             return entry
     return ""
+
+
+def hook_failed(server: Any, hook: str, message: Message, exc: BaseException) -> Message:
+    """``message`` failed in ``server``'s ``hook``: logged, and the message as an error
+    its client will receive."""
+    server.logger.error(
+        "%s: the %s hook failed on a message of %s: %s: %s",
+        server.name,
+        hook,
+        message.function,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    info = error_info(exc, 0, server.name, message.stage)
+    info.type = "palm.BadResult"
+    info.message = f"{hook} failed: {type(exc).__name__}: {exc}"
+    return dataclasses.replace(message, payload=b"", error=info)
 
 
 def probe_report(header: Header, server: str, **details: Any) -> list[bytes]:
@@ -418,11 +438,48 @@ class StreamRouting:
         by_hook = self._routes_by_hook
         for message in messages:
             if by_hook:
-                topic = self.handle_stream(message)
-                target: str | bytes = message.client if topic is None else topic
+                target, message = self._hook_target(message)
             else:
                 target = routes.route(message.header(Kind.RESULT))
             routes.emit(target, message.header(Kind.JOB), [message.payload])
+
+    def _hook_target(self, message: Message) -> tuple[str | bytes, Message]:
+        """Where ``handle_stream`` sends ``message``, and the message it sends.
+
+        The hook returns a topic, None (the client), or ``(topic, message)``
+        as pylm's did. A hook that raises or returns anything else fails this
+        message only: it goes on as an error, the way results go by default.
+        """
+        try:
+            answer: object = self.handle_stream(message)
+            topic = answer
+            if isinstance(answer, tuple) and len(answer) == 2:
+                topic, replaced = answer
+                if isinstance(replaced, Message) and (topic is None or isinstance(topic, str)):
+                    message = replaced
+                else:
+                    topic = answer
+            if topic is None:
+                return message.client, message
+            if isinstance(topic, str):
+                return topic, message
+            shape = (
+                "(" + ", ".join(type(a).__name__ for a in topic) + ")"
+                if isinstance(topic, tuple)
+                else type(topic).__name__
+            )
+            raise TypeError(
+                f"handle_stream returned {shape}; it returns a topic (str), "
+                "None for the client, or (topic, message)"
+            )
+        except Exception as exc:  # the user's hook failed: this message fails, we go on
+            failed = hook_failed(self, "handle_stream", message, exc)
+            return self.routes.route(failed.header(Kind.RESULT)), failed
+
+    @staticmethod
+    def change_payload(message: Message, new_payload: bytes) -> Message:
+        """A copy of ``message`` carrying ``new_payload`` (pylm's helper for the hooks)."""
+        return dataclasses.replace(message, payload=new_payload)
 
 
 class EndTracker:

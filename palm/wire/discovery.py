@@ -1,4 +1,5 @@
-"""Cache calls against a master's ``db_address``: ``set``, ``get``, ``delete``.
+"""Cache calls against a master's ``db_address``: ``set``, ``get``, ``delete``;
+and :func:`server_info`, what a server says of itself there (INFO).
 
 A failure to reach the master, or a cache backend that fails behind it,
 raises :class:`palm.errors.StateError`; a missing key raises ``KeyError``.
@@ -11,12 +12,14 @@ import os
 
 import zmq
 
-from palm.errors import ConfigError, ProtocolError, StateError
+from palm.errors import ConfigError, ProtocolError, StateError, TimeoutError
+from palm.wire.info import ServiceInfo
+from palm.wire.messages import control
 from palm.wire.protocol import Header, Kind, decode
 from palm.wire.security import KeysOption, Security, security_for
 from palm.wire.sockets import check_endpoint, make_socket
 
-__all__ = ["CacheCalls", "CacheClient"]
+__all__ = ["CacheCalls", "CacheClient", "server_info"]
 
 
 class CacheClient:
@@ -107,3 +110,22 @@ class CacheCalls:
     def delete(self, key: str) -> bool:
         """Remove ``key`` from the cache; False if it was not there."""
         return self._cache_client().delete(key)
+
+
+def server_info(db_address: str, timeout_s: float, server_name: str = "") -> ServiceInfo:
+    """What the server answering at ``db_address`` says of itself (INFO)."""
+    check_endpoint(db_address, "db_address")
+    sock = make_socket(zmq.DEALER)
+    sock.connect(db_address)
+    try:
+        sock.send_multipart(control(Kind.INFO, id=1))
+        if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            who = f"server {server_name!r}" if server_name else "no server"
+            raise TimeoutError(f"no answer from {who} at {db_address}")
+        try:
+            _, payloads = decode(sock.recv_multipart())
+            return ServiceInfo.from_wire(payloads[0])
+        except (ProtocolError, IndexError) as exc:
+            raise ProtocolError(f"bad INFO answer from {db_address}") from exc
+    finally:
+        sock.close(0)

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from palm.errors import ConfigError
-from palm.puma import puma_config, puma_map, puma_service
+from palm.puma import puma_config, puma_map, puma_service, puma_stop
 from tests.fixtures.http import request
 
 pytest_plugins = ["tests.fixtures.edge"]
@@ -128,4 +128,8 @@ def test_puma_map_maps_a_function_on_palm_workers():
         return math.factorial(n)
 
     data = list(range(30))
-    assert asyncio.run(puma_map(fac, data)) == [math.factorial(n) for n in data]
+    try:
+        with pytest.warns(RuntimeWarning, match="local cluster"):
+            assert asyncio.run(puma_map(fac, data)) == [math.factorial(n) for n in data]
+    finally:
+        puma_stop()

@@ -95,7 +95,7 @@ def test_a_hub_fed_by_a_pipelined_server_runs_every_message_on_its_workers(
     )
     workers(procs, hub["db"], 2)
     payloads = [b"%d" % i for i in range(2_000)]
-    with Client("source", source["db"], push_address=hub["push"], timeout_s=30) as client:
+    with Client("source", source["db"], sub_address=hub["push"], timeout_s=30) as client:
         deliveries = list(client.deliveries("source.prep hub.work", payloads))
     assert sorted(d.payload for d in deliveries) == sorted(
         b"prepped " + p + b" worked" for p in payloads
@@ -146,7 +146,7 @@ def test_a_sink_reports_two_interleaved_pipelines_complete(procs: Processes) -> 
     def run(who: str) -> None:
         try:
             with Client(
-                "source", source["db"], push_address=sink["push"], timeout_s=30, window=50
+                "source", source["db"], sub_address=sink["push"], timeout_s=30, window=50
             ) as c:
                 pipeline = who.encode().ljust(16, b".")
                 pipelines[who] = pipeline

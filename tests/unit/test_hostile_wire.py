@@ -128,10 +128,35 @@ class Fragile(Master):
         yield message
 
 
+def test_a_hook_that_raises_answers_that_job_with_an_error_and_the_master_serves_on() -> None:
+    with LocalMaster(master_class=Fragile) as cluster:
+        cluster.add_worker(Echo)
+        wire = cluster.wire_client()
+        (boom,) = wire.send("echo", [b"boom"])
+        outcomes = answers(wire.results(1))
+        assert list(outcomes) == [boom]
+        outcome = outcomes[boom]
+        assert isinstance(outcome, RemoteError)
+        assert outcome.remote_type == "palm.BadResult"
+        assert "gather failed: RuntimeError: a bug in a hook" in outcome.remote_message
+        ids = wire.send("echo", [b"fine"])
+        assert answers(wire.results(1)) == {ids[0]: b"fine"}
+        assert cluster.master.failures.total == 0
+
+
+class Buggy(Master):
+    """A master with a bug of its own on one payload."""
+
+    def _deliver(self, header: Header, frames: list[bytes]) -> None:
+        if any(b"boom" in frame for frame in frames[1:]):
+            raise RuntimeError("a bug in the master")
+        super()._deliver(header, frames)
+
+
 def test_an_unforeseen_error_in_a_handler_is_caught_and_the_master_serves_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with LocalMaster(master_class=Fragile) as cluster:
+    with LocalMaster(master_class=Buggy) as cluster:
         cluster.add_worker(Echo)
         wire = cluster.wire_client()
         wire.send("echo", [b"boom"])

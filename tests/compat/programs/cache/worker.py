@@ -1,0 +1,17 @@
+"""A worker that joins each message to a value from the cache."""
+
+import sys
+
+from palm.servers import Worker
+
+BASE = int(sys.argv[1])
+
+
+class MyWorker(Worker):
+    def foo(self, message):
+        data = self.get("cached")
+        return data + b" and " + message
+
+
+if __name__ == "__main__":
+    MyWorker(sys.argv[2], f"tcp://127.0.0.1:{BASE + 4}").start()

@@ -1,0 +1,16 @@
+"""A worker that shouts."""
+
+import sys
+
+from palm.servers import Worker
+
+BASE = int(sys.argv[1])
+
+
+class MyWorker(Worker):
+    def foo(self, message):
+        return message.upper()
+
+
+if __name__ == "__main__":
+    MyWorker(sys.argv[2], f"tcp://127.0.0.1:{BASE + 4}").start()

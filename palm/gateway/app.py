@@ -24,10 +24,14 @@ Routes
     integer of more than 4,300 digits is a string of its decimal digits
     (:mod:`palm.gateway.encoding`).
 ``GET /healthz``, ``GET /metrics`` (Prometheus text format).
+``GET /dashboard``
+    The live dashboard (:mod:`palm.gateway.dashboard`); its data at
+    ``GET /dashboard/api/snapshot``.
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <API key>``
-unless ``auth`` is ``"open"`` (:mod:`palm.gateway.auth`): 401 without a valid key,
-429 over the key's rate, 503 when the keys cannot be checked.
+Every route but ``/healthz`` and the dashboard's page and static files needs
+``Authorization: Bearer <API key>`` unless ``auth`` is ``"open"``
+(:mod:`palm.gateway.auth`): 401 without a valid key, 429 over the key's rate, 503
+when the keys cannot be checked.
 
 Errors are JSON ``{"error": ..., "detail": ...}``: 400 a body or request the
 gateway cannot parse (at any depth; never a 500 for what a client sent), 404
@@ -62,6 +66,8 @@ from palm.errors import (
 from palm.gateway.auth import from_settings, guard
 from palm.gateway.body import discard_body
 from palm.gateway.clients import ClientPool
+from palm.gateway.dashboard import SnapshotSource
+from palm.gateway.dashboard import register as register_dashboard
 from palm.gateway.encoding import MalformedBody, parse_items, result_json
 from palm.gateway.job_route import JobRoute
 from palm.gateway.jobs import JobStore
@@ -169,6 +175,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cluster = settings["cluster"] or os.environ.get("PALM_CLUSTER", "default")
         metrics.watch_palm(settings["redis_url"], cluster)
     auth = from_settings(settings)
+    # the live dashboard (/dashboard), reading the deployment's counters and logs
+    register_dashboard(
+        app,
+        SnapshotSource(
+            settings["redis_url"],
+            settings["cluster"] or os.environ.get("PALM_CLUSTER", "default"),
+            {name: spec["kind"] for name, spec in services.items()},
+        )
+        if settings["redis_url"]
+        else None,
+    )
     app.extensions["palm"] = {"pool": pool, "jobs": jobs, "metrics": metrics, "auth": auth}
 
     def known(service: str) -> None:

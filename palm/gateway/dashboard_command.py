@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"palm dashboard: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    host, port = server.server_address[:2]
+    host, port = str(args.host), int(server.server_port)
     print(f"palm dashboard of {cluster!r}: http://{host}:{port}/dashboard", flush=True)
     print("Stop with Ctrl-C.", flush=True)
 

@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         )
         up.start()
         print(f"palm up: edge at {up.url}", flush=True)
+        if up.edge is not None:
+            print(f"  dashboard: {up.url}/dashboard", flush=True)
         for name, address in up.addresses().items():
             print(f"  service {name}: {address}")
         if up.gateway is not None:

@@ -45,6 +45,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     host, port = str(args.host), int(server.server_port)
     print(f"palm dashboard of {cluster!r}: http://{host}:{port}/dashboard", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"palm dashboard: serving {host} without API keys: anyone who reaches it "
+            "sees the deployment's counters and logs",
+            file=sys.stderr,
+            flush=True,
+        )
     print("Stop with Ctrl-C.", flush=True)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

@@ -197,6 +197,14 @@ def test_the_dashboard_through_envoy_shows_workers_and_live_charts(
         assert metrics.status == 200 and b"palm_gateway_requests" in metrics.body
 
         with Load(url, key) as load:
+            # without a key the page asks for one
+            browser.get(f"{url}/dashboard")
+            wait_until(
+                lambda: browser.find_element(By.ID, "key-form").is_displayed(),
+                60,
+                "the page asks for an API key",
+            )
+            assert browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr") == []
             # the key travels in the fragment: the page keeps it and sends it itself
             browser.get(f"{url}/dashboard#key={key}")
 
@@ -205,6 +213,7 @@ def test_the_dashboard_through_envoy_shows_workers_and_live_charts(
                 return len(rows) >= 4  # demo's two and maths's two
 
             wait_until(workers_listed, 90, "the dashboard lists the workers")
+            assert not browser.find_element(By.ID, "key-form").is_displayed()
             assert "#key=" not in browser.current_url  # the key left the address bar
             cells = browser.find_elements(By.CSS_SELECTOR, "#workers tbody td[data-worker]")
             assert len({c.text for c in cells}) >= 4

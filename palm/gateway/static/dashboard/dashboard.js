@@ -10,17 +10,23 @@
   const SVG = "http://www.w3.org/2000/svg";
 
   let apiKey = sessionStorage.getItem(KEY_NAME) || "";
-  const fragment = /(?:^#|&)key=([^&]+)/.exec(location.hash);
-  if (fragment) {
-    // the key came in the address's fragment (never sent to a server): keep it, hide it
+
+  // A key in the address's fragment (never sent to a server): keep it for the tab,
+  // take it out of the address bar. True when there was one.
+  function keyFromFragment() {
+    const fragment = /(?:^#|&)key=([^&]+)/.exec(location.hash);
+    if (!fragment) return false;
     apiKey = decodeURIComponent(fragment[1]);
     sessionStorage.setItem(KEY_NAME, apiKey);
     history.replaceState(null, "", location.pathname + location.search);
+    return true;
   }
+  keyFromFragment();
 
   const history_ = { throughput: new Map(), latency: new Map(), queue: new Map() };
   let previous = null; // the last snapshot, for rates
   let timer = null;
+  let generation = 0; // a restart (new key) ends the polling loop that was running
 
   const $ = (id) => document.getElementById(id);
 
@@ -248,11 +254,13 @@
     el.className = bad ? "status bad" : "status";
   }
 
-  async function poll() {
+  async function poll(loop) {
+    if (loop !== generation) return;
     timer = null;
     try {
       const headers = apiKey ? { Authorization: "Bearer " + apiKey } : {};
       const response = await fetch("/dashboard/api/snapshot", { headers, cache: "no-store" });
+      if (loop !== generation) return;
       if (response.status === 401) {
         $("key-form").hidden = false;
         status(apiKey ? "API key refused: enter another" : "enter an API key", true);
@@ -267,20 +275,29 @@
         status(body.problem ? "state: " + body.problem : "updated " + new Date().toLocaleTimeString(), !!body.problem);
       }
     } catch (err) {
+      if (loop !== generation) return;
       status("cannot reach the dashboard: " + err, true);
     }
-    timer = setTimeout(poll, POLL_MS);
+    timer = setTimeout(() => poll(loop), POLL_MS);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    function restart() {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      poll(++generation);
+    }
     $("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
       apiKey = $("key-input").value.trim();
       sessionStorage.setItem(KEY_NAME, apiKey);
       $("key-input").value = "";
-      if (timer !== null) clearTimeout(timer);
-      poll();
+      restart();
     });
-    poll();
+    // the same page given a key in its fragment (no reload): use it at once
+    window.addEventListener("hashchange", () => {
+      if (keyFromFragment()) restart();
+    });
+    restart();
   });
 })();

@@ -141,6 +141,9 @@ def test_the_page_and_its_files_need_no_key_the_data_does(redis_url: str, state:
     body: dict[str, Any] = reply.get_json()
     assert [s["name"] for s in body["servers"]] == ["demo"]
     assert body["services"] == [{"name": "demo", "kind": "standalone", "live": True}]
+    # the same counters for Prometheus, a worker's jobs held included
+    metrics = client.get("/metrics", headers=bearer(token)).get_data(as_text=True)
+    assert 'palm_worker_busy{server="demo",worker="demo-w1"} 2.0' in metrics
 
 
 def test_without_redis_the_gateway_dashboard_api_answers_503():

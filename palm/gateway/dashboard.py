@@ -54,6 +54,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static" / "dashboard"
 
 _LOG_FIELDS = ("time", "level", "server", "worker", "host", "pid", "message", "request_id")
 _MAX_MESSAGE = 2000
+_ERROR_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
 
 
 def _record(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,12 +121,16 @@ def snapshot(
     *,
     logs: int = 40,
     errors: int = 15,
+    scan: int = 300,
 ) -> dict[str, Any]:
     """The dashboard's JSON picture of the deployment behind ``state``.
 
     ``services`` maps service names to their kind (the gateway knows them;
-    without it the servers that publish counters are the services). A Redis
-    failure is reported in ``"problem"`` with empty lists, never raised.
+    without it the servers that publish counters are the services). The
+    newest ``scan`` log records of each server are read, whatever the size of
+    the logs: ``logs`` of them are the tail, the newest ``errors`` warnings
+    and errors among them the recent errors. A Redis failure is reported in
+    ``"problem"`` with empty lists, never raised.
     """
     problem = ""
     stats: dict[str, dict[str, Any]] = {}
@@ -133,8 +138,9 @@ def snapshot(
     recent_errors: list[dict[str, Any]] = []
     try:
         stats = read_stats(state)
-        tail = [_record(r) for r in read_logs(state, limit=logs)]
-        recent_errors = [_record(r) for r in read_logs(state, level="WARNING", limit=errors)]
+        records = list(read_logs(state, limit=scan))
+        tail = [_record(r) for r in records[-logs:]]
+        recent_errors = [_record(r) for r in records if r.get("level") in _ERROR_LEVELS][-errors:]
     except (StateError, ValueError) as exc:
         problem = str(exc)
     servers = [_server(name, snap) for name, snap in sorted(stats.items())]

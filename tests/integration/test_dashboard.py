@@ -205,3 +205,25 @@ def test_palm_dashboard_without_a_reachable_redis_says_so(tmp_path, procs: Proce
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert err.startswith("palm dashboard: ") and "none.sock" in err
+
+
+def test_the_snapshot_reads_only_the_newest_records_of_a_long_log(state: State):
+    handler = RedisLogHandler(state, "busy")
+    logger = logging.getLogger("tests.dashboard.long")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        logger.error("an old error")
+        for i in range(400):
+            logger.info("line %d", i)
+        logger.warning("a recent warning")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    snap = snapshot(state, scan=300, logs=40)
+    # the old error is past the newest 300 records: not read, however long the log
+    assert [e["message"] for e in snap["errors"]] == ["a recent warning"]
+    assert len(snap["logs"]) == 40
+    assert snap["logs"][0]["message"] == "a recent warning"
+    assert snap["logs"][-1]["message"] == "line 361"  # the warning, then lines 399 to 361

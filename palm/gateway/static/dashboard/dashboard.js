@@ -257,6 +257,11 @@
   async function poll(loop) {
     if (loop !== generation) return;
     timer = null;
+    if (document.hidden) {
+      // a tab nobody looks at asks for nothing; it catches up when shown again
+      timer = setTimeout(() => poll(loop), POLL_MS);
+      return;
+    }
     try {
       const headers = apiKey ? { Authorization: "Bearer " + apiKey } : {};
       const response = await fetch("/dashboard/api/snapshot", { headers, cache: "no-store" });

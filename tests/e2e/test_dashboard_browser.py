@@ -237,8 +237,11 @@ def test_the_dashboard_through_envoy_shows_workers_and_live_charts(
             )
             functions = browser.find_elements(By.CSS_SELECTOR, "#functions tbody tr")
             assert len(functions) >= 3
-            status = browser.find_element(By.ID, "status").text
-            assert status.startswith("updated"), status
+            wait_until(
+                lambda: browser.find_element(By.ID, "status").text.startswith("updated"),
+                30,
+                "the page's status line says it is up to date",
+            )
             target = os.environ.get("PALM_DASHBOARD_SCREENSHOT")
             if target:  # for the README: a minute of history in the charts first
 

@@ -165,18 +165,21 @@ class ParallelClient(PairClient, CacheCalls):
         timeout_s: Timeout = DEFAULT,
         cache: str | None = None,
         extra: dict[str, Any] | None = None,
+        batch: int | None = None,
     ) -> Iterator[Outcome]:
         """Run ``function`` on every payload of ``iterable``; yield results as they come.
 
         ``messages`` stops after that many items; ``ordered=True`` yields in
         submission order; ``errors='yield'`` yields a :class:`RemoteError` in
-        place of a failed result instead of raising it.
+        place of a failed result instead of raising it. ``batch`` (default: the
+        client's) is how many payloads travel in one message, and so come back
+        together.
         """
         if errors not in ("raise", "yield"):
             raise ConfigError("errors must be 'raise' or 'yield'")
         if cache is not None:
             extra = dict(extra or {}, cache=cache)
-        stream = self._stream(function, iterable, messages, ordered, extra=extra)
+        stream = self._stream(function, iterable, messages, ordered, batch=batch, extra=extra)
         total = messages if messages is not None else _length(iterable)
         yield from self._drive(stream, progress, total, errors, timeout_s)
 
@@ -300,17 +303,23 @@ class ParallelClient(PairClient, CacheCalls):
         *,
         chunksize: int | None = None,
         progress: bool = False,
+        on_progress: Callable[[int], None] | None = None,
         timeout_s: Timeout = DEFAULT,
     ) -> list[Any]:
         """``[fn(x) for x in iterable]`` computed by the master's workers, in order.
 
         Chunks and answers are authenticated with the cluster secret; without
         one, only loopback endpoints are allowed (:class:`ConfigError` else).
+        ``progress=True`` shows a progress bar; ``on_progress`` is called with
+        the number of results so far each time some arrive. Either way the
+        chunks are sized so results arrive from the first item's time on and
+        then every few tens of milliseconds per worker.
         """
         self._map_secret()
         if not self.session.welcomed:
             self._greet()
-        plan, stream, chunks = self._map_stream(fn, iterable, chunksize)
+        watched = progress or on_progress is not None
+        plan, stream, chunks = self._map_stream(fn, iterable, chunksize, responsive=watched)
         out: list[Any] = []
         bar = self._progress(progress, plan[0].total)
         try:
@@ -318,6 +327,8 @@ class ParallelClient(PairClient, CacheCalls):
                 taken = _take_answer(answer, out, plan[0], stream, chunks)
                 if bar is not None:
                     bar.update(taken)
+                if on_progress is not None:
+                    on_progress(len(out))
         finally:
             if bar is not None:
                 bar.close()
@@ -336,11 +347,15 @@ class ParallelClient(PairClient, CacheCalls):
         iterable: Iterable[Any],
         chunksize: int | None,
         client: bytes | None = None,
+        *,
+        responsive: bool = False,
     ) -> tuple[list[mapping.ChunkPlanner], JobStream, _SentChunks]:
         secret = self._map_secret()
         digest, fn_bytes = mapping.pickle_function(fn)
         workers = max(1, self.workers)
-        planner = mapping.ChunkPlanner(_length(iterable), workers, chunksize=chunksize)
+        planner = mapping.ChunkPlanner(
+            _length(iterable), workers, chunksize=chunksize, responsive=responsive
+        )
         chunks = _SentChunks(secret)
         payloads = (
             chunks.add(mapping.encode_chunk(secret, digest, fn_bytes, chunk))

@@ -11,9 +11,14 @@ Routes
     answers.
 ``POST /jobs/<service>/<function>``
     Runs the job in the background: 202 ``{"job_id": ...}``.
+``POST /jobs/map/<service>/<function>``
+    ``/map`` as a background job (the same JSON array body): 202
+    ``{"job_id": ..., "total": <items>}``; its result is ``/map``'s JSON array.
 ``GET /jobs/<job_id>``
     ``{"job_id", "status": "pending"|"done"|"failed", "service", "function"}``
-    plus ``"result_base64"`` when done or ``"error"``/``"detail"`` when failed.
+    plus ``"result_base64"`` when done or ``"error"``/``"detail"`` when failed;
+    a map job also has ``"kind": "map"`` and ``"progress": {"done", "total"}``,
+    updated as its results arrive.
 ``GET /jobs/<job_id>/result``
     The raw result bytes (200), 202 while pending, the job's error when failed.
 ``POST /map/<service>/<function>``
@@ -24,10 +29,14 @@ Routes
     integer of more than 4,300 digits is a string of its decimal digits
     (:mod:`palm.gateway.encoding`).
 ``GET /healthz``, ``GET /metrics`` (Prometheus text format).
+``GET /dashboard``
+    The live dashboard (:mod:`palm.gateway.dashboard`); its data at
+    ``GET /dashboard/api/snapshot``.
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <API key>``
-unless ``auth`` is ``"open"`` (:mod:`palm.gateway.auth`): 401 without a valid key,
-429 over the key's rate, 503 when the keys cannot be checked.
+Every route but ``/healthz`` and the dashboard's page and static files needs
+``Authorization: Bearer <API key>`` unless ``auth`` is ``"open"``
+(:mod:`palm.gateway.auth`): 401 without a valid key, 429 over the key's rate, 503
+when the keys cannot be checked.
 
 Errors are JSON ``{"error": ..., "detail": ...}``: 400 a body or request the
 gateway cannot parse (at any depth; never a 500 for what a client sent), 404
@@ -46,7 +55,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -62,6 +71,8 @@ from palm.errors import (
 from palm.gateway.auth import from_settings, guard
 from palm.gateway.body import discard_body
 from palm.gateway.clients import ClientPool
+from palm.gateway.dashboard import SnapshotSource
+from palm.gateway.dashboard import register as register_dashboard
 from palm.gateway.encoding import MalformedBody, parse_items, result_json
 from palm.gateway.job_route import JobRoute
 from palm.gateway.jobs import JobStore
@@ -169,6 +180,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cluster = settings["cluster"] or os.environ.get("PALM_CLUSTER", "default")
         metrics.watch_palm(settings["redis_url"], cluster)
     auth = from_settings(settings)
+    # the live dashboard (/dashboard), reading the deployment's counters and logs
+    register_dashboard(
+        app,
+        SnapshotSource(
+            settings["redis_url"],
+            settings["cluster"] or os.environ.get("PALM_CLUSTER", "default"),
+            {name: spec["kind"] for name, spec in services.items()},
+        )
+        if settings["redis_url"]
+        else None,
+    )
     app.extensions["palm"] = {"pool": pool, "jobs": jobs, "metrics": metrics, "auth": auth}
 
     def known(service: str) -> None:
@@ -287,6 +309,34 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         response.headers["Location"] = f"/jobs/{job_id}"
         return response
 
+    @app.post("/jobs/map/<service>/<function>")
+    def submit_map(service: str, function: str) -> Response:
+        known(service)
+        store = job_store()
+        payloads = map_payloads(request.get_data(cache=False))
+        request_id = g.request_id
+
+        def run(report: Callable[[int], None]) -> bytes:
+            token = REQUEST_ID.set(request_id)
+            outcome = "ok"
+            try:
+                with pool.borrow(service) as caller:
+                    results = caller.map(function, payloads, report)
+                return results_response(results).get_data()
+            except Exception as exc:
+                outcome = type(exc).__name__
+                raise
+            finally:
+                metrics.jobs.labels(service, outcome).inc(len(payloads))
+                REQUEST_ID.reset(token)
+
+        job_id = store.submit_map(service, function, len(payloads), run, describe_error)
+        response = jsonify({"job_id": job_id, "total": len(payloads)})
+        response.status_code = 202
+        response.headers["X-Palm-Job-Id"] = job_id
+        response.headers["Location"] = f"/jobs/{job_id}"
+        return response
+
     def load_job(job_id: str) -> dict[str, bytes]:
         record = job_store().get(job_id)
         if record is None:
@@ -312,6 +362,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             "service": record.get("service", b"").decode(),
             "function": record.get("function", b"").decode(),
         }
+        if "total" in record:  # a map: how far it got
+            body["kind"] = "map"
+            body["progress"] = {
+                "done": int(record.get("done", b"0")),
+                "total": int(record["total"]),
+            }
         if status == "done":
             body["result_base64"] = base64.b64encode(record.get("result", b"")).decode("ascii")
         elif status == "failed":
@@ -325,7 +381,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         record = load_job(job_id)
         status = record["status"].decode()
         if status == "done":
-            response = Response(record.get("result", b""), content_type="application/octet-stream")
+            kind = "application/json" if "total" in record else "application/octet-stream"
+            response = Response(record.get("result", b""), content_type=kind)
             response.headers["X-Palm-Job-Id"] = job_id
             return response
         if status == "failed":

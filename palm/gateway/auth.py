@@ -1,4 +1,5 @@
-"""Who may call the gateway: ``Authorization: Bearer <API key>`` on every route but ``/healthz``.
+"""Who may call the gateway: ``Authorization: Bearer <API key>`` on every route but
+``/healthz`` and the dashboard's page and static files (:func:`is_open_path`).
 
 :class:`Authenticator` checks a request's ``Authorization`` header against the
 deployment's API keys in Redis (:class:`palm.state.apikeys.ApiKeyStore`):
@@ -33,13 +34,24 @@ from palm.gateway.body import discard_body
 from palm.state.apikeys import ApiKey, ApiKeyStore, hash_token
 from palm.state.store import State
 
-__all__ = ["AUTH_MODES", "OPEN_PATHS", "Authenticator", "Denied", "from_settings", "guard"]
+__all__ = [
+    "AUTH_MODES",
+    "OPEN_PATHS",
+    "OPEN_PREFIXES",
+    "Authenticator",
+    "Denied",
+    "from_settings",
+    "guard",
+    "is_open_path",
+]
 
 log = logging.getLogger("gateway")
 
 AUTH_MODES = ("api_keys", "open")
-#: Paths served without a key (what Envoy's health check and probes call).
-OPEN_PATHS = frozenset({"/healthz"})
+#: Paths served without a key (what Envoy's health check and probes call, and
+#: the dashboard's page and files: they hold no data, the page sends the key).
+OPEN_PATHS = frozenset({"/healthz", "/dashboard", "/dashboard/"})
+OPEN_PREFIXES = ("/dashboard/static/",)
 _CACHE_LIMIT = 10_000
 
 StartResponse = Callable[..., Any]
@@ -95,7 +107,7 @@ class Authenticator:
 
     def needs_redis(self, path: str, authorization: str | None) -> bool:
         """False when :meth:`check` can answer from memory alone (no Redis round trip)."""
-        if self.open or path in OPEN_PATHS:
+        if self.open or is_open_path(path):
             return False
         token = _bearer(authorization)
         if token is None:
@@ -105,7 +117,7 @@ class Authenticator:
 
     def check(self, path: str, authorization: str | None) -> ApiKey | None:
         """The caller's key (None when open or for an open path); raises :class:`Denied`."""
-        if self.open or path in OPEN_PATHS:
+        if self.open or is_open_path(path):
             return None
         assert self.store is not None
         token = _bearer(authorization)
@@ -139,6 +151,11 @@ class Authenticator:
                 503, "state unavailable", "cannot check API keys: Redis is unavailable", []
             ) from exc
         return key
+
+
+def is_open_path(path: str) -> bool:
+    """Whether ``path`` is served without an API key."""
+    return path in OPEN_PATHS or (path.startswith(OPEN_PREFIXES) and ".." not in path)
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -25,7 +25,10 @@ from palm.gateway.encoding import python_json
 if TYPE_CHECKING:
     from palm.call.parallel import ParallelClient
 
-__all__ = ["Caller", "ClientPool", "make_caller"]
+__all__ = ["Caller", "ClientPool", "Progress", "make_caller"]
+
+#: Called with the number of a map's results so far, each time some arrive.
+Progress = Callable[[int], None]
 
 
 class Caller(Protocol):
@@ -33,7 +36,9 @@ class Caller(Protocol):
 
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes: ...
 
-    def map(self, function: str, payloads: list[bytes]) -> list[bytes]: ...
+    def map(
+        self, function: str, payloads: list[bytes], on_progress: Progress | None = None
+    ) -> list[bytes]: ...
 
     def close(self) -> None: ...
 
@@ -49,8 +54,15 @@ class StandaloneCaller:
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
         return self.client.job(function, payload, request_id=request_id)
 
-    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
-        return [self.client.job(function, payload) for payload in payloads]
+    def map(
+        self, function: str, payloads: list[bytes], on_progress: Progress | None = None
+    ) -> list[bytes]:
+        results = []
+        for payload in payloads:
+            results.append(self.client.job(function, payload))
+            if on_progress is not None:
+                on_progress(len(results))
+        return results
 
     def close(self) -> None:
         self.client.close()
@@ -84,7 +96,9 @@ class ParallelCaller:
     def call(self, function: str, payload: bytes, request_id: str | None = None) -> bytes:
         return self.client.eval(function, payload, request_id=request_id)
 
-    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
+    def map(
+        self, function: str, payloads: list[bytes], on_progress: Progress | None = None
+    ) -> list[bytes]:
         if not payloads:
             return []
         from palm.standalone import ParallelClient
@@ -102,8 +116,16 @@ class ParallelCaller:
             )
         try:
             # errors="raise": every outcome is a result's bytes
-            jobs = mapper.job(function, payloads, messages=len(payloads), ordered=True)
-            results = [result for result in jobs if isinstance(result, bytes)]
+            # watched: messages of a twentieth of the items at most, so results
+            # come back (and the progress moves) in steps, from every worker
+            batch = None if on_progress is None else max(1, min(64, len(payloads) // 20))
+            jobs = mapper.job(function, payloads, messages=len(payloads), ordered=True, batch=batch)
+            results = []
+            for result in jobs:
+                if isinstance(result, bytes):
+                    results.append(result)
+                    if on_progress is not None:
+                        on_progress(len(results))
         except TimeoutError:
             mapper.close()  # it may still get the late results: not lent again
             raise
@@ -180,10 +202,12 @@ class FunctionCaller:
         (result,) = self.client.map(self._function(function), [payload])
         return to_bytes(result, text_as_json=False, function=function)
 
-    def map(self, function: str, payloads: list[bytes]) -> list[bytes]:
+    def map(
+        self, function: str, payloads: list[bytes], on_progress: Progress | None = None
+    ) -> list[bytes]:
         fn = self._function(function)
         items = [json.loads(payload) for payload in payloads]
-        results = self.client.map(fn, items)
+        results = self.client.map(fn, items, on_progress=on_progress)
         return [to_bytes(result, text_as_json=True, function=function) for result in results]
 
     def close(self) -> None:

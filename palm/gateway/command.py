@@ -30,6 +30,7 @@ from types import FrameType
 
 from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
+from palm.gateway import dashboard_command
 from palm.gateway.guide import guide, smoke
 from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
@@ -60,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_keys_option(p)
     p.set_defaults(func=run)
+    # the dashboard of a deployment without the edge: `palm dashboard`
+    dashboard_command.register(sub)
 
 
 def _gateways(values: list[str]) -> tuple[tuple[str, int], ...]:
@@ -107,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         )
         up.start()
         print(f"palm up: edge at {up.url}", flush=True)
+        if up.edge is not None:
+            print(f"  dashboard: {up.url}/dashboard", flush=True)
         for name, address in up.addresses().items():
             print(f"  service {name}: {address}")
         if up.gateway is not None:

@@ -13,7 +13,8 @@ dicts. :func:`write_xds` writes the four files Envoy reads:
     routes come from ``rds.yaml``.
 ``rds.yaml``
     one route per service: ``<prefix>/`` rewritten to ``/<service>/`` on the
-    gateway cluster, plus the gateway's own ``/jobs/`` and ``/map/`` paths.
+    gateway cluster, plus the gateway's own ``/jobs/``, ``/map/``, ``/healthz``,
+    ``/metrics`` and ``/dashboard`` paths.
 ``cds.yaml``
     the gateway cluster: endpoints, LB policy, active health check on
     ``/healthz``, circuit breakers.
@@ -67,8 +68,9 @@ ROUTES_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 STDOUT_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
 
-# Paths the gateway serves for every service (service names, not public prefixes).
-GATEWAY_PATHS = ("/jobs/", "/map/", "/healthz")
+# Paths the gateway serves for every service (service names, not public prefixes),
+# its Prometheus metrics and the live dashboard (its page, files and data).
+GATEWAY_PATHS = ("/jobs/", "/map/", "/healthz", "/metrics", "/dashboard", "/dashboard/")
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class EdgeConfig:
 
 
 def check_service(name: str, prefix: str) -> None:
-    if not name or "/" in name or name in {"jobs", "map", "healthz", "metrics"}:
+    if not name or "/" in name or name in {"jobs", "map", "healthz", "metrics", "dashboard"}:
         raise ConfigError(f"bad service name {name!r}")
     if not prefix.startswith("/") or prefix == "/" or prefix.endswith("/"):
         raise ConfigError(f"route prefix for {name!r} must look like '/name', not {prefix!r}")
@@ -320,7 +322,8 @@ def render_routes(config: EdgeConfig) -> dict[str, Any]:
         routes.append({"name": name, "match": {"prefix": f"{prefix}/"}, "route": routed})
     for path in GATEWAY_PATHS:
         match = {"prefix": path} if path.endswith("/") else {"path": path}
-        routes.append({"name": path.strip("/"), "match": match, "route": copy.deepcopy(action)})
+        name = path.strip("/") + ("-files" if path == "/dashboard/" else "")
+        routes.append({"name": name, "match": match, "route": copy.deepcopy(action)})
     template["virtual_hosts"][0]["routes"] = routes
     return template
 

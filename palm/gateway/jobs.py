@@ -2,7 +2,9 @@
 
 A job is a Redis hash under ``palm:gateway:job:<id>`` with ``status``
 (``pending``, ``done`` or ``failed``), ``service``, ``function``, the result
-bytes when done, or the error fields when failed. Every write renews the
+bytes when done, or the error fields when failed. A map job
+(:meth:`JobStore.submit_map`) also has ``kind`` ``map`` and its progress:
+``done`` items of ``total``, updated while it runs. Every write renews the
 record's TTL, so finished records expire ``job_ttl_s`` after they finish. The
 record lives in Redis, so any gateway process can answer for any job.
 
@@ -12,8 +14,10 @@ dies the record stays ``pending`` until it expires.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +27,13 @@ import redis
 
 from palm.errors import StateError
 
-__all__ = ["KEY_PREFIX", "JobStore"]
+__all__ = ["KEY_PREFIX", "PROGRESS_INTERVAL_S", "JobStore"]
+
+log = logging.getLogger("gateway")
 
 KEY_PREFIX = "palm:gateway:job:"
+#: How often a map job's progress is written to its record, at most.
+PROGRESS_INTERVAL_S = 0.2
 
 
 class JobStore:
@@ -67,6 +75,51 @@ class JobStore:
         """Record a pending job, start ``run`` in the background, return the id."""
         job_id = uuid.uuid4().hex
         self._write(job_id, {"status": "pending", "service": service, "function": function})
+        self._start(job_id, run, describe_error)
+        return job_id
+
+    def submit_map(
+        self,
+        service: str,
+        function: str,
+        total: int,
+        run: Callable[[Callable[[int], None]], bytes],
+        describe_error: Callable[[BaseException], dict[str, Any]],
+    ) -> str:
+        """Record a pending map of ``total`` items and start ``run(report)`` in the
+        background; ``report(done)`` records its progress (at most every
+        ``PROGRESS_INTERVAL_S``, and the last count when it ends). Returns the id."""
+        job_id = uuid.uuid4().hex
+        fields: dict[str, str | bytes] = {
+            "status": "pending",
+            "kind": "map",
+            "service": service,
+            "function": function,
+            "done": "0",
+            "total": str(total),
+        }
+        self._write(job_id, fields)
+        last = [time.monotonic(), 0]
+
+        def report(done: int) -> None:
+            now = time.monotonic()
+            if done != last[1] and (now - last[0] >= PROGRESS_INTERVAL_S or done >= total):
+                last[0], last[1] = now, done
+                try:
+                    self._write(job_id, {"done": str(done)})
+                except StateError as exc:  # progress is worth no failed job
+                    log.warning("cannot record the progress of job %s: %s", job_id, exc)
+
+        self._start(job_id, lambda: run(report), describe_error, done_fields={"done": str(total)})
+        return job_id
+
+    def _start(
+        self,
+        job_id: str,
+        run: Callable[[], bytes],
+        describe_error: Callable[[BaseException], dict[str, Any]],
+        done_fields: dict[str, str] | None = None,
+    ) -> None:
         _, executor = self._connect()
 
         def work() -> None:
@@ -78,10 +131,9 @@ class JobStore:
                 fields.update({f"error_{k}": str(v) for k, v in error.items()})
                 self._write(job_id, fields)
             else:
-                self._write(job_id, {"status": "done", "result": result})
+                self._write(job_id, {**(done_fields or {}), "status": "done", "result": result})
 
         executor.submit(work)
-        return job_id
 
     def get(self, job_id: str) -> dict[str, bytes] | None:
         """The stored fields of a job, or ``None`` when it is unknown or expired."""

@@ -119,6 +119,9 @@ class PalmCounters(Collector):
         done = CounterMetricFamily(
             "palm_worker_jobs_done", "Jobs a worker ran", labels=["server", "worker"]
         )
+        busy = GaugeMetricFamily(
+            "palm_worker_busy", "Job messages a worker holds now", labels=["server", "worker"]
+        )
         for server, snap in sorted(stats.items()):
             backlog.add_metric([server], float(snap.get("backlog", 0)))
             for function, f in sorted(snap.get("functions", {}).items()):
@@ -132,5 +135,6 @@ class PalmCounters(Collector):
             for worker, w in sorted(snap.get("workers", {}).items()):
                 alive.add_metric([server, worker], 1.0 if w.get("alive") else 0.0)
                 done.add_metric([server, worker], float(w.get("jobs_done", 0)))
+                busy.add_metric([server, worker], float(w.get("busy", 0)))
         yield from messages.values()
-        yield from (in_flight, latency, backlog, alive, done)
+        yield from (in_flight, latency, backlog, alive, done, busy)

@@ -67,7 +67,7 @@ __all__ = [
 #: Envoy's load-balancing policies, by the names palm configurations use.
 LB_POLICIES = ("round_robin", "least_request", "ring_hash", "maglev", "random")
 #: Names and paths the gateway keeps for itself.
-RESERVED_NAMES = frozenset({"jobs", "map", "healthz", "metrics"})
+RESERVED_NAMES = frozenset({"jobs", "map", "healthz", "metrics", "dashboard"})
 KINDS = ("standalone", "parallel", "function")
 #: A master's endpoints, in the order of its ports (``port``, ``port + 1``, ...).
 ENDPOINTS = ("pull", "push", "worker_pull", "worker_push", "db")

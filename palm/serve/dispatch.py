@@ -202,7 +202,7 @@ class Dispatcher:
             self._requeue(old, died=False)
         self.known_functions |= worker.functions
         self.workers[worker.identity] = worker
-        self.counters.worker_seen(worker.label, 0)
+        self.counters.worker_seen(worker.label, 0, host=worker.host, pid=worker.pid)
 
     def seen(self, identity: bytes, now: float, credit: int = 0) -> bool:
         """A sign of life (and maybe more credit) from a worker; False if it is unknown."""

@@ -650,7 +650,7 @@ class Master(StreamRouting):
         self.routes.flush()
         self.counters.set_backlog(self.pool.queued)
         for w in self.pool.workers.values():
-            self.counters.worker_seen(w.label, w.done)
+            self.counters.worker_seen(w.label, w.done, host=w.host, pid=w.pid, busy=len(w.inflight))
         beat = control(Kind.HEARTBEAT, session=self.session)
         for identity in list(self.pool.workers):
             self._send_worker(identity, beat)

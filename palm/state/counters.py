@@ -4,7 +4,8 @@
 messages in, out and failed, the jobs in flight, and keeps the latencies of a
 sliding window (the last ``window_s`` seconds, at most ``max_samples`` samples)
 for the p50 / p95 / p99 percentiles; per server a backlog gauge; per worker
-its liveness, jobs done and when it was last seen.
+its liveness, jobs done, the jobs it holds now (``busy``), its host and pid,
+and when it was last seen.
 
 :class:`CounterPublisher` writes :meth:`Counters.snapshot` as JSON to
 ``palm:<cluster>:stats:<server>`` every ``interval_s`` with a TTL of a few
@@ -99,6 +100,9 @@ class _WorkerState:
     alive: bool
     jobs_done: int
     last_seen: float
+    host: str = ""
+    pid: int = 0
+    busy: int = 0
 
 
 @dataclass
@@ -189,10 +193,22 @@ class Counters:
         with self._lock:
             self._totals.backlog = jobs
 
-    def worker_seen(self, worker_id: str, jobs_done: int, alive: bool = True) -> None:
-        """Note a sign of life (or death, ``alive=False``) from a worker."""
+    def worker_seen(
+        self,
+        worker_id: str,
+        jobs_done: int,
+        alive: bool = True,
+        *,
+        host: str = "",
+        pid: int = 0,
+        busy: int = 0,
+    ) -> None:
+        """Note a sign of life (or death, ``alive=False``) from a worker: where it
+        runs and how many jobs it holds now (``busy``)."""
         with self._lock:
-            self._totals.workers[worker_id] = _WorkerState(alive, jobs_done, time.time())
+            self._totals.workers[worker_id] = _WorkerState(
+                alive, jobs_done, time.time(), host, pid, busy
+            )
 
     def worker_lost(self, worker_id: str) -> None:
         """Mark a worker dead, keeping its last counts."""
@@ -200,6 +216,7 @@ class Counters:
             worker = self._totals.workers.get(worker_id)
             if worker is not None:
                 worker.alive = False
+                worker.busy = 0
 
     def forget_worker(self, worker_id: str) -> None:
         with self._lock:
@@ -221,7 +238,14 @@ class Counters:
                     **{f"p{q}_s": pcts[q] for q in PERCENTILES},
                 }
             workers = {
-                worker_id: {"alive": w.alive, "jobs_done": w.jobs_done, "last_seen": w.last_seen}
+                worker_id: {
+                    "alive": w.alive,
+                    "jobs_done": w.jobs_done,
+                    "last_seen": w.last_seen,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "busy": w.busy,
+                }
                 for worker_id, w in self._totals.workers.items()
             }
             backlog = self._totals.backlog

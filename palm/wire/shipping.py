@@ -359,6 +359,12 @@ class ChunkPlanner:
     take, chunks are sized to take about ``target_s`` each, but never so
     large that fewer than ``min_chunks_per_worker`` chunks per worker remain
     for the items still to come (when the total is known).
+
+    With ``responsive`` (someone watches the progress), the first chunks are
+    single items rather than a first wave sized from the total, so the first
+    results come back after about one item's time, and every later chunk is
+    sized from the measured time: results keep arriving every ``target_s`` or
+    so per worker (every item's time, for items slower than that).
     """
 
     def __init__(
@@ -373,6 +379,7 @@ class ChunkPlanner:
         max_chunk: int = 100_000,
         first_wave_max: int = 50_000,
         min_chunk_s: float = 0.002,
+        responsive: bool = False,
     ) -> None:
         if chunksize is not None and chunksize < 1:
             raise ConfigError("chunksize must be at least 1")
@@ -385,6 +392,7 @@ class ChunkPlanner:
         self.max_chunk = max_chunk
         self.first_wave_max = first_wave_max
         self.min_chunk_s = min_chunk_s
+        self.responsive = responsive
         self.item_s: float | None = None
         self.sent = 0
 
@@ -399,9 +407,10 @@ class ChunkPlanner:
             return self.fixed
         if self.item_s is None:
             # nothing measured yet: with a known total, a first wave of a few
-            # chunks per worker (like a pool's chunks); else a small probe
-            size = self.probe
-            if self.total is not None:
+            # chunks per worker (like a pool's chunks); else a small probe.
+            # Watched: one item each, the quickest first results.
+            size = 1 if self.responsive else self.probe
+            if self.total is not None and not self.responsive:
                 per_wave = self.workers * self.min_chunks_per_worker
                 size = max(self.probe, min(self.first_wave_max, -(-self.total // per_wave)))
         else:

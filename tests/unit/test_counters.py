@@ -77,7 +77,7 @@ def test_workers_and_backlog_are_reported() -> None:
     counters = Counters("echo")
     counters.set_backlog(7)
     counters.worker_seen("w1", jobs_done=3)
-    counters.worker_seen("w2", jobs_done=5)
+    counters.worker_seen("w2", jobs_done=5, host="node-b", pid=42, busy=3)
     counters.worker_lost("w2")
     snap = counters.snapshot()
     assert snap["backlog"] == 7
@@ -86,6 +86,9 @@ def test_workers_and_backlog_are_reported() -> None:
         "alive": False,
         "jobs_done": 5,
         "last_seen": snap["workers"]["w2"]["last_seen"],
+        "host": "node-b",
+        "pid": 42,
+        "busy": 0,  # a lost worker holds nothing any more
     }
 
 

@@ -96,3 +96,14 @@ def test_results_that_cannot_be_pickled_are_an_error() -> None:
     payload = mapping.encode_chunk(b"s", digest, fn, [1])
     answer = pickle.loads(mapping.run_chunk(payload, b"s", {})[32:])
     assert answer[0] == "err"
+
+
+def test_a_watched_map_starts_with_single_items_and_keeps_chunks_short() -> None:
+    planner = mapping.ChunkPlanner(100_000, 2, target_s=0.05, responsive=True)
+    chunks = planner.chunks(range(100_000))
+    # nothing measured: one item each (not a first wave of 12,500), the quickest first results
+    assert [len(next(chunks)) for _ in range(6)] == [1] * 6
+    planner.observe(1, 0.005)  # 5 ms an item
+    assert len(next(chunks)) == 10  # 50 ms of work: a result every 50 ms per worker
+    planner.observe(10, 20.0)  # items slower than a second: one at a time
+    assert planner.next_size() == 1

@@ -65,7 +65,8 @@ class Catalog:
             by_last.setdefault(key.split()[-1], []).append(name)
         #: normalized last name -> the names that end with it (most films first)
         self.last_names = {
-            last: sorted(names, key=lambda n: -self.film_count(n)) for last, names in by_last.items()
+            last: sorted(names, key=lambda n: -self.film_count(n))
+            for last, names in by_last.items()
         }
 
     @functools.cache  # noqa: B019 - one catalog per process

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import threading
+import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from examples.chatbox.store import MemoryStore, RedisStore, Store
 from examples.chatbox.understand import Parse, understand
 
 __all__ = [
+    "MAX_BODY",
     "MAX_TEXT",
     "dialogueCtrl",
     "dialogueIdle",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 MAX_TEXT = 1000
+MAX_BODY = 16 * 1024
 ORDER = ("genre", "actor", "director", "rating")
 HISTORY = 40
 MODEL_KEY = "chatbox:model"
@@ -77,7 +80,7 @@ _lock = threading.Lock()
 _resources: Resources | None = None
 
 
-def initResources(store: Store | None = None) -> Resources:  # noqa: N802 - PUMA's name
+def initResources(store: Store | None = None) -> Resources:
     """Load the catalog, ratings and model; choose the store."""
     global _resources
     url = os.environ.get("CHATBOX_REDIS_URL") or os.environ.get("PALM_REDIS_URL")
@@ -175,7 +178,11 @@ def recommend(res: Resources, state: dict[str, Any], prefix: str = "") -> dict[s
     best = current_model(res).rank(found, state["declined"])[0]
     film = res.catalog.films[best]
     state["step"], state["current"] = "recommend", best
-    note = f"Nothing matched everything, so I let go of the {' and '.join(dropped)}. " if dropped else ""
+    note = (
+        f"Nothing matched everything, so I let go of the {' and '.join(dropped)}. "
+        if dropped
+        else ""
+    )
     cast = " and ".join(film.cast[:2])
     text = (
         f"{prefix}{note}How about {film.title} ({film.year})? {film.plot} "
@@ -263,13 +270,15 @@ def turn(data: dict[str, Any]) -> tuple[dict[str, Any], str, int, str]:
         prefix = ""
         if state is None:
             state = new_state(session)
-            prefix = ("Your earlier conversation expired, so let's start again. " if expired else "")
+            prefix = "Your earlier conversation expired, so let's start again. " if expired else ""
             parse = understand(text, res.catalog, "genre")
             if not parse.slots():
                 reply = say(state, f"{prefix}{GREETING} {QUESTIONS['genre']}")
                 return finish(state, text, reply, "listen")
         if len(text) > MAX_TEXT:
-            reply = say(state, f"That's a long message! Please keep it under {MAX_TEXT} characters.")
+            reply = say(
+                state, f"That's a long message! Please keep it under {MAX_TEXT} characters."
+            )
             return finish(state, text[:80] + "...", reply, "listen")
         if not text.strip():
             reply = say(state, "Say something, for example 'a comedy with Bill Murray'.")
@@ -292,19 +301,41 @@ def turn(data: dict[str, Any]) -> tuple[dict[str, Any], str, int, str]:
     return reply, session, res.store.passive_len(session), signal_box[0]
 
 
-def dialogueCtrl(data: str | bytes) -> tuple[dict[str, Any], str, int, str]:  # noqa: N802
-    """PUMA's entry point: a JSON message in; (response, userid, passiveLen, signal)."""
+def dialogueCtrl(data: str | bytes) -> tuple[dict[str, Any], str, int, str]:
+    """PUMA's entry point: a JSON message in; (response, userid, passiveLen, signal).
+
+    Never raises: text that is not UTF-8, a message over :data:`MAX_BODY`
+    bytes or a failure on our side get a polite reply and change no session.
+    ``mode`` "poll" answers the session's queued passive messages instead."""
+    if len(data) > MAX_BODY:
+        return say_only(f"That's a long message! Please keep it under {MAX_TEXT} characters.")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return say_only("Sorry, I can only read text. Could you type that again?")
     try:
         message = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         message = None
     if not isinstance(message, dict):  # plain text: a message without a session
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-        message = {"text": text}
-    return turn(message)
+        message = {"text": data}
+    userid = str(message.get("id") or "-1")[:64]
+    try:
+        if message.get("mode") == "poll":
+            return {"messages": poll(userid), "text": ""}, userid, 0, "listen"
+        return turn(message)
+    except Exception:  # a reply for the user, the details for the log
+        traceback.print_exc()
+        return say_only("Sorry, I had a problem on my side. Please say that again.", userid)
 
 
-def dialogueIdle(userid: str, debug: bool = False) -> None:  # noqa: N802 - PUMA's name
+def say_only(text: str, userid: str = "-1") -> tuple[dict[str, Any], str, int, str]:
+    """A reply outside any session's turn."""
+    return {"text": text, "card": None, "step": None}, userid, 0, "listen"
+
+
+def dialogueIdle(userid: str, debug: bool = False) -> None:
     """Queue a passive follow-up: another film like the one just accepted."""
     res = resources()
     state = res.store.load(userid)
@@ -313,12 +344,16 @@ def dialogueIdle(userid: str, debug: bool = False) -> None:  # noqa: N802 - PUMA
     film = res.catalog.films[state["accepted"]]
     seen = {film.index, *state["declined"]}
     alike = [
-        f.index for f in res.catalog.films if f.index not in seen and set(f.genres) & set(film.genres)
+        f.index
+        for f in res.catalog.films
+        if f.index not in seen and set(f.genres) & set(film.genres)
     ]
     if not alike or res.store.passive_len(userid) > 0:
         return
     other = res.catalog.films[current_model(res).rank(alike, state["declined"])[0]]
-    text = f"By the way, if you enjoy {film.title}, {other.title} ({other.year}) is another good pick."
+    text = (
+        f"By the way, if you enjoy {film.title}, {other.title} ({other.year}) is another good pick."
+    )
     res.store.push_passive(userid, {"text": text, "card": other.card()})
     if debug:
         print(f"passive for {userid}: {text}", flush=True)

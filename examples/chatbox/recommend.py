@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from examples.chatbox.catalog import DATA
 
-__all__ = ["Model", "Ratings", "load_ratings", "baseline_model", "rmse", "solve_rows"]
+__all__ = ["Model", "Ratings", "baseline_model", "load_ratings", "rmse", "solve_rows"]
 
 Matrix = NDArray[np.float64]
 DECLINED_STARS = 1.5
@@ -116,9 +116,7 @@ class Model:
     @classmethod
     def from_bytes(cls, data: bytes) -> Model:
         with np.load(io.BytesIO(data)) as npz:
-            return cls(
-                float(npz["mean"][0]), npz["users"], npz["films"], str(npz["version"][0])
-            )
+            return cls(float(npz["mean"][0]), npz["users"], npz["films"], str(npz["version"][0]))
 
     def taste(self, declined: list[int], lam: float = 1.0) -> Matrix:
         """A new user's vector: the average user, moved away from the declined films."""

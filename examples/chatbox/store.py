@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["MemoryStore", "RedisStore", "Store", "Step"]
+__all__ = ["MemoryStore", "RedisStore", "Step", "Store"]
 
 State = dict[str, Any]
 Reply = dict[str, Any]

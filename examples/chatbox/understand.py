@@ -112,7 +112,9 @@ def _genres(words: list[str], text: str) -> tuple[list[str], list[str]]:
         for genre, stems in GENRE_WORDS.items():
             if any(stemmed == s or (len(s) > 4 and stemmed.startswith(s)) for s in stems):
                 before = words[max(0, i - 2) : i]
-                bucket = negated if {"no", "not", "without", "dont", "hate"} & set(before) else found
+                bucket = (
+                    negated if {"no", "not", "without", "dont", "hate"} & set(before) else found
+                )
                 if genre not in bucket:
                     bucket.append(genre)
     if "love" in words and len(found) > 1 and "romance" in found:
@@ -188,11 +190,7 @@ def understand(text: str, catalog: Catalog, expecting: str | None = None) -> Par
         parse.answer = "no"
     elif _has(norm, YES):
         parse.answer = "yes"
-    if (
-        expecting in ("actor", "director")
-        and not parse.slots()
-        and parse.answer is None
-    ):
+    if expecting in ("actor", "director") and not parse.slots() and parse.answer is None:
         guess = " ".join(w for w in text.split() if w[:1].isupper())
         if len(guess.split()) >= 2 or (guess and len(words) <= 3):
             parse.unknown_name = guess

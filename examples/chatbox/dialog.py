@@ -280,6 +280,9 @@ def turn(data: dict[str, Any]) -> tuple[dict[str, Any], str, int, str]:
                 state, f"That's a long message! Please keep it under {MAX_TEXT} characters."
             )
             return finish(state, text[:80] + "...", reply, "listen")
+        if not text.strip() and data.get("mode") == "start":
+            reply = say(state, f"Welcome back! {QUESTIONS.get(state['step'], '')}".strip())
+            return finish(state, text, reply, "listen")
         if not text.strip():
             reply = say(state, "Say something, for example 'a comedy with Bill Murray'.")
             return finish(state, text, reply, "listen")
@@ -301,12 +304,16 @@ def turn(data: dict[str, Any]) -> tuple[dict[str, Any], str, int, str]:
     return reply, session, res.store.passive_len(session), signal_box[0]
 
 
-def dialogueCtrl(data: str | bytes) -> tuple[dict[str, Any], str, int, str]:
+def dialogueCtrl(data: str | bytes | Any) -> tuple[dict[str, Any], str, int, str]:
     """PUMA's entry point: a JSON message in; (response, userid, passiveLen, signal).
 
     Never raises: text that is not UTF-8, a message over :data:`MAX_BODY`
     bytes or a failure on our side get a polite reply and change no session.
     ``mode`` "poll" answers the session's queued passive messages instead."""
+    if isinstance(data, dict):  # an item of a map call arrives as its JSON value
+        data = json.dumps(data)
+    if not isinstance(data, str | bytes):
+        data = str(data)
     if len(data) > MAX_BODY:
         return say_only(f"That's a long message! Please keep it under {MAX_TEXT} characters.")
     if isinstance(data, bytes):

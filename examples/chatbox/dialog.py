@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -258,6 +259,14 @@ def session_for(store: Store, given: str, turn_id: str) -> tuple[str, bool]:
     return digest, given not in ("", "-1")
 
 
+def slow_turn(store: Store, turn_id: str) -> None:
+    """Tests only (``CHATBOX_TEST_SLOW_WORD`` set): say which process holds this turn,
+    then take ``CHATBOX_TEST_SLOW_S`` seconds, so a test can kill it mid-turn."""
+    if isinstance(store, RedisStore):
+        store.redis.set(f"chatbox:test:slow:{turn_id}", os.getpid(), ex=120)
+    time.sleep(float(os.environ.get("CHATBOX_TEST_SLOW_S", "3")))
+
+
 def turn(data: dict[str, Any]) -> tuple[dict[str, Any], str, int, str]:
     """One checked turn: ``data`` has ``text``, ``id``, ``turn`` and ``mode``."""
     res = resources()
@@ -267,19 +276,22 @@ def turn(data: dict[str, Any]) -> tuple[dict[str, Any], str, int, str]:
     signal_box: list[str] = ["listen"]
 
     def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        slow_word = os.environ.get("CHATBOX_TEST_SLOW_WORD")
+        if slow_word and slow_word in text:
+            slow_turn(res.store, turn_id)
         prefix = ""
-        if state is None:
-            state = new_state(session)
-            prefix = "Your earlier conversation expired, so let's start again. " if expired else ""
-            parse = understand(text, res.catalog, "genre")
-            if not parse.slots():
-                reply = say(state, f"{prefix}{GREETING} {QUESTIONS['genre']}")
-                return finish(state, text, reply, "listen")
         if len(text) > MAX_TEXT:
+            state = state or new_state(session)
             reply = say(
                 state, f"That's a long message! Please keep it under {MAX_TEXT} characters."
             )
             return finish(state, text[:80] + "...", reply, "listen")
+        if state is None:
+            state = new_state(session)
+            prefix = "Your earlier conversation expired, so let's start again. " if expired else ""
+            if not understand(text, res.catalog, "genre").slots():
+                reply = say(state, f"{prefix}{GREETING} {QUESTIONS['genre']}")
+                return finish(state, text, reply, "listen")
         if not text.strip() and data.get("mode") == "start":
             reply = say(state, f"Welcome back! {QUESTIONS.get(state['step'], '')}".strip())
             return finish(state, text, reply, "listen")

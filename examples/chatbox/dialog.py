@@ -104,7 +104,8 @@ def current_model(res: Resources) -> Model:
         if version is not None and version.decode() != res.model_version:
             raw = res.store.redis.get(MODEL_KEY)
             if raw is not None:
-                res.model, res.model_version = Model.from_bytes(raw), version.decode()
+                res.model = Model.from_bytes(raw)
+                res.model_version = res.model.version
     return res.model
 
 
@@ -176,7 +177,8 @@ def recommend(res: Resources, state: dict[str, Any], prefix: str = "") -> dict[s
     if not found:
         state["step"], state["current"] = "done", None
         return say(state, prefix + "I've run out of films for that. Say 'start over' to try again.")
-    best = current_model(res).rank(found, state["declined"])[0]
+    model = current_model(res)
+    best = model.rank(found, state["declined"])[0]
     film = res.catalog.films[best]
     state["step"], state["current"] = "recommend", best
     note = (
@@ -189,7 +191,7 @@ def recommend(res: Resources, state: dict[str, Any], prefix: str = "") -> dict[s
         f"{prefix}{note}How about {film.title} ({film.year})? {film.plot} "
         f"It stars {cast}, directed by {film.director}, rated {film.rating}. Would you like it?"
     )
-    return say(state, text, film)
+    return {**say(state, text, film), "model": model.version}
 
 
 def advance(res: Resources, state: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -191,7 +191,7 @@ def test_the_page_mount_serves_the_page_and_nothing_else():
     for path in ("/chatbox/../palm.yaml", "/chatbox/x/chat.js", "/other/", "/chatbox/agent"):
         assert get(path)[0].startswith("401"), path
     assert get("/chatbox/", "POST")[0].startswith("401")
-    with pytest.raises(Exception, match="index.html"):
+    with pytest.raises(Exception, match=r"index\.html"):
         resolve_page("examples.chatbox:data")
 
 

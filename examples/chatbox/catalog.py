@@ -60,6 +60,10 @@ class Catalog:
         self.directors = sorted({film.director for film in films})
         #: normalized full name -> the name as written
         self.people = {normalize(name): name for name in {*self.actors, *self.directors}}
+        #: first letter -> the normalized full names that start with it (fuzzy matching)
+        self.people_by_initial: dict[str, list[str]] = {}
+        for key in self.people:
+            self.people_by_initial.setdefault(key[0], []).append(key)
         by_last: dict[str, list[str]] = {}
         for key, name in self.people.items():
             by_last.setdefault(key.split()[-1], []).append(name)

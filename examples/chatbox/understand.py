@@ -63,6 +63,11 @@ RATING_PATTERNS = (
 )
 ACTOR_CUES = ("with", "starring", "stars", "featuring", "actor", "actress", "played by")
 DIRECTOR_CUES = ("directed by", "director", "by", "from")
+#: words no name in the catalog is spelled close to (no fuzzy match tried on them)
+STOPWORDS = frozenset(
+    {"a", "an", "the", "with", "by", "and", "or", "no", "not", "any", "something", "some",
+     "movie", "film", "please", "like", "want", "would", "preference", "funny", "rated"}
+)  # fmt: skip
 SUFFIXES = ("ies", "ing", "ed", "es", "ly", "s", "y")
 
 
@@ -133,8 +138,13 @@ def _people(catalog: Catalog, words: list[str]) -> list[tuple[int, str]]:
                 continue
             gram = " ".join(words[i : i + size])
             name = catalog.people.get(gram)
-            if name is None and len(gram) >= 7:
-                close = difflib.get_close_matches(gram, catalog.people, n=1, cutoff=0.85)
+            if name is None and len(gram) >= 7 and not STOPWORDS & set(words[i : i + size]):
+                near = [
+                    key
+                    for key in catalog.people_by_initial.get(gram[0], ())
+                    if abs(len(key) - len(gram)) <= 2
+                ]
+                close = difflib.get_close_matches(gram, near, n=1, cutoff=0.85)
                 name = catalog.people[close[0]] if close else None
             if name is not None:
                 found.append((i, name))

@@ -254,3 +254,28 @@ def test_a_full_dialog_in_headless_chromium_through_envoy(chatbox, tmp_path):
             shutil.copy(shot, os.environ["CHATBOX_SCREENSHOT"])
     finally:
         browser.quit()
+
+
+def test_the_puma_port_serves_the_dialog_from_redis_and_stops_what_it_started(procs):
+    proc = procs.start([sys.executable, "-m", "examples.chatbox.app"])
+    try:
+        lines = read_lines(proc, lambda line: "envoy admin" in line, 120)
+        url = next(line.split()[-1] for line in lines if "PUMA edge listening at" in line)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        session, turns = "-1", []
+        for text in SCRIPT[:6]:  # round robin: the turns cross both gateway processes
+            body = json.dumps({"text": text, "id": session, "turn": uuid.uuid4().hex}).encode()
+            reply = request(url, "POST", "/agent/call", body, timeout_s=60)
+            assert reply.status == 200, reply
+            answer = json.loads(reply.body)
+            session = answer["userid"]
+            turns.append(answer)
+        assert turns[3]["response"]["card"]["title"] and turns[5]["signal"] == "idle"
+        poll = json.dumps({"mode": "poll", "id": session}).encode()
+        queued = json.loads(request(url, "POST", "/listener/call", poll, timeout_s=60).body)
+        assert queued["response"]["messages"][0]["text"].startswith("By the way")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    _gone, alive = psutil.wait_procs(tree, timeout=20)
+    assert alive == []

@@ -243,7 +243,7 @@ def respond(res: Resources, state: dict[str, Any], text: str) -> tuple[dict[str,
     if parse.hello and state["turns"] == 0:
         return say(state, f"{GREETING} {QUESTIONS[step]}"), "listen"
     state["misses"] += 1
-    name = f"'{parse.unknown_name}' " if parse.unknown_name else ""
+    name = f"'{parse.unknown_name}' " if parse.unknown_name else "that name "
     clarify = CLARIFY[step].format(genres=", ".join(res.catalog.genres[:8]) + ", ...", name=name)
     if state["misses"] >= 3:
         clarify += " You can also say it all at once, like 'a comedy with Bill Murray'."

@@ -185,6 +185,19 @@ def test_a_worker_killed_mid_turn_loses_and_duplicates_no_turn(chatbox):
     assert state["turns"] == 3
 
 
+def test_concurrent_turns_of_one_session_never_interleave(chatbox):
+    session = say(chatbox.url, "", "-1")["userid"]
+    # each one a miss: a counter that must add up. The two slow turns hold both
+    # workers between reading the session and writing it, so they overlap for sure
+    texts = [f"{SLOW_WORD} blorp a", f"{SLOW_WORD} blorp b"] + [f"blorp {i}" for i in range(6)]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        replies = list(pool.map(lambda text: say(chatbox.url, text, session), texts))
+    assert {r["userid"] for r in replies} == {session}
+    state = json.loads(chatbox.redis.get(f"chatbox:session:{session}"))
+    assert state["turns"] == 1 + len(texts) and state["misses"] == len(texts)
+    assert sorted(h["user"] for h in state["history"][1:]) == sorted(texts)
+
+
 @pytest.mark.parametrize(
     "body",
     [b"", b"\xff\xfe\x00\x01\x02", os.urandom(3000), b"x" * 200_000, b"{not json", b"[]"],

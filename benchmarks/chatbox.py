@@ -3,7 +3,7 @@
     python -m benchmarks.chatbox              # 1, 10 and 50 users, 6 s each
     python -m benchmarks.chatbox --seconds 2  # shorter
 
-Each simulated user holds the dialog of tests/e2e/test_chatbox.py (greeting,
+Each simulated user holds the dialog of tests/e2e/test_chatbox_stack.py (greeting,
 "something funny with Bill Murray", "no preference", "PG", "no", "yes",
 "bye") over and over on one connection for ``--seconds``, one turn at a time,
 and every turn's latency is recorded. The monolith is

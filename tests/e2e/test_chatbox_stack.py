@@ -242,16 +242,21 @@ def test_a_full_dialog_in_headless_chromium_through_envoy(chatbox, tmp_path):
             box = browser.find_element(By.ID, "input")
             box.send_keys(text)
             browser.find_element(By.ID, "send").click()
+            if SLOW_WORD in text:  # a turn that takes seconds: the indicator shows meanwhile
+                wait.until(lambda b: b.find_element(By.ID, "typing").is_displayed())
+                assert bot_count() == before
             wait.until(lambda _: bot_count() > before)
 
         wait.until(lambda _: bot_count() >= 1)
         assert "What kind of movie" in browser.find_element(By.CSS_SELECTOR, ".bubble.bot").text
-        for text in ("something funny with Bill Murray", "no preference", "PG"):
+        for text in (f"{SLOW_WORD} something funny with Bill Murray", "no preference", "PG"):
             send(text)
         card = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".card h2"))
         assert "(" in card.text
         assert "Bill Murray" in browser.find_element(By.CSS_SELECTOR, ".card").text
         assert browser.find_elements(By.CSS_SELECTOR, ".bubble.user")
+        # phone-sized: the page is no wider than the window, nothing scrolls sideways
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 500
         assert not browser.find_element(By.ID, "typing").is_displayed()
         send("yes")
         texts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".bubble.bot")]

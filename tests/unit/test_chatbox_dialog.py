@@ -17,7 +17,9 @@ from examples.chatbox.catalog import load_catalog
 from examples.chatbox.recommend import baseline_model, load_ratings, rmse, solve_rows
 from examples.chatbox.store import MemoryStore
 from examples.chatbox.understand import stem, understand
+from palm.gateway.guide import guide
 from palm.gateway.pages import PageMount, resolve_page
+from palm.ops.config import load_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 CHATBOX = ROOT / "examples" / "chatbox"
@@ -211,3 +213,11 @@ def test_the_port_onto_palm_adds_nine_lines_to_the_monolith():
     assert len(removed) >= 40
     readme = (ROOT / "README.md").read_text()
     assert f"{len(added)} lines added" in readme and f"{len(removed)} removed" in readme
+
+
+def test_palm_up_prints_the_page_url_with_the_key_in_the_fragment():
+    config = load_deployment(ROOT / "palm.yaml")
+    assert config.services["chatbox"].page == "examples.chatbox:web"
+    text = guide(config, "http://127.0.0.1:8080", api_key="k3y")
+    assert "  http://127.0.0.1:8080/chatbox/#key=k3y" in text.splitlines()
+    assert "http://127.0.0.1:8080/chatbox/\n" in guide(config, "http://127.0.0.1:8080") + "\n"

@@ -101,10 +101,10 @@ def current_model(res: Resources) -> Model:
     """The model in Redis when one was trained there (re-read when it changes)."""
     if isinstance(res.store, RedisStore):
         version = res.store.redis.get(MODEL_KEY + ":version")
-        if version is not None and version.decode() != res.model_version:
+        if version is not None and bytes(version).decode() != res.model_version:
             raw = res.store.redis.get(MODEL_KEY)
             if raw is not None:
-                res.model = Model.from_bytes(raw)
+                res.model = Model.from_bytes(bytes(raw))
                 res.model_version = res.model.version
     return res.model
 

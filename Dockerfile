@@ -5,7 +5,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
 # the Envoy templates are package data of palm.gateway
-RUN pip install --no-cache-dir -e /app
+RUN pip install --no-cache-dir -e "/app[examples]"
 ENV PYTHONPATH=/app PYTHONUNBUFFERED=1
 
 EXPOSE 8080

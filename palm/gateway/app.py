@@ -77,6 +77,7 @@ from palm.gateway.encoding import MalformedBody, parse_items, result_json
 from palm.gateway.job_route import JobRoute
 from palm.gateway.jobs import JobStore
 from palm.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from palm.gateway.pages import PageMount
 from palm.gateway.settings import resolve
 
 __all__ = ["REQUEST_ID", "RequestIdFilter", "create_app", "describe_error", "map_payloads"]
@@ -402,4 +403,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     # every route, the job route above included, behind the API key check
     app.wsgi_app = guard(app.wsgi_app, auth, 4 * settings["max_payload_bytes"])  # type: ignore[method-assign, assignment]
+    # services' static pages (``page`` in palm.yaml), public, in front of the key check
+    pages = {name: spec["page"] for name, spec in services.items() if spec.get("page")}
+    if pages:
+        app.wsgi_app = PageMount(app.wsgi_app, pages)  # type: ignore[method-assign]
     return app

@@ -105,7 +105,12 @@ class Puma:
             self.redis_url = embedded.start()
             self._stack.append(embedded.stop)
 
-        cluster = LocalCluster(workers=int(conf.get("workers") or 2), name="puma")
+        # the workers find the deployment's Redis (shared state for the functions) there
+        cluster = LocalCluster(
+            workers=int(conf.get("workers") or 2),
+            name="puma",
+            env={"PALM_REDIS_URL": self.redis_url} if self.redis_url else None,
+        )
         self._stack.append(cluster.stop)
         cluster.start()
         self.cluster = cluster

@@ -116,6 +116,11 @@ def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str
     lines.append(
         f"  curl -s{auth} {url}/jobs/<job_id>        curl -s{auth} {url}/jobs/<job_id>/result"
     )
+    for name, service in config.services.items():
+        if service.page:  # the key travels in the fragment, which browsers keep to themselves
+            key = f"#key={api_key}" if api_key is not None else ""
+            lines.append(f"  # {name}'s page: open it in a browser")
+            lines.append(f"  {url}{service.route}/{key}")
     lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
 

@@ -50,6 +50,7 @@ from palm.call.request import Client
 from palm.errors import ConfigError, PalmError, TimeoutError
 from palm.gateway.deploy import edge_config, write_functions
 from palm.gateway.envoy_process import EnvoyProcess
+from palm.gateway.pages import resolve_page
 from palm.gateway.serve import GatewayServer
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig
@@ -294,6 +295,9 @@ class Up:
                 path = self.workdir / "functions" / f"{name}.pkl"
                 spec["functions_path"] = write_functions(path, functions)
             specs[name] = spec
+        for name, service in self.config.services.items():
+            if service.page:
+                specs[name]["page"] = str(resolve_page(service.page))
         return specs
 
     def _start_gateway(self) -> None:

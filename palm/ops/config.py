@@ -92,6 +92,7 @@ _EDGE_KEYS = {
 AUTH_MODES = ("api_keys", "open")
 _RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
 _SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}
+_SERVICE_KEYS.add("page")  # a static page the gateway serves at <route>/
 
 
 def check_route(name: str, route: str) -> None:
@@ -119,6 +120,8 @@ class ServiceConfig:
     #: the body of the HTTP example ``palm up`` shows and ``--once`` sends;
     #: None: a default one; False: no HTTP example (a service for palm clients)
     example: str | bool | None = None
+    #: ``package.module:directory`` of static files served at ``GET <route>/``
+    page: str | None = None
 
     @property
     def worker_spec(self) -> str | None:
@@ -240,6 +243,7 @@ def _service(name: str, raw: Any) -> ServiceConfig:
         functions=functions,
         workers=_int(data.get("workers", 2), f"services.{name}.workers"),
         example=_example(data.get("example"), f"services.{name}.example"),
+        page=_spec(data["page"], f"services.{name}.page") if data.get("page") else None,
     )
 
 

@@ -74,6 +74,7 @@ def test_palm_up_once_answers_through_envoy_and_stops_what_it_started(procs: Pro
     assert "POST /demo/foo -> 200 demo-" in out and "processed hello" in out
     assert "POST /maths/factorial -> 200 3628800" in out
     assert "POST /map/maths/factorial -> 200 [1,2,6,24]" in out
+    assert "POST /chatbox/agent -> 200" in out and "Bill Murray" in out
     assert "POST /jobs/echo/foo -> 200 you sent me hello" in out
     pids = started_pids(out.splitlines())
     mastr = {"workers:mastr-value", "workers:mastr-agg-0", "workers:mastr-agg-1"}
@@ -82,6 +83,7 @@ def test_palm_up_once_answers_through_envoy_and_stops_what_it_started(procs: Pro
         "masters",
         "workers:demo",
         "workers:maths",
+        "workers:chatbox",
         "gateway",
         "envoy",
         *mastr,

@@ -10,9 +10,15 @@ worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from palm.commands import add_keys_option, apply_keys
+from palm.state.deployment import Deployment
 from palm.workers.autoscale import ScalePolicy
+from palm.workers.controller import ScaleCounters
 from palm.workers.pool import WorkerPool
 
 
@@ -36,12 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scale = p.add_argument_group(
         "autoscaling (needs --connect)",
         "with --max-processes the pool follows the master's backlog: one worker per "
-        "--jobs-per-worker waiting or running job messages, between --processes and "
-        "--max-processes, shrinking after --scale-down-after-s of lower backlog",
+        "--jobs-per-worker waiting or running job messages, between --processes (0 "
+        "scales to zero) and --max-processes; it grows once the backlog stayed high "
+        "for --scale-up-window-s and shrinks after --scale-down-after-s of lower "
+        "backlog, only below what the backlog needs at a target lowered by --hysteresis",
     )
     scale.add_argument("--max-processes", type=int, default=None)
-    scale.add_argument("--jobs-per-worker", type=int, default=4)
+    scale.add_argument("--jobs-per-worker", type=float, default=4)
     scale.add_argument("--scale-down-after-s", type=float, default=10.0)
+    scale.add_argument("--scale-up-window-s", type=float, default=0.0)
+    scale.add_argument("--hysteresis", type=float, default=0.25)
     p.set_defaults(func=run)
 
 
@@ -66,7 +76,29 @@ def run(args: argparse.Namespace) -> int:
         if args.connect is None:
             raise SystemExit("palm worker: autoscaling reads the backlog through --connect")
         policy = ScalePolicy(
-            args.processes, args.max_processes, args.jobs_per_worker, args.scale_down_after_s
+            args.processes,
+            args.max_processes,
+            args.jobs_per_worker,
+            args.scale_down_after_s,
+            args.scale_up_window_s,
+            args.hysteresis,
         )
-    pool.run(policy=policy)
+    with scale_gauges(f"{args.name}-scaler", pool.controller_snapshot):
+        pool.run(policy=policy)
     return 0
+
+
+@contextmanager
+def scale_gauges(server: str, gauges: Callable[[], dict[str, Any]]) -> Iterator[None]:
+    """Publish the scaling gauges as ``server``'s counters while the pool runs,
+    when the deployment has a Redis (``PALM_REDIS_URL``)."""
+    if not os.environ.get("PALM_REDIS_URL"):
+        yield
+        return
+    deployment = Deployment(server)
+    deployment.counters = ScaleCounters(server, gauges)
+    deployment.open()
+    try:
+        yield
+    finally:
+        deployment.close()

@@ -525,6 +525,10 @@ class Master(StreamRouting):
                 self._send_worker(
                     identity, control(Kind.WELCOME, identity, reset=True, session=self.session)
                 )
+        elif header.kind == Kind.BYE and (header.extra or {}).get("leave") is True:
+            # the BYE answering it goes after every job sent to this worker
+            self.pool.leaving(identity)
+            self._send_worker(identity, control(Kind.BYE, identity))
         elif header.kind == Kind.BYE:
             self.pool.left(identity)
         else:
@@ -541,7 +545,7 @@ class Master(StreamRouting):
         if header is None:
             return
         now = time.monotonic()
-        if header.kind not in (Kind.RESULT, Kind.HEARTBEAT):
+        if header.kind not in (Kind.RESULT, Kind.HEARTBEAT, Kind.BYE):
             self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the result socket")
             return
         try:
@@ -552,6 +556,10 @@ class Master(StreamRouting):
         if header.kind == Kind.HEARTBEAT:
             if meta.worker is not None:
                 self.pool.seen(meta.worker, now)
+            return
+        if header.kind == Kind.BYE:  # a leaving worker's goodbye, behind its last result
+            if meta.worker is not None:
+                self.pool.left(meta.worker)
             return
         count = job_count(header, len(frames) - 1)
         # A worker that could not read a job answers it with palm.ProtocolError
@@ -632,7 +640,14 @@ class Master(StreamRouting):
             functions=sorted(self.pool.known_functions - {MAP_FUNCTION}),
             stats=dict(self.stats),
             workers=[
-                {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
+                {
+                    "name": w.name,
+                    "pid": w.pid,
+                    "host": w.host,
+                    "credit": w.credit,
+                    "done": w.done,
+                    "leaving": w.leaving,
+                }
                 for w in self.pool.workers.values()
             ],
             queued=self.pool.queued,

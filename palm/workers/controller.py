@@ -132,7 +132,7 @@ class ScaleController:
         self.backlog = backlog
         self.backend.scale_to(self.desired)
         census = self.backend.census()
-        listed = {str(w.get("name", "")) for w in self.probe.last_workers}
+        listed = {str(w.get("name", "")) for w in self.probe.last_workers if not w.get("leaving")}
         self._count(census, listed, now)
         return decision
 

@@ -5,7 +5,8 @@ asked for its INFO within ``--timeout-s``; one line per endpoint says what
 answered. With ``--listed`` a master must also list a worker running on this
 host (by host name): the liveness check of a pod of workers. Orchestrators
 run it as an exec probe (deploy/kubernetes/); it uses the CURVE keys of
-``$PALM_KEYS`` like every palm client.
+``$PALM_KEYS``: the client pair, or with ``--listed`` the worker pair (a
+master tells only its workers where its workers run).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 from palm.call.request import Client
 from palm.errors import PalmError
 from palm.wire.info import ServiceInfo
+from palm.wire.security import security_for
 
 __all__ = ["check", "register", "run"]
 
@@ -30,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def check(endpoint: str, timeout_s: float = 2.0, listed_host: str | None = None) -> str | None:
     """None when ``endpoint`` is healthy, else what is wrong."""
-    client = Client(endpoint, "health", timeout_s=timeout_s)
+    keys = security_for(None, "worker") if listed_host is not None else None
+    client = Client(endpoint, "health", timeout_s=timeout_s, keys=keys)
     try:
         info = ServiceInfo.from_wire(client.info())
     except PalmError as exc:

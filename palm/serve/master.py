@@ -313,6 +313,7 @@ class Master(StreamRouting):
             if self.on_ready is not None:
                 self.on_ready(self)
             self._loop(poller, client_in)
+            self._farewell()
         finally:
             if feeder is not None:
                 feeder.join(5)
@@ -533,6 +534,14 @@ class Master(StreamRouting):
             self.pool.left(identity)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a worker")
+
+    def _farewell(self) -> None:
+        """Tell every worker this master stops (a BYE), so none waits for it:
+        a leaving worker takes it for the answer to its leave, the others
+        register again when a master is back."""
+        for identity in list(self.pool.workers):
+            self._send_worker(identity, control(Kind.BYE, identity))
+        self.worker_out.close(linger=200)
 
     def _send_worker(self, identity: bytes, frames: list[bytes]) -> None:
         try:

@@ -100,6 +100,7 @@ class Worker(Service):
         self.cluster = cluster
         self.deployment: Deployment | None = None
         self._cache_client: _MissingAsNone | None = None
+        self._welcomed = False  # a master's WELCOME came in this session
 
     def shared_cache(self) -> Cache:
         """Redis when the deployment has one, else the master's db endpoint."""
@@ -194,6 +195,7 @@ class Worker(Service):
         dealer = make_socket(zmq.DEALER, identity=self.identity, hwm=1000, curve=self.security)
         dealer.connect(self.push_address)
         served = False
+        self._welcomed = False
         try:
             self._ready(dealer)
             poller = zmq.Poller()
@@ -234,8 +236,11 @@ class Worker(Service):
         socket, behind the last result, so the master has every answer before
         it forgets this worker. A master that stays silent for ``liveness``
         heartbeats is left all the same; it gives the jobs still held here to
-        other workers.
+        other workers. Without a WELCOME in this session (no master took this
+        worker in, or the master stopped) there is nobody to wait for.
         """
+        if not self._welcomed:
+            return
         try:
             dealer.send_multipart(control(Kind.BYE, leave=True), zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -321,7 +326,12 @@ class Worker(Service):
                 self.logger.info("worker %s: master asks to register again", self.name)
                 self._ready(dealer)
             self.session = welcome.session
+            self._welcomed = True
             return True
+        if header.kind == Kind.BYE:
+            self.logger.info("worker %s: the master stops; registering again later", self.name)
+            self._welcomed = False
+            return False
         if header.kind == Kind.HEARTBEAT:
             if self.session is not None and session != self.session:
                 self.logger.info("worker %s: master restarted; registering again", self.name)

@@ -69,3 +69,15 @@ def test_a_leaving_worker_gets_no_more_jobs_nor_credit_and_goes_after_its_goodby
         stub.say_goodbye()
         cluster.wait_for_worker_gone(stub.name)
         assert cluster.stats()["requeued"] == 0
+
+
+def test_a_stopping_master_says_goodbye_and_a_real_worker_comes_back_to_the_next() -> None:
+    with LocalMaster(transport="ipc") as cluster:
+        stub = cluster.stub_worker("echo")
+        worker = cluster.add_worker(Counted)
+        cluster.restart()
+        # the old master said BYE before it went (the stub reads it with its pending jobs)
+        wait_until(lambda: stub.pending() == [] and stub.goodbyes == 1, timeout_s=10)
+        cluster.wait_for_workers(worker.name)  # registered again with the new master
+        client = cluster.client(batch=1)
+        assert list(client.job("nap", [b"x"])) == [b"x"]

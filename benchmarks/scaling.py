@@ -34,6 +34,8 @@ from palm.workers.controller import Backend, ScaleController
 from palm.workers.local import ProcessBackend
 from palm.workers.pool import WorkerPool
 
+__all__ = ["Napper", "main", "plot", "run"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "benchmarks.scaling:Napper"
 SECRET = "benchmark-scaling"

@@ -11,6 +11,8 @@ The rules it holds:
 * a job goes only to a worker with credit that declared its function (any
   worker runs ``map`` chunks); a function no worker ever declared is
   answered with ``UnknownFunction`` once workers are there;
+* a worker asked to leave (:meth:`Dispatcher.leaving`) gets no more jobs nor
+  credit, and is forgotten once it says goodbye behind its last result;
 * a worker that dies or leaves gives its jobs back, at the front of their
   queues; only the oldest one it held can have been running, so only that
   one counts a death, is retried one job at a time (a poisonous job cannot
@@ -68,6 +70,7 @@ class WorkerInfo:
     name: str = ""
     done: int = 0
     functions: frozenset[str] = frozenset()
+    leaving: bool = False  # asked to leave: no more jobs, no more credit
     # jobs handed to this worker, in the order it runs them (a dict as an ordered set)
     inflight: dict[JobKey, None] = field(default_factory=dict)
 
@@ -183,7 +186,7 @@ class Dispatcher:
             w.last_seen = now
             if key in w.inflight:  # a worker answering twice earns no credit for it
                 del w.inflight[key]
-                w.credit += 1
+                w.credit += 0 if w.leaving else 1
                 w.done += count
         job = self.inflight.pop(key, None)
         if job is None:
@@ -210,8 +213,19 @@ class Dispatcher:
         if w is None:
             return False
         w.last_seen = now
-        w.credit += credit
+        if not w.leaving:
+            w.credit += credit
         return True
+
+    def leaving(self, identity: bytes) -> None:
+        """A worker asks to leave: it gets nothing more; what it holds it finishes."""
+        w = self.workers.get(identity)
+        if w is not None:
+            w.leaving = True
+            w.credit = 0
+            self.logger.info(
+                "worker %s is leaving; it finishes its %d job message(s)", w.label, len(w.inflight)
+            )
 
     def left(self, identity: bytes) -> None:
         w = self.workers.get(identity)

@@ -314,6 +314,7 @@ class Master(StreamRouting):
             if self.on_ready is not None:
                 self.on_ready(self)
             self._loop(poller, client_in)
+            self._farewell()
         finally:
             if feeder is not None:
                 feeder.join(5)
@@ -554,10 +555,22 @@ class Master(StreamRouting):
                 self._send_worker(
                     identity, control(Kind.WELCOME, identity, reset=True, session=self.session)
                 )
+        elif header.kind == Kind.BYE and (header.extra or {}).get("leave") is True:
+            # the BYE answering it goes after every job sent to this worker
+            self.pool.leaving(identity)
+            self._send_worker(identity, control(Kind.BYE, identity))
         elif header.kind == Kind.BYE:
             self.pool.left(identity)
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} from a worker")
+
+    def _farewell(self) -> None:
+        """Tell every worker this master stops (a BYE), so none waits for it:
+        a leaving worker takes it for the answer to its leave, the others
+        register again when a master is back."""
+        for identity in list(self.pool.workers):
+            self._send_worker(identity, control(Kind.BYE, identity))
+        self.worker_out.close(linger=200)
 
     def _send_worker(self, identity: bytes, frames: list[bytes]) -> None:
         try:
@@ -570,7 +583,7 @@ class Master(StreamRouting):
         if header is None:
             return
         now = time.monotonic()
-        if header.kind not in (Kind.RESULT, Kind.HEARTBEAT):
+        if header.kind not in (Kind.RESULT, Kind.HEARTBEAT, Kind.BYE):
             self.malformed.record(f"{Kind.NAMES.get(header.kind)} on the result socket")
             return
         try:
@@ -581,6 +594,10 @@ class Master(StreamRouting):
         if header.kind == Kind.HEARTBEAT:
             if meta.worker is not None:
                 self.pool.seen(meta.worker, now)
+            return
+        if header.kind == Kind.BYE:  # a leaving worker's goodbye, behind its last result
+            if meta.worker is not None:
+                self.pool.left(meta.worker)
             return
         count = job_count(header, len(frames) - 1)
         # A worker that could not read a job answers it with palm.ProtocolError
@@ -664,7 +681,14 @@ class Master(StreamRouting):
             functions=sorted(self.pool.known_functions - {MAP_FUNCTION}),
             stats=dict(self.stats),
             workers=[
-                {"name": w.name, "pid": w.pid, "host": w.host, "credit": w.credit, "done": w.done}
+                {
+                    "name": w.name,
+                    "pid": w.pid,
+                    "host": w.host,
+                    "credit": w.credit,
+                    "done": w.done,
+                    "leaving": w.leaving,
+                }
                 for w in self.pool.workers.values()
             ],
             queued=self.pool.queued,

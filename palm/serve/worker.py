@@ -100,6 +100,7 @@ class Worker(Service):
         self.cluster = cluster
         self.deployment: Deployment | None = None
         self._cache_client: _MissingAsNone | None = None
+        self._welcomed = False  # a master's WELCOME came in this session
 
     def shared_cache(self) -> Cache:
         """Redis when the deployment has one, else the master's db endpoint."""
@@ -116,7 +117,8 @@ class Worker(Service):
     # lifecycle ---------------------------------------------------------------
 
     def stop(self) -> None:
-        """Finish the job in hand, then leave the master and return from ``start()``."""
+        """Leave gracefully: ask the master for no more jobs, finish the ones held
+        (:meth:`_leave`), say goodbye, and return from ``start()``. SIGTERM does the same."""
         self._stopper.stop()
 
     def start(self) -> None:
@@ -193,6 +195,7 @@ class Worker(Service):
         dealer = make_socket(zmq.DEALER, identity=self.identity, hwm=1000, curve=self.security)
         dealer.connect(self.push_address)
         served = False
+        self._welcomed = False
         try:
             self._ready(dealer)
             poller = zmq.Poller()
@@ -219,13 +222,56 @@ class Worker(Service):
                     served = True
                 if time.monotonic() - last_heard > silence_s:
                     return served
-            try:
-                dealer.send_multipart([Header(Kind.BYE, 0).to_wire()], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+            self._leave(dealer, results)
             return served
         finally:
             dealer.close(0)
+
+    def _leave(self, dealer: zmq.Socket[bytes], results: zmq.Socket[bytes]) -> None:
+        """Leave the master without losing or doubling a job.
+
+        Ask to leave (a BYE with ``leave``): the master hands this worker no
+        more jobs and answers with a BYE sent after every job it gave it. Run
+        each job that arrives before that BYE, then say goodbye on the result
+        socket, behind the last result, so the master has every answer before
+        it forgets this worker. A master that stays silent for ``liveness``
+        heartbeats is left all the same; it gives the jobs still held here to
+        other workers. Without a WELCOME in this session (no master took this
+        worker in, or the master stopped) there is nobody to wait for.
+        """
+        if not self._welcomed:
+            return
+        try:
+            dealer.send_multipart(control(Kind.BYE, leave=True), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return
+        silence_s = max(self.heartbeat_interval_s * self.liveness, 1.0)
+        deadline = time.monotonic() + silence_s
+        held, goodbye = 0, False
+        while not goodbye:
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if wait_ms <= 0 or not dealer.poll(wait_ms, zmq.POLLIN):
+                self.logger.warning("worker %s: no goodbye from the master; leaving", self.name)
+                break
+            frames = dealer.recv_multipart()
+            try:
+                kind = decode_header(frames[0]).kind
+            except (ProtocolError, IndexError):
+                kind = 0
+            goodbye = kind == Kind.BYE
+            if kind != Kind.JOB:
+                continue  # heartbeats, or a new master's WELCOME: no new session now
+            held += 1
+            try:
+                self._on_message(frames, dealer, results)
+            except Exception as exc:  # the last resort, as in the session loop
+                self.failures.record(exc)
+            deadline = time.monotonic() + silence_s
+        bye = Header(Kind.BYE, 0, extra={"w": self.identity})
+        results.send_multipart([bye.to_wire()])
+        self.logger.info(
+            "worker %s left after finishing %d job message(s) in hand", self.name, held
+        )
 
     def _ready(self, dealer: zmq.Socket[bytes]) -> None:
         dealer.send_multipart(
@@ -280,7 +326,12 @@ class Worker(Service):
                 self.logger.info("worker %s: master asks to register again", self.name)
                 self._ready(dealer)
             self.session = welcome.session
+            self._welcomed = True
             return True
+        if header.kind == Kind.BYE:
+            self.logger.info("worker %s: the master stops; registering again later", self.name)
+            self._welcomed = False
+            return False
         if header.kind == Kind.HEARTBEAT:
             if self.session is not None and session != self.session:
                 self.logger.info("worker %s: master restarted; registering again", self.name)

@@ -20,6 +20,7 @@ import zmq
 
 from palm.serve.worker import HeartbeatThread
 from palm.wire.control import Ready
+from palm.wire.messages import control
 from palm.wire.protocol import ErrorInfo, Header, Kind, decode, frames_for, jobs_in
 from palm.wire.sockets import make_socket
 
@@ -80,6 +81,8 @@ class StubWorker:
         self.welcomes: list[Header] = []
         #: Heartbeats received from the master.
         self.master_heartbeats = 0
+        #: BYEs received from the master (its answer to :meth:`ask_to_leave`).
+        self.goodbyes = 0
         self._jobs: deque[StubJob] = deque()
         self._pull_address = pull_address
         self._dealer = make_socket(zmq.DEALER, identity=self.identity)
@@ -130,6 +133,19 @@ class StubWorker:
         self._dealer.send_multipart([Header(Kind.BYE, 0).to_wire()])
         self.die()
 
+    def ask_to_leave(self, *, wait: bool = True) -> None:
+        """Ask to leave gracefully (a BYE with ``leave``); with ``wait``, read until
+        the master's BYE comes back (the jobs sent before it are then pending)."""
+        seen = self.goodbyes
+        self._dealer.send_multipart(control(Kind.BYE, leave=True))
+        if wait:
+            self._read_until(lambda: self.goodbyes > seen, "BYE")
+
+    def say_goodbye(self) -> None:
+        """The last word of a leaving worker: a BYE on the result socket, then silence."""
+        self._results.send_multipart([Header(Kind.BYE, 0, extra={"w": self.identity}).to_wire()])
+        self.die()
+
     def close(self) -> None:
         """Stop heartbeating and close the sockets (sending nothing)."""
         self.die()
@@ -168,6 +184,8 @@ class StubWorker:
             self.welcomes.append(header)
         elif header.kind == Kind.HEARTBEAT:
             self.master_heartbeats += 1
+        elif header.kind == Kind.BYE:
+            self.goodbyes += 1
         return True
 
     def _read_until(

@@ -15,7 +15,7 @@ ones are ignored.
 * :class:`Hello` (client or downstream stage -> outlet: the topic taken, a
   name, a probe flag);
 * :class:`ResultMeta` (worker -> master: the worker id ``w`` and the
-  ``route``/``of`` a master put on a job).
+  ``route``/``of`` a master put on a job; a leaving worker's last BYE too).
 
 :func:`announced_jobs` and :func:`unparsable` answer a JOB message whose
 payloads cannot be read: one error per job its header announces.
@@ -229,7 +229,7 @@ class ResultMeta:
 
     @classmethod
     def from_header(cls, header: Header) -> ResultMeta:
-        _kind(header, Kind.RESULT, Kind.HEARTBEAT)
+        _kind(header, Kind.RESULT, Kind.HEARTBEAT, Kind.BYE)
         extra = _extra(header)
         worker = extra.get("w")
         if worker is not None and (type(worker) is not bytes or len(worker) > 256):

@@ -10,10 +10,21 @@ worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from palm.commands import add_keys_option, apply_keys
-from palm.workers.autoscale import ScalePolicy
+from palm.state.deployment import Deployment
+from palm.workers.autoscale import BacklogProbe, ScalePolicy
+from palm.workers.controller import ScaleController, ScaleCounters
 from palm.workers.pool import WorkerPool
+
+log = logging.getLogger("palm.workers")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,16 +47,44 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scale = p.add_argument_group(
         "autoscaling (needs --connect)",
         "with --max-processes the pool follows the master's backlog: one worker per "
-        "--jobs-per-worker waiting or running job messages, between --processes and "
-        "--max-processes, shrinking after --scale-down-after-s of lower backlog",
+        "--jobs-per-worker waiting or running job messages, between --processes (0 "
+        "scales to zero) and --max-processes; it grows once the backlog stayed high "
+        "for --scale-up-window-s and shrinks after --scale-down-after-s of lower "
+        "backlog, only below what the backlog needs at a target lowered by --hysteresis",
     )
     scale.add_argument("--max-processes", type=int, default=None)
-    scale.add_argument("--jobs-per-worker", type=int, default=4)
+    scale.add_argument("--jobs-per-worker", type=float, default=4)
     scale.add_argument("--scale-down-after-s", type=float, default=10.0)
+    scale.add_argument("--scale-up-window-s", type=float, default=0.0)
+    scale.add_argument("--hysteresis", type=float, default=0.25)
+    scale.add_argument("--scale-every-s", type=float, default=1.0, help="seconds between looks")
+    boxes = p.add_argument_group(
+        "containers (with --backend docker)",
+        "the workers run as containers of --image on the Docker engine at --docker-host "
+        "(default: DOCKER_HOST), one worker each, labelled palm.pool=--name; the "
+        "controller finds them again when it restarts and leaves them running when it "
+        "stops, unless --remove-on-exit",
+    )
+    boxes.add_argument("--backend", choices=("process", "docker"), default="process")
+    boxes.add_argument("--image", default=None, help="the workers' image")
+    boxes.add_argument("--docker-host", default=None, help="e.g. unix:///var/run/docker.sock")
+    boxes.add_argument(
+        "--python", default="python3", help="the Python inside the image (default python3)"
+    )
+    boxes.add_argument(
+        "--volume", action="append", default=[], help="SRC:DST[:ro] bind mount (repeatable)"
+    )
+    boxes.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE for the workers (repeatable)"
+    )
+    boxes.add_argument("--network", default="host", help="the containers' network (default host)")
+    boxes.add_argument("--remove-on-exit", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.backend == "docker":
+        return run_containers(args)
     if args.connect is None and (args.push is None or args.pull is None):
         raise SystemExit("palm worker: give --connect DB_ADDRESS, or both --push and --pull")
     apply_keys(args.keys)  # the workers (and the autoscaler's probe) find it in $PALM_KEYS
@@ -66,7 +105,86 @@ def run(args: argparse.Namespace) -> int:
         if args.connect is None:
             raise SystemExit("palm worker: autoscaling reads the backlog through --connect")
         policy = ScalePolicy(
-            args.processes, args.max_processes, args.jobs_per_worker, args.scale_down_after_s
+            args.processes,
+            args.max_processes,
+            args.jobs_per_worker,
+            args.scale_down_after_s,
+            args.scale_up_window_s,
+            args.hysteresis,
         )
-    pool.run(policy=policy)
+    with scale_gauges(f"{args.name}-scaler", pool.controller_snapshot):
+        pool.run(policy=policy, scale_every_s=args.scale_every_s)
+    return 0
+
+
+@contextmanager
+def scale_gauges(server: str, gauges: Callable[[], dict[str, Any]]) -> Iterator[None]:
+    """Publish the scaling gauges as ``server``'s counters while the pool runs,
+    when the deployment has a Redis (``PALM_REDIS_URL``)."""
+    if not os.environ.get("PALM_REDIS_URL"):
+        yield
+        return
+    deployment = Deployment(server)
+    deployment.counters = ScaleCounters(server, gauges)
+    deployment.open()
+    try:
+        yield
+    finally:
+        deployment.close()
+
+
+def run_containers(args: argparse.Namespace) -> int:
+    """The controller alone, sizing a pool of worker containers until SIGINT/SIGTERM."""
+    from palm.workers.containers import DockerBackend  # the docker package, only when used
+
+    if args.connect is None or args.image is None or args.max_processes is None:
+        raise SystemExit(
+            "palm worker --backend docker needs --connect, --image and --max-processes"
+        )
+    environment = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"palm worker: --env takes NAME=VALUE, not {item!r}")
+        environment[name] = value
+    policy = ScalePolicy(
+        args.processes,
+        args.max_processes,
+        args.jobs_per_worker,
+        args.scale_down_after_s,
+        args.scale_up_window_s,
+        args.hysteresis,
+    )
+    backend = DockerBackend(
+        args.image,
+        args.spec,
+        args.connect,
+        pool=args.name,
+        docker_url=args.docker_host,
+        python=args.python,
+        credit=args.credit,
+        heartbeat_interval_s=args.heartbeat_interval_s,
+        log_level=args.log_level,
+        environment=environment,
+        volumes=args.volume,
+        network_mode=args.network,
+        grace_s=args.grace_s,
+    )
+    probe = BacklogProbe(args.connect)
+    controller = ScaleController(policy, probe, backend)
+    log.info("controller of %s found %d container(s) of its own", args.name, controller.desired)
+    done = threading.Event()
+    old = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with scale_gauges(f"{args.name}-scaler", controller.snapshot):
+            while not done.is_set():
+                controller.step()
+                done.wait(args.scale_every_s)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if args.remove_on_exit:
+            backend.remove_all()
+        probe.close()
+        backend.close()
     return 0

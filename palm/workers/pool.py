@@ -3,7 +3,11 @@
 :class:`WorkerPool` starts ``processes`` worker processes, restarts one that
 exits unexpectedly (waiting longer after each quick crash, up to
 ``max_backoff_s``), can grow or shrink, and stops them all: SIGTERM first,
-SIGKILL for any still alive after ``grace_s``. The workers die with the pool's
+SIGKILL for any still alive after ``grace_s``. Shrinking does not wait: a
+worker asked to leave (SIGTERM) finishes the jobs it holds and says goodbye
+to its master while the pool goes on; :meth:`WorkerPool.check` reaps it, or
+SIGKILLs it once ``grace_s`` has passed. With a policy, a
+:class:`~palm.workers.controller.ScaleController` sizes the pool. The workers die with the pool's
 process, even one killed with SIGKILL (on Linux).
 """
 
@@ -16,9 +20,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from palm.ops.processes import popen, terminate, terminate_all, worker_command
 from palm.workers.autoscale import BacklogProbe, ScalePolicy
+from palm.workers.controller import ScaleController
+from palm.workers.local import ProcessBackend
 
 __all__ = ["WorkerPool"]
 
@@ -73,8 +80,12 @@ class WorkerPool:
         self.env = env
         self.log_level = log_level
         self.slots = [_Slot(i) for i in range(processes)]
+        self._next_index = processes
+        #: workers asked to leave, with the time they must be gone by
+        self.leaving: list[tuple[subprocess.Popen[bytes], float]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._controller: ScaleController | None = None
 
     # processes -----------------------------------------------------------------
 
@@ -114,6 +125,7 @@ class WorkerPool:
         """Restart workers that exited, with backoff; call it now and then."""
         now = time.monotonic()
         with self._lock:
+            self._reap_leaving(now)
             for slot in self.slots:
                 proc = slot.proc
                 if proc is None:
@@ -146,34 +158,64 @@ class WorkerPool:
                 slot.restart_at = now + slot.backoff_s
 
     def scale(self, processes: int) -> None:
-        """Grow or shrink the pool to ``processes`` workers."""
+        """Grow or shrink the pool to ``processes`` workers; the newest leave first,
+        gracefully (see the module's docstring)."""
         with self._lock:
             while len(self.slots) < processes:
-                slot = _Slot(len(self.slots))
+                slot = _Slot(self._next_index)
+                self._next_index += 1
                 self.slots.append(slot)
                 self._spawn(slot)
             while len(self.slots) > processes:
                 slot = self.slots.pop()
-                if slot.proc is not None:
-                    terminate(slot.proc, grace_s=self.grace_s)
+                if slot.proc is not None and slot.proc.poll() is None:
+                    slot.proc.send_signal(signal.SIGTERM)
+                    self.leaving.append((slot.proc, time.monotonic() + self.grace_s))
+                    log.info("%s-%d (pid %d) asked to leave", self.name, slot.index, slot.proc.pid)
+
+    def _reap_leaving(self, now: float) -> None:
+        still: list[tuple[subprocess.Popen[bytes], float]] = []
+        for proc, deadline in self.leaving:
+            if proc.poll() is not None:
+                continue
+            if now >= deadline:
+                log.warning(
+                    "worker pid %d still there %.1f s after SIGTERM", proc.pid, self.grace_s
+                )
+                terminate(proc, grace_s=0)
+                continue
+            still.append((proc, deadline))
+        self.leaving = still
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the workers that are (or will be again, after a crash) alive."""
+        with self._lock:
+            return [f"{self.name}-{s.index}" for s in self.slots]
 
     def stop(self) -> None:
         """Stop every worker: SIGTERM, then SIGKILL after the grace period."""
         self._stopped.set()
         with self._lock:
             procs = [s.proc for s in self.slots if s.proc is not None]
+            procs += [proc for proc, _ in self.leaving]
             terminate_all(procs, grace_s=self.grace_s)
+            self.leaving = []
+
+    @property
+    def controller(self) -> ScaleController | None:
+        """The scaling controller, once a policy drives the pool."""
+        return self._controller
+
+    def controller_snapshot(self) -> dict[str, Any]:
+        """The scaling gauges (empty before a policy drives the pool)."""
+        return self._controller.snapshot() if self._controller is not None else {}
 
     def autoscale(self, policy: ScalePolicy, probe: BacklogProbe) -> None:
         """Grow or shrink once, as ``policy`` says for the backlog ``probe`` reads."""
-        backlog = probe.backlog()
-        if backlog is None:
-            return
-        current = len(self.slots)
-        target = policy.decide(current, backlog)
-        if target != current:
-            log.info("backlog %d: %d -> %d workers", backlog, current, target)
-            self.scale(target)
+        if self._controller is None:
+            self._controller = ScaleController(policy, probe, ProcessBackend(self))
+        self._controller.step()
 
     def run(
         self,

@@ -84,6 +84,7 @@ def test_the_guide_names_a_function_each_service_really_has():
 
 def test_puma_start_says_so_when_no_http_edge_is_installed(monkeypatch):
     monkeypatch.setattr(puma, "entry_points", lambda group: [])
+    monkeypatch.setattr(puma._registry, "services", {"sentiment": len})
     with pytest.raises(ConfigError, match="no HTTP edge is installed"):
         puma.puma_start(block=False)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from functools import partial
 from typing import Literal
 
 import zmq
@@ -41,6 +42,7 @@ from palm.wire.protocol import (
     jobs_in,
 )
 from palm.wire.security import KeysOption, Security, security_for
+from palm.wire.shipping import Elsewhere
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
@@ -96,6 +98,9 @@ class Worker(Service):
         self.failures = HandlerGuard(f"worker {name}", self.logger)
         self._stopper = Stopper()
         self._functions_cache: dict[bytes, object] = {}
+        #: runs map chunks whose packages this environment lacks (``--install-deps``:
+        #: in an environment built for them); None: the client gets a DependencyError
+        self.elsewhere: Elsewhere | None = None
         self.redis_url = redis_url
         self.cluster = cluster
         self.deployment: Deployment | None = None
@@ -155,6 +160,9 @@ class Worker(Service):
                 self.deployment.close()
             if self._cache_client is not None:
                 self._cache_client.close()
+            close = getattr(self.elsewhere, "close", None)
+            if close is not None:
+                close()
 
     def _sleep(self, seconds: float) -> None:
         poller = zmq.Poller()
@@ -334,7 +342,14 @@ class Worker(Service):
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
             secret = self._map_secret()
-            return reply, [mapping.run_chunk(p, secret, self._functions_cache) for p in payloads]
+            run = partial(
+                mapping.run_chunk,
+                secret=secret,
+                functions=self._functions_cache,
+                worker=self.name,
+                elsewhere=self.elsewhere,
+            )
+            return reply, [run(p) for p in payloads]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = self.unknown_all(header, len(payloads))

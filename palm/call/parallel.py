@@ -373,7 +373,7 @@ class ParallelClient(PairClient, CacheCalls):
         # again until a genuine one comes, or the timeout names the forgeries
         # a chunk refused for want of a package goes out again (another worker
         # may have it) a few times before its DependencyError is the answer
-        vet = mapping.DependencyRetry(secret, 2 * workers, self.rejected_answers.record)
+        vet = mapping.DependencyRetry(secret, 4 * workers + 4, self.rejected_answers.record)
         stream.check = vet
         stream.on_reject = vet.on_reject
         return [planner], stream, chunks

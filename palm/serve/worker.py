@@ -324,7 +324,7 @@ class Worker(Service):
         """Workers answer ``'<master>.foo'`` for any master name."""
         return self._functions.get(split_function(function)[1])
 
-    def _map_secret(self) -> bytes | None:
+    def map_secret(self) -> bytes | None:
         """The secret for map chunks: explicit or PALM_SECRET, else this user's
         local secret when the master is on loopback (looked up once)."""
         if self.secret is None and not self._secret_looked_up:
@@ -341,7 +341,7 @@ class Worker(Service):
         reply.extra = dict(header.extra or {}, w=self.identity)
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
-            secret = self._map_secret()
+            secret = self.map_secret()
             run = partial(
                 mapping.run_chunk,
                 secret=secret,

@@ -58,12 +58,15 @@ class Spec:
     """The distributions a function needs, pinned to the client's versions.
 
     ``packages`` maps distribution names to versions; ``local`` names the
-    modules shipped by value (for the record: a worker needs nothing for them).
+    modules shipped by value (for the record: a worker needs nothing for them);
+    ``unknown`` the imported modules found neither installed nor imported here
+    (a worker is not asked for them: shown by ``palm deps``, never shipped).
     """
 
     packages: dict[str, str] = field(default_factory=dict)
     local: tuple[str, ...] = ()
     python: str = field(default_factory=lambda: "{}.{}".format(*sys.version_info[:2]))
+    unknown: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> bytes:
         """Canonical JSON (sorted keys): equal specs give equal bytes."""
@@ -104,6 +107,7 @@ class Spec:
         """Human text: one requirement a line, then the local modules."""
         lines = [f"# spec {self.hash} (python {self.python})", *self.requirements()]
         lines += [f"# shipped by value: {name}" for name in self.local]
+        lines += [f"# imported but not found here: {name}" for name in self.unknown]
         return "\n".join(lines)
 
 
@@ -132,6 +136,7 @@ def discover(fn: Callable[..., Any]) -> Spec:
     owners = _distributions()
     packages: dict[str, str] = {}
     local: set[str] = set()
+    unknown: set[str] = set()
     for name in modules:
         top = name.split(".")[0]
         if top in sys.stdlib_module_names or top in sys.builtin_module_names:
@@ -146,7 +151,9 @@ def discover(fn: Callable[..., Any]) -> Spec:
                     packages[dist] = version
         elif top not in _NEVER_LOCAL and _is_source_module(top):
             local.add(top)
-    return Spec(packages, tuple(sorted(local)))
+        elif top not in sys.modules:
+            unknown.add(top)
+    return Spec(packages, tuple(sorted(local)), unknown=tuple(sorted(unknown)))
 
 
 def local_modules(spec: Spec) -> list[types.ModuleType]:

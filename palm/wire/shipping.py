@@ -420,8 +420,9 @@ def _dependency_error(answer: tuple[Any, ...], function: str) -> DependencyError
 
 def dependency_refusal(answer: bytes) -> bool:
     """Whether an (authenticated) answer says its worker lacks the function's packages."""
-    # the kind is the tuple's first string, near the start: unpickle only a likely one
-    return _DEP_MARK in answer[_TAG : _TAG + 24] and _kind(answer) == "dep"
+    # a pickled tuple's first string follows the protocol, frame and MARK opcodes
+    # (12 bytes): unpickle only an answer that starts like one
+    return answer.startswith(_DEP_MARK, _TAG + 12) and _kind(answer) == "dep"
 
 
 def _kind(answer: bytes) -> str | None:
@@ -452,10 +453,12 @@ class DependencyRetry:
         self._was_refusal = False
 
     def __call__(self, chunk: bytes, answer: bytes) -> bool:
-        self._was_refusal = False
-        if not authentic(self.secret, chunk, answer):
+        tag = answer[:_TAG]  # authentic(), inlined: this runs for every answer
+        if len(tag) != _TAG or not hmac.compare_digest(
+            tag, _mac(self.secret, _ANSWER, chunk[:_TAG], answer[_TAG:])
+        ):
             return False
-        if not dependency_refusal(answer):
+        if not answer.startswith(_DEP_MARK, _TAG + 12) or not dependency_refusal(answer):
             return True
         times = self.refused.get(chunk[:_TAG], 0)
         if times >= self.retries:
@@ -465,7 +468,10 @@ class DependencyRetry:
         return False
 
     def on_reject(self, answer: bytes) -> None:
-        if not self._was_refusal and self.on_forged is not None:
+        """Hears of each answer ``__call__`` turned down: forgeries go to ``on_forged``."""
+        if self._was_refusal:
+            self._was_refusal = False
+        elif self.on_forged is not None:
             self.on_forged(answer)
 
 

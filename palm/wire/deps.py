@@ -49,7 +49,7 @@ FRAMEWORK = frozenset({"palm"})
 
 #: Top-level modules never shipped by value: the script (cloudpickle ships it by
 #: value already) and palm's own packages, which every worker runs.
-_NEVER_LOCAL = frozenset({"__main__", "palm", "gateway", "masters", "workers"})
+_NEVER_LOCAL = frozenset({"__main__", "palm"})
 
 _MAX_OBJECTS = 2000  # a bound on the walk through globals, for huge module graphs
 
@@ -273,7 +273,13 @@ def installed_version(distribution: str) -> str | None:
 
 
 def check(spec: Spec) -> Problem | None:
-    """The first package of ``spec`` this environment lacks or has at another version."""
+    """The first package of ``spec`` this environment lacks or has at another version.
+
+    The Python version (major.minor) comes first: cloudpickle's bytes are for one.
+    """
+    here = "{}.{}".format(*sys.version_info[:2])
+    if spec.python and spec.python != here:
+        return Problem("python", spec.python, here)
     for name, wanted in sorted(spec.packages.items()):
         found = installed_version(name)
         if found != wanted:

@@ -97,6 +97,8 @@ def test_checking_names_a_missing_package_and_a_mismatched_one() -> None:
         "no-such-dist-palm", "1.0", None
     )
     assert deps.check(deps.Spec({"msgpack": "0.0.1"})) == deps.Problem("msgpack", "0.0.1", MSGPACK)
+    here = deps.Spec().python
+    assert deps.check(deps.Spec({}, python="2.7")) == deps.Problem("python", "2.7", here)
 
 
 def chunk_needing(packages: dict[str, str], pickled: bytes = b"not a pickle") -> bytes:
@@ -179,3 +181,21 @@ def test_palm_deps_prints_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert palm_main(["deps", "tests.unit.test_deps:calls_a_helper"]) == 0
     out = capsys.readouterr().out
     assert f"msgpack=={MSGPACK}" in out and "shipped by value" in out
+
+
+def test_palm_worker_hands_its_dependency_options_to_every_worker_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from palm.cli import build_parser
+    from palm.ops.worker_process import argument_parser
+    from palm.workers.command import deps_environment
+
+    options = ["--install-deps", "--find-links", "/wheels", "--no-index", "--deps-cache", "/envs"]
+    args = build_parser().parse_args(["worker", "m:W", "--connect", "tcp://127.0.0.1:9", *options])
+    for key, value in deps_environment(args).items():
+        monkeypatch.setenv(key, value)
+    child = argument_parser().parse_args(["m:W", "w1"])
+    assert child.install_deps and child.no_index
+    assert (child.find_links, child.deps_cache) == (["/wheels"], "/envs")
+    monkeypatch.setenv("PALM_INSTALL_DEPS", "0")
+    assert not argument_parser().parse_args(["m:W", "w1"]).install_deps

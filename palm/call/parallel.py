@@ -38,6 +38,7 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
 from palm.wire.security import KeysOption
 from palm.wire.session import Session
+from palm.wire.vetting import DependencyRetry
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
 
@@ -373,7 +374,7 @@ class ParallelClient(PairClient, CacheCalls):
         # again until a genuine one comes, or the timeout names the forgeries
         # a chunk refused for want of a package goes out again (another worker
         # may have it) a few times before its DependencyError is the answer
-        vet = mapping.DependencyRetry(secret, 4 * workers + 4, self.rejected_answers.record)
+        vet = DependencyRetry(secret, 4 * workers + 4, self.rejected_answers.record)
         stream.check = vet
         stream.on_reject = vet.on_reject
         return [planner], stream, chunks

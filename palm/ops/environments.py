@@ -265,6 +265,9 @@ class EnvironmentRunner:
             except OSError as exc:
                 self._stop(spec.hash)
                 return f"the environment's process failed: {exc}"
+            except Exception as exc:  # never let a chunk take the worker down
+                self._stop(spec.hash)
+                return f"the environment could not be made: {type(exc).__name__}: {exc}"
 
     def _child(self, spec: Spec) -> subprocess.Popen[bytes]:
         child = self._children.get(spec.hash)

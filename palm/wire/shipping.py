@@ -53,11 +53,9 @@ __all__ = [
     "MAP_FUNCTION",
     "NO_SECRET_HELP",
     "ChunkPlanner",
-    "DependencyRetry",
     "RejectCounter",
     "authentic",
     "decode_answer",
-    "dependency_refusal",
     "encode_chunk",
     "is_loopback",
     "local_secret",
@@ -416,63 +414,6 @@ def _dependency_error(answer: tuple[Any, ...], function: str) -> DependencyError
     return DependencyError.about(
         package, wanted, found, host=host, worker=worker, detail=detail, function=function
     )
-
-
-def dependency_refusal(answer: bytes) -> bool:
-    """Whether an (authenticated) answer says its worker lacks the function's packages."""
-    # a pickled tuple's first string follows the protocol, frame and MARK opcodes
-    # (12 bytes): unpickle only an answer that starts like one
-    return answer.startswith(_DEP_MARK, _TAG + 12) and _kind(answer) == "dep"
-
-
-def _kind(answer: bytes) -> str | None:
-    try:
-        body = pickle.loads(answer[_TAG:])
-    except Exception:
-        return None
-    return body[0] if type(body) is tuple and body and type(body[0]) is str else None
-
-
-class DependencyRetry:
-    """Vets map answers: authentic, and a dependency refusal only after retries.
-
-    A chunk a worker refused for want of a package goes out again (the master
-    may hand it to a worker that has the package) up to ``retries`` times;
-    then its refusal is the answer, and the caller gets the DependencyError.
-    ``on_forged`` hears only of answers that failed authentication.
-    """
-
-    def __init__(
-        self, secret: bytes, retries: int, on_forged: Callable[[bytes], None] | None = None
-    ) -> None:
-        self.secret = secret
-        self.retries = retries
-        self.on_forged = on_forged
-        #: chunks (by tag) refused so far, and how many times
-        self.refused: dict[bytes, int] = {}
-        self._was_refusal = False
-
-    def __call__(self, chunk: bytes, answer: bytes) -> bool:
-        tag = answer[:_TAG]  # authentic(), inlined: this runs for every answer
-        if len(tag) != _TAG or not hmac.compare_digest(
-            tag, _mac(self.secret, _ANSWER, chunk[:_TAG], answer[_TAG:])
-        ):
-            return False
-        if not answer.startswith(_DEP_MARK, _TAG + 12) or not dependency_refusal(answer):
-            return True
-        times = self.refused.get(chunk[:_TAG], 0)
-        if times >= self.retries:
-            return True
-        self.refused[chunk[:_TAG]] = times + 1
-        self._was_refusal = True
-        return False
-
-    def on_reject(self, answer: bytes) -> None:
-        """Hears of each answer ``__call__`` turned down: forgeries go to ``on_forged``."""
-        if self._was_refusal:
-            self._was_refusal = False
-        elif self.on_forged is not None:
-            self.on_forged(answer)
 
 
 class ChunkPlanner:

@@ -19,6 +19,7 @@ from palm.errors import ConfigError, DependencyError, RemoteError
 from palm.ops.environments import Environments
 from palm.wire import deps
 from palm.wire import shipping as mapping
+from palm.wire.vetting import DependencyRetry, dependency_refusal
 
 MSGPACK = metadata.version("msgpack")
 YAML = metadata.version("PyYAML")
@@ -111,7 +112,7 @@ def chunk_needing(packages: dict[str, str], pickled: bytes = b"not a pickle") ->
 def test_a_worker_lacking_a_package_answers_a_dependency_error_without_unpickling() -> None:
     payload = chunk_needing({"msgpack": "0.0.1"})  # the function bytes do not even unpickle
     answer = mapping.run_chunk(payload, b"s", {}, worker="w7")
-    assert mapping.dependency_refusal(answer)
+    assert dependency_refusal(answer)
     with pytest.raises(DependencyError) as caught:
         mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=payload)
     error = caught.value
@@ -154,7 +155,7 @@ def test_a_refused_chunk_is_retried_a_few_times_then_its_error_is_the_answer() -
     payload = chunk_needing({"msgpack": "0.0.1"})
     refused = mapping.run_chunk(payload, b"s", {})
     forged: list[bytes] = []
-    vet = mapping.DependencyRetry(b"s", 2, forged.append)
+    vet = DependencyRetry(b"s", 2, forged.append)
     for _ in range(2):
         assert not vet(payload, refused)
         vet.on_reject(refused)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from functools import partial
 from typing import Literal
 
 import zmq
@@ -342,14 +341,11 @@ class Worker(Service):
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
             secret = self.map_secret()
-            run = partial(
-                mapping.run_chunk,
-                secret=secret,
-                functions=self._functions_cache,
-                worker=self.name,
-                elsewhere=self.elsewhere,
-            )
-            return reply, [run(p) for p in payloads]
+            functions, name, elsewhere = self._functions_cache, self.name, self.elsewhere
+            run = mapping.run_chunk
+            return reply, [
+                run(p, secret, functions, worker=name, elsewhere=elsewhere) for p in payloads
+            ]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = self.unknown_all(header, len(payloads))

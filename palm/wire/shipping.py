@@ -23,10 +23,12 @@ dependency spec (:mod:`palm.wire.deps`); the digest covers both. A worker
 checks the spec once per function (kept by digest with the unpickled
 function) before it unpickles anything, and answers ``("dep", package,
 wanted, found, host, worker, detail)`` for a function it cannot run: the
-client raises :class:`~palm.errors.DependencyError`. The secret comes from the ``secret`` argument
-or ``PALM_SECRET``; without either, :func:`secret_for` falls back to a
-per-user secret file only when every endpoint is on this machine, and
-:func:`require_secret` refuses anything else.
+client raises :class:`~palm.errors.DependencyError`.
+
+The secret comes from the ``secret`` argument or ``PALM_SECRET``; without
+either, :func:`secret_for` falls back to a per-user secret file only when
+every endpoint is on this machine, and :func:`require_secret` refuses
+anything else.
 """
 
 from __future__ import annotations

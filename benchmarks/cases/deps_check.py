@@ -1,6 +1,6 @@
 """What dependency specs cost: per-task CPU with and without checking, and an env build.
 
-``python -m benchmarks.cases.deps_check --count 20000 --rounds 4``
+``python -m benchmarks.cases.deps_check --count 20000 --rounds 4 [--base DIR]``
 
 * the tiny-task figure (CPU microseconds per task, summed over the client, the
   master and 2 workers of a LocalCluster: ``map(inc, range(count), chunksize=1)``)
@@ -11,6 +11,8 @@
   test of an answer for a dependency refusal, the worker's runnable test;
 * the one-off costs: discovering a function's spec (cold, then warm) and
   checking a spec on a worker;
+* with ``--base DIR`` (a checkout from before specs), a map chunk's whole
+  per-task path (encode, run, vet, decode; no sockets) in both, in-process;
 * building an environment for a one-package spec from a local wheelhouse
   (``pip`` or ``uv``), then finding it again.
 """
@@ -65,6 +67,7 @@ def tiny_cpu(cluster: Any, count: int, check: bool) -> float:
 def one_off_costs() -> dict[str, float]:
     from palm.wire import deps
 
+    deps._owners = None  # forget the distribution table: the first map of a process
     start = time.perf_counter()
     spec = deps.discover(make_inc())
     cold = time.perf_counter() - start
@@ -88,7 +91,7 @@ def per_task_machinery() -> tuple[float, int]:
     dependency refusal?) in :class:`DependencyRetry`, which inlines the
     authentication it replaces; and the spec's bytes travel with the chunk.
     Those two operations are timed here against an empty call, interleaved,
-    best of 15 (on a loaded machine only the best means anything).
+    best of 300 short slices (on a loaded machine only the best means anything).
     """
     import timeit
 
@@ -102,8 +105,8 @@ def per_task_machinery() -> tuple[float, int]:
     mark, offset = mapping._DEP_MARK, 32 + 12
     runnable = mapping._Unrunnable
     cached: object = make_inc()
-    n, best = 200_000, {"added": 1e9, "empty": 1e9}
-    for _ in range(15):
+    n, best = 10_000, {"added": 1e9, "empty": 1e9}
+    for _ in range(300):
         for name, call in (
             ("added", lambda: answer.startswith(mark, offset) or type(cached) is runnable),
             ("empty", lambda: None),
@@ -111,6 +114,54 @@ def per_task_machinery() -> tuple[float, int]:
             best[name] = min(best[name], timeit.timeit(call, number=n))
     spec_bytes = 4 + len(deps.discover(make_inc()).to_json())
     return (best["added"] - best["empty"]) * 1e6 / n, spec_bytes
+
+
+def chunk_path_against(base: Path) -> tuple[float, float]:
+    """Microseconds per one-item chunk through encode, run, vet and decode: ``base``'s
+    ``palm/wire/shipping.py`` (a checkout from before specs) and this one's.
+
+    Both run in this process, interleaved, best of 300 short slices: the whole per-task path
+    of a map's chunk, less the sockets.
+    """
+    import importlib.util
+    import timeit
+    from functools import partial
+
+    from palm.wire import shipping as new
+    from palm.wire.vetting import DependencyRetry
+
+    loader = importlib.util.spec_from_file_location(
+        "palm_base_shipping", base / "palm" / "wire" / "shipping.py"
+    )
+    assert loader is not None and loader.loader is not None
+    old = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(old)
+    secret = b"benchmark"
+
+    def path(mod: Any, vet: Callable[[bytes, bytes], bool], with_spec: bool) -> Callable[[], Any]:
+        digest, fn = mod.pickle_function(make_inc())
+        functions: dict[bytes, Any] = {}
+        encode, run, decode = mod.encode_chunk, mod.run_chunk, mod.decode_answer
+
+        def one() -> Any:
+            chunk = encode(secret, digest, fn, [1])
+            if with_spec:  # as the worker calls it
+                answer = run(chunk, secret, functions, worker="w", elsewhere=None)
+            else:
+                answer = run(chunk, secret, functions)
+            assert vet(chunk, answer)
+            return decode(answer, 0, "f", secret=secret, chunk=chunk, verified=True)
+
+        one()
+        return one
+
+    before = path(old, partial(old.authentic, secret), False)
+    after = path(new, DependencyRetry(secret, 4).check, True)
+    best = {"before": 1e9, "after": 1e9}
+    for _ in range(300):  # short slices, many: the best of them escaped the machine's load
+        for name, call in (("before", before), ("after", after)):
+            best[name] = min(best[name], timeit.timeit(call, number=200) / 200 * 1e6)
+    return best["before"], best["after"]
 
 
 def build_time() -> tuple[float, float]:
@@ -139,6 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--base", type=Path, default=None, help="a checkout from before specs, to time against"
+    )
     args = parser.parse_args()
     os.environ.setdefault("PALM_SECRET", "benchmark")
     os.environ.setdefault("PALM_NO_REDIS", "1")
@@ -170,6 +224,10 @@ def main() -> None:
     print(f"# spec machinery per task: {machinery:.3f} us = {100 * machinery / on:.2f}% of the "
           f"checked tiny-task figure; a spec adds {spec_bytes} bytes to a chunk")  # fmt: skip
     print("# one-off: " + ", ".join(f"{k} {v:.3f}" for k, v in costs.items()))
+    if args.base is not None:
+        old, new = chunk_path_against(args.base)
+        print(f"# one-item chunk, encode+run+vet+decode: before specs {old:.2f} us, "
+              f"with specs {new:.2f} us ({100 * (new / old - 1):+.1f}%)")  # fmt: skip
     print(f"# environment build {built:.2f} s, found again {1e3 * found:.2f} ms")
 
 

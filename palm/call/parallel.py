@@ -375,7 +375,7 @@ class ParallelClient(PairClient, CacheCalls):
         # a chunk refused for want of a package goes out again (another worker
         # may have it) a few times before its DependencyError is the answer
         vet = DependencyRetry(secret, 4 * workers + 4, self.rejected_answers.record)
-        stream.check = vet
+        stream.check = vet.check
         stream.on_reject = vet.on_reject
         return [planner], stream, chunks
 

@@ -18,12 +18,16 @@ from palm.wire.shipping import _ANSWER, _DEP_MARK, _TAG, _mac
 
 __all__ = ["DependencyRetry", "dependency_refusal"]
 
+#: where a dependency refusal's kind starts: after the tag, and the pickle's
+#: protocol, frame and MARK opcodes
+_MARK_AT = _TAG + 12
+
 
 def dependency_refusal(answer: bytes) -> bool:
     """Whether an (authenticated) answer says its worker lacks the function's packages."""
     # a pickled tuple's first string follows the protocol, frame and MARK opcodes
     # (12 bytes): unpickle only an answer that starts like one
-    return answer.startswith(_DEP_MARK, _TAG + 12) and _kind(answer) == "dep"
+    return answer.startswith(_DEP_MARK, _MARK_AT) and _kind(answer) == "dep"
 
 
 def _kind(answer: bytes) -> str | None:
@@ -53,13 +57,14 @@ class DependencyRetry:
         self.refused: dict[bytes, int] = {}
         self._was_refusal = False
 
-    def __call__(self, chunk: bytes, answer: bytes) -> bool:
+    def check(self, chunk: bytes, answer: bytes) -> bool:
+        """Whether ``answer`` is the answer to ``chunk`` (False: send the chunk again)."""
         tag = answer[:_TAG]  # authentic(), inlined: this runs for every answer
         if len(tag) != _TAG or not hmac.compare_digest(
             tag, _mac(self.secret, _ANSWER, chunk[:_TAG], answer[_TAG:])
         ):
             return False
-        if not answer.startswith(_DEP_MARK, _TAG + 12) or not dependency_refusal(answer):
+        if not answer.startswith(_DEP_MARK, _MARK_AT) or not dependency_refusal(answer):
             return True
         times = self.refused.get(chunk[:_TAG], 0)
         if times >= self.retries:
@@ -69,7 +74,7 @@ class DependencyRetry:
         return False
 
     def on_reject(self, answer: bytes) -> None:
-        """Hears of each answer ``__call__`` turned down: forgeries go to ``on_forged``."""
+        """Hears of each answer :meth:`check` turned down: forgeries go to ``on_forged``."""
         if self._was_refusal:
             self._was_refusal = False
         elif self.on_forged is not None:

@@ -157,11 +157,11 @@ def test_a_refused_chunk_is_retried_a_few_times_then_its_error_is_the_answer() -
     forged: list[bytes] = []
     vet = DependencyRetry(b"s", 2, forged.append)
     for _ in range(2):
-        assert not vet(payload, refused)
+        assert not vet.check(payload, refused)
         vet.on_reject(refused)
-    assert vet(payload, refused)  # the third time: the DependencyError goes to the caller
+    assert vet.check(payload, refused)  # the third time: the DependencyError goes to the caller
     assert forged == []  # refusals are not counted as forgeries...
-    assert not vet(payload, b"x" * 40)
+    assert not vet.check(payload, b"x" * 40)
     vet.on_reject(b"x" * 40)
     assert forged == [b"x" * 40]  # ...and forgeries still are
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dis
 import functools
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -52,6 +53,7 @@ FRAMEWORK = frozenset({"palm"})
 _NEVER_LOCAL = frozenset({"__main__", "palm"})
 
 _MAX_OBJECTS = 2000  # a bound on the walk through globals, for huge module graphs
+_MAX_FANOUT = 200  # and on what one object adds to it (a huge dict global)
 
 
 @dataclass(frozen=True)
@@ -177,37 +179,49 @@ def _modules_of(root: object) -> Iterator[str]:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if isinstance(obj, types.ModuleType):
-            yield obj.__name__
+        try:
+            names, more = _step(obj)
+        except Exception:  # an exotic object (a proxy, a lazy module): nothing to learn
             continue
-        if isinstance(obj, functools.partial):
-            todo += [obj.func, *obj.args, *obj.keywords.values()]
-            continue
-        if isinstance(obj, types.MethodType):
-            todo.append(obj.__func__)
-            continue
-        module = getattr(obj, "__module__", None)
-        if isinstance(module, str):
-            yield module
-        if isinstance(obj, types.FunctionType):
-            if _by_reference(obj):
-                continue  # pickled by reference: its module is all the worker needs
-            yield from _imports_in(obj.__code__)
-            names = _names_in(obj.__code__)
-            todo += [obj.__globals__[n] for n in names if n in obj.__globals__]
-            todo += [cell.cell_contents for cell in obj.__closure__ or () if _filled(cell)]
-            todo += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
-        elif isinstance(obj, type):
-            if _by_reference(obj):
-                continue
-            todo += [v for v in vars(obj).values() if callable(v) or isinstance(v, type)]
-            todo += [b for b in obj.__bases__ if b is not object]
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            todo += list(obj)
-        elif isinstance(obj, dict):
-            todo += list(obj.values())
-        elif not isinstance(obj, (str, bytes, int, float, complex, bool, type(None))):
-            todo.append(type(obj))  # an instance: its class and what that imports
+        yield from names
+        todo += more[:_MAX_FANOUT]
+
+
+def _step(obj: object) -> tuple[list[str], list[object]]:
+    """The module names ``obj`` itself names, and the objects to look at next."""
+    if isinstance(obj, types.ModuleType):
+        return [obj.__name__], []
+    if isinstance(obj, functools.partial):
+        return [], [obj.func, *obj.args, *obj.keywords.values()]
+    if isinstance(obj, types.MethodType):
+        return [], [obj.__func__, obj.__self__]
+    module = getattr(obj, "__module__", None)
+    names = [module] if isinstance(module, str) else []
+    if isinstance(obj, types.FunctionType):
+        if _by_reference(obj):
+            return names, []  # pickled by reference: its module is all the worker needs
+        names += _imports_in(obj.__code__)
+        more = [obj.__globals__[n] for n in _names_in(obj.__code__) if n in obj.__globals__]
+        more += [cell.cell_contents for cell in obj.__closure__ or () if _filled(cell)]
+        more += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+        return names, more
+    if isinstance(obj, type):
+        if _by_reference(obj):
+            return names, []
+        more = [v for v in vars(obj).values() if callable(v) or isinstance(v, type)]
+        return names, more + [b for b in obj.__bases__ if b is not object]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return names, list(itertools.islice(obj, _MAX_FANOUT))
+    if isinstance(obj, dict):
+        return names, list(itertools.islice(obj.values(), _MAX_FANOUT))
+    if isinstance(obj, (str, bytes, int, float, complex, bool, type(None))):
+        return names, []
+    # an instance: its class (and what that imports), and its attributes
+    attributes = getattr(obj, "__dict__", None)
+    found: list[object] = [type(obj)]
+    if isinstance(attributes, dict):
+        found += list(itertools.islice(attributes.values(), _MAX_FANOUT))
+    return names, found
 
 
 def _by_reference(obj: Any) -> bool:
@@ -230,13 +244,17 @@ def _filled(cell: types.CellType) -> bool:
     return True
 
 
-def _imports_in(code: types.CodeType) -> Iterator[str]:
+def _imports_in(code: types.CodeType) -> list[str]:
+    return list(_imports_iter(code))
+
+
+def _imports_iter(code: types.CodeType) -> Iterator[str]:
     for instr in dis.get_instructions(code):
         if instr.opname == "IMPORT_NAME" and isinstance(instr.argval, str):
             yield instr.argval
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _imports_in(const)
+            yield from _imports_iter(const)
 
 
 def _names_in(code: types.CodeType) -> set[str]:

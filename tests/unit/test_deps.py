@@ -200,3 +200,29 @@ def test_palm_worker_hands_its_dependency_options_to_every_worker_process(
     assert (child.find_links, child.deps_cache) == (["/wheels"], "/envs")
     monkeypatch.setenv("PALM_INSTALL_DEPS", "0")
     assert not argument_parser().parse_args(["m:W", "w1"]).install_deps
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.packer = msgpack
+
+    def pack(self, x: int) -> bytes:
+        return bytes(self.packer.packb(x))
+
+
+class Exotic:
+    """An object whose attributes raise anything but AttributeError."""
+
+    def __getattribute__(self, name: str) -> Any:
+        raise RuntimeError(name)
+
+
+def test_bound_methods_bring_their_instance_and_odd_objects_do_not_stop_discovery() -> None:
+    assert deps.discover(Holder().pack).packages == {"msgpack": MSGPACK}
+    odd = Exotic()
+    huge = {i: i for i in range(100_000)}
+
+    def uses_both(x: int) -> Any:
+        return (odd, huge, msgpack)
+
+    assert deps.discover(uses_both).packages == {"msgpack": MSGPACK}

@@ -75,7 +75,11 @@ class Environments:
         installer_timeout_s: float = 600.0,
     ) -> None:
         self.root = Path(root) if root is not None else default_cache()
-        self.find_links = list(find_links or [])
+        # a local wheelhouse by its absolute path: installers run from elsewhere
+        self.find_links = [
+            str(Path(link).resolve()) if Path(link).exists() else link
+            for link in find_links or []
+        ]
         self.index_url = index_url
         self.no_index = no_index
         self.max_envs = max(1, max_envs)

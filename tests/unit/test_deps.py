@@ -226,3 +226,36 @@ def test_bound_methods_bring_their_instance_and_odd_objects_do_not_stop_discover
         return (odd, huge, msgpack)
 
     assert deps.discover(uses_both).packages == {"msgpack": MSGPACK}
+
+
+def test_a_service_in_palm_yaml_turns_environments_on_demand_on_for_its_workers() -> None:
+    from palm.ops.config import parse_deployment
+
+    def service(install_deps: Any) -> Any:
+        raw = {
+            "services": {
+                "maths": {
+                    "kind": "function",
+                    "functions": {"f": "m:f"},
+                    "install_deps": install_deps,
+                }
+            }
+        }
+        return parse_deployment(raw).services["maths"]
+
+    assert service(None).deps_arguments == ()
+    assert service(True).deps_arguments == ("--install-deps",)
+    options = {"find_links": ["./wheels"], "no_index": True, "cache": "/envs", "max_envs": 3}
+    assert service(options).deps_arguments == (
+        "--install-deps",
+        "--find-links",
+        "./wheels",
+        "--deps-cache",
+        "/envs",
+        "--no-index",
+        "--deps-max-envs",
+        "3",
+    )
+    for bad, message in (({"find_links": "w"}, "list"), ({"pip": 1}, "unknown"), ("yes", "map")):
+        with pytest.raises(ConfigError, match=message):
+            service(bad)

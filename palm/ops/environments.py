@@ -77,8 +77,7 @@ class Environments:
         self.root = Path(root) if root is not None else default_cache()
         # a local wheelhouse by its absolute path: installers run from elsewhere
         self.find_links = [
-            str(Path(link).resolve()) if Path(link).exists() else link
-            for link in find_links or []
+            str(Path(link).resolve()) if Path(link).exists() else link for link in find_links or []
         ]
         self.index_url = index_url
         self.no_index = no_index

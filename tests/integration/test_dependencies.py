@@ -234,3 +234,18 @@ def test_a_function_from_a_module_only_the_client_has_runs_remotely(
             assert client.map(helpers.Adder(10), range(5)) == [3 * x + 14 for x in range(5)]
     finally:
         sys.modules.pop("palm_local_helpers", None)
+
+
+@pytest.mark.timeout(300)
+def test_the_built_environment_shadows_the_version_the_worker_has(
+    procs: Processes, client_has_2: None, tmp_path: Path, wheelhouse: Path
+) -> None:
+    old = install(
+        tmp_path / "old-wheels" / f"{PACKAGE}-1.0-py3-none-any.whl", tmp_path / "worker-site"
+    )
+    _, info = procs.master("master", *FAST)
+    start_worker(procs, info, "old", *install_deps(tmp_path / "envs", wheelhouse), path=(old,))
+    wait_for(lambda: worker_count(info) >= 1)
+    with client_of(info) as client:
+        out = client.map(which_version, range(6), chunksize=2)
+    assert {version for version, _, _ in out} == {"2.0"}  # not the worker's own 1.0

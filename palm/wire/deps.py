@@ -42,7 +42,10 @@ __all__ = [
     "check",
     "discover",
     "installed_version",
+    "local_modules",
+    "pack",
     "this_host",
+    "unpack",
 ]
 
 #: Distributions every palm worker has by definition: never put in a spec.
@@ -121,13 +124,6 @@ class Problem:
     package: str
     wanted: str
     found: str | None
-
-    def text(self, worker: str, host: str) -> str:
-        have = "it is not installed" if self.found is None else f"it has {self.found}"
-        return (
-            f"worker {worker!r} on host {host!r} cannot run this function: it needs "
-            f"{self.package}=={self.wanted} and {have}"
-        )
 
 
 # discovery -----------------------------------------------------------------------

@@ -12,7 +12,8 @@
     └── RemoteError            an error raised on the far side, carried back
         ├── UnknownFunction    the server has no such function
         ├── BadResult          a user function returned something that is not bytes
-        └── JobLost            a job killed its worker too many times
+        ├── JobLost            a job killed its worker too many times
+        └── DependencyError    a worker lacks a package a shipped function needs
 
 Errors raised on a server travel back to the caller as :class:`RemoteError`
 values carrying the remote type, message and traceback text; the server keeps
@@ -28,6 +29,7 @@ __all__ = [
     "BadResult",
     "ClientClosed",
     "ConfigError",
+    "DependencyError",
     "JobLost",
     "MalformedJob",
     "PalmError",
@@ -123,6 +125,48 @@ class BadResult(RemoteError):
 
 class JobLost(RemoteError):
     """A job whose worker died with it too many times; it is not retried again."""
+
+
+class DependencyError(RemoteError):
+    """A shipped function needs a package its worker lacks, or has at another version.
+
+    ``package`` is the distribution, ``wanted`` the client's version,
+    ``found`` the worker's (None: not installed), ``host`` and ``worker``
+    where; ``detail`` the installer's message when building an environment
+    for the function failed. The job did not run on that worker.
+    """
+
+    package: str = ""
+    wanted: str = ""
+    found: str | None = None
+    host: str = ""
+    worker: str = ""
+    detail: str = ""
+
+    @classmethod
+    def about(
+        cls,
+        package: str,
+        wanted: str,
+        found: str | None,
+        *,
+        host: str = "",
+        worker: str = "",
+        detail: str = "",
+        function: str = "",
+    ) -> DependencyError:
+        """The error for ``package``: ``wanted`` by the client, ``found`` on the worker."""
+        have = "it is not installed" if found is None else f"it has {found}"
+        message = (
+            f"worker {worker!r} on host {host!r} cannot run this function: "
+            f"it needs {package}=={wanted} and {have}"
+        )
+        if detail:
+            message += f"; building an environment for it failed: {detail}"
+        error = cls("palm.DependencyError", message, function=function)
+        error.package, error.wanted, error.found = package, wanted, found
+        error.host, error.worker, error.detail = host, worker, detail
+        return error
 
 
 class MalformedJob(RemoteError, ProtocolError):

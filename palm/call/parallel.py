@@ -24,7 +24,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from functools import partial
 from typing import Any
 
 import zmq
@@ -39,6 +38,7 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
 from palm.wire.security import KeysOption
 from palm.wire.session import Session
+from palm.wire.vetting import DependencyRetry
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
 
@@ -372,8 +372,11 @@ class ParallelClient(PairClient, CacheCalls):
         )
         # an answer that fails authentication is no answer: the chunk goes out
         # again until a genuine one comes, or the timeout names the forgeries
-        stream.check = partial(mapping.authentic, secret)
-        stream.on_reject = self.rejected_answers.record
+        # a chunk refused for want of a package goes out again (another worker
+        # may have it) a few times before its DependencyError is the answer
+        vet = DependencyRetry(secret, 4 * workers + 4, self.rejected_answers.record)
+        stream.check = vet.check
+        stream.on_reject = vet.on_reject
         return [planner], stream, chunks
 
     def _greet_wait_ms(self) -> int:

@@ -252,7 +252,7 @@ class Up:
                 continue
             db = self.services[name]["addresses"]["db"]
             args = ["worker", spec, "--connect", db, "--processes", str(service.workers)]
-            args += ["--grace-s", f"{self._inner_grace_s():.2f}"]
+            args += ["--grace-s", f"{self._inner_grace_s():.2f}", *service.deps_arguments]
             self._spawn(f"workers:{name}", [*args, "--name", name])
             pools.append((name, service.workers))
         for name, count in pools:

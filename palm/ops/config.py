@@ -60,6 +60,7 @@ __all__ = [
     "EdgeSettings",
     "ServiceConfig",
     "check_route",
+    "deps_arguments",
     "load_deployment",
     "parse_deployment",
 ]
@@ -93,6 +94,8 @@ AUTH_MODES = ("api_keys", "open")
 _RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
 _SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}
 _SERVICE_KEYS.add("page")  # a static page the gateway serves at <route>/
+_SERVICE_KEYS.add("install_deps")  # environments on demand: see deps_arguments
+_DEPS_KEYS = {"find_links", "index_url", "no_index", "cache", "max_envs"}
 
 
 def check_route(name: str, route: str) -> None:
@@ -122,6 +125,8 @@ class ServiceConfig:
     example: str | bool | None = None
     #: ``package.module:directory`` of static files served at ``GET <route>/``
     page: str | None = None
+    #: ``palm worker`` options for environments on demand (``install_deps``)
+    deps_arguments: tuple[str, ...] = ()
 
     @property
     def worker_spec(self) -> str | None:
@@ -244,7 +249,35 @@ def _service(name: str, raw: Any) -> ServiceConfig:
         workers=_int(data.get("workers", 2), f"services.{name}.workers"),
         example=_example(data.get("example"), f"services.{name}.example"),
         page=_spec(data["page"], f"services.{name}.page") if data.get("page") else None,
+        deps_arguments=deps_arguments(data.get("install_deps"), f"services.{name}.install_deps"),
     )
+
+
+def deps_arguments(value: Any, what: str = "install_deps") -> tuple[str, ...]:
+    """``palm worker`` options from a service's ``install_deps``: absent or false,
+    true, or a mapping of ``find_links`` (a list), ``index_url``, ``no_index``,
+    ``cache`` and ``max_envs``."""
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return ("--install-deps",)
+    data = _mapping(value, what, _DEPS_KEYS)
+    out = ["--install-deps"]
+    links = data.get("find_links") or []
+    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
+        raise ConfigError(f"{what}.find_links must be a list of directories or URLs")
+    for link in links:
+        out += ["--find-links", link]
+    for key in ("index_url", "cache"):
+        if data.get(key) is not None:
+            if not isinstance(data[key], str):
+                raise ConfigError(f"{what}.{key} must be text")
+            out += [f"--{'deps-cache' if key == 'cache' else 'index-url'}", data[key]]
+    if data.get("no_index"):
+        out.append("--no-index")
+    if data.get("max_envs") is not None:
+        out += ["--deps-max-envs", str(_int(data["max_envs"], f"{what}.max_envs", 1))]
+    return tuple(out)
 
 
 def _example(value: Any, what: str) -> str | bool | None:

@@ -41,6 +41,7 @@ from palm.wire.protocol import (
     jobs_in,
 )
 from palm.wire.security import KeysOption, Security, security_for
+from palm.wire.shipping import Elsewhere
 from palm.wire.sockets import check_endpoint, make_socket
 
 __all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
@@ -96,6 +97,9 @@ class Worker(Service):
         self.failures = HandlerGuard(f"worker {name}", self.logger)
         self._stopper = Stopper()
         self._functions_cache: dict[bytes, object] = {}
+        #: runs map chunks whose packages this environment lacks (``--install-deps``:
+        #: in an environment built for them); None: the client gets a DependencyError
+        self.elsewhere: Elsewhere | None = None
         self.redis_url = redis_url
         self.cluster = cluster
         self.deployment: Deployment | None = None
@@ -157,6 +161,9 @@ class Worker(Service):
                 self.deployment.close()
             if self._cache_client is not None:
                 self._cache_client.close()
+            close = getattr(self.elsewhere, "close", None)
+            if close is not None:
+                close()
 
     def _sleep(self, seconds: float) -> None:
         poller = zmq.Poller()
@@ -367,7 +374,7 @@ class Worker(Service):
         """Workers answer ``'<master>.foo'`` for any master name."""
         return self._functions.get(split_function(function)[1])
 
-    def _map_secret(self) -> bytes | None:
+    def map_secret(self) -> bytes | None:
         """The secret for map chunks: explicit or PALM_SECRET, else this user's
         local secret when the master is on loopback (looked up once)."""
         if self.secret is None and not self._secret_looked_up:
@@ -384,8 +391,12 @@ class Worker(Service):
         reply.extra = dict(header.extra or {}, w=self.identity)
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
-            secret = self._map_secret()
-            return reply, [mapping.run_chunk(p, secret, self._functions_cache) for p in payloads]
+            secret = self.map_secret()
+            functions, name, elsewhere = self._functions_cache, self.name, self.elsewhere
+            run = mapping.run_chunk
+            return reply, [
+                run(p, secret, functions, worker=name, elsewhere=elsewhere) for p in payloads
+            ]
         func = self.resolve(header.function)
         if func is None:
             reply.errors = self.unknown_all(header, len(payloads))

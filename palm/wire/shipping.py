@@ -18,11 +18,17 @@ before anything is unpickled:
   either: it answers a *refusal*, ``"palm-refused\\0"`` and UTF-8 text, which
   is never unpickled and counts as no answer.
 
-The function is pickled with cloudpickle once per ``map`` call; workers keep
-unpickled functions by digest. The secret comes from the ``secret`` argument
-or ``PALM_SECRET``; without either, :func:`secret_for` falls back to a
-per-user secret file only when every endpoint is on this machine, and
-:func:`require_secret` refuses anything else.
+The function is pickled with cloudpickle once per ``map`` call, behind its
+dependency spec (:mod:`palm.wire.deps`); the digest covers both. A worker
+checks the spec once per function (kept by digest with the unpickled
+function) before it unpickles anything, and answers ``("dep", package,
+wanted, found, host, worker, detail)`` for a function it cannot run: the
+client raises :class:`~palm.errors.DependencyError`.
+
+The secret comes from the ``secret`` argument or ``PALM_SECRET``; without
+either, :func:`secret_for` falls back to a per-user secret file only when
+every endpoint is on this machine, and :func:`require_secret` refuses
+anything else.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from typing import Any
 
 import cloudpickle
 
-from palm.errors import ConfigError, ProtocolError, RemoteError
+from palm.errors import ConfigError, DependencyError, ProtocolError, RemoteError
+from palm.wire import deps
 
 __all__ = [
     "MAP_FUNCTION",
@@ -78,6 +85,7 @@ _HEAD = _TAG + _NONCE + _DIGEST + 4  # a chunk's fixed head: tag, nonce, digest,
 _CHUNK = b"palm-chunk\0"
 _ANSWER = b"palm-answer\0"
 _REFUSED = b"palm-refused\0"
+_DEP_MARK = b"\x8c\x03dep"  # how pickle writes the short string "dep"
 
 log = logging.getLogger("palm.shipping")
 
@@ -180,12 +188,12 @@ def _keyed(secret: bytes) -> hmac.HMAC:
 
 
 def pickle_function(fn: Callable[[Any], Any]) -> tuple[bytes, bytes]:
-    """``(digest, bytes)`` of a function pickled with cloudpickle."""
+    """``(digest, bytes)`` of a function: its dependency spec, then its cloudpickle."""
     if isinstance(fn, str):
         raise ConfigError("map takes a Python callable, not source text")
     if not callable(fn):
         raise ConfigError(f"map takes a callable, got {type(fn).__name__}")
-    data = cloudpickle.dumps(fn)
+    _, data = deps.pack(fn)
     return hashlib.sha256(data).digest()[:_DIGEST], data
 
 
@@ -208,8 +216,33 @@ def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]
     return b"".join((tag, nonce, digest, len(fn_bytes).to_bytes(4, "big"), fn_bytes, body))
 
 
-def run_chunk(payload: bytes, secret: bytes | None, functions: dict[bytes, Any]) -> bytes:
-    """Run one chunk on a worker and return its tagged answer; never raises."""
+#: Runs a chunk whose spec this environment lacks, elsewhere: its answer, or the
+#: text of why it could not (an installer's message).
+Elsewhere = Callable[[deps.Spec, bytes], "bytes | str"]
+
+
+class _Unrunnable:
+    """A function this worker checked and cannot run (kept by digest)."""
+
+    def __init__(self, problem: deps.Problem, spec: deps.Spec) -> None:
+        self.problem = problem
+        self.spec = spec
+
+
+def run_chunk(
+    payload: bytes,
+    secret: bytes | None,
+    functions: dict[bytes, Any],
+    *,
+    worker: str = "",
+    elsewhere: Elsewhere | None = None,
+) -> bytes:
+    """Run one chunk on a worker and return its tagged answer; never raises.
+
+    A function whose dependency spec this environment does not meet is not
+    unpickled: ``elsewhere`` runs the chunk (in an environment built for the
+    spec) when given, else the answer names the missing package.
+    """
     if secret is None:
         return _refuse(f"this worker has no cluster secret: {NO_SECRET_HELP}")
     view = memoryview(payload)
@@ -225,11 +258,26 @@ def run_chunk(payload: bytes, secret: bytes | None, functions: dict[bytes, Any])
         )
     ):
         return _refuse("chunk signature does not match this worker's cluster secret")
-    fn = functions.get(digest)
+    fn: Any = functions.get(digest)
     if fn is None:
         fn_bytes = payload[_HEAD:fn_end]
         if not hmac.compare_digest(hashlib.sha256(fn_bytes).digest()[:_DIGEST], digest):
             return _refuse("the chunk's function does not match its signed digest")
+        try:
+            spec, fn_bytes = deps.unpack(fn_bytes)
+        except ConfigError as exc:
+            return _answer(secret, tag, _error(-1, "palm.ConfigError", str(exc)))
+        problem = deps.check(spec)
+        if problem is not None:
+            fn = _Unrunnable(problem, spec)
+            functions[digest] = fn
+    if type(fn) is _Unrunnable:
+        if elsewhere is None:
+            return _answer(secret, tag, _dependency(fn.problem, worker))
+        outcome = elsewhere(fn.spec, payload)
+        if isinstance(outcome, bytes):
+            return outcome
+        return _answer(secret, tag, _dependency(fn.problem, worker, outcome))
     try:
         if fn is None:
             fn = cloudpickle.loads(fn_bytes)
@@ -275,6 +323,11 @@ def _type_name(exc: BaseException) -> str:
 
 def _error(index: int, type_: str, message: str, tb: str = "") -> bytes:
     return pickle.dumps(("err", index, type_, message, tb))
+
+
+def _dependency(problem: deps.Problem, worker: str, detail: str = "") -> bytes:
+    fields = (problem.package, problem.wanted, problem.found, deps.this_host(), worker, detail)
+    return pickle.dumps(("dep", *fields))
 
 
 def _answer(secret: bytes, chunk_tag: bytes, body: bytes) -> bytes:
@@ -332,6 +385,8 @@ def decode_answer(
         raise ProtocolError(f"map answer does not unpickle: {exc}") from exc
     if type(answer) is not tuple or not answer:
         raise ProtocolError("a map answer is not a tuple")
+    if answer[0] == "dep":
+        raise _dependency_error(answer, function)
     if answer[0] == "ok":
         if len(answer) != 3 or type(answer[1]) is not list:
             raise ProtocolError("a map answer's results are not a list")
@@ -349,6 +404,17 @@ def decode_answer(
         tb,
         function=function,
         index=None if index < 0 else first_index + index,
+    )
+
+
+def _dependency_error(answer: tuple[Any, ...], function: str) -> DependencyError:
+    if len(answer) != 7 or not all(
+        type(f) is str or (i == 3 and f is None) for i, f in enumerate(answer)
+    ):
+        raise ProtocolError("a map dependency answer has fields of the wrong type")
+    _, package, wanted, found, host, worker, detail = answer
+    return DependencyError.about(
+        package, wanted, found, host=host, worker=worker, detail=detail, function=function
     )
 
 

@@ -5,6 +5,10 @@ master's other addresses; ``--push``/``--pull`` name them directly instead.
 The pool restarts a worker that crashes (with growing backoff) and stops
 them all on SIGINT/SIGTERM. ``palm.serve.worker:FunctionWorker`` is the generic
 worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
+
+``--install-deps`` has each worker build an environment for a map function
+whose packages it lacks (from ``--find-links``/``--index-url``), cached in
+``--deps-cache``; see "Shipped functions and their dependencies" in the README.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from palm.commands import add_keys_option, apply_keys
+from palm.ops.worker_process import add_deps_options
 from palm.state.deployment import Deployment
 from palm.workers.autoscale import BacklogProbe, ScalePolicy
 from palm.workers.controller import ScaleController, ScaleCounters
@@ -44,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="on stop, seconds a worker has after SIGTERM before SIGKILL (default 5)",
     )
     add_keys_option(p)
+    add_deps_options(p)
     scale = p.add_argument_group(
         "autoscaling (needs --connect)",
         "with --max-processes the pool follows the master's backlog: one worker per "
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.connect is None and (args.push is None or args.pull is None):
         raise SystemExit("palm worker: give --connect DB_ADDRESS, or both --push and --pull")
     apply_keys(args.keys)  # the workers (and the autoscaler's probe) find it in $PALM_KEYS
+    os.environ.update(deps_environment(args))  # the workers read their PALM_DEPS_* defaults
     pool = WorkerPool(
         args.spec,
         processes=args.processes,
@@ -188,3 +195,18 @@ def run_containers(args: argparse.Namespace) -> int:
         probe.close()
         backend.close()
     return 0
+
+
+def deps_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The ``PALM_*`` variables that give every worker the pool's dependency options."""
+    env = {
+        "PALM_INSTALL_DEPS": "1" if args.install_deps else "0",
+        "PALM_DEPS_FIND_LINKS": os.pathsep.join(args.find_links),
+        "PALM_DEPS_NO_INDEX": "1" if args.no_index else "0",
+        "PALM_DEPS_MAX_ENVS": str(args.deps_max_envs),
+    }
+    if args.deps_cache:
+        env["PALM_DEPS_CACHE"] = str(args.deps_cache)
+    if args.index_url:
+        env["PALM_DEPS_INDEX_URL"] = args.index_url
+    return env

@@ -7,6 +7,11 @@ until SIGINT/SIGTERM and stops every process it started, in parallel, within
 about two seconds. ``--once`` sends those requests through Envoy instead,
 prints the answers and stops.
 
+The file is checked first, all of it at once: its keys and values, and every
+class and function it names is imported (``--check`` stops there). A worker
+pool whose workers keep failing at start gives up, and ``palm up`` stops and
+exits 1 with the workers' last lines.
+
 Its work directory (Redis data, the gateway's pickled functions, job records,
 logs) is a fresh ``palm-up-*`` temporary directory, removed on stop unless
 ``--keep-workdir``. Every process it starts dies with it, even when ``palm
@@ -45,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", default="palm.yaml", help="deployment file (default palm.yaml)")
     p.add_argument("--port", type=int, default=None, help="Envoy's port (default: the file's)")
     p.add_argument("--once", action="store_true", help="send a few requests, print, stop")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the file (and import every class and function it names), start nothing",
+    )
     p.add_argument("--only", choices=["gateway", "envoy"], help="run one part of the stack")
     p.add_argument("--listen", default="127.0.0.1", help="address Envoy (or --only gateway) binds")
     p.add_argument("--masters-host", default=None, help="where the masters run (--only gateway)")
@@ -81,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     up: Up | None = None
     try:
-        config = load_deployment(args.config)
+        # Envoy alone needs none of the services' code (its container has none)
+        config = load_deployment(args.config, imports=args.only != "envoy")
+        if args.check:
+            print(f"palm up: {args.config} is fine: {len(config.services)} services", flush=True)
+            return 0
         roles = frozenset({args.only}) if args.only else ROLES
         # --keys, else the file's keys:, else $PALM_KEYS; every process started gets it
         keys = apply_keys(args.keys or config.keys)

@@ -56,6 +56,7 @@ from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object
 from palm.ops.ports import taken_ports
 from palm.ops.processes import (
+    OutputTail,
     claim_workdir,
     popen,
     remove_stale_workdirs,
@@ -138,6 +139,8 @@ class Up:
         self.api_key: str | None = None
         self.edge: EnvoyProcess | None = None
         self._children: list[subprocess.Popen[str]] = []
+        #: what each child started with :meth:`_spawn` wrote last on stderr, by label
+        self._tails: dict[str, OutputTail] = {}
         # (label, stop(grace_s)) of what was started, oldest first
         self._stack: list[tuple[str, Callable[[float], None]]] = []
 
@@ -193,7 +196,11 @@ class Up:
     def _spawn(self, label: str, args: list[str], **options: Any) -> subprocess.Popen[str]:
         cwd = str(self.config.path.parent) if self.config.path is not None else None
         cmd = [sys.executable, "-m", "palm", "--log-level", self.log_level, *args]
-        proc: subprocess.Popen[str] = popen(cmd, env=self._env(), cwd=cwd, text=True, **options)
+        proc: subprocess.Popen[str] = popen(
+            cmd, env=self._env(), cwd=cwd, text=True, stderr=subprocess.PIPE, **options
+        )
+        if proc.stderr is not None:
+            self._tails[label] = OutputTail(proc.stderr)
         self._children.append(proc)
         self._stack.append((label, lambda grace_s: self._stop_child(proc, grace_s)))
         self.processes[label] = proc.pid
@@ -219,7 +226,9 @@ class Up:
         try:
             ready = read_ready(proc, self.startup_timeout_s)
         except (builtins.TimeoutError, RuntimeError) as exc:
-            raise ConfigError(f"the masters did not start: {exc}") from exc
+            raise ConfigError(
+                f"the masters did not start: {exc}{self._last_words('masters')}"
+            ) from exc
         self.services = dict(ready["services"])
         self.deployment_file.write_text(
             json.dumps(
@@ -232,6 +241,12 @@ class Up:
                 indent=2,
             )
         )
+
+    def _last_words(self, label: str, count: int = 12) -> str:
+        """The last lines a child wrote on stderr, to end an error message with."""
+        tail = self._tails.get(label)
+        lines = tail.lines()[-count:] if tail is not None else []
+        return "; its last lines:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
     def _fixed_addresses(self) -> dict[str, dict[str, Any]]:
         """The services' endpoints from the file's ports, on ``masters_host``."""
@@ -266,9 +281,13 @@ class Up:
                 with contextlib.suppress(PalmError):
                     if len(ServiceInfo.from_wire(probe.info()).workers) >= count:
                         return
-                for proc in self._children:
-                    if proc.poll() is not None:
-                        raise ConfigError(f"process {proc.pid} exited with {proc.returncode}")
+                for label, pid in self.processes.items():
+                    proc = next((p for p in self._children if p.pid == pid), None)
+                    if proc is not None and proc.poll() is not None:
+                        raise ConfigError(
+                            f"{label} (pid {pid}) exited with {proc.returncode} while "
+                            f"{name} was starting{self._last_words(label)}"
+                        )
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"{name}: {count} workers not up in {self.startup_timeout_s} s"

@@ -27,6 +27,7 @@ may use it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -42,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import IO, Any, TypeAlias
 
 import psutil
 
@@ -50,6 +51,7 @@ from palm.errors import ConfigError
 
 __all__ = [
     "AnyProcess",
+    "OutputTail",
     "claim_workdir",
     "die_with_parent",
     "popen",
@@ -163,6 +165,30 @@ def popen(
     future: Future[subprocess.Popen[Any]] = Future()
     _spawn_queue.put((args, options, future))
     return future.result()
+
+
+class OutputTail:
+    """Forward a child's text stream line by line (to this process's stderr) and keep
+    its last ``keep`` lines, to say why the child died."""
+
+    def __init__(self, stream: IO[str], keep: int = 20, prefix: str = "") -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._stream = stream
+        self._prefix = prefix
+        self._thread = threading.Thread(target=self._pump, name="palm-tail", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self._stream:
+                self._lines.append(line.rstrip("\n"))
+                sys.stderr.write(self._prefix + line)
+                sys.stderr.flush()
+
+    def lines(self, wait_s: float = 1.0) -> list[str]:
+        """The last lines (after waiting up to ``wait_s`` for the stream to end)."""
+        self._thread.join(wait_s)
+        return list(self._lines)
 
 
 # work directories --------------------------------------------------------------

@@ -3,17 +3,21 @@
 ``--connect`` is the master's db endpoint, from which each worker learns the
 master's other addresses; ``--push``/``--pull`` name them directly instead.
 The pool restarts a worker that crashes (with growing backoff) and stops
-them all on SIGINT/SIGTERM. ``palm.serve.worker:FunctionWorker`` is the generic
-worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
+them all on SIGINT/SIGTERM. A worker that fails at start ``--max-start-failures``
+times in a row (each exit within 10 s of its start) makes the pool give up:
+it stops and exits with status 3, its last line saying why.
+``palm.serve.worker:FunctionWorker`` is the generic worker that runs ``map``
+chunks (it needs ``PALM_SECRET``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from palm.commands import add_keys_option, apply_keys
 from palm.workers.autoscale import ScalePolicy
-from palm.workers.pool import WorkerPool
+from palm.workers.pool import GAVE_UP_EXIT, WorkerPool
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=float,
         default=5.0,
         help="on stop, seconds a worker has after SIGTERM before SIGKILL (default 5)",
+    )
+    p.add_argument(
+        "--max-start-failures",
+        type=int,
+        default=3,
+        help="give up after a worker fails this many times in a row at start (0: never)",
     )
     add_keys_option(p)
     scale = p.add_argument_group(
@@ -60,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval_s,
         grace_s=args.grace_s,
         log_level=args.log_level,
+        max_start_failures=args.max_start_failures,
     )
     policy = None
     if args.max_processes is not None:
@@ -69,4 +80,7 @@ def run(args: argparse.Namespace) -> int:
             args.processes, args.max_processes, args.jobs_per_worker, args.scale_down_after_s
         )
     pool.run(policy=policy)
+    if pool.gave_up is not None:
+        print(f"palm worker: {pool.gave_up}", file=sys.stderr, flush=True)
+        return GAVE_UP_EXIT
     return 0

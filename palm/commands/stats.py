@@ -2,9 +2,10 @@
 
 One row per server function: messages in, out and failed, jobs in flight,
 latency percentiles over the recent window, then each server's backlog and
-workers. With no ``--redis`` (or ``$PALM_REDIS_URL``) the live embedded Redis
-of the deployment is used. ``--watch`` redraws the table every second until
-Ctrl-C.
+workers. With no flags it reads the deployment ``palm up`` runs
+(``--deployment NAME`` when several run); ``--redis URL`` (or
+``$PALM_REDIS_URL``) names a Redis instead. ``--watch`` redraws the table
+every second until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import sys
 import time
 from typing import Any
 
-from palm.commands import add_deployment_options
+from palm.commands import add_deployment_options, reading_state
 from palm.errors import PalmError
 from palm.state.counters import read_stats
-from palm.state.store import open_state
 
 __all__ = ["format_stats", "register", "run"]
 
@@ -72,7 +72,7 @@ def format_stats(stats: dict[str, dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        state = open_state(args.redis, args.cluster, data_dir=args.data_dir, start=False)
+        state = reading_state(args)
         while True:
             table = format_stats(read_stats(state))
             if not args.watch:

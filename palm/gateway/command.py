@@ -38,6 +38,7 @@ from palm.errors import PalmError
 from palm.gateway.guide import guide, smoke
 from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
+from palm.state.registry import running_deployments
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -132,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  work directory: {up.workdir}")
         if up.edge is not None:
             print(guide(config, up.url, up.api_key), flush=True)
+        if up.registered is not None:
+            # with no flags when it is the only deployment running, as it mostly is
+            only = len(running_deployments()) == 1
+            hint = "" if only else f" --deployment {config.name}"
+            print(f"Logs: palm logs{hint}    Counters: palm stats{hint}", flush=True)
         for note in config.notes:
             print(note.format(deployment=up.deployment_file, redis=up.redis_url or ""), flush=True)
         if args.once:

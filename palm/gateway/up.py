@@ -65,6 +65,7 @@ from palm.ops.processes import (
 )
 from palm.state.apikeys import ApiKeyStore
 from palm.state.embedded import EmbeddedRedis
+from palm.state.registry import RunningDeployment, register, unregister
 from palm.state.store import State
 from palm.wire.info import ServiceInfo
 
@@ -138,6 +139,8 @@ class Up:
         #: the API key ``palm up`` made (or kept) for its guide and ``--once``
         self.api_key: str | None = None
         self.edge: EnvoyProcess | None = None
+        #: this run's entry among the running deployments (``palm logs`` finds it there)
+        self.registered: RunningDeployment | None = None
         self._children: list[subprocess.Popen[str]] = []
         #: what each child started with :meth:`_spawn` wrote last on stderr, by label
         self._tails: dict[str, OutputTail] = {}
@@ -161,6 +164,7 @@ class Up:
                 self._start_gateway()
             if "envoy" in self.roles:
                 self._start_envoy()
+            self._register()
         except BaseException:
             self.stop()
             raise
@@ -392,6 +396,14 @@ class Up:
         self.edge = envoy
         self.processes["envoy"] = envoy.pid
 
+    def _register(self) -> None:
+        """Record the stack among the running deployments, for ``palm logs``/``stats``."""
+        if self.redis_url is None or "masters" not in self.roles:
+            return
+        url = self.url if self.edge is not None or self.gateway is not None else ""
+        path = str(self.config.path or "")
+        self.registered = register(self.config.name, self.redis_url, url=url, config=path)
+
     # running -----------------------------------------------------------------
 
     @property
@@ -423,6 +435,9 @@ class Up:
         SIGKILLed, Redis is stopped, and the work directory is removed.
         """
         grace_s = self.stop_grace_s if timeout_s is None else timeout_s
+        if self.registered is not None:
+            unregister(self.registered)
+            self.registered = None
         tracked = []
         for pid in self.pids():
             with contextlib.suppress(psutil.Error):

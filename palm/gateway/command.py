@@ -140,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"Logs: palm logs{hint}    Counters: palm stats{hint}", flush=True)
         for note in config.notes:
             print(note.format(deployment=up.deployment_file, redis=up.redis_url or ""), flush=True)
+        if not args.once:
+            print("Stop with Ctrl-C.", flush=True)
         if args.once:
             failed = 0
             for result in smoke(config, up.url, api_key=up.api_key):

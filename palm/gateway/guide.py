@@ -111,12 +111,10 @@ def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str
     for example in examples(config):
         lines.append(f"  # {example.what}")
         lines.append(f"  {example.curl(url, api_key)}")
-    lines.append("  # a background job's status and result (job id from the line above)")
+    lines.append("  # a background job's status, then its result (the job id from the line above)")
     auth = auth_option(api_key)
-    lines.append(
-        f"  curl -s{auth} {url}/jobs/<job_id>        curl -s{auth} {url}/jobs/<job_id>/result"
-    )
-    lines.append("Stop with Ctrl-C.")
+    lines.append(f"  curl -s{auth} {url}/jobs/<job_id>")
+    lines.append(f"  curl -s{auth} {url}/jobs/<job_id>/result")
     return "\n".join(lines)
 
 

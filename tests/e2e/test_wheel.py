@@ -105,3 +105,4 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_palm_up(tmp_path: Path) -> 
     assert "POST /maths/factorial -> 200 3628800" in out
     assert "POST /map/maths/factorial -> 200 [1,2,6,24]" in out
     assert "POST /demo/foo -> 200" in out
+    assert "Stop with Ctrl-C" not in out

@@ -75,6 +75,7 @@ def test_palm_up_once_answers_through_envoy_and_stops_what_it_started(procs: Pro
     assert "POST /maths/factorial -> 200 3628800" in out
     assert "POST /map/maths/factorial -> 200 [1,2,6,24]" in out
     assert "POST /jobs/echo/foo -> 200 you sent me hello" in out
+    assert "Stop with Ctrl-C" not in out  # --once stops by itself
     pids = started_pids(out.splitlines())
     mastr = {"workers:mastr-value", "workers:mastr-agg-0", "workers:mastr-agg-1"}
     assert set(pids) == {

@@ -33,9 +33,12 @@ import sys
 import threading
 from types import FrameType
 
+from rich.console import Console
+from rich.text import Text
+
 from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
-from palm.gateway.guide import guide, smoke
+from palm.gateway.guide import guide, smoke, styled
 from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
 from palm.state.registry import running_deployments
@@ -91,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     up: Up | None = None
+    # no rewrapping and no markup: every printed command stays one line to copy
+    console = Console(soft_wrap=True, highlight=False, markup=False)
     try:
         # Envoy alone needs none of the services' code (its container has none)
         config = load_deployment(args.config, imports=args.only != "envoy")
@@ -132,16 +137,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"  processes: {json.dumps(up.processes)}")
         print(f"  work directory: {up.workdir}")
         if up.edge is not None:
-            print(guide(config, up.url, up.api_key), flush=True)
+            console.print(styled(guide(config, up.url, up.api_key)))
         if up.registered is not None:
             # with no flags when it is the only deployment running, as it mostly is
             only = len(running_deployments()) == 1
             hint = "" if only else f" --deployment {config.name}"
-            print(f"Logs: palm logs{hint}    Counters: palm stats{hint}", flush=True)
+            console.print(
+                Text.assemble(
+                    ("Logs: ", "bold"),
+                    (f"palm logs{hint}", "cyan"),
+                    ("    Counters: ", "bold"),
+                    (f"palm stats{hint}", "cyan"),
+                )
+            )
         for note in config.notes:
             print(note.format(deployment=up.deployment_file, redis=up.redis_url or ""), flush=True)
         if not args.once:
-            print("Stop with Ctrl-C.", flush=True)
+            console.print("Stop with Ctrl-C.", style="bold")
         if args.once:
             failed = 0
             for result in smoke(config, up.url, api_key=up.api_key):

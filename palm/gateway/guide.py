@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from rich.text import Text
+
 from palm.errors import ConfigError
 from palm.ops.config import DeploymentConfig, ServiceConfig
 from palm.ops.loading import load_object
 from palm.serve.server import Server
 from palm.serve.worker import Worker
 
-__all__ = ["Example", "examples", "guide", "smoke"]
+__all__ = ["Example", "examples", "guide", "smoke", "styled"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,28 @@ def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str
     lines.append(f"  curl -s{auth} {url}/jobs/<job_id>")
     lines.append(f"  curl -s{auth} {url}/jobs/<job_id>/result")
     return "\n".join(lines)
+
+
+def styled(text: str) -> Text:
+    """The guide's lines with styles for a terminal (rich): the headline bold, the
+    open-edge banner red, comments dim, commands cyan; nothing is rewrapped or
+    read as markup, so every command stays one line to copy."""
+    out = Text()
+    for i, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if i == 0:
+            style = "bold green"
+        elif stripped.startswith("!!!"):
+            style = "bold red"
+        elif stripped.startswith("#"):
+            style = "dim"
+        elif stripped.startswith(("curl ", "palm ")):
+            style = "cyan"
+        else:
+            style = "bold" if stripped.endswith(":") else ""
+        out.append(line + "\n", style=style)
+    out.rstrip()
+    return out
 
 
 def _request(

@@ -99,6 +99,7 @@ class Up:
         keep_workdir: bool = False,
         stop_grace_s: float = 1.5,
         keys: str | None = None,
+        max_start_failures: int = 2,
     ) -> None:
         unknown = set(roles) - ROLES
         if unknown:
@@ -119,6 +120,8 @@ class Up:
         #: the CURVE keys directory every process gets as $PALM_KEYS (None: inherited)
         self.keys = keys or config.keys
         self.log_level = log_level
+        #: a pool gives up (and so does start) after this many failed starts in a row
+        self.max_start_failures = max_start_failures
         self.startup_timeout_s = startup_timeout_s
         #: seconds a child has after SIGTERM on stop; its own children get 2/3 of it
         self.stop_grace_s = stop_grace_s
@@ -271,6 +274,8 @@ class Up:
             db = self.services[name]["addresses"]["db"]
             args = ["worker", spec, "--connect", db, "--processes", str(service.workers)]
             args += ["--grace-s", f"{self._inner_grace_s():.2f}"]
+            # a worker that fails twice in a row at start will not start: say so now
+            args += ["--max-start-failures", str(self.max_start_failures)]
             self._spawn(f"workers:{name}", [*args, "--name", name])
             pools.append((name, service.workers))
         for name, count in pools:

@@ -56,3 +56,18 @@ def test_docker_compose_has_no_default_cluster_secret() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     secret = compose["x-palm"]["environment"]["PALM_SECRET"]
     assert secret.startswith("${PALM_SECRET:?"), secret
+
+
+def test_the_styled_guide_keeps_every_line_and_colours_the_commands() -> None:
+    from palm.gateway.guide import styled
+
+    config = load_deployment(ROOT / "palm.yaml")
+    text = guide(config, "http://127.0.0.1:8080", "palm_key")
+    rich_text = styled(text)
+    assert rich_text.plain == text  # nothing rewrapped, no markup read ('[1, 2, 3, 4]')
+    curl_styles = {
+        str(span.style)
+        for span in rich_text.spans
+        if rich_text.plain[span.start : span.end].strip().startswith("curl ")
+    }
+    assert curl_styles == {"cyan"}

@@ -42,3 +42,16 @@ def test_palm_version_prints_it(capsys) -> None:  # type: ignore[no-untyped-def]
     except SystemExit:
         pass
     assert capsys.readouterr().out.strip() == f"palm {palm.__version__}"
+
+
+def test_commands_listed_twice_by_an_old_and_a_new_distribution_register_once(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from importlib.metadata import entry_points
+
+    from palm import cli
+
+    listed = list(entry_points(group="palm.commands"))
+    monkeypatch.setattr(cli, "entry_points", lambda group: listed + listed)
+    parser = cli.build_parser()
+    assert parser.parse_args(["up", "--check"]).check is True

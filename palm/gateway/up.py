@@ -203,11 +203,12 @@ class Up:
     def _spawn(self, label: str, args: list[str], **options: Any) -> subprocess.Popen[str]:
         cwd = str(self.config.path.parent) if self.config.path is not None else None
         cmd = [sys.executable, "-m", "palm", "--log-level", self.log_level, *args]
+        # its stderr goes to a file in the work directory, followed onto ours
+        tail = OutputTail(self.workdir / "logs" / f"{label.replace(':', '-')}.stderr")
+        self._tails[label] = tail
         proc: subprocess.Popen[str] = popen(
-            cmd, env=self._env(), cwd=cwd, text=True, stderr=subprocess.PIPE, **options
+            cmd, env=self._env(), cwd=cwd, text=True, stderr=tail.sink, **options
         )
-        if proc.stderr is not None:
-            self._tails[label] = OutputTail(proc.stderr)
         self._children.append(proc)
         self._stack.append((label, lambda grace_s: self._stop_child(proc, grace_s)))
         self.processes[label] = proc.pid
@@ -463,6 +464,8 @@ class Up:
         terminate_all(alive, grace_s=0)
         for _label, stop in reversed(last):
             self._run_stop(stop, grace_s)
+        for tail in self._tails.values():
+            tail.close()
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return [proc.pid for proc in alive]

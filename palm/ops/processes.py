@@ -168,27 +168,69 @@ def popen(
 
 
 class OutputTail:
-    """Forward a child's text stream line by line (to this process's stderr) and keep
-    its last ``keep`` lines, to say why the child died."""
+    """A child's stderr, kept in a file and followed: each line is forwarded to this
+    process's stderr and the last ``keep`` are kept, to say why the child died.
 
-    def __init__(self, stream: IO[str], keep: int = 20, prefix: str = "") -> None:
+    The child writes to the file (:attr:`sink`, for Popen's ``stderr``), never to a
+    pipe, so a child that outlives this process (killed with SIGKILL) never fails
+    on a broken pipe while it stops.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], keep: int = 20, poll_s: float = 0.1) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sink: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._reader: IO[str] = open(self.path, encoding="utf-8", errors="replace")  # noqa: SIM115
         self._lines: collections.deque[str] = collections.deque(maxlen=keep)
-        self._stream = stream
-        self._prefix = prefix
-        self._thread = threading.Thread(target=self._pump, name="palm-tail", daemon=True)
+        self._poll_s = poll_s
+        self._partial = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="palm-tail", daemon=True)
         self._thread.start()
 
-    def _pump(self) -> None:
+    def _read(self) -> bool:
+        """Forward what was written since the last read; False when nothing was."""
+        chunk = self._reader.read()
+        if not chunk:
+            return False
+        text = self._partial + chunk
+        *complete, self._partial = text.split("\n")
+        for line in complete:
+            self._lines.append(line)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line + "\n")
         with contextlib.suppress(OSError, ValueError):
-            for line in self._stream:
-                self._lines.append(line.rstrip("\n"))
-                sys.stderr.write(self._prefix + line)
-                sys.stderr.flush()
+            sys.stderr.flush()
+        return True
+
+    def _follow(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while not self._stop.is_set():
+                if not self._read():
+                    self._stop.wait(self._poll_s)
+            while self._read():
+                pass
 
     def lines(self, wait_s: float = 1.0) -> list[str]:
-        """The last lines (after waiting up to ``wait_s`` for the stream to end)."""
-        self._thread.join(wait_s)
-        return list(self._lines)
+        """The last lines, once what the child wrote so far was read (within ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                if self._reader.tell() >= self.path.stat().st_size:
+                    break
+            except (OSError, ValueError):
+                break
+            time.sleep(0.02)
+        found = list(self._lines)
+        return [*found, self._partial] if self._partial else found
+
+    def close(self) -> None:
+        """Stop following (after reading what is left) and close the files."""
+        self._stop.set()
+        self._thread.join(2.0)
+        for handle in (self.sink, self._reader):
+            with contextlib.suppress(OSError):
+                handle.close()
 
 
 # work directories --------------------------------------------------------------

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -229,8 +230,11 @@ def test_a_second_palm_up_on_a_busy_port_refuses_naming_it_and_the_first_serves_
             [*PALM, "up", "--config", "palm.yaml", "--port", str(port)],
             stderr=subprocess.STDOUT,
         )
+        asked = time.monotonic()
         out, _ = second.communicate(timeout=60)
         assert second.returncode != 0, out
+        assert time.monotonic() - asked < 30, "the second palm up took long to refuse"
+        assert "edge at" not in out and "processes:" not in out  # it started nothing
         assert f"port {port}" in out and f"pid {first.pid}" not in out  # Envoy holds it
         assert "envoy" in out.lower(), out
         auth = {"Authorization": f"Bearer {key}"}

@@ -37,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"palm.commands.{info.name}")
         module.register(sub)
     # services outside the library (the worker pool, the gateway) add theirs
+    # (once each: a venv that had the distribution under its old name lists them twice)
+    seen: set[str] = set()
     for entry in sorted(entry_points(group="palm.commands"), key=lambda e: e.name):
-        entry.load().register(sub)
+        if entry.name not in seen:
+            seen.add(entry.name)
+            entry.load().register(sub)
     return parser
 
 

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+#: where the chart goes by default: beside the example, in a folder git ignores
+DEFAULT_CHART = Path(__file__).resolve().parent / "output" / "mastr_pv.png"
+
+
 def _run(args: argparse.Namespace) -> int:
     from examples.mastr.aggregate import format_table
     from examples.mastr.schema import PortfolioError, load_portfolio, parse_portfolio
@@ -125,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         help="use a running mastr instead of starting one: a JSON file holding the ready "
         "line of `python -m examples.mastr.service serve` or of `palm masters`",
     )
-    run.add_argument("--chart", default="mastr_pv.png", help="PNG path ('' for none)")
+    run.add_argument(
+        "--chart",
+        default=str(DEFAULT_CHART),
+        help="PNG path ('' for none; default examples/mastr/output/mastr_pv.png)",
+    )
     run.set_defaults(func=_run)
     gen = sub.add_parser("generate", help="write a seeded portfolio (see generate --help)")
     gen.add_argument("rest", nargs=argparse.REMAINDER)

@@ -50,6 +50,7 @@ def write_chart(
         ax.spines[side].set_visible(False)
     fig.tight_layout()
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

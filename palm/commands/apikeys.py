@@ -4,7 +4,8 @@
 is kept, in the deployment's Redis); ``revoke KEY_ID`` deletes one, and every
 gateway refuses it within a second or two; ``list`` shows id, name, creation
 time and rate limit. The deployment's Redis is found the way ``palm logs``
-finds it: ``--redis``, ``$PALM_REDIS_URL``, else the live embedded one.
+finds it: ``--redis``, ``--deployment NAME``, ``$PALM_REDIS_URL``, else the
+one ``palm up`` running, else the live embedded one.
 
 :mod:`palm.commands.keys` hangs these under ``palm keys``; this module adds
 no top-level command of its own.
@@ -17,10 +18,9 @@ import datetime as dt
 import sys
 from typing import Any
 
-from palm.commands import add_deployment_options
+from palm.commands import add_deployment_options, reading_state
 from palm.errors import PalmError
 from palm.state.apikeys import ApiKey, ApiKeyStore, parse_rate
-from palm.state.store import open_state
 
 __all__ = ["format_keys", "register", "register_api", "run"]
 
@@ -41,9 +41,7 @@ def format_keys(keys: list[ApiKey]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        store = ApiKeyStore(
-            open_state(args.redis, args.cluster, data_dir=args.data_dir, start=False)
-        )
+        store = ApiKeyStore(reading_state(args))
         if args.action == "create":
             key, token = store.create(args.name or "", parse_rate(args.rate))
             print(f"API key {key.key_id} created; it is shown only this once:", file=sys.stderr)

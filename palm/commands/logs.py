@@ -1,10 +1,11 @@
 """Show the central logs of a palm deployment, merged in time order.
 
 Records come from the Redis streams every palm process writes to. With no
-``--redis`` (or ``$PALM_REDIS_URL``) the live embedded Redis of the deployment
-is used. ``--since`` takes a duration back from now (``30s``, ``10m``, ``2h``,
-``1d``), an ISO 8601 time or epoch seconds. ``--follow`` keeps printing new
-records until Ctrl-C.
+flags it reads the deployment ``palm up`` runs (``--deployment NAME`` when
+several run); ``--redis URL`` (or ``$PALM_REDIS_URL``) names a Redis instead.
+``--since`` takes a duration back from now (``30s``, ``10m``, ``2h``, ``1d``),
+an ISO 8601 time or epoch seconds. ``--follow`` keeps printing new records
+until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import re
 import sys
 from typing import Any
 
-from palm.commands import add_deployment_options
+from palm.commands import add_deployment_options, reading_state
 from palm.errors import ConfigError, PalmError
 from palm.state.logs import read_logs
-from palm.state.store import open_state
 
 __all__ = ["format_record", "parse_since", "register", "run"]
 
@@ -62,7 +62,7 @@ def format_record(record: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         since = parse_since(args.since) if args.since else None
-        state = open_state(args.redis, args.cluster, data_dir=args.data_dir, start=False)
+        state = reading_state(args)
         for record in read_logs(
             state,
             server=args.server,

@@ -7,6 +7,11 @@ until SIGINT/SIGTERM and stops every process it started, in parallel, within
 about two seconds. ``--once`` sends those requests through Envoy instead,
 prints the answers and stops.
 
+The file is checked first, all of it at once: its keys and values, and every
+class and function it names is imported (``--check`` stops there). A worker
+pool whose workers keep failing at start gives up, and ``palm up`` stops and
+exits 1 with the workers' last lines.
+
 Its work directory (Redis data, the gateway's pickled functions, job records,
 logs) is a fresh ``palm-up-*`` temporary directory, removed on stop unless
 ``--keep-workdir``. Every process it starts dies with it, even when ``palm
@@ -28,12 +33,16 @@ import sys
 import threading
 from types import FrameType
 
+from rich.console import Console
+from rich.text import Text
+
 from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
 from palm.gateway import dashboard_command
-from palm.gateway.guide import guide, smoke
+from palm.gateway.guide import guide, smoke, styled
 from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
+from palm.state.registry import running_deployments
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", default="palm.yaml", help="deployment file (default palm.yaml)")
     p.add_argument("--port", type=int, default=None, help="Envoy's port (default: the file's)")
     p.add_argument("--once", action="store_true", help="send a few requests, print, stop")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the file (and import every class and function it names), start nothing",
+    )
     p.add_argument("--only", choices=["gateway", "envoy"], help="run one part of the stack")
     p.add_argument("--listen", default="127.0.0.1", help="address Envoy (or --only gateway) binds")
     p.add_argument("--masters-host", default=None, help="where the masters run (--only gateway)")
@@ -83,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     up: Up | None = None
+    # no rewrapping and no markup: every printed command stays one line to copy
+    console = Console(soft_wrap=True, highlight=False, markup=False)
     try:
-        config = load_deployment(args.config)
+        # Envoy alone needs none of the services' code (its container has none)
+        config = load_deployment(args.config, imports=args.only != "envoy")
+        if args.check:
+            print(f"palm up: {args.config} is fine: {len(config.services)} services", flush=True)
+            return 0
         roles = frozenset({args.only}) if args.only else ROLES
         # --keys, else the file's keys:, else $PALM_KEYS; every process started gets it
         keys = apply_keys(args.keys or config.keys)
@@ -122,9 +142,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"  processes: {json.dumps(up.processes)}")
         print(f"  work directory: {up.workdir}")
         if up.edge is not None:
-            print(guide(config, up.url, up.api_key), flush=True)
+            console.print(styled(guide(config, up.url, up.api_key)))
+        if up.registered is not None:
+            # with no flags when it is the only deployment running, as it mostly is
+            only = len(running_deployments()) == 1
+            hint = "" if only else f" --deployment {config.name}"
+            console.print(
+                Text.assemble(
+                    ("Logs: ", "bold"),
+                    (f"palm logs{hint}", "cyan"),
+                    ("    Counters: ", "bold"),
+                    (f"palm stats{hint}", "cyan"),
+                )
+            )
         for note in config.notes:
             print(note.format(deployment=up.deployment_file, redis=up.redis_url or ""), flush=True)
+        if not args.once:
+            console.print("Stop with Ctrl-C.", style="bold")
         if args.once:
             failed = 0
             for result in smoke(config, up.url, api_key=up.api_key):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -324,8 +325,31 @@ def render_routes(config: EdgeConfig) -> dict[str, Any]:
         match = {"prefix": path} if path.endswith("/") else {"path": path}
         name = path.strip("/") + ("-files" if path == "/dashboard/" else "")
         routes.append({"name": name, "match": match, "route": copy.deepcopy(action)})
+    routes.append(unknown_route(config))
     template["virtual_hosts"][0]["routes"] = routes
     return template
+
+
+def unknown_route(config: EdgeConfig) -> dict[str, Any]:
+    """The last route: any other path is answered by Envoy itself with the gateway's
+    JSON error shape (a 404 naming the services), not an empty body."""
+    prefixes = ", ".join(sorted(config.services.values())) or "(none)"
+    body = {
+        "status": 404,
+        "error": "unknown service",
+        "detail": f"no service at this path; the services are at {prefixes}",
+    }
+    return {
+        "name": "unknown",
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": json.dumps(body)}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
 
 
 def discovery(type_url: str, resource: dict[str, Any], version: int) -> dict[str, Any]:

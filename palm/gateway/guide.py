@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from rich.text import Text
+
 from palm.errors import ConfigError
 from palm.ops.config import DeploymentConfig, ServiceConfig
 from palm.ops.loading import load_object
 from palm.serve.server import Server
 from palm.serve.worker import Worker
 
-__all__ = ["Example", "examples", "guide", "smoke"]
+__all__ = ["Example", "examples", "guide", "smoke", "styled"]
 
 
 @dataclass(frozen=True)
@@ -111,18 +113,38 @@ def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str
     for example in examples(config):
         lines.append(f"  # {example.what}")
         lines.append(f"  {example.curl(url, api_key)}")
-    lines.append("  # a background job's status and result (job id from the line above)")
+    lines.append("  # a background job's status, then its result (the job id from the line above)")
     auth = auth_option(api_key)
-    lines.append(
-        f"  curl -s{auth} {url}/jobs/<job_id>        curl -s{auth} {url}/jobs/<job_id>/result"
-    )
+    lines.append(f"  curl -s{auth} {url}/jobs/<job_id>")
+    lines.append(f"  curl -s{auth} {url}/jobs/<job_id>/result")
     for name, service in config.services.items():
         if service.page:  # the key travels in the fragment, which browsers keep to themselves
             key = f"#key={api_key}" if api_key is not None else ""
             lines.append(f"  # {name}'s page: open it in a browser")
             lines.append(f"  {url}{service.route}/{key}")
-    lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
+
+
+def styled(text: str) -> Text:
+    """The guide's lines with styles for a terminal (rich): the headline bold, the
+    open-edge banner red, comments dim, commands cyan; nothing is rewrapped or
+    read as markup, so every command stays one line to copy."""
+    out = Text()
+    for i, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if i == 0:
+            style = "bold green"
+        elif stripped.startswith("!!!"):
+            style = "bold red"
+        elif stripped.startswith("#"):
+            style = "dim"
+        elif stripped.startswith(("curl ", "palm ")):
+            style = "cyan"
+        else:
+            style = "bold" if stripped.endswith(":") else ""
+        out.append(line + "\n", style=style)
+    out.rstrip()
+    return out
 
 
 def _request(

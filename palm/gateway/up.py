@@ -57,6 +57,7 @@ from palm.ops.config import ENDPOINTS, DeploymentConfig
 from palm.ops.loading import load_object
 from palm.ops.ports import taken_ports
 from palm.ops.processes import (
+    OutputTail,
     claim_workdir,
     popen,
     remove_stale_workdirs,
@@ -65,6 +66,7 @@ from palm.ops.processes import (
 )
 from palm.state.apikeys import ApiKeyStore
 from palm.state.embedded import EmbeddedRedis
+from palm.state.registry import RunningDeployment, register, unregister
 from palm.state.store import State
 from palm.wire.info import ServiceInfo
 
@@ -98,6 +100,7 @@ class Up:
         keep_workdir: bool = False,
         stop_grace_s: float = 1.5,
         keys: str | None = None,
+        max_start_failures: int = 2,
     ) -> None:
         unknown = set(roles) - ROLES
         if unknown:
@@ -118,6 +121,8 @@ class Up:
         #: the CURVE keys directory every process gets as $PALM_KEYS (None: inherited)
         self.keys = keys or config.keys
         self.log_level = log_level
+        #: a pool gives up (and so does start) after this many failed starts in a row
+        self.max_start_failures = max_start_failures
         self.startup_timeout_s = startup_timeout_s
         #: seconds a child has after SIGTERM on stop; its own children get 2/3 of it
         self.stop_grace_s = stop_grace_s
@@ -138,7 +143,11 @@ class Up:
         #: the API key ``palm up`` made (or kept) for its guide and ``--once``
         self.api_key: str | None = None
         self.edge: EnvoyProcess | None = None
+        #: this run's entry among the running deployments (``palm logs`` finds it there)
+        self.registered: RunningDeployment | None = None
         self._children: list[subprocess.Popen[str]] = []
+        #: what each child started with :meth:`_spawn` wrote last on stderr, by label
+        self._tails: dict[str, OutputTail] = {}
         # (label, stop(grace_s)) of what was started, oldest first
         self._stack: list[tuple[str, Callable[[float], None]]] = []
 
@@ -159,6 +168,7 @@ class Up:
                 self._start_gateway()
             if "envoy" in self.roles:
                 self._start_envoy()
+            self._register()
         except BaseException:
             self.stop()
             raise
@@ -194,7 +204,12 @@ class Up:
     def _spawn(self, label: str, args: list[str], **options: Any) -> subprocess.Popen[str]:
         cwd = str(self.config.path.parent) if self.config.path is not None else None
         cmd = [sys.executable, "-m", "palm", "--log-level", self.log_level, *args]
-        proc: subprocess.Popen[str] = popen(cmd, env=self._env(), cwd=cwd, text=True, **options)
+        # its stderr goes to a file in the work directory, followed onto ours
+        tail = OutputTail(self.workdir / "logs" / f"{label.replace(':', '-')}.stderr")
+        self._tails[label] = tail
+        proc: subprocess.Popen[str] = popen(
+            cmd, env=self._env(), cwd=cwd, text=True, stderr=tail.sink, **options
+        )
         self._children.append(proc)
         self._stack.append((label, lambda grace_s: self._stop_child(proc, grace_s)))
         self.processes[label] = proc.pid
@@ -220,7 +235,9 @@ class Up:
         try:
             ready = read_ready(proc, self.startup_timeout_s)
         except (builtins.TimeoutError, RuntimeError) as exc:
-            raise ConfigError(f"the masters did not start: {exc}") from exc
+            raise ConfigError(
+                f"the masters did not start: {exc}{self._last_words('masters')}"
+            ) from exc
         self.services = dict(ready["services"])
         self.deployment_file.write_text(
             json.dumps(
@@ -233,6 +250,12 @@ class Up:
                 indent=2,
             )
         )
+
+    def _last_words(self, label: str, count: int = 12) -> str:
+        """The last lines a child wrote on stderr, to end an error message with."""
+        tail = self._tails.get(label)
+        lines = tail.lines()[-count:] if tail is not None else []
+        return "; its last lines:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
     def _fixed_addresses(self) -> dict[str, dict[str, Any]]:
         """The services' endpoints from the file's ports, on ``masters_host``."""
@@ -253,6 +276,8 @@ class Up:
             db = self.services[name]["addresses"]["db"]
             args = ["worker", spec, "--connect", db, "--processes", str(service.workers)]
             args += ["--grace-s", f"{self._inner_grace_s():.2f}", *service.deps_arguments]
+            # a worker that fails twice in a row at start will not start: say so now
+            args += ["--max-start-failures", str(self.max_start_failures)]
             self._spawn(f"workers:{name}", [*args, "--name", name])
             pools.append((name, service.workers))
         for name, count in pools:
@@ -267,9 +292,13 @@ class Up:
                 with contextlib.suppress(PalmError):
                     if len(ServiceInfo.from_wire(probe.info()).workers) >= count:
                         return
-                for proc in self._children:
-                    if proc.poll() is not None:
-                        raise ConfigError(f"process {proc.pid} exited with {proc.returncode}")
+                for label, pid in self.processes.items():
+                    proc = next((p for p in self._children if p.pid == pid), None)
+                    if proc is not None and proc.poll() is not None:
+                        raise ConfigError(
+                            f"{label} (pid {pid}) exited with {proc.returncode} while "
+                            f"{name} was starting{self._last_words(label)}"
+                        )
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"{name}: {count} workers not up in {self.startup_timeout_s} s"
@@ -377,6 +406,14 @@ class Up:
         self.edge = envoy
         self.processes["envoy"] = envoy.pid
 
+    def _register(self) -> None:
+        """Record the stack among the running deployments, for ``palm logs``/``stats``."""
+        if self.redis_url is None or "masters" not in self.roles:
+            return
+        url = self.url if self.edge is not None or self.gateway is not None else ""
+        path = str(self.config.path or "")
+        self.registered = register(self.config.name, self.redis_url, url=url, config=path)
+
     # running -----------------------------------------------------------------
 
     @property
@@ -408,6 +445,9 @@ class Up:
         SIGKILLed, Redis is stopped, and the work directory is removed.
         """
         grace_s = self.stop_grace_s if timeout_s is None else timeout_s
+        if self.registered is not None:
+            unregister(self.registered)
+            self.registered = None
         tracked = []
         for pid in self.pids():
             with contextlib.suppress(psutil.Error):
@@ -428,6 +468,8 @@ class Up:
         terminate_all(alive, grace_s=0)
         for _label, stop in reversed(last):
             self._run_stop(stop, grace_s)
+        for tail in self._tails.values():
+            tail.close()
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return [proc.pid for proc in alive]

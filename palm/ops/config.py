@@ -50,62 +50,43 @@ from typing import Any
 import yaml
 
 from palm.errors import ConfigError
+from palm.ops.schema import (
+    ENDPOINTS,
+    KINDS,
+    LB_POLICIES,
+    RESERVED_NAMES,
+    DepsShape,
+    check_imports,
+    check_shape,
+    route_problems,
+)
 
 __all__ = [
     "AUTH_MODES",
     "ENDPOINTS",
     "KINDS",
     "LB_POLICIES",
+    "RESERVED_NAMES",
     "DeploymentConfig",
     "EdgeSettings",
     "ServiceConfig",
     "check_route",
     "deps_arguments",
+    "import_targets",
     "load_deployment",
     "parse_deployment",
 ]
 
-#: Envoy's load-balancing policies, by the names palm configurations use.
-LB_POLICIES = ("round_robin", "least_request", "ring_hash", "maglev", "random")
-#: Names and paths the gateway keeps for itself.
-RESERVED_NAMES = frozenset({"jobs", "map", "healthz", "metrics", "dashboard"})
-KINDS = ("standalone", "parallel", "function")
-#: A master's endpoints, in the order of its ports (``port``, ``port + 1``, ...).
-ENDPOINTS = ("pull", "push", "worker_pull", "worker_push", "db")
 FUNCTION_WORKER = "palm.serve.worker:FunctionWorker"
-
-_TOP_KEYS = {"name", "redis", "host", "keys", "edge", "services", "notes"}
-_EDGE_KEYS = {
-    "port",
-    "load_balancer",
-    "rate_limit",
-    "route_timeout_s",
-    "access_log",
-    "gateway_workers",
-    "gateway_threads",
-    "auth",
-    "request_headers_timeout_s",
-    "stream_idle_timeout_s",
-    "connection_idle_timeout_s",
-    "max_connections",
-}
 #: How the gateway checks its callers (:mod:`palm.gateway.auth`).
 AUTH_MODES = ("api_keys", "open")
-_RATE_KEYS = {"max_tokens", "tokens_per_fill", "fill_interval_s"}
-_SERVICE_KEYS = {"kind", "route", "port", "server", "worker", "functions", "workers", "example"}
-_SERVICE_KEYS.add("page")  # a static page the gateway serves at <route>/
-_SERVICE_KEYS.add("install_deps")  # environments on demand: see deps_arguments
-_DEPS_KEYS = {"find_links", "index_url", "no_index", "cache", "max_envs"}
 
 
 def check_route(name: str, route: str) -> None:
     """A service name and its public route prefix (``/name``) must be usable."""
-    if not name or "/" in name or name in RESERVED_NAMES:
-        raise ConfigError(f"bad service name {name!r}")
-    if not route.startswith("/") or route == "/" or route.endswith("/"):
-        raise ConfigError(f"route prefix for {name!r} must look like '/name', not {route!r}")
-    if route.strip("/") in RESERVED_NAMES:
-        raise ConfigError(f"route prefix {route!r} is reserved by the gateway")
+    problems = route_problems(name, route)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 @dataclass(frozen=True)
@@ -163,18 +144,6 @@ class EdgeSettings:
     max_connections: int = 10000
 
 
-def _seconds(value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a number of seconds, not {value!r}")
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be a number of seconds, not {value!r}") from exc
-    if not seconds > 0:
-        raise ConfigError(f"{what} must be positive, not {value!r}")
-    return seconds
-
-
 @dataclass(frozen=True)
 class DeploymentConfig:
     name: str
@@ -193,181 +162,99 @@ class DeploymentConfig:
         return {name: service.route for name, service in self.services.items()}
 
 
-def _mapping(value: Any, what: str, allowed: set[str]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{what} must be a mapping")
-    unknown = set(value) - allowed
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {sorted(unknown)}; known: {sorted(allowed)}")
-    return dict(value)
-
-
-def _int(value: Any, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{what} must be an integer >= {minimum}, not {value!r}")
-    return value
-
-
-def _spec(value: Any, what: str) -> str:
-    if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"{what} must name an object as 'package.module:Name', not {value!r}")
-    return value
-
-
-def _service(name: str, raw: Any) -> ServiceConfig:
-    data = _mapping(raw, f"services.{name}", _SERVICE_KEYS)
-    kind = data.get("kind", "standalone")
-    if kind not in KINDS:
-        raise ConfigError(f"services.{name}.kind must be one of {list(KINDS)}, not {kind!r}")
-    route = str(data.get("route") or f"/{name}").rstrip("/") or "/"
-    check_route(name, route)
-    port = _int(data.get("port") or 0, f"services.{name}.port")
-    if port and port + len(ENDPOINTS) > 65536:
-        raise ConfigError(f"services.{name}.port is too high")
-    needs = {"standalone": "server", "parallel": "worker", "function": "functions"}[kind]
-    if not data.get(needs):
-        raise ConfigError(f"services.{name} ({kind}) needs '{needs}'")
-    functions: dict[str, str] = {}
-    if kind == "function":
-        raw_functions = data["functions"]
-        if not isinstance(raw_functions, Mapping):
-            raise ConfigError(f"services.{name}.functions must map names to 'module:function'")
-        functions = {
-            str(fn): _spec(spec, f"services.{name}.functions.{fn}")
-            for fn, spec in raw_functions.items()
-        }
-    return ServiceConfig(
-        name=name,
-        kind=kind,
-        route=route,
-        port=port,
-        server=_spec(data["server"], f"services.{name}.server") if kind == "standalone" else None,
-        worker=_spec(data["worker"], f"services.{name}.worker") if kind == "parallel" else None,
-        functions=functions,
-        workers=_int(data.get("workers", 2), f"services.{name}.workers"),
-        example=_example(data.get("example"), f"services.{name}.example"),
-        page=_spec(data["page"], f"services.{name}.page") if data.get("page") else None,
-        deps_arguments=deps_arguments(data.get("install_deps"), f"services.{name}.install_deps"),
-    )
-
-
-def deps_arguments(value: Any, what: str = "install_deps") -> tuple[str, ...]:
-    """``palm worker`` options from a service's ``install_deps``: absent or false,
-    true, or a mapping of ``find_links`` (a list), ``index_url``, ``no_index``,
-    ``cache`` and ``max_envs``."""
-    if value is None or value is False:
-        return ()
-    if value is True:
-        return ("--install-deps",)
-    data = _mapping(value, what, _DEPS_KEYS)
-    out = ["--install-deps"]
-    links = data.get("find_links") or []
-    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
-        raise ConfigError(f"{what}.find_links must be a list of directories or URLs")
-    for link in links:
-        out += ["--find-links", link]
-    for key in ("index_url", "cache"):
-        if data.get(key) is not None:
-            if not isinstance(data[key], str):
-                raise ConfigError(f"{what}.{key} must be text")
-            out += [f"--{'deps-cache' if key == 'cache' else 'index-url'}", data[key]]
-    if data.get("no_index"):
-        out.append("--no-index")
-    if data.get("max_envs") is not None:
-        out += ["--deps-max-envs", str(_int(data["max_envs"], f"{what}.max_envs", 1))]
-    return tuple(out)
-
-
-def _example(value: Any, what: str) -> str | bool | None:
-    if value is None or value is False or isinstance(value, str):
-        return value
-    raise ConfigError(f"{what} must be a request body (text) or false")
-
-
 def parse_deployment(raw: Any, path: Path | None = None) -> DeploymentConfig:
-    """Check a deployment mapping (as loaded from YAML) and return it typed."""
-    data = _mapping(raw, "deployment", _TOP_KEYS)
-    services_raw = _mapping(data.get("services"), "services", set(data.get("services") or {}))
-    if not services_raw:
-        raise ConfigError("a deployment needs at least one service under 'services'")
-    services = {str(name): _service(str(name), spec) for name, spec in services_raw.items()}
-    ports: dict[int, str] = {}
-    for service in services.values():
-        if service.port:
-            count = 1 if service.kind == "standalone" else len(ENDPOINTS)
-            for port in range(service.port, service.port + count):
-                if port in ports:
-                    raise ConfigError(f"port {port} of {service.name!r} is {ports[port]!r}'s too")
-                ports[port] = service.name
-    edge_raw = _mapping(data.get("edge"), "edge", _EDGE_KEYS)
-    policy = edge_raw.get("load_balancer", "round_robin")
-    if policy not in LB_POLICIES:
-        raise ConfigError(f"edge.load_balancer must be one of {list(LB_POLICIES)}, not {policy!r}")
-    rate_limit = _mapping(edge_raw.get("rate_limit"), "edge.rate_limit", _RATE_KEYS)
-    access_log = edge_raw.get("access_log")
-    if access_log is not None and not isinstance(access_log, str):
-        raise ConfigError("edge.access_log must be a path, '-' or null")
-    try:
-        route_timeout_s = float(edge_raw.get("route_timeout_s", 60.0))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("edge.route_timeout_s must be a number of seconds") from exc
-    auth = edge_raw.get("auth", "api_keys")
-    if auth not in AUTH_MODES:
-        raise ConfigError(f"edge.auth must be one of {list(AUTH_MODES)}, not {auth!r}")
-    headers_s = _seconds(
-        edge_raw.get("request_headers_timeout_s", 10.0), "edge.request_headers_timeout_s"
-    )
-    idle_s = _seconds(
-        edge_raw.get("stream_idle_timeout_s", route_timeout_s + 30.0), "edge.stream_idle_timeout_s"
-    )
-    if idle_s <= route_timeout_s:
-        raise ConfigError(
-            f"edge.stream_idle_timeout_s ({idle_s:g}) must exceed edge.route_timeout_s "
-            f"({route_timeout_s:g}): a request waiting for its answer is idle"
+    """Check a deployment mapping (as loaded from YAML) and return it typed.
+
+    Every problem is reported at once, in one :class:`ConfigError` whose lines
+    start with their key paths (:func:`palm.ops.schema.check_shape`).
+    """
+    top, edge_shape, shapes = check_shape(raw)
+    services = {
+        name: ServiceConfig(
+            name=name,
+            kind=shape.kind,
+            route=(shape.route or f"/{name}").rstrip("/") or "/",
+            port=shape.port or 0,
+            server=shape.server if shape.kind == "standalone" else None,
+            worker=shape.worker if shape.kind == "parallel" else None,
+            functions=dict(shape.functions or {}) if shape.kind == "function" else {},
+            workers=shape.workers,
+            example=shape.example,
+            page=shape.page,
+            deps_arguments=deps_arguments(shape.install_deps),
         )
+        for name, shape in shapes.items()
+    }
+    route_s = edge_shape.route_timeout_s
     edge = EdgeSettings(
-        port=_int(edge_raw.get("port", 8080), "edge.port"),
-        load_balancer=policy,
-        rate_limit=rate_limit,
-        route_timeout_s=route_timeout_s,
-        access_log=access_log,
-        gateway_workers=_int(edge_raw.get("gateway_workers", 2), "edge.gateway_workers", 1),
-        gateway_threads=_int(edge_raw.get("gateway_threads", 32), "edge.gateway_threads", 1),
-        auth=auth,
-        request_headers_timeout_s=headers_s,
-        stream_idle_timeout_s=idle_s,
-        connection_idle_timeout_s=_seconds(
-            edge_raw.get("connection_idle_timeout_s", 60.0), "edge.connection_idle_timeout_s"
+        port=edge_shape.port,
+        load_balancer=edge_shape.load_balancer,
+        rate_limit=(
+            edge_shape.rate_limit.model_dump(exclude_unset=True) if edge_shape.rate_limit else {}
         ),
-        max_connections=_int(edge_raw.get("max_connections", 10000), "edge.max_connections", 1),
+        route_timeout_s=route_s,
+        access_log=edge_shape.access_log,
+        gateway_workers=edge_shape.gateway_workers,
+        gateway_threads=edge_shape.gateway_threads,
+        auth=edge_shape.auth,
+        request_headers_timeout_s=edge_shape.request_headers_timeout_s,
+        stream_idle_timeout_s=edge_shape.stream_idle_timeout_s or route_s + 30.0,
+        connection_idle_timeout_s=edge_shape.connection_idle_timeout_s,
+        max_connections=edge_shape.max_connections,
     )
-    redis = data.get("redis")
-    if redis is not None and not isinstance(redis, str):
-        raise ConfigError("redis must be a URL or null")
-    keys = data.get("keys")
-    if keys is not None and (not isinstance(keys, str) or not keys):
-        raise ConfigError("keys must be a directory (relative to the file) or null")
+    keys = top.keys
     if keys is not None and path is not None:
         keys = str((path.parent / keys).resolve())
-    notes = data.get("notes") or []
-    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-        raise ConfigError("notes must be a list of lines")
     return DeploymentConfig(
-        name=str(data.get("name") or "palm"),
+        name=top.name,
         services=services,
-        redis=redis or None,
-        host=str(data.get("host") or "127.0.0.1"),
+        redis=top.redis or None,
+        host=top.host or "127.0.0.1",
         keys=keys,
         edge=edge,
         path=path,
-        notes=tuple(notes),
+        notes=tuple(top.notes or ()),
     )
 
 
-def load_deployment(path: str | Path) -> DeploymentConfig:
-    """Read and check a deployment file."""
+def deps_arguments(shape: DepsShape | None) -> tuple[str, ...]:
+    """``palm worker`` options from a service's checked ``install_deps`` (None: off)."""
+    if shape is None:
+        return ()
+    out = ["--install-deps"]
+    for link in shape.find_links or ():
+        out += ["--find-links", link]
+    if shape.index_url is not None:
+        out += ["--index-url", shape.index_url]
+    if shape.cache is not None:
+        out += ["--deps-cache", shape.cache]
+    if shape.no_index:
+        out.append("--no-index")
+    if shape.max_envs is not None:
+        out += ["--deps-max-envs", str(shape.max_envs)]
+    return tuple(out)
+
+
+def import_targets(config: DeploymentConfig) -> dict[str, tuple[str, type | None]]:
+    """Every class and function the file names, by key path, with the class each
+    must subclass (None: a function)."""
+    from palm.serve.server import Server
+    from palm.serve.worker import Worker
+
+    targets: dict[str, tuple[str, type | None]] = {}
+    for name, service in config.services.items():
+        if service.server:
+            targets[f"services.{name}.server"] = (service.server, Server)
+        if service.worker:
+            targets[f"services.{name}.worker"] = (service.worker, Worker)
+        for fn, spec in service.functions.items():
+            targets[f"services.{name}.functions.{fn}"] = (spec, None)
+    return targets
+
+
+def load_deployment(path: str | Path, *, imports: bool = False) -> DeploymentConfig:
+    """Read and check a deployment file; with ``imports``, also import every class
+    and function it names (from the file's folder), reporting every failure."""
     file = Path(path)
     try:
         raw = yaml.safe_load(file.read_text())
@@ -375,4 +262,7 @@ def load_deployment(path: str | Path) -> DeploymentConfig:
         raise ConfigError(f"cannot read {file}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file} is not valid YAML: {exc}") from exc
-    return parse_deployment(raw, file.resolve())
+    config = parse_deployment(raw, file.resolve())
+    if imports:
+        check_imports(import_targets(config), file.resolve().parent)
+    return config

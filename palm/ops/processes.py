@@ -27,6 +27,7 @@ may use it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -42,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import IO, Any, TypeAlias
 
 import psutil
 
@@ -50,6 +51,7 @@ from palm.errors import ConfigError
 
 __all__ = [
     "AnyProcess",
+    "OutputTail",
     "claim_workdir",
     "die_with_parent",
     "popen",
@@ -163,6 +165,72 @@ def popen(
     future: Future[subprocess.Popen[Any]] = Future()
     _spawn_queue.put((args, options, future))
     return future.result()
+
+
+class OutputTail:
+    """A child's stderr, kept in a file and followed: each line is forwarded to this
+    process's stderr and the last ``keep`` are kept, to say why the child died.
+
+    The child writes to the file (:attr:`sink`, for Popen's ``stderr``), never to a
+    pipe, so a child that outlives this process (killed with SIGKILL) never fails
+    on a broken pipe while it stops.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], keep: int = 20, poll_s: float = 0.1) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sink: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._reader: IO[str] = open(self.path, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._poll_s = poll_s
+        self._partial = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="palm-tail", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> bool:
+        """Forward what was written since the last read; False when nothing was."""
+        chunk = self._reader.read()
+        if not chunk:
+            return False
+        text = self._partial + chunk
+        *complete, self._partial = text.split("\n")
+        for line in complete:
+            self._lines.append(line)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line + "\n")
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        return True
+
+    def _follow(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while not self._stop.is_set():
+                if not self._read():
+                    self._stop.wait(self._poll_s)
+            while self._read():
+                pass
+
+    def lines(self, wait_s: float = 1.0) -> list[str]:
+        """The last lines, once what the child wrote so far was read (within ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                if self._reader.tell() >= self.path.stat().st_size:
+                    break
+            except (OSError, ValueError):
+                break
+            time.sleep(0.02)
+        found = list(self._lines)
+        return [*found, self._partial] if self._partial else found
+
+    def close(self) -> None:
+        """Stop following (after reading what is left) and close the files."""
+        self._stop.set()
+        self._thread.join(2.0)
+        for handle in (self.sink, self._reader):
+            with contextlib.suppress(OSError):
+                handle.close()
 
 
 # work directories --------------------------------------------------------------

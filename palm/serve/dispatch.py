@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from palm.errors import ProtocolError
+from palm.serve.service import split_function, unknown_message
 from palm.state.counters import Counters
 from palm.wire.messages import job_message
 from palm.wire.protocol import Header, decode_header, jobs_in, request_id_of
@@ -168,8 +169,13 @@ class Dispatcher:
 
     def _unknown(self, function: str, queue: deque[Job]) -> None:
         """No worker seen so far knows ``function``: answer every job now."""
-        known = ", ".join(sorted(self.known_functions - {MAP_FUNCTION})) or "(none)"
-        message = f"no worker of {self.owner!r} has function {function!r}; they have: {known}"
+        known = self.known_functions - {MAP_FUNCTION}
+        server = split_function(function)[0]
+        if server and server != self.owner:
+            message = unknown_message(self.owner, function, known)
+        else:
+            have = ", ".join(sorted(known)) or "(none)"
+            message = f"no worker of {self.owner!r} has function {function!r}; they have: {have}"
         while queue:
             self.queued -= 1
             self.fail(queue.popleft(), "palm.UnknownFunction", message)

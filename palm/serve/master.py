@@ -80,6 +80,9 @@ from palm.wire.sockets import check_endpoint
 
 __all__ = ["Master"]
 
+#: Most mapped functions the counters name apart (workers report them); more count as __map__.
+MAX_MAP_NAMES = 64
+
 _POLLIN = int(zmq.POLLIN)
 
 #: Job ids a master gives the parts it scatters (far above any client's ids).
@@ -170,6 +173,8 @@ class Master(StreamRouting):
         self.routes = StreamOut(name, self.next_address, next_call, pipelined, self.bound)
 
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
+        #: the mapped functions' names the counters list (at most MAX_MAP_NAMES)
+        self._map_names: set[str] = set()
         #: the workers and the jobs they hold (see :mod:`palm.serve.dispatch`)
         self.pool = Dispatcher(
             name,
@@ -605,10 +610,17 @@ class Master(StreamRouting):
         job = self.pool.finished((header.client, header.id), meta.worker, count, now)
         if job is None:
             return
-        failed = len(header.errors) if header.errors else 0
+        failed = len(header.errors) if header.errors else min(meta.map_failed, count)
+        # a map job counts under the user's function the worker ran, not under __map__
+        function = job.function
+        if function == MAP_FUNCTION and meta.map_function:
+            named = self._map_names
+            if meta.map_function in named or len(named) < MAX_MAP_NAMES:
+                named.add(meta.map_function)
+                function = meta.map_function
         self.stats["jobs_out"] += count
         self.stats["failed"] += failed
-        self.counters.record_batch(job.function, time.monotonic() - job.received, count, failed)
+        self.counters.record_batch(function, time.monotonic() - job.received, count, failed)
         self._deliver(header, frames)
 
     def _deliver(self, header: Header, frames: list[bytes]) -> None:

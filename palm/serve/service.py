@@ -17,13 +17,26 @@ from palm.state.cache import Cache
 from palm.state.logs import current_request_id
 from palm.wire.protocol import ErrorInfo, Header, request_id_of
 
-__all__ = ["Service", "split_function"]
+__all__ = ["Service", "split_function", "unknown_message"]
 
 
 def split_function(function: str) -> tuple[str, str]:
     """``'server.foo'`` -> ``('server', 'foo')``; ``'foo'`` -> ``('', 'foo')``."""
     server, _, name = function.rpartition(".")
     return server, name
+
+
+def unknown_message(owner: str, function: str, known: list[str] | set[str]) -> str:
+    """Why ``owner`` cannot run ``function``: a server name that is not its own is
+    named as such (a misspelled server), else the function and the ones it has."""
+    server, name = split_function(function)
+    have = ", ".join(sorted(known)) or "(none)"
+    if server and server != owner:
+        return (
+            f"no server {server!r} here: this is {owner!r} (functions: {have}); "
+            f"call {owner}.{name} or check the server name"
+        )
+    return f"{owner!r} has no function {name!r}; it has: {have}"
 
 
 class Service:
@@ -98,11 +111,10 @@ class Service:
         return self._functions.get(name)
 
     def unknown(self, function: str, offset: int = 0, stage: int = 0) -> ErrorInfo:
-        known = ", ".join(self.functions) or "(none)"
         return ErrorInfo(
             offset,
             "palm.UnknownFunction",
-            f"{self.name!r} has no function {split_function(function)[1]!r}; it has: {known}",
+            unknown_message(self.name, function, self.functions),
             "",
             self.name,
             stage,

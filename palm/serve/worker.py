@@ -27,7 +27,7 @@ from palm.serve.stopper import Stopper
 from palm.state.cache import Cache
 from palm.state.deployment import Deployment
 from palm.wire import shipping as mapping
-from palm.wire.control import Ready, Welcome, unparsable
+from palm.wire.control import Ready, Welcome, map_report, unparsable
 from palm.wire.discovery import CacheClient
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control
@@ -394,9 +394,15 @@ class Worker(Service):
             secret = self.map_secret()
             functions, name, elsewhere = self._functions_cache, self.name, self.elsewhere
             run = mapping.run_chunk
-            return reply, [
-                run(p, secret, functions, worker=name, elsewhere=elsewhere) for p in payloads
+            report: list[tuple[str, bool]] = []
+            answers = [
+                run(p, secret, functions, worker=name, elsewhere=elsewhere, report=report)
+                for p in payloads
             ]
+            # for the master's counters: the user's function, and the chunks that failed
+            failed = len(payloads) - sum(ok for _name, ok in report)
+            reply.extra = map_report(reply.extra, report[0][0] if report else "", failed)
+            return reply, answers
         func = self.resolve(header.function)
         if func is None:
             reply.errors = self.unknown_all(header, len(payloads))

@@ -43,6 +43,7 @@ __all__ = [
     "ResultMeta",
     "Welcome",
     "announced_jobs",
+    "map_report",
     "unparsable",
 ]
 
@@ -51,6 +52,9 @@ MAX_CREDIT: Final = 1_000_000
 
 #: Longest host, worker, master, session, topic or function name accepted.
 MAX_NAME: Final = 1024
+
+#: Longest name of a mapped function a worker reports for the counters.
+MAX_MAP_NAME: Final = 100
 
 #: Most functions a worker may declare.
 MAX_FUNCTIONS: Final = 10_000
@@ -226,6 +230,9 @@ class ResultMeta:
     worker: bytes | None = None
     route: str | None = None
     origin: int | None = None
+    #: a map answer's user function (``mf``) and how many of its chunks failed (``mx``)
+    map_function: str | None = None
+    map_failed: int = 0
 
     @classmethod
     def from_header(cls, header: Header) -> ResultMeta:
@@ -240,7 +247,24 @@ class ResultMeta:
         origin = extra.get("of")
         if origin is not None and type(origin) is not int:
             raise ProtocolError("'of' is not a job id")
-        return cls(worker, route, origin)
+        function = extra.get("mf")
+        if function is not None and (type(function) is not str or len(function) > MAX_MAP_NAME):
+            function = None  # only for the counters: a bad one is left out
+        failed = extra.get("mx", 0)
+        if type(failed) is not int or not 0 <= failed < _MAX_INT:
+            failed = 0
+        return cls(worker, route, origin, function or None, failed)
+
+
+def map_report(extra: dict[str, Any] | None, function: str, failed: int) -> dict[str, Any]:
+    """A map answer's ``extra`` with the user function's name and the failed chunks
+    (what :class:`ResultMeta` reads back for the master's counters)."""
+    found = dict(extra or {})
+    if function:
+        found["mf"] = function[:MAX_MAP_NAME]
+    if failed:
+        found["mx"] = failed
+    return found
 
 
 def announced_jobs(header: Header, payloads: Sequence[bytes]) -> int:

@@ -236,12 +236,15 @@ def run_chunk(
     *,
     worker: str = "",
     elsewhere: Elsewhere | None = None,
+    report: list[tuple[str, bool]] | None = None,
 ) -> bytes:
     """Run one chunk on a worker and return its tagged answer; never raises.
 
     A function whose dependency spec this environment does not meet is not
     unpickled: ``elsewhere`` runs the chunk (in an environment built for the
-    spec) when given, else the answer names the missing package.
+    spec) when given, else the answer names the missing package. ``report``
+    gets ``(the function's name, whether every item succeeded)`` of a chunk that
+    was run here, for the counters.
     """
     if secret is None:
         return _refuse(f"this worker has no cluster secret: {NO_SECRET_HELP}")
@@ -289,27 +292,31 @@ def run_chunk(
         return _answer(secret, tag, _error(-1, type(exc).__qualname__, f"cannot unpickle: {exc}"))
     if type(items) is not list:
         return _answer(secret, tag, _error(-1, "TypeError", "a chunk's items are not a list"))
-    return _answer(secret, tag, _run(fn, items))
+    body, ok = _run(fn, items)
+    if report is not None:
+        report.append((str(getattr(fn, "__qualname__", None) or type(fn).__qualname__), ok))
+    return _answer(secret, tag, body)
 
 
-def _run(fn: Callable[[Any], Any], items: list[Any]) -> bytes:
+def _run(fn: Callable[[Any], Any], items: list[Any]) -> tuple[bytes, bool]:
+    """The chunk's answer body, and whether every item succeeded."""
     start = time.perf_counter()
     results = []
     for index, item in enumerate(items):
         try:
             results.append(fn(item))
         except Exception as exc:
-            return _error(index, _type_name(exc), str(exc), traceback.format_exc())
+            return _error(index, _type_name(exc), str(exc), traceback.format_exc()), False
     elapsed = time.perf_counter() - start
     try:
         data: bytes = pickle.dumps(("ok", results, elapsed), protocol=pickle.HIGHEST_PROTOCOL)
-        return data
+        return data, True
     except Exception:
         try:
             fallback: bytes = cloudpickle.dumps(("ok", results, elapsed))
-            return fallback
+            return fallback, True
         except Exception as exc:
-            return _error(-1, _type_name(exc), f"cannot pickle the results: {exc}")
+            return _error(-1, _type_name(exc), f"cannot pickle the results: {exc}"), False
 
 
 def _type_name(exc: BaseException) -> str:

@@ -3,8 +3,11 @@
 ``--connect`` is the master's db endpoint, from which each worker learns the
 master's other addresses; ``--push``/``--pull`` name them directly instead.
 The pool restarts a worker that crashes (with growing backoff) and stops
-them all on SIGINT/SIGTERM. ``palm.serve.worker:FunctionWorker`` is the generic
-worker that runs ``map`` chunks (it needs ``PALM_SECRET``).
+them all on SIGINT/SIGTERM. A worker that fails at start ``--max-start-failures``
+times in a row (each exit within 10 s of its start) makes the pool give up:
+it stops and exits with status 3, its last line saying why.
+``palm.serve.worker:FunctionWorker`` is the generic worker that runs ``map``
+chunks (it needs ``PALM_SECRET``).
 
 ``--install-deps`` has each worker build an environment for a map function
 whose packages it lacks (from ``--find-links``/``--index-url``), cached in
@@ -17,6 +20,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +31,7 @@ from palm.ops.worker_process import add_deps_options
 from palm.state.deployment import Deployment
 from palm.workers.autoscale import BacklogProbe, ScalePolicy
 from palm.workers.controller import ScaleController, ScaleCounters
-from palm.workers.pool import WorkerPool
+from palm.workers.pool import GAVE_UP_EXIT, WorkerPool
 
 log = logging.getLogger("palm.workers")
 
@@ -47,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=float,
         default=5.0,
         help="on stop, seconds a worker has after SIGTERM before SIGKILL (default 5)",
+    )
+    p.add_argument(
+        "--max-start-failures",
+        type=int,
+        default=3,
+        help="give up after a worker fails this many times in a row at start (0: never)",
     )
     add_keys_option(p)
     add_deps_options(p)
@@ -106,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval_s,
         grace_s=args.grace_s,
         log_level=args.log_level,
+        max_start_failures=args.max_start_failures,
     )
     policy = None
     if args.max_processes is not None:
@@ -121,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
         )
     with scale_gauges(f"{args.name}-scaler", pool.controller_snapshot):
         pool.run(policy=policy, scale_every_s=args.scale_every_s)
+    if pool.gave_up is not None:
+        print(f"palm worker: {pool.gave_up}", file=sys.stderr, flush=True)
+        return GAVE_UP_EXIT
     return 0
 
 

@@ -9,6 +9,13 @@ to its master while the pool goes on; :meth:`WorkerPool.check` reaps it, or
 SIGKILLs it once ``grace_s`` has passed. With a policy, a
 :class:`~palm.workers.controller.ScaleController` sizes the pool. The workers die with the pool's
 process, even one killed with SIGKILL (on Linux).
+
+A worker that cannot start (its class raises in ``__init__``, its module does
+not import) would crash-loop for ever: after ``max_start_failures`` exits with
+an error in a row, each within ``start_window_s`` of its start, the pool gives
+up instead:
+:attr:`WorkerPool.gave_up` says why, :meth:`WorkerPool.run` returns, and
+``palm worker`` exits with :data:`GAVE_UP_EXIT`.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from palm.workers.autoscale import BacklogProbe, ScalePolicy
 from palm.workers.controller import ScaleController
 from palm.workers.local import ProcessBackend
 
-__all__ = ["WorkerPool"]
+__all__ = ["GAVE_UP_EXIT", "WorkerPool"]
 
 log = logging.getLogger(__name__)
+
+#: ``palm worker``'s exit status when its workers cannot start.
+GAVE_UP_EXIT = 3
 
 
 @dataclass
@@ -40,6 +50,8 @@ class _Slot:
     backoff_s: float = 0.0
     restart_at: float = 0.0
     restarts: int = 0
+    #: exits in a row, each soon after its start
+    start_failures: int = 0
     pids: list[int] = field(default_factory=list)
 
 
@@ -62,6 +74,8 @@ class WorkerPool:
         grace_s: float = 5.0,
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
+        max_start_failures: int = 3,
+        start_window_s: float = 10.0,
     ) -> None:
         if processes < 0:
             raise ValueError("processes must be zero or more")
@@ -79,6 +93,10 @@ class WorkerPool:
         self.grace_s = grace_s
         self.env = env
         self.log_level = log_level
+        self.max_start_failures = max_start_failures
+        self.start_window_s = start_window_s
+        #: why the pool gave up (its workers kept failing at start), or None
+        self.gave_up: str | None = None
         self.slots = [_Slot(i) for i in range(processes)]
         self._next_index = processes
         #: workers asked to leave, with the time they must be gone by
@@ -135,11 +153,26 @@ class WorkerPool:
                         self._spawn(slot)
                     continue
                 code = proc.poll()
+                ran_s = now - slot.started
+                if code is None and ran_s > self.start_window_s:
+                    slot.start_failures = 0
                 if code is None or self._stopped.is_set():
                     continue
-                ran_s = now - slot.started
                 if ran_s > 30:
                     slot.backoff_s = 0.0
+                # a worker that exits with an error soon after its start failed to start;
+                # one killed by a signal (code < 0) was stopped from outside
+                failed_at_start = code > 0 and ran_s <= self.start_window_s
+                slot.start_failures = slot.start_failures + 1 if failed_at_start else 0
+                if self.max_start_failures and slot.start_failures >= self.max_start_failures:
+                    self.gave_up = (
+                        f"{self.name}-{slot.index} ({self.spec}) failed at start "
+                        f"{slot.start_failures} times in a row (last: exit code {code} "
+                        f"after {ran_s:.1f} s); giving up"
+                    )
+                    log.error("%s", self.gave_up)
+                    slot.proc = None
+                    return
                 slot.backoff_s = (
                     self.initial_backoff_s
                     if slot.backoff_s == 0
@@ -223,7 +256,8 @@ class WorkerPool:
         policy: ScalePolicy | None = None,
         scale_every_s: float = 1.0,
     ) -> None:
-        """Start, supervise (and scale, with a ``policy``) until SIGINT/SIGTERM, then stop."""
+        """Start, supervise (and scale, with a ``policy``) until SIGINT/SIGTERM, or until
+        the pool gives up (:attr:`gave_up`), then stop."""
         done = threading.Event()
 
         def handler(signum: int, frame: object) -> None:
@@ -236,6 +270,8 @@ class WorkerPool:
             self.start()
             while not done.wait(poll_s):
                 self.check()
+                if self.gave_up is not None:
+                    break
                 if probe is not None and policy is not None and time.monotonic() >= next_scale:
                     self.autoscale(policy, probe)
                     next_scale = time.monotonic() + scale_every_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,14 +19,31 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_accepts_the_compose_file():
+    env = {**os.environ, "PALM_SECRET": "a-secret-for-the-test"}
     done = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", "config", "-q"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=50,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_refuses_to_run_without_a_cluster_secret():
+    env = {k: v for k, v in os.environ.items() if k != "PALM_SECRET"}
+    done = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=env,
+    )
+    assert done.returncode != 0
+    assert "set PALM_SECRET to a long random string" in done.stderr, done.stderr
 
 
 def test_every_parallel_service_has_a_worker_pool_connected_to_its_db_port():

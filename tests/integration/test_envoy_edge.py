@@ -38,12 +38,20 @@ def test_the_callers_request_id_travels_to_the_gateway(gateway_factory, envoy_fa
     assert reply.headers["x-request-id"] == "abc-123"
 
 
-def test_paths_without_a_route_are_answered_by_envoy(gateway_factory, envoy_factory):
+def test_paths_without_a_route_are_answered_by_envoy_in_json(gateway_factory, envoy_factory):
     gw = gateway_factory({})
-    edge = envoy_factory(edge_config([gw.address]))
-    reply = request(edge.url, "POST", "/nothing/here", body=b"x")
-    assert reply.status == 404
-    assert reply.body == b""  # Envoy's own 404, not the gateway's JSON
+    config = EdgeConfig(services={"echo": "/echo"}, gateways=(gw.address,), access_log=None)
+    edge = envoy_factory(config)
+    for path in ("/nothing/here", "/ehco/foo", "/"):
+        reply = request(edge.url, "POST", path, body=b"x")
+        assert reply.status == 404
+        assert reply.headers["content-type"] == "application/json"
+        assert "x-request-id" not in reply.headers  # Envoy's own answer: the gateway never saw it
+        assert reply.json() == {
+            "status": 404,
+            "error": "unknown service",
+            "detail": "no service at this path; the services are at /echo",
+        }
 
 
 def test_rate_limit_answers_429_past_its_budget(gateway_factory, envoy_factory):
@@ -62,7 +70,9 @@ def test_a_service_added_while_running_becomes_routable_in_the_same_process(
     gw = gateway_factory({})
     edge = envoy_factory(edge_config([gw.address]))
     pid, port = edge.pid, edge.port
-    assert request(edge.url, "POST", "/later/ping", body=b"").body == b""  # Envoy's 404
+    before = request(edge.url, "POST", "/later/ping", body=b"")
+    assert "x-request-id" not in before.headers  # Envoy's own 404
+    assert before.json()["detail"].endswith("the services are at (none)")
     edge.add_service("later", "/later")
     reply = request(edge.url, "POST", "/later/ping", body=b"")
     # The gateway itself answers now, under the service's own name.

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -76,6 +77,7 @@ def test_palm_up_once_answers_through_envoy_and_stops_what_it_started(procs: Pro
     assert "POST /map/maths/factorial -> 200 [1,2,6,24]" in out
     assert "POST /chatbox/agent -> 200" in out and "Bill Murray" in out
     assert "POST /jobs/echo/foo -> 200 you sent me hello" in out
+    assert "Stop with Ctrl-C" not in out  # --once stops by itself
     pids = started_pids(out.splitlines())
     mastr = {"workers:mastr-value", "workers:mastr-agg-0", "workers:mastr-agg-1"}
     assert set(pids) == {
@@ -230,8 +232,11 @@ def test_a_second_palm_up_on_a_busy_port_refuses_naming_it_and_the_first_serves_
             [*PALM, "up", "--config", "palm.yaml", "--port", str(port)],
             stderr=subprocess.STDOUT,
         )
+        asked = time.monotonic()
         out, _ = second.communicate(timeout=60)
         assert second.returncode != 0, out
+        assert time.monotonic() - asked < 30, "the second palm up took long to refuse"
+        assert "edge at" not in out and "processes:" not in out  # it started nothing
         assert f"port {port}" in out and f"pid {first.pid}" not in out  # Envoy holds it
         assert "envoy" in out.lower(), out
         auth = {"Authorization": f"Bearer {key}"}

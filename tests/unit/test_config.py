@@ -45,15 +45,19 @@ def test_fixed_ports_give_five_consecutive_endpoints_and_any_port_lets_the_os_ch
     ("raw", "message"),
     [
         ({"services": {}}, "at least one service"),
-        ({"services": {"s": {"kind": "cron"}}}, "kind must be one of"),
-        ({"services": {"s": {"kind": "parallel"}}}, "needs 'worker'"),
+        ({"services": {"s": {"kind": "cron"}}}, r"services\.s\.kind: Input should be 'standalone'"),
+        ({"services": {"s": {"kind": "parallel"}}}, r"services\.s: .*needs 'worker'"),
         ({"services": {"jobs": {"server": "a.b:C"}}}, "bad service name"),
-        (minimal(route="/map"), "reserved"),
-        (minimal(server="not a spec"), "package.module:Name"),
-        (minimal(colour="blue"), "unknown services.svc keys"),
-        ({**minimal(), "edge": {"load_balancer": "fastest"}}, "load_balancer"),
-        ({**minimal(), "edge": {"rate_limit": {"burst": 3}}}, "rate_limit"),
-        ({**minimal(), "extra": 1}, "unknown deployment keys"),
+        (minimal(route="/map"), r"services\.svc\.route: .*reserved"),
+        (minimal(server="not a spec"), r"services\.svc\.server: .*package.module:Name"),
+        (minimal(colour="blue"), r"services\.svc\.colour: unknown key"),
+        (minimal(workers=-1), r"services\.svc\.workers: .*greater than or equal to 0"),
+        (minimal(workers=True), r"services\.svc\.workers: .*integer"),
+        ({**minimal(), "edge": {"load_balancer": "fastest"}}, r"edge\.load_balancer"),
+        ({**minimal(), "edge": {"rate_limit": {"burst": 3}}}, r"edge\.rate_limit\.burst"),
+        ({**minimal(), "edge": {"route_timeout_s": "soon"}}, r"edge\.route_timeout_s"),
+        ({**minimal(), "extra": 1}, "extra: unknown key"),
+        ({**minimal(), "redis": "localhost:6379"}, r"redis: .*should match"),
         (
             {
                 "services": {
@@ -68,6 +72,72 @@ def test_fixed_ports_give_five_consecutive_endpoints_and_any_port_lets_the_os_ch
 def test_bad_deployment_files_are_refused_with_a_clear_message(raw, message):
     with pytest.raises(ConfigError, match=message):
         parse_deployment(raw)
+
+
+def test_every_problem_of_a_file_is_reported_at_once_with_its_key_path():
+    raw = {
+        "nmae": "typo",
+        "edge": {"port": -1, "auth": "none"},
+        "services": {
+            "a": {"kind": "parallel", "workers": "two"},
+            "b": {"kind": "function", "functions": {"f": "nocolon"}},
+            "c": {"server": "a.b:C", "port": 7000},
+            "d": {"server": "a.b:D", "port": 7000},
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_deployment(raw)
+    text = str(caught.value)
+    lines = text.splitlines()
+    assert lines[0] == f"{len(lines) - 1} problems:"
+    for path in (
+        "nmae: unknown key",
+        "edge.port:",
+        "edge.auth:",
+        "services.a.workers:",
+        "services.a: a parallel service needs 'worker'",
+        "services.b.functions.f:",
+        "services.d.port: port 7000 is 'c'",
+    ):
+        assert any(line.startswith(f"  - {path}") for line in lines), (path, text)
+
+
+def _write(tmp_path: Path, services: str) -> Path:
+    (tmp_path / "mine.py").write_text(
+        "from palm.serve.worker import Worker\n"
+        "class Good(Worker):\n    def f(self, m):\n        return m\n"
+        "class NotAWorker:\n    pass\n"
+        "def double(x):\n    return 2 * x\n"
+    )
+    path = tmp_path / "palm.yaml"
+    path.write_text("services:\n" + services)
+    return path
+
+
+def test_imports_are_tried_from_the_files_folder_and_every_failure_named(tmp_path):
+    path = _write(
+        tmp_path,
+        "  ok: {kind: parallel, worker: 'mine:Good'}\n"
+        "  fn: {kind: function, functions: {double: 'mine:double', nope: 'mine:tripple'}}\n"
+        "  typo: {kind: parallel, worker: 'mnie:Good'}\n"
+        "  wrong: {kind: parallel, worker: 'mine:NotAWorker'}\n"
+        "  srv: {kind: standalone, server: 'mine:Good'}\n",
+    )
+    assert load_deployment(path).services["typo"].worker == "mnie:Good"  # shape only
+    with pytest.raises(ConfigError) as caught:
+        load_deployment(path, imports=True)
+    text = str(caught.value)
+    assert text.startswith("4 problems:"), text
+    assert "services.fn.functions.nope: 'mine' has no 'tripple'" in text
+    assert "services.typo.worker: cannot import 'mnie'" in text
+    assert "services.wrong.worker: 'mine:NotAWorker' is not a subclass of Worker" in text
+    assert "services.srv.server: 'mine:Good' is not a subclass of Server" in text
+    assert str(tmp_path) not in __import__("sys").path
+
+
+def test_the_shipped_file_imports_everything_it_names():
+    config = load_deployment(ROOT / "palm.yaml", imports=True)
+    assert "mastr-value" in config.services
 
 
 def test_the_guide_names_a_function_each_service_really_has():

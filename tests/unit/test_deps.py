@@ -256,6 +256,10 @@ def test_a_service_in_palm_yaml_turns_environments_on_demand_on_for_its_workers(
         "--deps-max-envs",
         "3",
     )
-    for bad, message in (({"find_links": "w"}, "list"), ({"pip": 1}, "unknown"), ("yes", "map")):
+    for bad, message in (
+        ({"find_links": "w"}, "list"),
+        ({"pip": 1}, "unknown"),
+        ("yes", "mapping"),
+    ):
         with pytest.raises(ConfigError, match=message):
             service(bad)

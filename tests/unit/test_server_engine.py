@@ -77,6 +77,23 @@ def test_an_unknown_function_comes_back_listing_the_functions(
     )
 
 
+def test_a_misspelled_server_name_is_named_with_the_server_that_answered(
+    local: LocalServer[Tools],
+) -> None:
+    from palm.call.request import Client
+
+    client = Client(local.address, "tolos", timeout_s=local.timeout_s)
+    try:
+        with pytest.raises(UnknownFunction) as caught:
+            client.job("echo", b"x")
+    finally:
+        client.close()
+    assert caught.value.remote_message == (
+        "no server 'tolos' here: this is 'tools' (functions: boom, echo, picky, text); "
+        "call tools.echo or check the server name"
+    )
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_a_result_that_is_not_bytes_comes_back_as_BadResult(
     local: LocalServer[Tools], size: str

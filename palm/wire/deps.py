@@ -48,8 +48,8 @@ __all__ = [
     "unpack",
 ]
 
-#: Distributions every palm worker has by definition: never put in a spec.
-FRAMEWORK = frozenset({"palm"})
+#: Distributions every palm worker has by definition (palm-zmq provides palm): never put in a spec.
+FRAMEWORK = frozenset({"palm-zmq", "palm"})
 
 #: Top-level modules never shipped by value: the script (cloudpickle ships it by
 #: value already) and palm's own packages, which every worker runs.

@@ -3,9 +3,9 @@
 The page ``palm up`` serves through Envoy at ``/dashboard``, for a deployment
 without the HTTP edge (masters, servers and workers started by ``palm
 masters`` / ``palm worker`` or by a script). It reads the counters and central
-logs the deployment's processes publish to Redis: name that Redis with
-``--redis`` (or ``$PALM_REDIS_URL``; else the live embedded Redis of the
-deployment) and the deployment with ``--cluster``. It asks for no API key, so
+logs the deployment's processes publish to Redis. With no flags it finds the
+one ``palm up`` running; ``--deployment NAME`` picks one of several, and
+``--redis`` (or ``$PALM_REDIS_URL``) with ``--cluster`` names any other. It asks for no API key, so
 it binds 127.0.0.1 unless ``--host`` says otherwise. Stop it with Ctrl-C.
 """
 
@@ -20,17 +20,16 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from palm.commands import add_deployment_options
+from palm.commands import add_deployment_options, reading_state
 from palm.errors import PalmError
 from palm.gateway.dashboard import create_dashboard_app
-from palm.state.store import open_state
 
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        state = open_state(args.redis, args.cluster, data_dir=args.data_dir, start=False)
+        state = reading_state(args)
         state.ping()
     except PalmError as exc:
         print(f"palm dashboard: {exc}", file=sys.stderr)

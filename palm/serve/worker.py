@@ -401,7 +401,16 @@ class Worker(Service):
             ]
             # for the master's counters: the user's function, and the chunks that failed
             failed = len(payloads) - sum(ok for _name, ok in report)
-            reply.extra = map_report(reply.extra, report[0][0] if report else "", failed)
+            function = report[0][0] if report else ""
+            reply.extra = map_report(reply.extra, function, failed)
+            if failed:  # the central logs (and the dashboard's recent errors) say so
+                self.logger.warning(
+                    "worker %s: %d of %d chunk(s) of %s failed",
+                    name,
+                    failed,
+                    len(payloads),
+                    function,
+                )
             return reply, answers
         func = self.resolve(header.function)
         if func is None:

@@ -1,5 +1,6 @@
-"""Right after ``palm up``: ``palm logs`` and ``palm stats`` with no flags find the
-deployment (through the registry of running deployments), the stats name the
+"""Right after ``palm up``: ``palm logs``, ``palm stats`` and ``palm dashboard``
+with no flags find the deployment (through the registry of running
+deployments), the stats name the
 function service's function and count its failures; the entry goes on stop."""
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def test_palm_logs_and_stats_find_the_deployment_with_no_flags(
     logs = palm("logs", cwd=tmp_path)
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout.strip(), "no log records"
+
+    # palm dashboard finds it too: its snapshot lists the function service
+    board = procs.start([*PALM, "dashboard", "--port", "0"], cwd=tmp_path)
+    first = read_lines(board, lambda line: "/dashboard" in line, 60)[-1]
+    assert first.startswith("palm dashboard of 'observed': http://127.0.0.1:"), first
+    base = first.split()[-1].removesuffix("/dashboard")
+    snapshot = request(base, "GET", "/dashboard/api/snapshot")
+    assert snapshot.status == 200 and b'"maths"' in snapshot.body, snapshot
+    board.send_signal(signal.SIGTERM)
+    assert board.wait(30) == 0
 
     up.send_signal(signal.SIGTERM)
     up.communicate(timeout=60)

@@ -117,9 +117,9 @@ def test_from_zero_to_max_and_back_to_zero_scale_in_under_load_loses_nothing(
     assert pool.wait(15) == 0
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_a_steady_trickle_does_not_flap(procs: Processes, tmp_path: Path) -> None:
-    """Twenty seconds of a steady trickle (batches of four 0.1 s jobs, one after the
+    """A minute of a steady trickle (batches of four 0.1 s jobs, one after the
     other): the pool grows to what it needs and stays there."""
     _, info = procs.master("master", *FAST)
     log = tmp_path / "pool.log"
@@ -132,7 +132,7 @@ def test_a_steady_trickle_does_not_flap(procs: Processes, tmp_path: Path) -> Non
     )
     client = ParallelClient(info["push"], info["pull"], info["db"], "master", batch=1, timeout_s=60)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         batch = 0
         while time.monotonic() < deadline and batch < 1000:
             jobs = naps(4, "0.1", start=batch * 4)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -87,9 +88,11 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
-def start_up(procs: Processes, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+def start_up(
+    procs: Processes, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Path]:
     """``palm up`` of palm.yaml on an OS-chosen port, once it says it is ready."""
-    proc = procs.start([*PALM, "up", "--config", "palm.yaml", "--port", "0", *extra])
+    proc = procs.start([*PALM, "up", "--config", "palm.yaml", "--port", "0", *extra], env=env)
     try:
         lines = read_lines(proc, lambda line: "Stop with Ctrl-C." in line, 150)
     except (TimeoutError, RuntimeError) as exc:
@@ -101,9 +104,16 @@ def start_up(procs: Processes, *extra: str) -> tuple[subprocess.Popen[str], Path
 
 
 def test_palm_up_killed_leaves_no_process_and_the_next_up_removes_its_workdir(
-    procs: Processes, leftovers: list[psutil.Process]
+    procs: Processes,
+    leftovers: list[psutil.Process],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ):
-    proc, workdir = start_up(procs)
+    # a temporary directory of its own: another palm up on this machine would
+    # rightly remove the dead stack's work directory too
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    proc, workdir = start_up(procs, env={"TMPDIR": str(tmp_path)})
+    assert workdir.parent == tmp_path
     descendants = tree(proc.pid, leftovers)
     # redis, masters (+6), 5 pools (+6 workers), gunicorn (+2), envoy
     assert len(descendants) >= 20, descendants

@@ -131,7 +131,7 @@ class ParallelClient(PairClient, CacheCalls):
 
     def _stalled(self, stream: JobStream, waited_s: float) -> PalmError:
         """No genuine result for too long: a timeout, or the forgeries that filled it."""
-        error = self._timeout(stream.function, f"{len(stream.outstanding)} job(s)", waited_s)
+        error = self._timeout(stream.function, f"{stream.in_flight} job(s)", waited_s)
         if not stream.rejected:
             return error
         return ProtocolError(
@@ -276,8 +276,11 @@ class ParallelClient(PairClient, CacheCalls):
                         last_progress = time.monotonic()
                         if bar is not None:
                             bar.update(len(outcomes))
+                        if stream.clean or errors != "raise":
+                            yield from outcomes
+                            continue
                         for outcome in outcomes:
-                            if isinstance(outcome, RemoteError) and errors == "raise":
+                            if isinstance(outcome, RemoteError):
                                 raise outcome
                             yield outcome
                 now = time.monotonic()
@@ -287,7 +290,7 @@ class ParallelClient(PairClient, CacheCalls):
                     raise self._stalled(stream, now - last_progress)
         except zmq.Again:  # a send timed out: never connected (refused by CURVE?)
             self.recycle()
-            outstanding = f"{len(stream.outstanding)} job(s), none could be sent"
+            outstanding = f"{stream.in_flight} job(s), none could be sent"
             raise self._timeout(stream.function, outstanding, timeout or 0.0) from None
         finally:
             if bar is not None:

@@ -350,8 +350,9 @@ class ParallelClient(PairClient, CacheCalls):
             for chunk in planner.chunks(iterable)
         )
         # Measured chunks last ~20 ms each: a few per worker in flight keep them
-        # all busy. Small fixed chunks need many in flight, several per message.
-        window, batch = 2 * workers + 2, 1
+        # all busy, and the whole first wave goes out at once. Small fixed chunks
+        # need many in flight, several per message.
+        window, batch = max(2 * workers + 2, planner.first_wave + workers), 1
         if chunksize is not None and chunksize < 64:
             window = max(window, 2048 // chunksize)
             batch = 64 // chunksize

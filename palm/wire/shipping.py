@@ -358,7 +358,9 @@ class ChunkPlanner:
     The first chunks are small probes; once workers report how long items
     take, chunks are sized to take about ``target_s`` each, but never so
     large that fewer than ``min_chunks_per_worker`` chunks per worker remain
-    for the items still to come (when the total is known).
+    for the items still to come (when the total is known). A known total of
+    at most ``small_total`` items goes out as one chunk per worker: for a
+    small input every extra round trip costs more than it balances.
     """
 
     def __init__(
@@ -373,6 +375,7 @@ class ChunkPlanner:
         max_chunk: int = 100_000,
         first_wave_max: int = 50_000,
         min_chunk_s: float = 0.002,
+        small_total: int = 256,
     ) -> None:
         if chunksize is not None and chunksize < 1:
             raise ConfigError("chunksize must be at least 1")
@@ -385,8 +388,16 @@ class ChunkPlanner:
         self.max_chunk = max_chunk
         self.first_wave_max = first_wave_max
         self.min_chunk_s = min_chunk_s
+        self.small_total = small_total
         self.item_s: float | None = None
         self.sent = 0
+
+    @property
+    def first_wave(self) -> int:
+        """How many chunks the first wave of a known total has (before any is measured)."""
+        if self.total is not None and self.total <= self.small_total:
+            return self.workers
+        return self.workers * self.min_chunks_per_worker
 
     def observe(self, items: int, seconds: float) -> None:
         if items <= 0:
@@ -402,8 +413,7 @@ class ChunkPlanner:
             # chunks per worker (like a pool's chunks); else a small probe
             size = self.probe
             if self.total is not None:
-                per_wave = self.workers * self.min_chunks_per_worker
-                size = max(self.probe, min(self.first_wave_max, -(-self.total // per_wave)))
+                size = max(self.probe, min(self.first_wave_max, -(-self.total // self.first_wave)))
         else:
             size = max(1, round(self.target_s / self.item_s))
         if self.total is not None:

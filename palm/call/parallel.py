@@ -39,8 +39,11 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
 from palm.wire.security import KeysOption
 from palm.wire.session import Session
+from palm.wire.sockets import recv_frames, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class ParallelClient(PairClient, CacheCalls):
@@ -259,13 +262,13 @@ class ParallelClient(PairClient, CacheCalls):
                 dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
                 for message in stream.fill() + stream.retries(time.monotonic()):
-                    push.send_multipart(message, copy=False)
+                    send_frames(push, message)
                 if stream.done:
                     break
                 if dealer.poll(self._wait_ms(stream, wait_ms), zmq.POLLIN):
                     for _ in range(256):
                         try:
-                            frames = dealer.recv_multipart(zmq.NOBLOCK)
+                            frames = recv_frames(dealer, _NOBLOCK)
                         except zmq.Again:
                             break
                         outcomes, lost = stream.take(frames, session)

@@ -36,7 +36,10 @@ def test_quick_benchmarks_report_every_row_with_a_number_or_a_reason(tmp_path: P
     for row in rows:
         if row["status"] == "ok":
             assert row["values"], row
-            assert all(value > 0 for value in row["values"]), row
+            if row["unit"].startswith("cpu-us"):  # a quiet process may use no measurable CPU
+                assert all(value >= 0 for value in row["values"]), row
+            else:
+                assert all(value > 0 for value in row["values"]), row
         else:
             assert row["status"].startswith(NO_NUMBER), row
 

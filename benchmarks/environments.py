@@ -167,6 +167,17 @@ def machine() -> dict[str, str]:
     }
 
 
+#: CPU busy (all cores, percent) over a quiet second above which a section's figures
+#: carry a warning: something else was running on the machine.
+BUSY_WARNING_PERCENT = 20.0
+
+
+def busy_percent(sample_s: float = 1.0) -> float:
+    """How busy the CPUs were (percent of all cores) over ``sample_s``, while the suite
+    itself runs nothing: the load other work puts on the machine."""
+    return float(psutil.cpu_percent(interval=sample_s))
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())

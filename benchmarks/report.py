@@ -2,18 +2,22 @@
 
 Every figure is the median of the runs with min and max beside it; the ``palm ÷ this``
 column divides palm's median by the row's median (for throughput higher is better, for
-times lower is better). The targets are those of shared/ANCHORS.md "What palm must beat".
+times lower is better). The targets (benchmarks/targets.py) compare palm with the
+strongest peer measured in the same pass and name it with its configuration.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
+from benchmarks.environments import BUSY_WARNING_PERCENT
 from benchmarks.record import OK, Row
+from benchmarks.targets import Target, crossover, targets
 from benchmarks.timing import summarize
+
+__all__ = ["Target", "load", "render", "targets", "write"]
 
 TITLES = {
     "throughput": "1. Small-message (100 B) throughput, parallel round trip",
@@ -145,119 +149,7 @@ def _axis_label(axis: str, value: int) -> str:
     return f"n={value}" if axis == "n" else f"{value:,} items"
 
 
-def crossover(rows: list[Row], n: int) -> tuple[int | None, int | None]:
-    """(smallest size from which palm beats the local loop at every larger size, largest size)."""
-    palm = {r.size: median(r) for r in find(rows, "factorial", "palm", n=n)}
-    local = {r.size: median(r) for r in find(rows, "factorial", "local", n=n)}
-    sizes = sorted(s for s in palm if s in local and palm[s] is not None and local[s] is not None)
-    if not sizes:
-        return None, None
-    since = None
-    for size in reversed(sizes):
-        if palm[size] < local[size]:  # type: ignore[operator]
-            since = size
-        else:
-            break
-    return since, sizes[-1]  # type: ignore[return-value]
-
-
 # -- targets -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    text: str
-    required: str
-    measured: str
-    verdict: str
-
-
-def _ratio_target(
-    rows: list[Row], text: str, required: str, palm: list[Row], peer: list[Row],
-    ok: Callable[[float], bool], note: str = "",
-) -> Target:  # fmt: skip
-    a = median(palm[0]) if palm else None
-    b = median(peer[0]) if peer else None
-    if a is None or not b:
-        missing = [r.status for r in (*palm[:1], *peer[:1]) if r.status != OK]
-        why = missing[0] if missing else "not measured"
-        return Target(text, required, "-", f"not measured ({why})")
-    ratio = a / b
-    unit = palm[0].unit
-    figures = f"{fmt(a, unit)} vs {fmt(b, unit)}{'' if unit == 's' else ' ' + unit}"
-    measured = f"{ratio:.2f}x ({figures}){note}"
-    return Target(text, required, measured, "pass" if ok(ratio) else "FAIL")
-
-
-def targets(rows: list[Row]) -> list[Target]:
-    out = [
-        _ratio_target(rows, "parallel 100 B throughput, palm ÷ raw pyzmq broker", ">= 0.5x",
-                      find(rows, "throughput", "palm"), find(rows, "throughput", "raw"),
-                      lambda r: r >= 0.5),
-        _ratio_target(rows, "parallel 100 B throughput, palm ÷ pylm 0.14.4", "~15x (reference)",
-                      find(rows, "throughput", "palm"), find(rows, "throughput", "pylm"),
-                      lambda r: r >= 1.0),
-        _ratio_target(rows, "tiny tasks/s, palm map (chunksize=1) ÷ multiprocessing.Pool",
-                      ">= 1.0x", find(rows, "tiny", "palm"), find(rows, "tiny", "pool"),
-                      lambda r: r >= 1.0),
-    ]  # fmt: skip
-    sizes = sorted(r.size or 0 for r in find(rows, "factorial", "palm", n=100))
-    if sizes:
-        biggest = sizes[-1]
-        note = "" if biggest >= 10**6 else f" (at {biggest:,} items; 10^6 needs --full)"
-        out.append(_ratio_target(
-            rows, "factorial(100) x 10^6 map time, palm ÷ multiprocessing.Pool.map", "<= 1.1x",
-            [r for r in find(rows, "factorial", "palm", n=100) if r.size == biggest],
-            [r for r in find(rows, "factorial", "pool", n=100) if r.size == biggest],
-            lambda r: r <= 1.1, note,
-        ))  # fmt: skip
-    for n, limit in ((100, 1_000), (1000, 100)):
-        since, largest = crossover(rows, n)
-        text = f"crossover vs local loop, factorial({n})"
-        required = f"<= {limit:,} items"
-        if largest is None:
-            out.append(Target(text, required, "-", "not measured"))
-        elif since is None:
-            out.append(Target(text, required, f"never up to {largest:,} items", "FAIL"))
-        else:
-            verdict = "pass" if since <= limit else "FAIL"
-            out.append(Target(text, required, f"palm faster from {since:,} items", verdict))
-    out.append(_ratio_target(
-        rows, "standalone req/rep p50, palm ÷ raw REQ/REP", "<= 2.0x",
-        find(rows, "latency", "palm", stat="p50"), find(rows, "latency", "raw", stat="p50"),
-        lambda r: r <= 2.0,
-    ))  # fmt: skip
-    out += http_targets(rows)
-    return out
-
-
-def http_targets(rows: list[Row]) -> list[Target]:
-    """Throughput ratio at 10 and 64 connections, p99 at 64, and no errors."""
-    out: list[Target] = []
-    for connections in (10, 64):
-
-        def at(key: str, stat: str, size: int = connections) -> list[Row]:
-            return [r for r in find(rows, "http", key, stat=stat) if r.size == size]
-
-        out.append(_ratio_target(
-            rows, f"HTTP req/s at {connections} connections, Envoy + gateway + master + worker "
-            "÷ Envoy -> trivial gunicorn (2 sync workers)", ">= 0.5x",
-            at("palm", "rate"), at("gunicorn", "rate"), lambda r: r >= 0.5,
-        ))  # fmt: skip
-    p99 = [r for r in find(rows, "http", "palm", stat="p99") if r.size == 64]
-    value = median(p99[0]) if p99 else None
-    text = "HTTP p99 at 64 connections, palm"
-    if value is None:
-        out.append(Target(text, "<= 50 ms", "-", "not measured"))
-    else:
-        verdict = "pass" if value <= 50.0 else "FAIL"
-        out.append(Target(text, "<= 50 ms", f"{value:.1f} ms", verdict))
-    palm = find(rows, "http", "palm")
-    if palm and all(r.status == OK for r in palm):
-        dirty = sorted({r.notes for r in palm if r.notes != "no errors, no non-2xx answers"})
-        out.append(Target("HTTP errors under load, palm", "none",
-                          "; ".join(dirty) or "none", "FAIL" if dirty else "pass"))  # fmt: skip
-    return out
 
 
 # -- the document ------------------------------------------------------------------------------
@@ -286,7 +178,7 @@ def render(results: dict[str, Any]) -> str:
             for env, vs in meta.get("versions", {}).items()
         ]),
         "",
-        "## Targets (shared/ANCHORS.md, \"What palm must beat\")",
+        "## Targets: palm against the strongest peer of each measure",
         "",
         *_table(["target", "required", "measured", "result"],
                 [[t.text, t.required, t.measured, t.verdict] for t in targets(rows)]),
@@ -299,6 +191,7 @@ def render(results: dict[str, Any]) -> str:
         ran = meta.get("benches", {}).get(bench)
         if ran:
             lines += [f"Measured {ran}.", ""]
+        lines += _load_lines(meta.get("load", {}).get(bench))
         if not mine:
             lines += ["Not run in this pass.", ""]
             continue
@@ -309,6 +202,26 @@ def render(results: dict[str, Any]) -> str:
     for note in meta.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
+
+
+def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
+    """The machine's load before and after a section; a warning when other work ran."""
+    if not load:
+        return []
+    (avg_before, busy_before), (avg_after, busy_after) = load["before"], load["after"]
+    out = [
+        f"Machine load before: load average {avg_before}, CPUs {busy_before:.0f}% busy over "
+        f"a quiet second; after: load average {avg_after}, CPUs {busy_after:.0f}% busy.",
+        "",
+    ]
+    if max(busy_before, busy_after) > BUSY_WARNING_PERCENT:
+        out += [
+            f"**Warning: other load was present on the machine (CPUs over "
+            f"{BUSY_WARNING_PERCENT:.0f}% busy while the suite ran nothing); wall-clock "
+            "figures of this section are noisy, CPU-us per job much less so.**",
+            "",
+        ]
+    return out
 
 
 def _factorial_section(rows: list[Row]) -> list[str]:

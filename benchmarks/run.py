@@ -119,19 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     rerun = {(job.bench, holder.key) for job in selected for holder in job.placeholders}
     rows = [r for r in previous.get("rows", []) if (r["bench"], r["key"]) not in rerun]
     benches = dict(previous.get("meta", {}).get("benches", {}))
+    load = dict(previous.get("meta", {}).get("load", {}))
     partial = f" ({', '.join(args.key)} only; other rows from an earlier pass)" if args.key else ""
     for bench in (b for b in BENCHES if b in only):
         print(f"[bench] {bench}", file=sys.stderr)
         started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        before = (environments.load_average(), environments.busy_percent())
         for job in (j for j in selected if j.bench == bench):
             rows += [row.to_dict() for row in _run_job(job, mode, ready)]
+        after = (environments.load_average(), environments.busy_percent())
         benches[bench] = f"{started}, mode {mode}{partial}"
+        load[bench] = {"before": list(before), "after": list(after)}
 
     meta = {
         "mode": mode,
         "machine": machine | {"load average at end (1, 5, 15 min)": environments.load_average()},
         "versions": _versions(ready),
         "benches": benches,
+        "load": load,
         "notes": [],
     }
     return _write({"meta": meta, "rows": rows}, out_dir, ready)

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 from benchmarks.cases import http_edge
 from benchmarks.cases.engines import ENGINES
+from benchmarks.cases.raw_zmq import VARIANTS as RAW_VARIANTS
 from benchmarks.launcher import Placeholder
 
 BENCHES = ("throughput", "latency", "tiny", "factorial", "http", "memory", "mastr")
 
-RAW_BROKER = "raw pyzmq: PUSH -> Python broker -> 2 echo workers -> PULL"
+#: throughput at large payloads: 1 MiB jobs
+LARGE_PAYLOAD = 2**20
 PALM_PARALLEL = "palm: ParallelClient -> Master -> 2 workers"
 PYLM_PARALLEL = "pylm 0.14.4: Client -> Master -> 2 workers"
 RAW_REQREP = "raw pyzmq REQ/REP"
@@ -77,20 +79,22 @@ def _message_job(
     timeout_s: float,
     heavy: bool = False,
     bench_flag: bool = True,
+    params: dict[str, object] | None = None,
 ) -> Job:
     if bench == "latency":
         stats = (("p50", "us", "lower"), ("p99", "us", "lower"), ("rate", "req/s", "higher"))
         holders = [Placeholder(bench, key, method, unit, better, params={"stat": stat})
                    for stat, unit, better in stats]  # fmt: skip
     else:
-        holders = [Placeholder(bench, key, method, "msg/s", "higher")]
+        holders = [Placeholder(bench, key, method, "msg/s", "higher", params=params or {})]
     flag = ["--bench", bench] if bench_flag else []
     return Job(bench, env, module, (*flag, *args), tuple(holders), timeout_s, heavy)
 
 
 def _engine_job(bench: str, key: str, sizes: Sizes) -> Job:
     engine = ENGINES[key]
-    env = "palm" if key in ("local", "pool", "ppe", "palm", "palm-auto") else "peers"
+    env = "palm" if key in ("local", "pool", "pool-map1", "pool-map", "ppe", "palm",
+                            "palm-auto") else "peers"  # fmt: skip
     runs = str(sizes.runs)
     if bench == "tiny":
         label = engine.tiny_label or engine.label
@@ -124,9 +128,20 @@ def jobs(mode: str) -> list[Job]:
         "benchmarks.cases.palm_cases",
         "benchmarks.cases.pylm_echo",
     )
+    large_count = 200 if mode == "quick" else 2_000
+    large = ["--count", str(large_count), *runs, "--payload-bytes", str(LARGE_PAYLOAD)]
+    at_large = {"payload": LARGE_PAYLOAD}
     out = [
-        _message_job("throughput", "palm", raw, "raw", RAW_BROKER, messages, 300),
+        *(_message_job("throughput", "palm", raw, key, method,
+                       [*messages, "--variant", variant], 300)
+          for variant, (key, method) in RAW_VARIANTS.items()),
         _message_job("throughput", "palm", palm, "palm", PALM_PARALLEL, messages, 300),
+        *(_message_job("throughput", "palm", raw, RAW_VARIANTS[variant][0],
+                       RAW_VARIANTS[variant][1], [*large, "--variant", variant], 300,
+                       params=at_large)
+          for variant in ("zero-copy", "copy")),
+        _message_job("throughput", "palm", palm, "palm", PALM_PARALLEL, large, 300,
+                     params=at_large),
         # pylm's case takes no --bench flag: it measures throughput only.
         _message_job("throughput", "pylm", pylm, "pylm", PYLM_PARALLEL, messages, 300, True, False),
         _message_job("latency", "palm", raw, "raw", RAW_REQREP, requests, 180),
@@ -137,11 +152,12 @@ def jobs(mode: str) -> list[Job]:
         _message_job("latency", "palm", palm, "palm-curve", PALM_REQREP_CURVE,
                      [*requests, "--curve"], 180),
     ]  # fmt: skip
-    tiny = ("pool", "ppe", "palm", "palm-auto", "dask", "ray", "celery", "rq")
+    tiny = ("pool", "pool-map1", "pool-map", "ppe", "palm", "palm-auto",
+            "dask", "ray", "celery", "rq")  # fmt: skip
     out += [_engine_job("tiny", key, sizes) for key in tiny]
     out += [
         _engine_job("factorial", key, sizes)
-        for key in ("local", "pool", "palm", "dask", "ray", "celery")
+        for key in ("local", "pool", "pool-map", "palm", "dask", "ray", "celery")
     ]
     http_holders = tuple(
         Placeholder(r.bench, r.key, r.method, r.unit, r.better, r.size, r.params)

@@ -67,7 +67,7 @@ class LocalLoop(Engine):
 
 class MultiprocessingPool(Engine):
     key = "pool"
-    label = "multiprocessing.Pool(2).map"
+    label = "multiprocessing.Pool(2).map, 8 chunks"
     tiny_label = "multiprocessing.Pool(2) apply_async"
 
     def start(self) -> None:
@@ -87,6 +87,33 @@ class MultiprocessingPool(Engine):
     def factorial_map(self, items: list[int]) -> list[int]:
         chunksize = max(1, math.ceil(len(items) / PEER_CHUNKS))
         return self.pool.map(workloads.factorial, items, chunksize=chunksize)
+
+
+class PoolMapOne(MultiprocessingPool):
+    """Pool.map with one item per task: the like-for-like peer of palm map(chunksize=1)."""
+
+    key = "pool-map1"
+    tiny_label = "multiprocessing.Pool(2).map(chunksize=1)"
+
+    def tiny(self, count: int) -> None:
+        if len(self.pool.map(workloads.noop, range(count), chunksize=1)) != count:
+            raise RuntimeError("Pool.map lost results")
+
+
+class PoolMapDefault(MultiprocessingPool):
+    """Pool.map with its default chunking: the peer of palm map's default chunking."""
+
+    key = "pool-map"
+    tiny_label = "multiprocessing.Pool(2).map (default chunksize)"
+
+    label = "multiprocessing.Pool(2).map (default chunksize)"
+
+    def tiny(self, count: int) -> None:
+        if len(self.pool.map(workloads.noop, range(count))) != count:
+            raise RuntimeError("Pool.map lost results")
+
+    def factorial_map(self, items: list[int]) -> list[int]:
+        return self.pool.map(workloads.factorial, items)
 
 
 class ProcessPool(Engine):
@@ -323,9 +350,9 @@ class RQ(RedisBacked):
         )
 
 
-ENGINES: dict[str, type[Engine]] = {
-    cls.key: cls for cls in (LocalLoop, MultiprocessingPool, ProcessPool, PalmMap, PalmMapAuto)
-} | {cls.key: cls for cls in (Dask, Ray, Celery, RQ)}
+_LOCAL = (LocalLoop, MultiprocessingPool, PoolMapOne, PoolMapDefault, ProcessPool, PalmMap,
+          PalmMapAuto)  # fmt: skip
+ENGINES: dict[str, type[Engine]] = {cls.key: cls for cls in (*_LOCAL, Dask, Ray, Celery, RQ)}
 
 
 def _points(text: str) -> list[tuple[int, int]]:
@@ -404,10 +431,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     engine = ENGINES[args.engine]()
-    engine.start()
+    start_s = timed_s(engine.start)
     try:
         if args.bench == "tiny":
             rows = [_tiny_row(engine, args.count, args.runs)]
+            # how long the pool or cluster took to be ready for its first task
+            rows.append(Row(bench="tiny", key=engine.key, method=engine.tiny_label or engine.label,
+                            unit="s", better="lower", params={"stat": "ready"},
+                            values=[start_s], processes=rows[0].processes))  # fmt: skip
         else:
             rows = _factorial_rows(engine, _points(args.points), args.runs, args.budget_s)
     finally:

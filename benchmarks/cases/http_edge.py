@@ -1,8 +1,10 @@
 """HTTP through the edge: Envoy -> palm gateway -> master -> worker, against
 Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 
-The reference is the one shared/ANCHORS.md measured: the trivial app under
-gunicorn with 2 sync workers (gunicorn's default worker class). The gateway
+Two references: the one shared/ANCHORS.md measured, the trivial app under
+gunicorn with 2 sync workers (gunicorn's default worker class), and the
+stronger one, the same trivial app (as ASGI) under gunicorn with 2 workers of
+palm's own gateway worker class (uvicorn's event loop). The gateway
 runs under gunicorn with palm's worker class (an event loop per worker, the
 defaults of palm.gateway.serve.GatewayServer). Every stack gets the same Envoy
 configuration (``--concurrency 2``, a rate limit far above what the machine
@@ -25,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ GATEWAY_OPTIONS: dict[str, Any] = {}
 METHODS = {
     "palm": "Envoy -> palm gateway -> master -> worker",
     "gunicorn": "Envoy -> trivial gunicorn app (2 sync workers)",
+    "uvicorn": "Envoy -> trivial ASGI app on gunicorn (2 uvicorn workers, palm's EdgeWorker)",
 }
 CONNECTIONS = (10, 64)
 BODY = b"hello"
@@ -123,13 +126,13 @@ def palm_stack() -> Iterator[str]:
 
 
 @contextmanager
-def gunicorn_stack(*options: str) -> Iterator[str]:
-    """The trivial app under gunicorn (2 sync workers) behind Envoy."""
+def gunicorn_stack(*options: str, app_name: str = "app") -> Iterator[str]:
+    """The trivial app under gunicorn (2 sync workers unless ``options`` say) behind Envoy."""
     port = _free_port()
     with ExitStack() as stack:
         app = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             *options, "--log-level", "warning", "benchmarks.cases.http_app:app"],
+             *options, "--log-level", "warning", f"benchmarks.cases.http_app:{app_name}"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         stack.callback(_stop, app)
@@ -139,7 +142,14 @@ def gunicorn_stack(*options: str) -> Iterator[str]:
         yield f"{url}/trivial/json"
 
 
-STACKS = {"palm": palm_stack, "gunicorn": gunicorn_stack}
+def uvicorn_stack() -> AbstractContextManager[str]:
+    """The trivial ASGI app under gunicorn with palm's gateway worker class, behind Envoy."""
+    from palm.gateway.serve import EDGE_WORKER
+
+    return gunicorn_stack("--worker-class", EDGE_WORKER, app_name="asgi_app")
+
+
+STACKS = {"palm": palm_stack, "gunicorn": gunicorn_stack, "uvicorn": uvicorn_stack}
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -7,8 +7,11 @@ fewer than ``floor`` items), and the row says so in its notes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+import psutil
 
 from benchmarks.processes import tree_size
 from benchmarks.record import Row
@@ -24,6 +27,12 @@ def shortened_note(done: int, requested: int) -> str:
     return f"{done:,} of {requested:,} items per run, to keep each run under {RUN_BUDGET_S:g} s"
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def stream_row(
     bench: str,
     key: str,
@@ -32,24 +41,50 @@ def stream_row(
     count: int,
     runs: int,
     processes: int | None = None,
+    params: dict[str, object] | None = None,
 ) -> Row:
     """Throughput of ``round_trip(n)``, which sends n messages and returns how many came back."""
+    return stream_rows(bench, key, method, round_trip, count, runs, processes, params)[0]
+
+
+def stream_rows(
+    bench: str,
+    key: str,
+    method: str,
+    round_trip: Callable[[int], int],
+    count: int,
+    runs: int,
+    processes: int | None = None,
+    params: dict[str, object] | None = None,
+    pids: dict[str, int] | None = None,
+) -> list[Row]:
+    """The throughput row of :func:`stream_row`, then, when ``pids`` names the other
+    processes (``{"master": pid, "worker 1": pid, ...}``), one row per process (and
+    the client, this one) of CPU microseconds per message over the timed runs."""
+    params = dict(params or {})
     _expect(round_trip, min(count, 2_000))  # warm-up: connections made, workers busy
     probe = min(count, 10_000)
     rate = probe / timed_s(lambda: _expect(round_trip, probe))
     done = bounded_count(count, rate, RUN_BUDGET_S, floor=probe)
-    rates = [done / timed_s(lambda: _expect(round_trip, done)) for _ in range(runs)]
-    return Row(
-        bench=bench,
-        key=key,
-        method=method,
-        unit="msg/s",
-        better="higher",
-        size=done,
-        values=rates,
-        processes=processes if processes is not None else tree_size(),
-        notes=shortened_note(done, count),
-    )
+    every = {"client": os.getpid(), **(pids or {})}
+    cpu: dict[str, list[float]] = {name: [] for name in every}
+    rates = []
+    for _ in range(runs):
+        before = {name: cpu_s(pid) for name, pid in every.items()}
+        rates.append(done / timed_s(lambda: _expect(round_trip, done)))
+        for name, pid in every.items():
+            cpu[name].append((cpu_s(pid) - before[name]) * 1e6 / done)
+    procs = processes if processes is not None else tree_size()
+    note = shortened_note(done, count)
+    rows = [Row(bench=bench, key=key, method=method, unit="msg/s", better="higher", size=done,
+                params=params, values=rates, processes=procs, notes=note)]  # fmt: skip
+    if pids:
+        total = [sum(values) for values in zip(*cpu.values(), strict=True)]
+        for name, values in [*cpu.items(), ("all", total)]:
+            rows.append(Row(bench=bench, key=key, method=method, unit="cpu-us/msg",
+                            better="lower", size=done, params={**params, "process": name},
+                            values=values, processes=procs, notes=note))  # fmt: skip
+    return rows
 
 
 def _expect(round_trip: Callable[[int], int], count: int) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_row
+from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_rows
 from benchmarks.processes import RssPoller, free_tcp_address, stop_pid, tree_size
 from benchmarks.record import Row, emit
 from benchmarks.timing import timed_s
@@ -109,8 +109,9 @@ def _children(targets: list[tuple[object, tuple[object, ...]]]) -> Iterator[list
 
 
 @contextmanager
-def _parallel_cluster(workers: int = 2) -> Iterator[tuple[object, int]]:
-    """A Master and ``workers`` echo Workers; yields (ParallelClient, master PID)."""
+def _parallel_cluster(workers: int = 2) -> Iterator[tuple[object, list[int]]]:
+    """A Master and ``workers`` echo Workers; yields (ParallelClient, [master PID,
+    worker PIDs...])."""
     from palm.standalone import ParallelClient  # type: ignore[attr-defined]
 
     addresses = MasterAddresses.free()
@@ -125,28 +126,32 @@ def _parallel_cluster(workers: int = 2) -> Iterator[tuple[object, int]]:
             **_keys(),
         )
         try:
-            yield client, pids[0]
+            yield client, pids
         finally:
             close = getattr(client, "close", None)
             if close is not None:
                 close()
 
 
-def _stream(client: object, count: int) -> int:
-    replies = client.job("echo", itertools.repeat(PAYLOAD, count), messages=count)  # type: ignore[attr-defined]
+def _stream(client: object, count: int, payload: bytes = PAYLOAD) -> int:
+    replies = client.job("echo", itertools.repeat(payload, count), messages=count)  # type: ignore[attr-defined]
     return sum(1 for _ in replies)
 
 
-def throughput(count: int, runs: int) -> None:
-    with _parallel_cluster() as (client, _):
-        row = stream_row(
+def throughput(count: int, runs: int, payload_bytes: int = len(PAYLOAD)) -> None:
+    payload = PAYLOAD if payload_bytes == len(PAYLOAD) else b"x" * payload_bytes
+    with _parallel_cluster() as (client, pids):
+        names = ["master", *(f"worker {i + 1}" for i in range(len(pids) - 1))]
+        rows = stream_rows(
             "throughput",
             *_labels("palm", "palm: ParallelClient -> Master -> 2 workers"),
-            lambda n: _stream(client, n),
+            lambda n: _stream(client, n, payload),
             count,
             runs,
+            params={} if payload_bytes == len(PAYLOAD) else {"payload": payload_bytes},
+            pids=dict(zip(names, pids, strict=True)),
         )
-    emit([row])
+    emit(rows)
 
 
 def latency(count: int, runs: int) -> None:
@@ -167,7 +172,8 @@ def latency(count: int, runs: int) -> None:
 
 
 def memory(count: int, runs: int) -> None:
-    with _parallel_cluster() as (client, master_pid):
+    with _parallel_cluster() as (client, pids):
+        master_pid = pids[0]
         _stream(client, min(count, 2_000))
         peaks: dict[str, list[float]] = {"master": [], "client": []}
         rates = []
@@ -204,8 +210,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--curve", action="store_true", help="CurveZMQ on every socket")
+    parser.add_argument("--payload-bytes", type=int, default=len(PAYLOAD), help="throughput only")
     args = parser.parse_args()
-    benches = {"throughput": throughput, "latency": latency, "memory": memory}
+    benches = {
+        "throughput": lambda count, runs: throughput(count, runs, args.payload_bytes),
+        "latency": latency,
+        "memory": memory,
+    }
     global KEYS
     workdir = tempfile.mkdtemp(prefix="palm-bench-keys-") if args.curve else None
     try:

@@ -1,8 +1,21 @@
 """Hand-written pyzmq baselines: the ceiling for Python on this machine.
 
-``--bench throughput``: client PUSH -> broker -> 2 echo workers -> broker -> client PULL,
-the client keeping at most ``WINDOW`` messages in flight and the broker draining up to
-``DRAIN`` messages per poll. ``--bench latency``: REQ/REP round trips, one at a time.
+``--bench throughput --variant V``: client PUSH -> broker -> 2 echo workers -> broker ->
+client PULL, the client keeping at most ``WINDOW`` jobs in flight (and at most
+``WINDOW_BYTES`` of payload) and the broker draining up to ``DRAIN`` messages per poll.
+The variants (each a peer of palm's parallel round trip, named in ``VARIANTS``):
+
+- ``zero-copy``: one message per job, frames passed with ``copy=False``;
+- ``copy``: one message per job, plain (copying) frames, cheaper for small messages;
+- ``batched``: ``BATCH`` jobs per message, packed into one msgpack frame behind a small
+  header frame, unpacked and packed again by each worker per batch, as palm's client and
+  workers batch them (the real ceiling for palm's design);
+- ``oneway``: PUSH -> PULL into one process that counts, no broker and no answers
+  (the physical line for Python here).
+
+``--payload-bytes`` sets the job size (100 B by default). ``--bench latency``: REQ/REP
+round trips, one at a time. Every throughput row comes with CPU microseconds per job of
+each process (client, broker, workers).
 """
 
 from __future__ import annotations
@@ -13,17 +26,29 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgpack
 import zmq
 
-from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_row
+from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_rows
 from benchmarks.processes import free_tcp_address, stop_pid
 from benchmarks.record import emit
 
 WINDOW = 1_000
+WINDOW_BYTES = 64 * 2**20
 DRAIN = 100
+BATCH = 64
+VARIANTS = {
+    "zero-copy": ("raw", "raw pyzmq: PUSH -> broker -> 2 echo workers -> PULL, one message "
+                         "per job, copy=False frames"),
+    "copy": ("raw-copy", "raw pyzmq: PUSH -> broker -> 2 echo workers -> PULL, one message "
+                         "per job, copying frames"),
+    "batched": ("raw-batched", f"raw pyzmq: PUSH -> broker -> 2 echo workers -> PULL, "
+                               f"{BATCH} jobs per message packed in one msgpack frame"),
+    "oneway": ("raw-oneway", "raw pyzmq: one-way PUSH -> PULL, no broker, no answers"),
+}  # fmt: skip
 
 
-def _broker(front_in: str, front_out: str, back_out: str, back_in: str) -> None:
+def _broker(front_in: str, front_out: str, back_out: str, back_in: str, variant: str) -> None:
     ctx = zmq.Context()
     from_client = ctx.socket(zmq.PULL)
     from_client.bind(front_in)
@@ -37,25 +62,50 @@ def _broker(front_in: str, front_out: str, back_out: str, back_in: str) -> None:
     poller.register(from_client, zmq.POLLIN)
     poller.register(from_workers, zmq.POLLIN)
     routes = {from_client: to_workers, from_workers: to_client}
+    zero_copy = variant == "zero-copy"
     while True:
         for source, _ in poller.poll():
             target = routes[source]
             for _ in range(DRAIN):
                 try:
-                    frame = source.recv(zmq.NOBLOCK, copy=False)
+                    if variant == "batched":
+                        target.send_multipart(source.recv_multipart(zmq.NOBLOCK))
+                    else:
+                        target.send(
+                            source.recv(zmq.NOBLOCK, copy=not zero_copy), copy=not zero_copy
+                        )
                 except zmq.Again:
                     break
-                target.send(frame, copy=False)
 
 
-def _echo_worker(pull_from: str, push_to: str) -> None:
+def _echo_worker(pull_from: str, push_to: str, variant: str) -> None:
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.connect(pull_from)
     push = ctx.socket(zmq.PUSH)
     push.connect(push_to)
+    if variant == "batched":
+        while True:
+            head, packed = pull.recv_multipart()
+            echoed = [item for item in msgpack.unpackb(packed)]
+            push.send_multipart([head, msgpack.packb(echoed)])
+    zero_copy = variant == "zero-copy"
     while True:
-        push.send(pull.recv(copy=False), copy=False)
+        push.send(pull.recv(copy=not zero_copy), copy=not zero_copy)
+
+
+def _sink(pull_from: str, push_to: str) -> None:
+    """Counts what arrives; after each ``n`` announced by a b"n:<count>" frame, answers once."""
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(pull_from)
+    push = ctx.socket(zmq.PUSH)
+    push.bind(push_to)
+    while True:
+        expect = int(pull.recv()[2:])
+        for _ in range(expect):
+            pull.recv()
+        push.send(b"done")
 
 
 def _rep_server(address: str) -> None:
@@ -67,13 +117,13 @@ def _rep_server(address: str) -> None:
 
 
 @contextmanager
-def _processes(*targets: tuple[Callable[..., None], tuple[Any, ...]]) -> Iterator[None]:
+def _processes(*targets: tuple[Callable[..., None], tuple[Any, ...]]) -> Iterator[list[int]]:
     spawn = multiprocessing.get_context("spawn")
     procs = [spawn.Process(target=fn, args=args, daemon=True) for fn, args in targets]
     for proc in procs:
         proc.start()
     try:
-        yield
+        yield [proc.pid for proc in procs if proc.pid is not None]
     finally:
         for proc in procs:
             if proc.pid is not None:
@@ -81,42 +131,73 @@ def _processes(*targets: tuple[Callable[..., None], tuple[Any, ...]]) -> Iterato
             proc.join()
 
 
-def throughput(count: int, runs: int) -> None:
+def _round_trip(push: zmq.Socket[Any], pull: zmq.Socket[Any], payload: bytes, variant: str
+                ) -> Callable[[int], int]:  # fmt: skip
+    if variant == "oneway":
+
+        def one_way(n: int) -> int:
+            push.send(b"n:%d" % n)
+            for _ in range(n):
+                push.send(payload)
+            return n if pull.recv() == b"done" else 0
+
+        return one_way
+    per = BATCH if variant == "batched" else 1
+    window = max(per, min(WINDOW * per, WINDOW_BYTES // len(payload)))
+
+    def count(frames: list[bytes]) -> int:
+        return len(msgpack.unpackb(frames[1])) if per > 1 else 1
+
+    def round_trip(n: int) -> int:
+        sent = received = 0
+        source = iter([payload] * n)
+        while received < n:
+            while sent < n and sent - received < window:
+                if per == 1:
+                    push.send(next(source))
+                    sent += 1
+                else:
+                    items = [next(source) for _ in range(min(per, n - sent))]
+                    push.send_multipart([b"header-of-16-bytes", msgpack.packb(items)])
+                    sent += len(items)
+            received += count(pull.recv_multipart())
+            while received < sent:
+                try:
+                    frames = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                received += count(frames)
+        return received
+
+    return round_trip
+
+
+def throughput(count: int, runs: int, variant: str, payload_bytes: int) -> None:
+    key, method = VARIANTS[variant]
+    payload = PAYLOAD if payload_bytes == len(PAYLOAD) else b"x" * payload_bytes
     front_in, front_out, back_out, back_in = (free_tcp_address() for _ in range(4))
-    worker = (_echo_worker, (back_out, back_in))
-    with _processes((_broker, (front_in, front_out, back_out, back_in)), worker, worker):
+    if variant == "oneway":
+        targets: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
+            (_sink, (front_in, front_out))
+        ]
+        names = ["sink"]
+    else:
+        worker = (_echo_worker, (back_out, back_in, variant))
+        targets = [(_broker, (front_in, front_out, back_out, back_in, variant)), worker, worker]
+        names = ["broker", "worker 1", "worker 2"]
+    with _processes(*targets) as pids:
         ctx = zmq.Context()
         push = ctx.socket(zmq.PUSH)
         push.connect(front_in)
         pull = ctx.socket(zmq.PULL)
         pull.connect(front_out)
-
-        def round_trip(n: int) -> int:
-            sent = received = 0
-            while received < n:
-                while sent < n and sent - received < WINDOW:
-                    push.send(PAYLOAD)
-                    sent += 1
-                pull.recv()
-                received += 1
-                while received < sent:
-                    try:
-                        pull.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    received += 1
-            return received
-
-        row = stream_row(
-            "throughput",
-            "raw",
-            "raw pyzmq: PUSH -> Python broker -> 2 echo workers -> PULL",
-            round_trip,
-            count,
-            runs,
-        )
+        rows = stream_rows(
+            "throughput", key, method, _round_trip(push, pull, payload, variant), count, runs,
+            params={} if payload_bytes == len(PAYLOAD) else {"payload": payload_bytes},
+            pids=dict(zip(names, pids, strict=True)),
+        )  # fmt: skip
         ctx.destroy(linger=0)
-    emit([row])
+    emit(rows)
 
 
 def latency(count: int, runs: int) -> None:
@@ -140,8 +221,13 @@ def main() -> None:
     parser.add_argument("--bench", choices=["throughput", "latency"], required=True)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--variant", choices=list(VARIANTS), default="zero-copy")
+    parser.add_argument("--payload-bytes", type=int, default=len(PAYLOAD))
     args = parser.parse_args()
-    {"throughput": throughput, "latency": latency}[args.bench](args.count, args.runs)
+    if args.bench == "throughput":
+        throughput(args.count, args.runs, args.variant, args.payload_bytes)
+    else:
+        latency(args.count, args.runs)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
 """The bookkeeping of one streaming ``job()`` call, free of any I/O.
 
 :class:`JobStream` takes items from the caller's iterable lazily, packs them
-into JOB messages within a window of jobs in flight, keeps what it sent until
-the result arrives (so it can send it again after a master restart), drops
-duplicate results, and hands back results in arrival or submission order.
-The blocking and the asyncio clients drive the same stream, each with its own
-sockets.
+into JOB messages within a window of jobs (and of payload bytes) in flight,
+keeps what it sent until the result arrives (so it can send it again after a
+master restart), drops duplicate results, and hands back results in arrival
+or submission order. The blocking and the asyncio clients drive the same
+stream, each with its own sockets.
+
+The books are kept per batch, not per job: a batch whose result comes back
+whole, as workers answer them, is retired in one step. Only a batch answered
+in part, with errors or with a result the stream's ``check`` must vet, is
+split into jobs of its own.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -19,7 +25,10 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import Kind, decode, jobs_in
 from palm.wire.session import Session
 
-__all__ = ["JobStream", "Outcome", "reserve_ids", "take_payloads"]
+__all__ = ["DEFAULT_WINDOW_BYTES", "JobStream", "Outcome", "reserve_ids", "take_payloads"]
+
+#: Payload bytes a stream keeps in flight at most (besides its window of jobs).
+DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024
 
 
 def take_payloads(
@@ -33,11 +42,7 @@ def take_payloads(
     payloads: list[bytes] = []
     size = 0
     for item in source:
-        if not isinstance(item, bytes | bytearray | memoryview):
-            raise TypeError(f"job payloads must be bytes, got {type(item).__name__}")
-        payload = bytes(item)
-        if len(payload) > max_message_bytes:
-            raise PayloadTooLarge(len(payload), max_message_bytes)
+        payload = _checked(item, max_message_bytes)
         payloads.append(payload)
         size += len(payload)
         if len(payloads) >= count or size >= max_message_bytes // 4:
@@ -45,11 +50,55 @@ def take_payloads(
     return payloads, True
 
 
+def _checked(item: Any, max_message_bytes: int) -> bytes:
+    if not isinstance(item, bytes | bytearray | memoryview):
+        raise TypeError(f"job payloads must be bytes, got {type(item).__name__}")
+    payload = bytes(item)
+    if len(payload) > max_message_bytes:
+        raise PayloadTooLarge(len(payload), max_message_bytes)
+    return payload
+
+
+class _Source:
+    """The caller's items, taken a batch at a time, with room to put some back."""
+
+    def __init__(self, items: Iterator[Any], max_message_bytes: int) -> None:
+        self._items = items
+        self._back: list[bytes] = []
+        self._limit = max_message_bytes
+
+    def take(self, count: int, max_bytes: int) -> tuple[list[bytes], bool]:
+        """Up to ``count`` payloads adding up to less than ``max_bytes`` (at least one),
+        and whether the items ran out."""
+        if self._back:
+            got, self._back = self._back[:count], self._back[count:]
+            got += itertools.islice(self._items, count - len(got))
+        else:
+            got = list(itertools.islice(self._items, count))
+        exhausted = len(got) < count and not self._back
+        for payload in got:  # one test per item; the rest per batch
+            if type(payload) is not bytes:
+                got = [_checked(p, self._limit) for p in got]
+                break
+        size = sum(map(len, got))
+        if size > self._limit or size >= max_bytes:
+            total = 0
+            for index, payload in enumerate(got):
+                if len(payload) > self._limit:
+                    raise PayloadTooLarge(len(payload), self._limit)
+                total += len(payload)
+                if total >= max_bytes:  # this one closes the batch, the rest wait
+                    self._back = got[index + 1 :] + self._back
+                    got = got[: index + 1]
+                    return got, False
+        return got, exhausted
+
+
 def reserve_ids(ids: Iterator[int], count: int) -> int:
     """Take ``count`` consecutive job ids from ``ids`` (a batch's); return the first."""
     first = next(ids)
-    for _ in range(count - 1):
-        next(ids)
+    if count > 1:
+        deque(itertools.islice(ids, count - 1), maxlen=0)  # consumed in C
     return first
 
 
@@ -61,7 +110,10 @@ class JobStream:
     """State of one ``job()`` call.
 
     ``messages`` caps how many items are taken from ``iterable`` (and so how
-    many results there will be); ``window`` caps jobs in flight; ``batch``
+    many results there will be); ``window`` caps jobs in flight and
+    ``window_bytes`` their payload bytes (a message is sent while fewer are in
+    flight, so at most ``window_bytes`` plus one message's worth, itself at most
+    a quarter of ``max_message_bytes`` unless one payload is larger); ``batch``
     caps jobs per message.
 
     ``check(sent, answer)``, when given, vets every successful result against
@@ -85,6 +137,7 @@ class JobStream:
         messages: int | None = None,
         ordered: bool = False,
         window: int = 2_000,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
         batch: int = 64,
         max_message_bytes: int,
         extra: dict[str, Any] | None = None,
@@ -94,25 +147,33 @@ class JobStream:
     ) -> None:
         if messages is not None and messages < 0:
             raise ConfigError("messages must be zero or more")
-        if window < 1 or batch < 1:
-            raise ConfigError("window and batch must be at least 1")
+        if window < 1 or batch < 1 or window_bytes < 1:
+            raise ConfigError("window, window_bytes and batch must be at least 1")
         self.client = client
         self.function = function
         source = iter(iterable)
-        self._source = itertools.islice(source, messages) if messages is not None else source
+        if messages is not None:
+            source = itertools.islice(source, messages)
+        self._source = _Source(source, max_message_bytes)
         self.exhausted = messages == 0
         self.ordered = ordered
         self.window = window
+        self.window_bytes = window_bytes
         self.batch = batch
         self.max_message_bytes = max_message_bytes
         self.extra = extra
         self.pipeline = pipeline
         self._ids = ids
-        self.outstanding: dict[int, bytes] = {}
+        # whole batches in flight: first job id -> (payloads, submission position
+        # of the first, their bytes); and jobs of batches split up: id -> (payload,
+        # position)
+        self._batches: dict[int, tuple[list[bytes], int, int]] = {}
+        self._loose: dict[int, tuple[bytes, int]] = {}
+        self._count = 0
+        self._bytes = 0
         self.sent = 0
         self.received = 0
-        # ordered delivery: job id -> submission position, and results parked
-        self._position: dict[int, int] = {}
+        # ordered delivery: results parked by submission position
         self._parked: dict[int, Outcome] = {}
         self._next_position = 0
         self._taken = 0
@@ -120,22 +181,39 @@ class JobStream:
         self.on_reject = on_reject
         #: results ``check`` rejected
         self.rejected = 0
+        #: whether the last accepted message brought results only (no errors)
+        self.clean = True
         # rejected job id -> (times rejected, monotonic time it is due again)
         self._retry: dict[int, tuple[int, float | None]] = {}
 
     @property
+    def outstanding(self) -> dict[int, bytes]:
+        """Job id -> payload of every job sent and not yet answered (a copy)."""
+        out = {job_id: payload for job_id, (payload, _) in self._loose.items()}
+        for first, (payloads, _, _) in self._batches.items():
+            out.update(zip(itertools.count(first), payloads, strict=False))
+        return out
+
+    @property
+    def in_flight(self) -> int:
+        """How many jobs are sent and not yet answered."""
+        return self._count
+
+    @property
     def done(self) -> bool:
-        return self.exhausted and not self.outstanding and not self._parked
+        return self.exhausted and not self._count and not self._parked
 
     def fill(self) -> list[list[bytes]]:
         """Messages to send now to top the window up (possibly none)."""
         out: list[list[bytes]] = []
+        quarter = self.max_message_bytes // 4
         while not self.exhausted:
-            room = self.window - len(self.outstanding)
-            if room <= 0:
+            room = self.window - self._count
+            room_bytes = self.window_bytes - self._bytes
+            if room <= 0 or room_bytes <= 0:
                 break
-            payloads, self.exhausted = take_payloads(
-                self._source, min(room, self.batch), self.max_message_bytes
+            payloads, self.exhausted = self._source.take(
+                min(room, self.batch), min(quarter, room_bytes)
             )
             if not payloads:
                 break
@@ -144,11 +222,11 @@ class JobStream:
 
     def _message(self, payloads: list[bytes]) -> list[bytes]:
         first = reserve_ids(self._ids, len(payloads))
-        for offset, payload in enumerate(payloads):
-            self.outstanding[first + offset] = payload
-            if self.ordered:
-                self._position[first + offset] = self._taken
-            self._taken += 1
+        size = sum(map(len, payloads))
+        self._batches[first] = (payloads, self._taken, size)
+        self._taken += len(payloads)
+        self._count += len(payloads)
+        self._bytes += size
         self.sent += len(payloads)
         return job_message(
             self.client, first, self.function, payloads, pipeline=self.pipeline, extra=self.extra
@@ -159,11 +237,20 @@ class JobStream:
             self.client, job_id, self.function, [payload], pipeline=self.pipeline, extra=self.extra
         )
 
+    def _split(self, job_id: int) -> None:
+        """Put the jobs of the whole batch holding ``job_id`` (if any) on the loose books."""
+        for first, (payloads, position, _) in self._batches.items():
+            if first <= job_id < first + len(payloads):
+                del self._batches[first]
+                for offset, payload in enumerate(payloads):
+                    self._loose[first + offset] = (payload, position + offset)
+                return
+
     def retries(self, now: float) -> list[list[bytes]]:
         """Rejected jobs due to be sent again at ``now`` (monotonic seconds), as messages."""
         out: list[list[bytes]] = []
         for job_id, (times, due) in list(self._retry.items()):
-            if job_id not in self.outstanding:
+            if job_id not in self._loose:
                 del self._retry[job_id]
                 continue
             if due is None:  # the first time at once, then later and later
@@ -172,29 +259,19 @@ class JobStream:
                 self._retry[job_id] = (times, due)
             if due <= now:
                 self._retry[job_id] = (times, float("inf"))
-                out.append(self._one(job_id, self.outstanding[job_id]))
+                out.append(self._one(job_id, self._loose[job_id][0]))
         return out
 
     def retry_wait_s(self, now: float, longest_s: float) -> float:
         """How long a driver may wait for results before :meth:`retries` has work."""
+        if not self._retry:
+            return longest_s
         dues = [0.0 if due is None else due - now for _, due in self._retry.values()]
         return max(0.0, min([longest_s, *dues]))
 
     def resend(self) -> list[list[bytes]]:
         """Every job still outstanding, as messages, for a master that lost them."""
-        out: list[list[bytes]] = []
-        for job_id, payload in sorted(self.outstanding.items()):
-            out.append(
-                job_message(
-                    self.client,
-                    job_id,
-                    self.function,
-                    [payload],
-                    pipeline=self.pipeline,
-                    extra=self.extra,
-                )
-            )
-        return out
+        return [self._one(job_id, payload) for job_id, payload in sorted(self.outstanding.items())]
 
     def accept(self, frames: list[bytes]) -> list[Outcome]:
         """Take a RESULT message; return the outcomes ready to hand to the caller."""
@@ -202,13 +279,40 @@ class JobStream:
         if header.kind != Kind.RESULT:
             return []
         payloads = jobs_in(header, frames_in)
-        errors = {e.offset: e for e in header.errors or ()}
+        self.clean = True
+        whole = self._batches.get(header.id)
+        if (
+            whole is not None
+            and len(whole[0]) == len(payloads)
+            and not header.errors
+            and self.check is None
+        ):  # the common case: a whole batch answered, retired in one step
+            del self._batches[header.id]
+            count = len(payloads)
+            self._count -= count
+            self._bytes -= whole[2]
+            self.received += count
+            if not self.ordered:
+                return list(payloads)
+            position = whole[1]
+            if position == self._next_position and not self._parked:
+                self._next_position += count
+                return list(payloads)
+            self._parked.update(zip(itertools.count(position), payloads, strict=False))
+            return self._release()
+        return self._accept_each(header.id, header.errors, payloads)
+
+    def _accept_each(self, first: int, errors_in: Any, payloads: list[bytes]) -> list[Outcome]:
+        errors = {e.offset: e for e in errors_in or ()}
         ready: list[Outcome] = []
         for offset, payload in enumerate(payloads):
-            job_id = header.id + offset
-            sent = self.outstanding.get(job_id)
-            if sent is None:
+            job_id = first + offset
+            if job_id not in self._loose:
+                self._split(job_id)
+            entry = self._loose.get(job_id)
+            if entry is None:
                 continue  # a duplicate, or an answer to an abandoned call
+            sent, position = entry
             info = errors.get(offset)
             if info is None and self.check is not None and not self.check(sent, payload):
                 self.rejected += 1
@@ -217,18 +321,28 @@ class JobStream:
                 if self.on_reject is not None:
                     self.on_reject(payload)
                 continue
-            del self.outstanding[job_id]
+            del self._loose[job_id]
             self._retry.pop(job_id, None)
+            self._count -= 1
+            self._bytes -= len(sent)
             self.received += 1
             outcome: Outcome = payload if info is None else info.to_exception(self.function)
             if not self.ordered:
                 ready.append(outcome)
-                continue
-            self._parked[self._position.pop(job_id)] = outcome
+            else:
+                self._parked[position] = outcome
         if self.ordered:
-            while self._next_position in self._parked:
-                ready.append(self._parked.pop(self._next_position))
-                self._next_position += 1
+            return self._release()
+        self.clean = not errors
+        return ready
+
+    def _release(self) -> list[Outcome]:
+        """Parked results now due in submission order."""
+        ready: list[Outcome] = []
+        while self._next_position in self._parked:
+            ready.append(self._parked.pop(self._next_position))
+            self._next_position += 1
+        self.clean = not any(isinstance(outcome, RemoteError) for outcome in ready)
         return ready
 
     def take(
@@ -245,4 +359,4 @@ class JobStream:
         return [], self.resend()
 
     def first_outstanding(self) -> int | None:
-        return min(self.outstanding) if self.outstanding else None
+        return min([*self._loose, *self._batches], default=None)

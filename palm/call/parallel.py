@@ -38,9 +38,12 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
 from palm.wire.security import KeysOption
 from palm.wire.session import Session
+from palm.wire.sockets import recv_frames, send_frames
 from palm.wire.vetting import DependencyRetry
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class ParallelClient(PairClient, CacheCalls):
@@ -131,7 +134,7 @@ class ParallelClient(PairClient, CacheCalls):
 
     def _stalled(self, stream: JobStream, waited_s: float) -> PalmError:
         """No genuine result for too long: a timeout, or the forgeries that filled it."""
-        error = self._timeout(stream.function, f"{len(stream.outstanding)} job(s)", waited_s)
+        error = self._timeout(stream.function, f"{stream.in_flight} job(s)", waited_s)
         if not stream.rejected:
             return error
         return ProtocolError(
@@ -262,13 +265,13 @@ class ParallelClient(PairClient, CacheCalls):
                 dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
                 for message in stream.fill() + stream.retries(time.monotonic()):
-                    push.send_multipart(message, copy=False)
+                    send_frames(push, message)
                 if stream.done:
                     break
                 if dealer.poll(self._wait_ms(stream, wait_ms), zmq.POLLIN):
                     for _ in range(256):
                         try:
-                            frames = dealer.recv_multipart(zmq.NOBLOCK)
+                            frames = recv_frames(dealer, _NOBLOCK)
                         except zmq.Again:
                             break
                         outcomes, lost = stream.take(frames, session)
@@ -279,8 +282,11 @@ class ParallelClient(PairClient, CacheCalls):
                         last_progress = time.monotonic()
                         if bar is not None:
                             bar.update(len(outcomes))
+                        if stream.clean or errors != "raise":
+                            yield from outcomes
+                            continue
                         for outcome in outcomes:
-                            if isinstance(outcome, RemoteError) and errors == "raise":
+                            if isinstance(outcome, RemoteError):
                                 raise outcome
                             yield outcome
                 now = time.monotonic()
@@ -290,7 +296,7 @@ class ParallelClient(PairClient, CacheCalls):
                     raise self._stalled(stream, now - last_progress)
         except zmq.Again:  # a send timed out: never connected (refused by CURVE?)
             self.recycle()
-            outstanding = f"{len(stream.outstanding)} job(s), none could be sent"
+            outstanding = f"{stream.in_flight} job(s), none could be sent"
             raise self._timeout(stream.function, outstanding, timeout or 0.0) from None
         finally:
             if bar is not None:
@@ -362,8 +368,9 @@ class ParallelClient(PairClient, CacheCalls):
             for chunk in planner.chunks(iterable)
         )
         # Measured chunks last ~20 ms each: a few per worker in flight keep them
-        # all busy. Small fixed chunks need many in flight, several per message.
-        window, batch = 2 * workers + 2, 1
+        # all busy, and the whole first wave goes out at once. Small fixed chunks
+        # need many in flight, several per message.
+        window, batch = max(2 * workers + 2, planner.first_wave + workers), 1
         if chunksize is not None and chunksize < 64:
             window = max(window, 2048 // chunksize)
             batch = 64 // chunksize

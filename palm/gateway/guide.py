@@ -102,6 +102,18 @@ def examples(config: DeploymentConfig) -> list[Example]:
     return found
 
 
+def rate_limit_line(config: DeploymentConfig) -> str:
+    """What the edge's rate limit lets through, and what it answers beyond it."""
+    from palm.gateway.envoy_config import RateLimit
+
+    limit = RateLimit(**config.edge.rate_limit)  # type: ignore[arg-type]
+    per_s = limit.tokens_per_fill / limit.fill_interval_s
+    return (
+        f"Rate limit: {per_s:,.0f} requests/s (bursts of {limit.max_tokens:,}) for the whole "
+        "edge; more are answered 429 (edge.rate_limit in the deployment file)"
+    )
+
+
 def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str:
     """A few lines a person can paste into a shell (with the API key, unless open)."""
     lines = [f"palm is up: {len(config.services)} services behind Envoy at {url}"]
@@ -109,6 +121,7 @@ def guide(config: DeploymentConfig, url: str, api_key: str | None = None) -> str
         lines.append(OPEN_BANNER.format(url=url))
     elif api_key is not None:
         lines.append(f"API key (send it as 'Authorization: Bearer <key>'): {api_key}")
+    lines.append(rate_limit_line(config))
     lines.append("Try:")
     for example in examples(config):
         lines.append(f"  # {example.what}")

@@ -9,6 +9,11 @@ It starts a master and ``workers`` generic worker processes (plus any
 ``worker_class``) on loopback with OS-chosen ports and a fresh cluster
 secret, and stops every process it started on exit. Its processes die with
 the process that started them, even one killed with SIGKILL (on Linux).
+
+The master and its workers start at once: they meet on IPC endpoints in a
+private temporary directory (``addresses["worker_push"]`` and
+``["worker_pull"]``, removed on stop) whose names are known before the master
+binds them, so no worker waits for the master to come up first.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -115,11 +122,17 @@ class LocalCluster:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.addresses: dict[str, str] = {}
         self._clients: list[ParallelClient] = []
+        self._ipc_dir: str | None = None
 
     # lifecycle ---------------------------------------------------------------
 
     def start(self) -> LocalCluster:
         any_port = f"tcp://{self.host}:*"
+        self._ipc_dir = tempfile.mkdtemp(prefix="palm-cluster-")
+        inner = {
+            "worker_push": f"ipc://{self._ipc_dir}/worker-push",
+            "worker_pull": f"ipc://{self._ipc_dir}/worker-pull",
+        }
         cmd = [
             sys.executable,
             "-m",
@@ -130,18 +143,20 @@ class LocalCluster:
             "--name",
             self.name,
         ]
-        for flag in ("--pull", "--push", "--worker-pull", "--worker-push", "--db"):
+        for flag in ("--pull", "--push", "--db"):
             cmd += [flag, any_port]
+        cmd += ["--worker-pull", inner["worker_pull"], "--worker-push", inner["worker_push"]]
         cmd += ["--heartbeat-interval-s", str(self.heartbeat_interval_s)]
-        # a script's cluster has nothing to hand over once the script is gone
-        self.master = popen(
-            cmd, stdout=subprocess.PIPE, text=True, env=self.env, death_signal=signal.SIGKILL
-        )
         try:
+            # a script's cluster has nothing to hand over once the script is gone
+            self.master = popen(
+                cmd, stdout=subprocess.PIPE, text=True, env=self.env, death_signal=signal.SIGKILL
+            )
+            self.addresses = dict(inner)
+            for _ in range(self.worker_count):  # while the master starts
+                self.add_worker()
             ready = read_ready(self.master)
             self.addresses = {k: v for k, v in ready.items() if isinstance(v, str) and "://" in v}
-            for _ in range(self.worker_count):
-                self.add_worker()
         except BaseException:
             self.stop()
             raise
@@ -193,6 +208,9 @@ class LocalCluster:
             self.master.stdout.close()
         self.workers.clear()
         self.master = None
+        if self._ipc_dir is not None:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+            self._ipc_dir = None
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -24,7 +24,7 @@ from palm.serve.stopper import Stopper
 from palm.wire.messages import control, routed
 from palm.wire.protocol import Header, Kind, MalformedCounter, decode_header
 from palm.wire.security import Security, is_wildcard
-from palm.wire.sockets import bound_endpoint, make_socket
+from palm.wire.sockets import bound_endpoint, make_socket, recv_frames
 
 __all__ = [
     "DRAIN",
@@ -104,7 +104,7 @@ def drain(
     """
     for count in range(limit):
         try:
-            frames = sock.recv_multipart(_NOBLOCK) if receive is None else receive(sock, _NOBLOCK)
+            frames = recv_frames(sock, _NOBLOCK) if receive is None else receive(sock, _NOBLOCK)
         except zmq.Again:
             return count
         if guard is None:

@@ -76,7 +76,7 @@ from palm.wire.protocol import (
 )
 from palm.wire.security import KeysOption, security_for
 from palm.wire.shipping import MAP_FUNCTION
-from palm.wire.sockets import check_endpoint
+from palm.wire.sockets import check_endpoint, send_frames
 
 __all__ = ["Master"]
 
@@ -84,6 +84,7 @@ __all__ = ["Master"]
 MAX_MAP_NAMES = 64
 
 _POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 #: Job ids a master gives the parts it scatters (far above any client's ids).
 _PART_IDS_FROM = 1 << 60
@@ -514,7 +515,7 @@ class Master(StreamRouting):
     def _hand_to(self, identity: bytes, frames: list[bytes]) -> bool:
         """Send a job to a worker; False when the worker is not connected."""
         try:
-            self.worker_out.send_multipart([identity, *frames], zmq.NOBLOCK)
+            send_frames(self.worker_out, [identity, *frames], _NOBLOCK)
         except zmq.ZMQError:
             return False
         return True

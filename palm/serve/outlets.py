@@ -24,7 +24,9 @@ from palm.wire.control import Hello
 from palm.wire.messages import control
 from palm.wire.protocol import Kind, MalformedCounter
 from palm.wire.security import Security
-from palm.wire.sockets import check_endpoint, make_socket
+from palm.wire.sockets import check_endpoint, make_socket, send_frames
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 __all__ = ["Outbox", "Outlet", "Reporter"]
 
@@ -155,7 +157,7 @@ class Outlet:
 
     def to_client(self, client: bytes, frames: list[bytes]) -> None:
         try:
-            self.sock.send_multipart([client, *frames], zmq.NOBLOCK)
+            send_frames(self.sock, [client, *frames], _NOBLOCK)
         except zmq.ZMQError:
             box = self.parked.get(client)
             if box is None:

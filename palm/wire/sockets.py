@@ -11,10 +11,18 @@ import zmq
 from palm.errors import ConfigError
 from palm.wire.security import Security
 
-__all__ = ["bound_endpoint", "check_endpoint", "context", "make_socket", "send_frames"]
+__all__ = [
+    "bound_endpoint",
+    "check_endpoint",
+    "context",
+    "make_socket",
+    "recv_frames",
+    "send_frames",
+]
 
 # plain ints: pyzmq's flag enums cost a little on every frame of the hot paths
 _SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
 _COPY_BELOW_BYTES = 65536
 
 _ENDPOINT = re.compile(r"^(tcp://[^:\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
@@ -90,3 +98,11 @@ def send_frames(sock: zmq.Socket[bytes], frames: list[bytes], flags: int = 0) ->
         sock.send(
             frame, (flags | _SNDMORE) if i < last else flags, copy=len(frame) < _COPY_BELOW_BYTES
         )
+
+
+def recv_frames(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:
+    """``recv_multipart`` for palm's hot paths, with plain-int flags throughout."""
+    frames = [sock.recv(flags)]
+    while sock.get(_RCVMORE):
+        frames.append(sock.recv(flags))
+    return frames

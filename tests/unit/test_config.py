@@ -163,3 +163,14 @@ def test_the_http_edge_is_found_through_its_entry_point():
     from palm.gateway.deploy import Puma
 
     assert puma.edge_implementation("puma") is Puma
+
+
+def test_the_guide_states_the_rate_limit_and_the_shipped_one_leaves_room_for_a_load_test():
+    from palm.gateway.guide import guide
+
+    config = load_deployment(ROOT / "palm.yaml")
+    limit = config.edge.rate_limit
+    per_s = limit["tokens_per_fill"] / limit["fill_interval_s"]
+    # the HTTP benchmark measures a few thousand requests/s through the whole stack
+    assert per_s >= 10_000 and limit["max_tokens"] >= 10_000
+    assert f"Rate limit: {per_s:,.0f} requests/s" in guide(config, "http://127.0.0.1:8080")

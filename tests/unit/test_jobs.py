@@ -113,3 +113,36 @@ def test_non_bytes_items_are_a_type_error() -> None:
     s = stream(["text"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="bytes"):
         s.fill()
+
+
+def test_the_bytes_in_flight_are_bounded_as_well_as_the_jobs() -> None:
+    s = stream([b"x" * 1000] * 50, window=1000, batch=4, window_bytes=10_000)
+    sent = s.fill()
+    # messages go out while fewer than window_bytes are in flight: 10 jobs, in 3 messages
+    assert sum(jobs(m) for m in sent) == 10
+    assert s.fill() == []
+    s.accept(answer(sent[0]))
+    assert sum(jobs(m) for m in s.fill()) == 4
+
+
+def test_a_batch_answered_whole_is_retired_and_one_answered_in_part_waits_for_the_rest() -> None:
+    s = stream([b"a", b"b", b"c", b"d"], batch=2)
+    first, second = s.fill()
+    assert s.in_flight == 4
+    assert s.accept(answer(first)) == [b"ra", b"rb"]
+    assert s.in_flight == 2 and sorted(s.outstanding.values()) == [b"c", b"d"]
+    header, _ = decode(second)
+    partial = [Header(Kind.RESULT, header.id + 1, b"client", "srv.fn").to_wire(), b"rd"]
+    assert s.accept(partial) == [b"rd"]
+    assert s.accept(answer(second)) == [b"rc"]  # the whole batch again: only c is new
+    assert s.done
+
+
+def test_ordered_delivery_raises_an_error_parked_behind_a_clean_batch() -> None:
+    s = stream([b"a", b"b", b"c"], batch=1, ordered=True)
+    first, second, third = s.fill()
+    assert s.accept(answer(second, fail=0)) == []
+    out = s.accept(answer(first))
+    assert out[0] == b"ra" and isinstance(out[1], RemoteError)
+    assert not s.clean  # the driver must look at each outcome
+    assert s.accept(answer(third)) == [b"rc"] and s.clean

@@ -69,6 +69,12 @@ def test_a_small_known_total_is_split_across_the_workers_at_once() -> None:
     assert [len(c) for c in planner.chunks(range(1000))] == [125] * 8
 
 
+def test_a_very_small_total_goes_out_as_one_chunk_per_worker() -> None:
+    planner = mapping.ChunkPlanner(100, 2)
+    assert planner.first_wave == 2
+    assert [len(c) for c in planner.chunks(range(100))] == [50, 50]
+
+
 def test_an_unknown_total_starts_with_small_probes() -> None:
     planner = mapping.ChunkPlanner(None, 2)
     assert len(next(planner.chunks(iter(range(100))))) == planner.probe

@@ -54,3 +54,28 @@ def test_names_with_dots_and_bad_addresses_are_config_errors() -> None:
         Mine("a.b", "tcp://127.0.0.1:*")
     with pytest.raises(ConfigError):
         Mine("s", "127.0.0.1:5555")
+
+
+def test_a_batch_runs_each_job_once_and_answers_each_failure_in_its_place() -> None:
+    from palm.wire.protocol import Header, Kind
+
+    server = Mine("s", "tcp://127.0.0.1:*")
+    calls: list[bytes] = []
+
+    def flaky(message: bytes) -> object:
+        calls.append(message)
+        if message.startswith(b"raise"):
+            raise ValueError(message.decode())
+        if message == b"text":
+            return "not bytes"
+        return bytearray(message) if message == b"array" else message
+
+    payloads = [b"a", b"array", b"text", b"raise1", b"b", b"raise2", b"c"]
+    results, errors = server.call_all(flaky, Header(Kind.JOB, 1, function="flaky"), payloads)
+    assert calls == payloads  # every job ran, and ran once
+    assert results == [b"a", b"array", b"", b"", b"b", b"", b"c"]
+    assert [(e.offset, e.type) for e in errors] == [
+        (2, "palm.BadResult"),
+        (3, "ValueError"),
+        (5, "ValueError"),
+    ]

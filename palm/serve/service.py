@@ -143,7 +143,12 @@ class Service:
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
         start = 0
-        if len(payloads) > 1 and not passed and not _has_request_ids(header.extra):
+        if (
+            len(payloads) > 1
+            and not passed
+            and type(self).call is Service.call  # a subclass's call() sees every job
+            and not _has_request_ids(header.extra)
+        ):
             # the common case, a batch: one tight loop; the first job that raises
             # (if any) is answered here and the rest go through the careful path
             # below, each run once

@@ -1,18 +1,19 @@
-"""HTTP through the edge: Envoy -> palm gateway -> master -> worker, against
-Envoy -> a trivial gunicorn app, at 10 and 64 connections.
+"""HTTP through the edge: the real ``palm up`` (Envoy -> gateway -> master -> worker)
+against Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 
-Two references: the one shared/ANCHORS.md measured, the trivial app under
-gunicorn with 2 sync workers (gunicorn's default worker class), and the
-stronger one, the same trivial app (as ASGI) under gunicorn with 2 workers of
-palm's own gateway worker class (uvicorn's event loop). The gateway
-runs under gunicorn with palm's worker class (an event loop per worker, the
-defaults of palm.gateway.serve.GatewayServer). Every stack gets the same Envoy
-configuration (``--concurrency 2``, a rate limit far above what the machine
-can serve, so it never answers 429). The stacks are up at once and ``wrk``
-drives them in turn, run by run, so a slow spell of the machine falls on all
-of them alike; each run lasts ``--duration-s`` and reports req/s and the p99
-latency. Non-2xx answers and socket errors are counted and reported in the
-row's notes: a run with any is not a clean run.
+The palm stack is ``palm up --config benchmarks/cases/http_palm.yaml``: what
+``make up`` starts (embedded Redis, the masters, a worker pool, the gateway
+under gunicorn with palm's worker class, Envoy), with palm.yaml's edge as
+shipped (API keys on: wrk sends the key ``palm up`` made) and a rate limit far
+above what the machine serves. Two references: the trivial app under gunicorn
+with 2 sync workers (gunicorn's default worker class, the one shared/ANCHORS.md
+measured), and the stronger one, the same trivial app (as ASGI) under gunicorn
+with 2 workers of palm's own gateway worker class (uvicorn's event loop), each
+behind an Envoy with ``--concurrency 2`` and the same rate limit. The stacks
+are up at once and ``wrk`` drives them in turn, run by run, so a slow spell of
+the machine falls on all of them alike; each run lasts ``--duration-s`` and
+reports req/s and the p99 latency. Non-2xx answers and socket errors are
+counted and reported in the row's notes: a run with any is not a clean run.
 """
 
 from __future__ import annotations
@@ -31,16 +32,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 from benchmarks.record import Row, emit
 
-#: The gateway's gunicorn settings (palm.gateway.serve.GatewayServer's defaults).
-GATEWAY_WORKERS = 2
-GATEWAY_OPTIONS: dict[str, Any] = {}
-
 METHODS = {
-    "palm": "Envoy -> palm gateway -> master -> worker",
+    "palm": "palm up: Envoy -> gateway (1 uvicorn worker, API keys) -> master -> 1 worker",
     "gunicorn": "Envoy -> trivial gunicorn app (2 sync workers)",
     "uvicorn": "Envoy -> trivial ASGI app on gunicorn (2 uvicorn workers, palm's EdgeWorker)",
 }

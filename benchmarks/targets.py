@@ -186,14 +186,14 @@ def _tasks(rows: list[Row]) -> list[Target]:
 
 def _http(rows: list[Row]) -> list[Target]:
     out = [
-        ratio_target(f"HTTP req/s at {connections} connections, Envoy + gateway + master + "
-                     "worker ÷ the strongest Envoy -> trivial app", required,
+        ratio_target(f"HTTP req/s at {connections} connections, palm up (Envoy + gateway + "
+                     "master + worker) ÷ the strongest Envoy -> trivial app", required,
                      pick(rows, "http", "palm", connections, stat="rate"),
                      strongest(rows, "http", ("gunicorn", "uvicorn"), connections, stat="rate"),
                      lambda r, floor=floor: r >= floor)
         for connections, required, floor in ((10, ">= 0.5x", 0.5), (64, ">= 0.75x", 0.75))
     ]  # fmt: skip
-    out.append(value_target("HTTP p99 at 64 connections, palm", "<= 50 ms",
+    out.append(value_target("HTTP p99 at 64 connections, palm up", "<= 50 ms",
                             pick(rows, "http", "palm", 64, stat="p99"), lambda v: v <= 50.0,
                             lambda v: f"{v:.1f} ms"))  # fmt: skip
     palm = [r for r in rows if r.bench == "http" and r.key == "palm"]

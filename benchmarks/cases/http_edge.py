@@ -1,44 +1,42 @@
-"""HTTP through the edge: Envoy -> palm gateway -> master -> worker, against
-Envoy -> a trivial gunicorn app, at 10 and 64 connections.
+"""HTTP through the edge: the real ``palm up`` (Envoy -> gateway -> master -> worker)
+against Envoy -> a trivial gunicorn app, at 10 and 64 connections.
 
-Two references: the one shared/ANCHORS.md measured, the trivial app under
-gunicorn with 2 sync workers (gunicorn's default worker class), and the
-stronger one, the same trivial app (as ASGI) under gunicorn with 2 workers of
-palm's own gateway worker class (uvicorn's event loop). The gateway
-runs under gunicorn with palm's worker class (an event loop per worker, the
-defaults of palm.gateway.serve.GatewayServer). Every stack gets the same Envoy
-configuration (``--concurrency 2``, a rate limit far above what the machine
-can serve, so it never answers 429). The stacks are up at once and ``wrk``
-drives them in turn, run by run, so a slow spell of the machine falls on all
-of them alike; each run lasts ``--duration-s`` and reports req/s and the p99
-latency. Non-2xx answers and socket errors are counted and reported in the
-row's notes: a run with any is not a clean run.
+The palm stack is ``palm up --config benchmarks/cases/http_palm.yaml``: what
+``make up`` starts (embedded Redis, the masters, a worker pool, the gateway
+under gunicorn with palm's worker class, Envoy), with palm.yaml's edge as
+shipped (API keys on: wrk sends the key ``palm up`` made) and a rate limit far
+above what the machine serves. Two references: the trivial app under gunicorn
+with 2 sync workers (gunicorn's default worker class, the one shared/ANCHORS.md
+measured), and the stronger one, the same trivial app (as ASGI) under gunicorn
+with 2 workers of palm's own gateway worker class (uvicorn's event loop), each
+behind an Envoy with ``--concurrency 2`` and the same rate limit. The stacks
+are up at once and ``wrk`` drives them in turn, run by run, so a slow spell of
+the machine falls on all of them alike; each run lasts ``--duration-s`` and
+reports req/s and the p99 latency. Non-2xx answers and socket errors are
+counted and reported in the row's notes: a run with any is not a clean run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 from benchmarks.record import Row, emit
 
-#: The gateway's gunicorn settings (palm.gateway.serve.GatewayServer's defaults).
-GATEWAY_WORKERS = 2
-GATEWAY_OPTIONS: dict[str, Any] = {}
-
 METHODS = {
-    "palm": "Envoy -> palm gateway -> master -> worker",
+    "palm": "palm up: Envoy -> gateway (1 uvicorn worker, API keys) -> master -> 1 worker",
     "gunicorn": "Envoy -> trivial gunicorn app (2 sync workers)",
     "uvicorn": "Envoy -> trivial ASGI app on gunicorn (2 uvicorn workers, palm's EdgeWorker)",
 }
@@ -95,38 +93,67 @@ def _edge(stack: ExitStack, service: str, gateway: tuple[str, int]) -> str:
     return edge.url
 
 
-@contextmanager
-def palm_stack() -> Iterator[str]:
-    """A master with one worker process, the gateway under gunicorn, Envoy in front."""
-    from palm.gateway.serve import GatewayServer
-    from palm.ops.cluster import LocalCluster
+#: The deployment file ``palm up`` runs for the palm rows.
+DEPLOYMENT = Path(__file__).resolve().with_name("http_palm.yaml")
 
+
+@contextmanager
+def palm_stack() -> Iterator[tuple[str, dict[str, str]]]:
+    """The real ``palm up`` on :data:`DEPLOYMENT`: embedded Redis, the masters, a worker
+    pool, the gateway (gunicorn) and Envoy, as ``make up`` starts them; wrk sends the
+    API key ``palm up`` made."""
+    port = _free_port()
     with ExitStack() as stack:
-        cluster = LocalCluster(workers=1, worker_class="palm.demo:DemoWorker", name="demo")
-        stack.callback(cluster.stop)
-        cluster.start()
-        cluster.wait_for_workers()
-        service = {
-            "kind": "parallel",
-            "push_address": cluster.addresses["push"],
-            "pull_address": cluster.addresses["pull"],
-            "db_address": cluster.addresses["db"],
-            "server_name": cluster.name,
-        }
-        gateway = GatewayServer(
-            {"services": {"demo": service}, "timeout_s": 30.0, "auth": "open"},
-            workers=GATEWAY_WORKERS,
-            **GATEWAY_OPTIONS,
-        )
-        stack.callback(gateway.close)
-        gateway.start()
-        url = _edge(stack, "demo", gateway.address)
+        up = subprocess.Popen(
+            [sys.executable, "-m", "palm", "up", "--config", str(DEPLOYMENT), "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        stack.callback(_stop_tree, up)
+        url, workdir = _read_up(up)
+        key = (Path(workdir) / "api_key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
         _wait_http(f"{url}/healthz")
-        yield f"{url}/demo/foo"
+        yield f"{url}/demo/foo", headers
+
+
+def _read_up(up: subprocess.Popen[str], timeout_s: float = 120.0) -> tuple[str, str]:
+    """The edge's URL and the work directory ``palm up`` prints once everything answers."""
+    assert up.stdout is not None
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while "workdir" not in found:
+        line = up.stdout.readline()  # palm up prints its summary at once, then waits
+        if not line or time.monotonic() > deadline:
+            raise RuntimeError(f"palm up exited or hung before it was ready ({up.poll()})")
+        if line.startswith("palm up: edge at "):
+            found["url"] = line.split(" at ", 1)[1].strip()
+        elif line.strip().startswith("work directory: "):
+            found["workdir"] = line.split(": ", 1)[1].strip()
+    threading.Thread(target=up.stdout.read, daemon=True).start()  # drain the rest
+    return found["url"], found["workdir"]
+
+
+def _stop_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM ``palm up`` (it stops its stack), then SIGKILL whatever is left of it."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.Error:
+        tree = []
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for child in tree:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 @contextmanager
-def gunicorn_stack(*options: str, app_name: str = "app") -> Iterator[str]:
+def gunicorn_stack(*options: str, app_name: str = "app") -> Iterator[tuple[str, dict[str, str]]]:
     """The trivial app under gunicorn (2 sync workers unless ``options`` say) behind Envoy."""
     port = _free_port()
     with ExitStack() as stack:
@@ -139,10 +166,10 @@ def gunicorn_stack(*options: str, app_name: str = "app") -> Iterator[str]:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
         url = _edge(stack, "trivial", ("127.0.0.1", port))
         _wait_http(f"{url}/healthz")
-        yield f"{url}/trivial/json"
+        yield f"{url}/trivial/json", {}
 
 
-def uvicorn_stack() -> AbstractContextManager[str]:
+def uvicorn_stack() -> AbstractContextManager[tuple[str, dict[str, str]]]:
     """The trivial ASGI app under gunicorn with palm's gateway worker class, behind Envoy."""
     from palm.gateway.serve import EDGE_WORKER
 
@@ -159,6 +186,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def wrk_script(headers: dict[str, str]) -> str:
+    """wrk's Lua script: POST the body with ``headers``."""
+    lines = ['wrk.method = "POST"', f'wrk.body = "{BODY.decode()}"']
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    return "\n".join(lines) + "\n"
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -185,24 +219,26 @@ def measure(runs: int, duration_s: float) -> list[Row]:
         return placeholder_rows("unavailable: wrk is not installed (apt-get install wrk)")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="palm-wrk-") as folder, ExitStack() as stacks:
-        script = Path(folder) / "post.lua"
-        script.write_text(f'wrk.method = "POST"\nwrk.body = "{BODY.decode()}"\n')
         urls: dict[str, str] = {}
+        scripts: dict[str, Path] = {}
         for key, stack in STACKS.items():
             try:
-                urls[key] = stacks.enter_context(stack())
+                urls[key], headers = stacks.enter_context(stack())
             except Exception as exc:  # a stack that does not come up is reported, not hidden
                 reason = f"unavailable: {type(exc).__name__}: {exc}"
                 rows += [r for r in placeholder_rows(reason) if r.key == key]
+                continue
+            scripts[key] = Path(folder) / f"{key}.lua"
+            scripts[key].write_text(wrk_script(headers))
         for connections in CONNECTIONS:
-            for url in urls.values():
-                wrk(url, connections, 1.0, script)  # warm up
+            for key, url in urls.items():
+                wrk(url, connections, 1.0, scripts[key])  # warm up
             rates: dict[str, list[float]] = {key: [] for key in urls}
             p99s: dict[str, list[float]] = {key: [] for key in urls}
             notes: dict[str, list[str]] = {key: [] for key in urls}
             for _ in range(runs):
                 for key, url in urls.items():  # in turn, run by run
-                    rate, p99, problems = wrk(url, connections, duration_s, script)
+                    rate, p99, problems = wrk(url, connections, duration_s, scripts[key])
                     rates[key].append(rate)
                     p99s[key].append(p99)
                     if problems:

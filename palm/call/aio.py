@@ -7,10 +7,13 @@ request awaits :meth:`AsyncSharedClient.eval`::
     result = await client.eval('foo', b'a message')
 
 The calls made during one turn of the event loop are sent together when the
-turn ends (one message per function, consecutive job ids, packed), so under
-load a message carries as many jobs as requests arrived meanwhile, and alone
-a call is sent at once. Results are read when the result socket becomes
-readable; nothing blocks the loop and no thread is involved.
+turn ends (one message per function, consecutive job ids, packed); alone, a
+call is sent at once. While the last batch sent is still out, new calls wait
+for its answers (at most ``hold_s``, 2 ms by default) and then go together:
+under load a message carries as many jobs as requests arrived during a round
+trip, so the master, the workers and the sockets handle a message per batch,
+not per request (Nagle's rule, self-clocked by the answers). Results are
+read when the result socket becomes readable; nothing blocks the loop and no thread is involved.
 
 Like :class:`~palm.call.shared.SharedClient`, a restarted master (a new
 session in its WELCOME) gets every job still outstanding again, and a result
@@ -33,7 +36,7 @@ __all__ = ["AsyncSharedClient"]
 
 
 class _Call:
-    __slots__ = ("function", "future", "job_id", "payload", "request_id", "timer")
+    __slots__ = ("batch", "function", "future", "job_id", "payload", "request_id", "timer")
 
     def __init__(
         self, function: str, payload: bytes, request_id: str | None, future: asyncio.Future[bytes]
@@ -43,6 +46,7 @@ class _Call:
         self.request_id = request_id
         self.future = future
         self.job_id = 0
+        self.batch = 0
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -51,7 +55,8 @@ class AsyncSharedClient(OneJobCalls):
 
     The sockets are made on the first call, in the running loop, and belong
     to it: use one instance per loop (and per process). ``max_batch`` caps the
-    jobs in one message; ``timeout_s``, ``heartbeat_interval_s`` and
+    jobs in one message; ``hold_s`` bounds how long a call waits for the batch
+    before it to be answered (0: never waits); ``timeout_s``, ``heartbeat_interval_s`` and
     ``max_message_bytes`` are as for a :class:`~palm.call.parallel.ParallelClient`.
     """
 
@@ -61,9 +66,12 @@ class AsyncSharedClient(OneJobCalls):
         pull_address: str,
         db_address: str | None,
         server_name: str,
+        *,
+        hold_s: float = 0.002,
         **options: Any,
     ) -> None:
         super().__init__(push_address, pull_address, db_address, server_name, **options)
+        self.hold_s = hold_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push: zmq.Socket[bytes] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
@@ -72,6 +80,9 @@ class AsyncSharedClient(OneJobCalls):
         self._outstanding: dict[int, _Call] = {}
         self._flushing = False
         self._ticker: asyncio.TimerHandle | None = None
+        self._hold: asyncio.TimerHandle | None = None
+        self._batch = 0  # the number of the last batch sent
+        self._inflight = 0  # its calls not answered yet
 
     @property
     def outstanding(self) -> int:
@@ -111,7 +122,10 @@ class AsyncSharedClient(OneJobCalls):
         self._queued.append(call)
         if not self._flushing:
             self._flushing = True
-            loop.call_soon(self._flush)
+            if self._inflight and self.hold_s > 0:  # answers are due: they send the batch
+                self._hold = loop.call_later(self.hold_s, self._flush)
+            else:
+                loop.call_soon(self._flush)
         if timeout is not None:
             call.timer = loop.call_later(timeout, self._expire, call, timeout)
         try:
@@ -127,10 +141,17 @@ class AsyncSharedClient(OneJobCalls):
     def _flush(self) -> None:
         """Send what this turn of the loop queued (and say HELLO when due)."""
         self._flushing = False
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self.closed:
             return
         batch, self._queued = self._queued, []
         self._number(batch, self._outstanding)
+        self._batch += 1
+        self._inflight = len(batch)
+        for call in batch:
+            call.batch = self._batch
         now = time.monotonic()
         if self.session.hello_due(now):
             self._hello(now)
@@ -193,6 +214,7 @@ class AsyncSharedClient(OneJobCalls):
             call = self._outstanding.pop(job_id, None)
             if call is None or call.future.done():
                 continue  # the answer to a call that gave up
+            self._answered(call)
             if error is None:
                 call.future.set_result(payload)
             else:
@@ -203,9 +225,20 @@ class AsyncSharedClient(OneJobCalls):
         if not call.future.done():
             call.future.set_exception(self._timeout(call.function, timeout_s))
 
+    def _answered(self, call: _Call) -> None:
+        """``call`` is done with: when it was the last of the batch out, send the next."""
+        if call.batch == self._batch and self._inflight > 0:
+            self._inflight -= 1
+            if self._inflight == 0 and self._hold is not None:
+                self._hold.cancel()
+                self._hold = None
+                assert self._loop is not None
+                self._loop.call_soon(self._flush)
+
     def _forget(self, call: _Call) -> None:
         if self._outstanding.get(call.job_id) is call:
             del self._outstanding[call.job_id]
+            self._answered(call)
         try:
             self._queued.remove(call)
         except ValueError:
@@ -220,9 +253,10 @@ class AsyncSharedClient(OneJobCalls):
         if self.closed:
             return
         self.state = ClientState.CLOSED
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
+        for timer in (self._ticker, self._hold):
+            if timer is not None:
+                timer.cancel()
+        self._ticker = self._hold = None
         waiting = [*self._outstanding.values(), *self._queued]
         self._outstanding.clear()
         self._queued.clear()

@@ -100,6 +100,8 @@ class Authenticator:
         self.cache_s = cache_s
         self.clock = clock
         self._cache: dict[str, tuple[float, ApiKey]] = {}
+        # token -> its digest: a caller's every request would hash the same token
+        self._digests: dict[str, str] = {}
 
     @property
     def open(self) -> bool:
@@ -112,8 +114,16 @@ class Authenticator:
         token = _bearer(authorization)
         if token is None:
             return False
-        entry = self._cache.get(hash_token(token))
+        entry = self._cache.get(self._digest(token))
         return entry is None or entry[0] <= self.clock() or entry[1].rate > 0
+
+    def _digest(self, token: str) -> str:
+        digest = self._digests.get(token)
+        if digest is None:
+            if len(self._digests) >= _CACHE_LIMIT:
+                self._digests.clear()
+            digest = self._digests[token] = hash_token(token)
+        return digest
 
     def check(self, path: str, authorization: str | None) -> ApiKey | None:
         """The caller's key (None when open or for an open path); raises :class:`Denied`."""
@@ -123,7 +133,7 @@ class Authenticator:
         token = _bearer(authorization)
         if token is None:
             raise _unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        digest = hash_token(token)
+        digest = self._digest(token)
         now = self.clock()
         entry = self._cache.get(digest)
         try:

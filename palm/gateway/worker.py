@@ -4,7 +4,9 @@ gunicorn stays the process manager (the arbiter forks, watches and restarts
 the workers, and owns the listening socket); each worker runs uvicorn's event
 loop (uvloop, the httptools parser) serving :func:`palm.gateway.asgi.create_asgi_app`.
 Keep-alive follows gunicorn's ``--keep-alive``; uvicorn's own access log and
-``server`` header are off (the gateway logs and counts requests itself).
+``server`` header are off (the gateway logs and counts requests itself), and
+so is its proxy-headers middleware (behind Envoy the gateway reads no client
+address).
 """
 
 from __future__ import annotations
@@ -23,4 +25,5 @@ class EdgeWorker(UvicornWorker):  # type: ignore[misc]
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,
     }

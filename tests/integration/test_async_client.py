@@ -139,3 +139,53 @@ def test_a_closed_client_fails_its_waiting_calls(procs: Processes) -> None:
             await client.eval("echo", b"after")
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(120)
+def test_calls_made_while_a_batch_is_out_wait_for_its_answers_and_go_together(
+    procs: Processes,
+) -> None:
+    info = start_cluster(procs, 0)  # no worker yet: the first call stays out
+    client = async_of(info, hold_s=60.0)  # only the answers release the held calls
+
+    async def main() -> list[bytes]:
+        try:
+            first = asyncio.ensure_future(client.eval("tag", b"first"))
+            await asyncio.sleep(0.05)
+            assert client.messages_sent == 1  # alone, a call goes at once
+            later = []
+            for i in range(10):  # each in a turn of its own
+                later.append(asyncio.ensure_future(client.eval("tag", b"%d" % i)))
+                await asyncio.sleep(0.01)
+            assert client.messages_sent == 1  # held while the first is out
+            procs.worker(WORKER, "w0", info, *FAST)
+            return list(await asyncio.gather(first, *later))
+        finally:
+            client.close()
+
+    results = asyncio.run(main())
+    assert results == [b"ok:first", *(b"ok:%d" % i for i in range(10))]
+    assert (client.messages_sent, client.jobs_sent) == (2, 11)  # the held ten in one message
+
+
+@pytest.mark.timeout(60)
+def test_held_calls_go_after_hold_s_when_no_answer_comes(procs: Processes) -> None:
+    info = start_cluster(procs, 0)
+    client = async_of(info, hold_s=0.05, timeout_s=30.0)
+
+    async def main() -> None:
+        try:
+            first = asyncio.ensure_future(client.eval("tag", b"first"))
+            await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(client.eval("tag", b"second"))
+            deadline = asyncio.get_running_loop().time() + 20.0
+            while client.messages_sent < 2:  # sent by the timer, no answer came
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            procs.worker(WORKER, "w0", info, *FAST)
+            assert await asyncio.gather(first, second) == [b"ok:first", b"ok:second"]
+        finally:
+            client.close()
+
+    asyncio.run(main())
+    assert (client.messages_sent, client.jobs_sent) == (2, 2)

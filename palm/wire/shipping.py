@@ -4,10 +4,12 @@ Both directions are authenticated with HMAC-SHA256 and the cluster secret,
 one tag per chunk (never per item), checked with :func:`hmac.compare_digest`
 before anything is unpickled:
 
-* a chunk is ``tag + nonce + body``: ``body`` is a pickle of ``(digest,
-  function bytes, items)``, ``nonce`` 16 random bytes that make every chunk
-  unique, ``tag`` the HMAC of ``"palm-chunk" + nonce + body``. A worker runs
-  nothing whose tag does not verify.
+* a chunk is ``tag | nonce | digest | len(fn) | fn | items``: ``items`` a
+  pickle of the list of items, ``nonce`` 16 random bytes that make every
+  chunk unique, ``digest`` the function's (16 bytes of SHA-256), ``tag`` the
+  HMAC of ``"palm-chunk" + nonce + digest + items``. The function's bytes are
+  bound by the signed digest: a worker hashes them before it unpickles them.
+  A worker runs nothing whose tag does not verify.
 * an answer is ``tag + body``: ``body`` a pickle of ``("ok", results,
   seconds)`` or ``("err", index, type, message, traceback)`` for the first
   item that failed, ``tag`` the HMAC of ``"palm-answer" + chunk tag + body``.
@@ -19,11 +21,17 @@ before anything is unpickled:
   is never unpickled and counts as no answer.
 
 The function is pickled with cloudpickle once per ``map`` call, behind its
-dependency spec (:mod:`palm.wire.deps`); the digest covers both. A worker
-checks the spec once per function (kept by digest with the unpickled
-function) before it unpickles anything, and answers ``("dep", package,
-wanted, found, host, worker, detail)`` for a function it cannot run: the
-client raises :class:`~palm.errors.DependencyError`.
+dependency spec (:mod:`palm.wire.deps`); the digest covers both. It travels
+once per worker, not per chunk: a worker keeps functions by digest, and a
+*lean* chunk (``len(fn) == 0``) names the function by its digest only. A
+worker that lacks it (a new or restarted worker, an evicted cache) answers
+``("need", digest)``, tagged like any answer, and the client sends that chunk
+again *full*: :func:`with_function` puts the function's bytes back, under the
+same tag and nonce, so the answer still binds to it. A worker checks the spec
+once per function (kept by digest with the unpickled function) before it
+unpickles anything, and answers ``("dep", package, wanted, found, host,
+worker, detail)`` for a function it cannot run: the client raises
+:class:`~palm.errors.DependencyError`.
 
 The secret comes from the ``secret`` argument or ``PALM_SECRET``; without
 either, :func:`secret_for` falls back to a per-user secret file only when
@@ -57,16 +65,20 @@ __all__ = [
     "ChunkPlanner",
     "RejectCounter",
     "authentic",
+    "chunk_digest",
     "decode_answer",
     "encode_chunk",
+    "is_lean",
     "is_loopback",
     "local_secret",
+    "needed_digest",
     "pickle_function",
     "refusal",
     "require_secret",
     "resolve_secret",
     "run_chunk",
     "secret_for",
+    "with_function",
 ]
 
 #: The function name under which every worker runs map chunks.
@@ -86,6 +98,7 @@ _CHUNK = b"palm-chunk\0"
 _ANSWER = b"palm-answer\0"
 _REFUSED = b"palm-refused\0"
 _DEP_MARK = b"\x8c\x03dep"  # how pickle writes the short string "dep"
+_NEED_MARK = b"\x8c\x04need"  # and "need"
 
 log = logging.getLogger("palm.shipping")
 
@@ -216,6 +229,29 @@ def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]
     return b"".join((tag, nonce, digest, len(fn_bytes).to_bytes(4, "big"), fn_bytes, body))
 
 
+def chunk_digest(chunk: bytes) -> bytes:
+    """The digest of the function a chunk runs."""
+    return chunk[_TAG + _NONCE : _TAG + _NONCE + _DIGEST]
+
+
+def is_lean(chunk: bytes) -> bool:
+    """Whether ``chunk`` names its function by digest only (no function bytes)."""
+    return len(chunk) >= _HEAD and chunk[_HEAD - 4 : _HEAD] == b"\0\0\0\0"
+
+
+def with_function(chunk: bytes, fn_bytes: bytes) -> bytes:
+    """A lean chunk made full: the same tag, nonce, digest and items, with ``fn_bytes``.
+
+    The tag does not cover the function's bytes (the signed digest binds them),
+    so the full chunk is as authentic as the lean one and its answer binds to
+    the same tag. A chunk that is not lean is returned as it is.
+    """
+    if not is_lean(chunk):
+        return chunk
+    head = chunk[: _HEAD - 4]
+    return b"".join((head, len(fn_bytes).to_bytes(4, "big"), fn_bytes, chunk[_HEAD:]))
+
+
 #: Runs a chunk whose spec this environment lacks, elsewhere: its answer, or the
 #: text of why it could not (an installer's message).
 Elsewhere = Callable[[deps.Spec, bytes], "bytes | str"]
@@ -244,7 +280,8 @@ def run_chunk(
     unpickled: ``elsewhere`` runs the chunk (in an environment built for the
     spec) when given, else the answer names the missing package. ``report``
     gets ``(the function's name, whether every item succeeded)`` of a chunk that
-    was run here, for the counters.
+    was run here, for the counters (``("", True)`` for a lean chunk whose
+    function this worker asks for).
     """
     if secret is None:
         return _refuse(f"this worker has no cluster secret: {NO_SECRET_HELP}")
@@ -264,6 +301,10 @@ def run_chunk(
     fn: Any = functions.get(digest)
     if fn is None:
         fn_bytes = payload[_HEAD:fn_end]
+        if not fn_bytes:  # a lean chunk for a function this worker does not hold
+            if report is not None:
+                report.append(("", True))  # nothing failed: it comes back with the function
+            return _answer(secret, tag, pickle.dumps(("need", digest)))
         if not hmac.compare_digest(hashlib.sha256(fn_bytes).digest()[:_DIGEST], digest):
             return _refuse("the chunk's function does not match its signed digest")
         try:
@@ -357,6 +398,19 @@ def refusal(answer: bytes) -> str | None:
     return "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
 
 
+def needed_digest(answer: bytes) -> bytes | None:
+    """The digest an (authenticated) answer asks the function bytes of, else None."""
+    if _NEED_MARK not in answer[_TAG : _TAG + 24]:  # after the pickle's protocol and frame
+        return None
+    try:
+        body = pickle.loads(answer[_TAG:])
+    except Exception:
+        return None
+    if type(body) is tuple and len(body) == 2 and body[0] == "need" and type(body[1]) is bytes:
+        return body[1]
+    return None
+
+
 def authentic(secret: bytes, chunk: bytes, answer: bytes) -> bool:
     """Whether ``answer`` carries a valid tag for ``chunk`` under ``secret``."""
     tag, body = answer[:_TAG], answer[_TAG:]
@@ -394,6 +448,8 @@ def decode_answer(
         raise ProtocolError("a map answer is not a tuple")
     if answer[0] == "dep":
         raise _dependency_error(answer, function)
+    if answer[0] == "need":
+        raise ProtocolError("a worker asked for the function's bytes of a chunk that had them")
     if answer[0] == "ok":
         if len(answer) != 3 or type(answer[1]) is not list:
             raise ProtocolError("a map answer's results are not a list")

@@ -12,8 +12,8 @@ The child:
 * gets ``death_signal`` when this process dies (``PR_SET_PDEATHSIG``; the fork
   happens on a thread that lives as long as the process,
   :func:`palm.ops.processes.on_lasting_thread`);
-* runs with ``env`` as its whole environment, the default handlers of the
-  signals palm handles, no logging handlers of this process, and ``stdout``
+* runs with ``env`` as its whole environment, the signal handlers a new
+  interpreter has, no logging handlers of this process, and ``stdout``
   (a pipe's write end, say) as its standard output when given;
 * leaves with :func:`os._exit`: none of this process's ``atexit`` handlers,
   buffered output or finalizers run twice.
@@ -43,8 +43,15 @@ from palm.ops.processes import die_with_parent, on_lasting_thread
 
 __all__ = ["ForkedProcess", "can_fork", "fork_main"]
 
-#: The signals a palm process handles: the child starts with their defaults.
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE)
+#: What a new interpreter starts with for the signals a parent may have changed:
+#: the child starts with the same (SIGPIPE ignored, SIGINT raising KeyboardInterrupt).
+_SIGNALS: dict[signal.Signals, Any] = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGHUP: signal.SIG_DFL,
+    signal.SIGCHLD: signal.SIG_DFL,
+    signal.SIGPIPE: signal.SIG_IGN,
+}
 
 
 def can_fork() -> bool:
@@ -117,8 +124,8 @@ def _child(
     try:
         if hook is not None:
             hook()
-        for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+        for sig, handler in _SIGNALS.items():
+            signal.signal(sig, handler)
         os.environ.clear()
         os.environ.update(env)
         if stdout is not None:

@@ -144,6 +144,18 @@ def _spawn_loop() -> None:
             future.set_exception(exc)
 
 
+def _forget_spawner() -> None:
+    """In a forked child: the spawner thread is this process's parent's, not its own."""
+    global _spawner, _spawn_queue, _spawner_lock
+    _spawner = None
+    _spawn_queue = queue.SimpleQueue()
+    _spawner_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_spawner)
+
+
 def on_lasting_thread(call: Callable[[], _T]) -> _T:
     """``call()`` on a thread that lives as long as the process, and its result.
 

@@ -53,6 +53,10 @@ def test_a_forked_cluster_runs_no_new_interpreter_and_maps(started: list[int]) -
         assert cluster.workers[0].wait(30) == -signal.SIGKILL
         started.append(cluster.add_worker().pid)
         assert cluster.map(abs, [-7] * 10, timeout_s=60) == [7] * 10
+        graceful = [cluster.master, cluster.workers[1]]  # serving for a while by now
+    # SIGTERM on stop: each left as a palm process does, on its own handler (a
+    # fork that kept its parent's handlers, or none, would not exit 0)
+    assert [p.returncode for p in graceful] == [0] * len(graceful)
     for pid in started:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 

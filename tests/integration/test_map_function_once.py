@@ -9,6 +9,7 @@ sent again with the function's bytes by wrapping the vetting's
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -82,3 +83,26 @@ def test_a_new_worker_asks_for_the_function_and_gets_it(
     assert cluster.map(cube, range(300), timeout_s=60) == [cube(x) for x in range(300)]
     assert shipped["again"], "the new worker ran lean chunks without asking for the function"
     assert all(n > 0 for n in shipped["again"])
+
+
+def test_amap_ships_once_too_and_a_worker_restarted_asks_again(
+    cluster: LocalCluster, shipped: dict[str, list[int]]
+) -> None:
+    client = cluster.client()
+    assert asyncio.run(client.amap(cube, range(200))) == [cube(x) for x in range(200)]
+    shipped["chunks"].clear()
+    shipped["again"].clear()
+    assert asyncio.run(client.amap(cube, range(300))) == [cube(x) for x in range(300)]
+    assert shipped["chunks"] and not any(shipped["chunks"])  # lean
+    asked = len(shipped["again"])
+    # one worker dies and another takes its place: its cache is empty
+    os.kill(cluster.workers[0].pid, signal.SIGKILL)
+    cluster.workers[0].wait(30)
+    cluster.add_worker()
+    for _ in range(20):  # until the new worker has had chunks (each map lean)
+        assert asyncio.run(client.amap(cube, range(400), timeout_s=60)) == [
+            cube(x) for x in range(400)
+        ]
+        if len(shipped["again"]) > asked:
+            break
+    assert len(shipped["again"]) > asked

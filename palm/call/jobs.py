@@ -120,7 +120,9 @@ class JobStream:
     the payload it answers: a result it rejects is no result. The job stays
     outstanding and :meth:`retries` sends it again: at once the first time,
     then after ``retry_initial_s``, doubling up to ``retry_max_s``;
-    ``on_reject(answer)`` hears of each rejection.
+    ``on_reject(answer)`` hears of each rejection. A ``check`` that returns
+    bytes instead says the answer asks for another payload (a map chunk with
+    its function's bytes): the job is sent again at once with those bytes.
     """
 
     #: first delay before sending a rejected job again; doubles per rejection
@@ -142,7 +144,7 @@ class JobStream:
         max_message_bytes: int,
         extra: dict[str, Any] | None = None,
         pipeline: bytes | None = None,
-        check: Callable[[bytes, bytes], bool] | None = None,
+        check: Callable[[bytes, bytes], bool | bytes] | None = None,
         on_reject: Callable[[bytes], None] | None = None,
     ) -> None:
         if messages is not None and messages < 0:
@@ -314,7 +316,13 @@ class JobStream:
                 continue  # a duplicate, or an answer to an abandoned call
             sent, position = entry
             info = errors.get(offset)
-            if info is None and self.check is not None and not self.check(sent, payload):
+            verdict = True if info is not None or self.check is None else self.check(sent, payload)
+            if verdict is not True:
+                if type(verdict) is bytes:  # not an answer: send this in its place, at once
+                    self._loose[job_id] = (verdict, position)
+                    self._bytes += len(verdict) - len(sent)
+                    self._retry[job_id] = (1, None)
+                    continue
                 self.rejected += 1
                 times = self._retry.get(job_id, (0, None))[0] + 1
                 self._retry[job_id] = (times, None)

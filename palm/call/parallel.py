@@ -92,6 +92,8 @@ class ParallelClient(PairClient, CacheCalls):
         # the master routes results to the socket whose identity is the job's client
         self.async_client_id = uuid.uuid4().bytes
         self.async_session = Session(self.async_client_id, heartbeat_interval_s)
+        # digests of the functions map has shipped whole (oldest first, bounded)
+        self._shipped: dict[bytes, None] = {}
 
     @property
     def workers(self) -> int:
@@ -363,9 +365,16 @@ class ParallelClient(PairClient, CacheCalls):
             _length(iterable), workers, chunksize=chunksize, responsive=responsive
         )
         chunks = _SentChunks(secret)
+        # the function travels once per worker: in the first wave of its first
+        # map (one chunk per worker), then by digest only; a worker that lacks
+        # it asks, and that chunk goes again with it (DependencyRetry)
+        full = 0 if digest in self._shipped else workers
+        self._shipped[digest] = None
+        while len(self._shipped) > 256:
+            del self._shipped[next(iter(self._shipped))]
         payloads = (
-            chunks.add(mapping.encode_chunk(secret, digest, fn_bytes, chunk))
-            for chunk in planner.chunks(iterable)
+            chunks.add(mapping.encode_chunk(secret, digest, fn_bytes if n < full else b"", chunk))
+            for n, chunk in enumerate(planner.chunks(iterable))
         )
         # Measured chunks last ~20 ms each: a few per worker in flight keep them
         # all busy, and the whole first wave goes out at once. Small fixed chunks
@@ -381,7 +390,9 @@ class ParallelClient(PairClient, CacheCalls):
         # again until a genuine one comes, or the timeout names the forgeries
         # a chunk refused for want of a package goes out again (another worker
         # may have it) a few times before its DependencyError is the answer
-        vet = DependencyRetry(secret, 4 * workers + 4, self.rejected_answers.record)
+        vet = DependencyRetry(
+            secret, 4 * workers + 4, self.rejected_answers.record, {digest: fn_bytes}
+        )
         stream.check = vet.check
         stream.on_reject = vet.on_reject
         return [planner], stream, chunks

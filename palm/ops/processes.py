@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import IO, Any, TypeAlias, TypeVar
 
 import psutil
 
@@ -54,6 +54,7 @@ __all__ = [
     "OutputTail",
     "claim_workdir",
     "die_with_parent",
+    "on_lasting_thread",
     "popen",
     "remove_stale_workdirs",
     "set_death_signal",
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: What the helpers stop: a child started here, or any process psutil names.
 AnyProcess: TypeAlias = "subprocess.Popen[Any] | psutil.Process"
@@ -124,7 +127,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return hook
 
 
-_Request: TypeAlias = "tuple[list[str], dict[str, Any], Future[subprocess.Popen[Any]]]"
+_Request: TypeAlias = "tuple[Callable[[], Any], Future[Any]]"
 _spawn_queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
 _spawner: threading.Thread | None = None
 _spawner_lock = threading.Lock()
@@ -132,13 +135,44 @@ _spawner_lock = threading.Lock()
 
 def _spawn_loop() -> None:
     while True:
-        args, options, future = _spawn_queue.get()
+        call, future = _spawn_queue.get()
         if not future.set_running_or_notify_cancel():
             continue
         try:
-            future.set_result(subprocess.Popen(args, **options))
+            future.set_result(call())
         except BaseException as exc:  # handed to the caller's thread
             future.set_exception(exc)
+
+
+def _forget_spawner() -> None:
+    """In a forked child: the spawner thread is this process's parent's, not its own."""
+    global _spawner, _spawn_queue, _spawner_lock
+    _spawner = None
+    _spawn_queue = queue.SimpleQueue()
+    _spawner_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_spawner)
+
+
+def on_lasting_thread(call: Callable[[], _T]) -> _T:
+    """``call()`` on a thread that lives as long as the process, and its result.
+
+    The main thread, or else one daemon thread that never ends: what forks a
+    child with a death signal must, since the kernel signals the child when
+    the forking *thread* ends.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return call()
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = threading.Thread(target=_spawn_loop, name="palm-spawner", daemon=True)
+            _spawner.start()
+    future: Future[_T] = Future()
+    _spawn_queue.put((call, future))
+    return future.result()
 
 
 def popen(
@@ -155,16 +189,9 @@ def popen(
     if "preexec_fn" in options:
         raise ValueError("popen sets preexec_fn itself")
     options["preexec_fn"] = die_with_parent(death_signal)
-    if options["preexec_fn"] is None or threading.current_thread() is threading.main_thread():
+    if options["preexec_fn"] is None:
         return subprocess.Popen(args, **options)
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = threading.Thread(target=_spawn_loop, name="palm-spawner", daemon=True)
-            _spawner.start()
-    future: Future[subprocess.Popen[Any]] = Future()
-    _spawn_queue.put((args, options, future))
-    return future.result()
+    return on_lasting_thread(lambda: subprocess.Popen(args, **options))
 
 
 class OutputTail:

@@ -403,7 +403,7 @@ class Worker(Service):
             ]
             # for the master's counters: the user's function, and the chunks that failed
             failed = len(payloads) - sum(ok for _name, ok in report)
-            function = report[0][0] if report else ""
+            function = next((fn_name for fn_name, _ in report if fn_name), "")
             reply.extra = map_report(reply.extra, function, failed)
             if failed:  # the central logs (and the dashboard's recent errors) say so
                 self.logger.warning(

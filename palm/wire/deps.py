@@ -240,8 +240,10 @@ def _filled(cell: types.CellType) -> bool:
     return True
 
 
-def _imports_in(code: types.CodeType) -> list[str]:
-    return list(_imports_iter(code))
+@functools.lru_cache(maxsize=1024)
+def _imports_in(code: types.CodeType) -> tuple[str, ...]:
+    """The modules ``code`` imports (code objects are immutable: kept, not walked per map)."""
+    return tuple(_imports_iter(code))
 
 
 def _imports_iter(code: types.CodeType) -> Iterator[str]:
@@ -253,12 +255,13 @@ def _imports_iter(code: types.CodeType) -> Iterator[str]:
             yield from _imports_iter(const)
 
 
-def _names_in(code: types.CodeType) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def _names_in(code: types.CodeType) -> frozenset[str]:
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _names_in(const)
-    return names
+    return frozenset(names)
 
 
 _owners: tuple[tuple[str, ...], dict[str, list[str]]] | None = None

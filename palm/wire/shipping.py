@@ -4,10 +4,12 @@ Both directions are authenticated with HMAC-SHA256 and the cluster secret,
 one tag per chunk (never per item), checked with :func:`hmac.compare_digest`
 before anything is unpickled:
 
-* a chunk is ``tag + nonce + body``: ``body`` is a pickle of ``(digest,
-  function bytes, items)``, ``nonce`` 16 random bytes that make every chunk
-  unique, ``tag`` the HMAC of ``"palm-chunk" + nonce + body``. A worker runs
-  nothing whose tag does not verify.
+* a chunk is ``tag | nonce | digest | len(fn) | fn | items``: ``items`` a
+  pickle of the list of items, ``nonce`` 16 random bytes that make every
+  chunk unique, ``digest`` the function's (16 bytes of SHA-256), ``tag`` the
+  HMAC of ``"palm-chunk" + nonce + digest + items``. The function's bytes are
+  bound by the signed digest: a worker hashes them before it unpickles them.
+  A worker runs nothing whose tag does not verify.
 * an answer is ``tag + body``: ``body`` a pickle of ``("ok", results,
   seconds)`` or ``("err", index, type, message, traceback)`` for the first
   item that failed, ``tag`` the HMAC of ``"palm-answer" + chunk tag + body``.
@@ -19,11 +21,17 @@ before anything is unpickled:
   is never unpickled and counts as no answer.
 
 The function is pickled with cloudpickle once per ``map`` call, behind its
-dependency spec (:mod:`palm.wire.deps`); the digest covers both. A worker
-checks the spec once per function (kept by digest with the unpickled
-function) before it unpickles anything, and answers ``("dep", package,
-wanted, found, host, worker, detail)`` for a function it cannot run: the
-client raises :class:`~palm.errors.DependencyError`.
+dependency spec (:mod:`palm.wire.deps`); the digest covers both. It travels
+once per worker, not per chunk: a worker keeps functions by digest, and a
+*lean* chunk (``len(fn) == 0``) names the function by its digest only. A
+worker that lacks it (a new or restarted worker, an evicted cache) answers
+``("need", digest)``, tagged like any answer, and the client sends that chunk
+again *full*: :func:`with_function` puts the function's bytes back, under the
+same tag and nonce, so the answer still binds to it. A worker checks the spec
+once per function (kept by digest with the unpickled function) before it
+unpickles anything, and answers ``("dep", package, wanted, found, host,
+worker, detail)`` for a function it cannot run: the client raises
+:class:`~palm.errors.DependencyError`.
 
 The secret comes from the ``secret`` argument or ``PALM_SECRET``; without
 either, :func:`secret_for` falls back to a per-user secret file only when
@@ -42,7 +50,7 @@ import pickle
 import secrets
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +58,7 @@ import cloudpickle
 
 from palm.errors import ConfigError, DependencyError, ProtocolError, RemoteError
 from palm.wire import deps
+from palm.wire.chunking import ChunkPlanner
 
 __all__ = [
     "MAP_FUNCTION",
@@ -57,16 +66,20 @@ __all__ = [
     "ChunkPlanner",
     "RejectCounter",
     "authentic",
+    "chunk_digest",
     "decode_answer",
     "encode_chunk",
+    "is_lean",
     "is_loopback",
     "local_secret",
+    "needed_digest",
     "pickle_function",
     "refusal",
     "require_secret",
     "resolve_secret",
     "run_chunk",
     "secret_for",
+    "with_function",
 ]
 
 #: The function name under which every worker runs map chunks.
@@ -86,6 +99,7 @@ _CHUNK = b"palm-chunk\0"
 _ANSWER = b"palm-answer\0"
 _REFUSED = b"palm-refused\0"
 _DEP_MARK = b"\x8c\x03dep"  # how pickle writes the short string "dep"
+_NEED_MARK = b"\x8c\x04need"  # and "need"
 
 log = logging.getLogger("palm.shipping")
 
@@ -216,6 +230,29 @@ def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]
     return b"".join((tag, nonce, digest, len(fn_bytes).to_bytes(4, "big"), fn_bytes, body))
 
 
+def chunk_digest(chunk: bytes) -> bytes:
+    """The digest of the function a chunk runs."""
+    return chunk[_TAG + _NONCE : _TAG + _NONCE + _DIGEST]
+
+
+def is_lean(chunk: bytes) -> bool:
+    """Whether ``chunk`` names its function by digest only (no function bytes)."""
+    return len(chunk) >= _HEAD and chunk[_HEAD - 4 : _HEAD] == b"\0\0\0\0"
+
+
+def with_function(chunk: bytes, fn_bytes: bytes) -> bytes:
+    """A lean chunk made full: the same tag, nonce, digest and items, with ``fn_bytes``.
+
+    The tag does not cover the function's bytes (the signed digest binds them),
+    so the full chunk is as authentic as the lean one and its answer binds to
+    the same tag. A chunk that is not lean is returned as it is.
+    """
+    if not is_lean(chunk):
+        return chunk
+    head = chunk[: _HEAD - 4]
+    return b"".join((head, len(fn_bytes).to_bytes(4, "big"), fn_bytes, chunk[_HEAD:]))
+
+
 #: Runs a chunk whose spec this environment lacks, elsewhere: its answer, or the
 #: text of why it could not (an installer's message).
 Elsewhere = Callable[[deps.Spec, bytes], "bytes | str"]
@@ -244,7 +281,8 @@ def run_chunk(
     unpickled: ``elsewhere`` runs the chunk (in an environment built for the
     spec) when given, else the answer names the missing package. ``report``
     gets ``(the function's name, whether every item succeeded)`` of a chunk that
-    was run here, for the counters.
+    was run here, for the counters (``("", True)`` for a lean chunk whose
+    function this worker asks for).
     """
     if secret is None:
         return _refuse(f"this worker has no cluster secret: {NO_SECRET_HELP}")
@@ -264,6 +302,10 @@ def run_chunk(
     fn: Any = functions.get(digest)
     if fn is None:
         fn_bytes = payload[_HEAD:fn_end]
+        if not fn_bytes:  # a lean chunk for a function this worker does not hold
+            if report is not None:
+                report.append(("", True))  # nothing failed: it comes back with the function
+            return _answer(secret, tag, pickle.dumps(("need", digest)))
         if not hmac.compare_digest(hashlib.sha256(fn_bytes).digest()[:_DIGEST], digest):
             return _refuse("the chunk's function does not match its signed digest")
         try:
@@ -301,12 +343,13 @@ def run_chunk(
 def _run(fn: Callable[[Any], Any], items: list[Any]) -> tuple[bytes, bool]:
     """The chunk's answer body, and whether every item succeeded."""
     start = time.perf_counter()
-    results = []
-    for index, item in enumerate(items):
-        try:
-            results.append(fn(item))
-        except Exception as exc:
-            return _error(index, _type_name(exc), str(exc), traceback.format_exc()), False
+    results: list[Any] = []
+    try:
+        # in C, each item once; extend keeps what came before a failing item,
+        # so the failing item's index is how many results there are
+        results.extend(map(fn, items))
+    except Exception as exc:
+        return _error(len(results), _type_name(exc), str(exc), traceback.format_exc()), False
     elapsed = time.perf_counter() - start
     try:
         data: bytes = pickle.dumps(("ok", results, elapsed), protocol=pickle.HIGHEST_PROTOCOL)
@@ -357,6 +400,19 @@ def refusal(answer: bytes) -> str | None:
     return "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
 
 
+def needed_digest(answer: bytes) -> bytes | None:
+    """The digest an (authenticated) answer asks the function bytes of, else None."""
+    if _NEED_MARK not in answer[_TAG : _TAG + 24]:  # after the pickle's protocol and frame
+        return None
+    try:
+        body = pickle.loads(answer[_TAG:])
+    except Exception:
+        return None
+    if type(body) is tuple and len(body) == 2 and body[0] == "need" and type(body[1]) is bytes:
+        return body[1]
+    return None
+
+
 def authentic(secret: bytes, chunk: bytes, answer: bytes) -> bool:
     """Whether ``answer`` carries a valid tag for ``chunk`` under ``secret``."""
     tag, body = answer[:_TAG], answer[_TAG:]
@@ -394,6 +450,8 @@ def decode_answer(
         raise ProtocolError("a map answer is not a tuple")
     if answer[0] == "dep":
         raise _dependency_error(answer, function)
+    if answer[0] == "need":
+        raise ProtocolError("a worker asked for the function's bytes of a chunk that had them")
     if answer[0] == "ok":
         if len(answer) != 3 or type(answer[1]) is not list:
             raise ProtocolError("a map answer's results are not a list")
@@ -423,106 +481,6 @@ def _dependency_error(answer: tuple[Any, ...], function: str) -> DependencyError
     return DependencyError.about(
         package, wanted, found, host=host, worker=worker, detail=detail, function=function
     )
-
-
-class ChunkPlanner:
-    """Chunk sizes from measured per-item time.
-
-    The first chunks are small probes; once workers report how long items
-    take, chunks are sized to take about ``target_s`` each, but never so
-    large that fewer than ``min_chunks_per_worker`` chunks per worker remain
-    for the items still to come (when the total is known). A known total of
-    at most ``small_total`` items goes out as one chunk per worker: for a
-    small input every extra round trip costs more than it balances.
-
-    With ``responsive`` (someone watches the progress), the first chunks are
-    single items rather than a first wave sized from the total, so the first
-    results come back after about one item's time, and every later chunk is
-    sized from the measured time: results keep arriving every ``target_s`` or
-    so per worker (every item's time, for items slower than that).
-    """
-
-    def __init__(
-        self,
-        total: int | None,
-        workers: int,
-        *,
-        chunksize: int | None = None,
-        target_s: float = 0.05,
-        min_chunks_per_worker: int = 4,
-        probe: int = 8,
-        max_chunk: int = 100_000,
-        first_wave_max: int = 50_000,
-        min_chunk_s: float = 0.002,
-        responsive: bool = False,
-        small_total: int = 256,
-    ) -> None:
-        if chunksize is not None and chunksize < 1:
-            raise ConfigError("chunksize must be at least 1")
-        self.total = total
-        self.workers = max(1, workers)
-        self.fixed = chunksize
-        self.target_s = target_s
-        self.min_chunks_per_worker = min_chunks_per_worker
-        self.probe = probe
-        self.max_chunk = max_chunk
-        self.first_wave_max = first_wave_max
-        self.min_chunk_s = min_chunk_s
-        self.responsive = responsive
-        self.small_total = small_total
-        self.item_s: float | None = None
-        self.sent = 0
-
-    @property
-    def first_wave(self) -> int:
-        """How many chunks the first wave of a known total has (before any is measured)."""
-        if self.total is not None and self.total <= self.small_total:
-            return self.workers
-        return self.workers * self.min_chunks_per_worker
-
-    def observe(self, items: int, seconds: float) -> None:
-        if items <= 0:
-            return
-        per_item = max(seconds / items, 1e-8)
-        self.item_s = per_item if self.item_s is None else 0.7 * self.item_s + 0.3 * per_item
-
-    def next_size(self) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        if self.item_s is None:
-            # nothing measured yet: with a known total, a first wave of a few
-            # chunks per worker (like a pool's chunks); else a small probe.
-            # Watched: one item each, the quickest first results.
-            size = 1 if self.responsive else self.probe
-            if self.total is not None and not self.responsive:
-                size = max(self.probe, min(self.first_wave_max, -(-self.total // self.first_wave)))
-        else:
-            size = max(1, round(self.target_s / self.item_s))
-        if self.total is not None:
-            remaining = max(0, self.total - self.sent)
-            if self.item_s is None:
-                size = min(size, max(1, remaining))
-            else:
-                # a few chunks per worker for what is left, so they finish
-                # together, but none so short that its round trip dominates
-                cap = remaining // (self.workers * self.min_chunks_per_worker)
-                floor = round(self.min_chunk_s / self.item_s)
-                size = max(1, min(size, max(cap, floor), remaining))
-        return min(size, self.max_chunk)
-
-    def chunks(self, iterable: Iterable[Any]) -> Iterator[list[Any]]:
-        it = iter(iterable)
-        while True:
-            size = self.next_size()
-            chunk = []
-            for item in it:
-                chunk.append(item)
-                if len(chunk) >= size:
-                    break
-            if not chunk:
-                return
-            self.sent += len(chunk)
-            yield chunk
 
 
 class RejectCounter:

@@ -146,3 +146,18 @@ def test_ordered_delivery_raises_an_error_parked_behind_a_clean_batch() -> None:
     assert out[0] == b"ra" and isinstance(out[1], RemoteError)
     assert not s.clean  # the driver must look at each outcome
     assert s.accept(answer(third)) == [b"rc"] and s.clean
+
+
+def test_a_check_that_returns_bytes_sends_them_in_place_of_the_job_at_once() -> None:
+    def check(sent: bytes, result: bytes) -> bool | bytes:
+        return sent + b"+fn" if sent == b"a" else True
+
+    s = stream([b"a"], batch=1, check=check)
+    (message,) = s.fill()
+    assert s.accept(answer(message)) == []  # "ra" asks for another payload: no result
+    assert s.rejected == 0 and not s.done
+    (again,) = s.retries(0.0)  # at once
+    header, frames = decode(again)
+    assert jobs_in(header, frames) == [b"a+fn"]
+    assert s.accept(answer(again)) == [b"ra+fn"]
+    assert s.done

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
 from palm.errors import ConfigError, ProtocolError, RemoteError
 from palm.wire import shipping as mapping
+from palm.wire.vetting import DependencyRetry
 
 
 def square(x: int) -> int:
@@ -113,3 +115,51 @@ def test_a_watched_map_starts_with_single_items_and_keeps_chunks_short() -> None
     assert len(next(chunks)) == 10  # 50 ms of work: a result every 50 ms per worker
     planner.observe(10, 20.0)  # items slower than a second: one at a time
     assert planner.next_size() == 1
+
+
+def test_a_lean_chunk_runs_on_a_worker_that_holds_its_function() -> None:
+    digest, fn = mapping.pickle_function(square)
+    functions: dict[bytes, Any] = {}
+    full = mapping.encode_chunk(b"s", digest, fn, [1, 2])
+    mapping.run_chunk(full, b"s", functions)  # the worker keeps it by digest
+    lean = mapping.encode_chunk(b"s", digest, b"", [3, 4])
+    assert mapping.is_lean(lean) and not mapping.is_lean(full)
+    assert len(lean) < len(full) - len(fn) + 10  # the function's bytes stay home
+    answer = mapping.run_chunk(lean, b"s", functions)
+    assert mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=lean)[0] == [9, 16]
+
+
+def test_a_worker_without_the_function_asks_for_it_and_the_full_chunk_answers() -> None:
+    digest, fn = mapping.pickle_function(square)
+    lean = mapping.encode_chunk(b"s", digest, b"", [5])
+    report: list[tuple[str, bool]] = []
+    asked = mapping.run_chunk(lean, b"s", {}, report=report)
+    assert report == [("", True)]  # not counted as a failed chunk
+    assert mapping.needed_digest(asked) == digest
+    vet = DependencyRetry(b"s", 2, None, {digest: fn})
+    full = vet.check(lean, asked)
+    assert isinstance(full, bytes) and not mapping.is_lean(full)
+    assert full[:32] == lean[:32]  # the same tag: the answer binds to the chunk the client keeps
+    assert vet.shipped_again == 1
+    answer = mapping.run_chunk(full, b"s", {})
+    assert vet.check(lean, answer) is True
+    assert mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=lean)[0] == [25]
+
+
+def test_a_need_for_a_function_the_client_does_not_know_is_no_replacement() -> None:
+    digest, fn = mapping.pickle_function(square)
+    lean = mapping.encode_chunk(b"s", digest, b"", [5])
+    asked = mapping.run_chunk(lean, b"s", {})
+    assert DependencyRetry(b"s", 2, None, {}).check(lean, asked) is True  # the answer it is
+    with pytest.raises(ProtocolError, match="function"):
+        mapping.decode_answer(asked, 0, "f", secret=b"s", chunk=lean)
+    forged = b"\0" * 32 + asked[32:]  # a need nobody signed is no answer at all
+    assert DependencyRetry(b"s", 2, None, {digest: fn}).check(lean, forged) is False
+
+
+def test_a_full_chunk_made_with_other_function_bytes_is_refused() -> None:
+    digest, _ = mapping.pickle_function(square)
+    _, other = mapping.pickle_function(lambda x: -x)
+    lean = mapping.encode_chunk(b"s", digest, b"", [5])
+    swapped = mapping.with_function(lean, other)  # the tag still verifies; the digest does not
+    assert mapping.refusal(mapping.run_chunk(swapped, b"s", {})) is not None

@@ -9,6 +9,8 @@ strongest peer measured in the same pass and name it with its configuration.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -244,9 +246,22 @@ def _factorial_section(rows: list[Row]) -> list[str]:
     return out
 
 
+#: A section another script writes into RESULTS.md (``benchmarks.chatbox``),
+#: between ``<!-- name:begin -->`` and ``<!-- name:end -->``: kept when the suite
+#: regenerates the file.
+KEPT_SECTION = re.compile(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->\n?", re.DOTALL)
+
+
 def write(results: dict[str, Any], path: str) -> None:
+    kept: list[str] = []
+    if os.path.exists(path):
+        with open(path) as handle:
+            kept = [match.group(0) for match in KEPT_SECTION.finditer(handle.read())]
+    text = render(results)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(block.rstrip("\n") + "\n" for block in kept)
     with open(path, "w") as handle:
-        handle.write(render(results))
+        handle.write(text)
 
 
 def load(path: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ import psutil
 from palm.errors import ConfigError
 
 __all__ = [
+    "STARTED_FD_ENV",
     "AnyProcess",
     "OutputTail",
     "claim_workdir",
@@ -394,6 +395,12 @@ def _zombie(proc: psutil.Process) -> bool:
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True  # gone altogether
+
+
+#: The environment variable naming the pipe a worker process writes one byte to
+#: once its class is imported and built (:func:`palm.ops.worker_process.say_started`):
+#: a pool counts only exits before that as failures to start.
+STARTED_FD_ENV = "PALM_STARTED_FD"
 
 
 def worker_command(

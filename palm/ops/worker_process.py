@@ -11,6 +11,7 @@ variables, so ``palm worker`` and a deployment can set them for every worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from palm.ops.environments import EnvironmentRunner, Environments
 from palm.ops.loading import load_object
+from palm.ops.processes import STARTED_FD_ENV
 from palm.serve.worker import Worker
 
 
@@ -94,8 +96,22 @@ def main(argv: list[str] | None = None) -> int:
             max_envs=args.deps_max_envs,
         )
         worker.elsewhere = EnvironmentRunner(environments, worker.name, worker.map_secret)
+    say_started()
     worker.start()
     return 0
+
+
+def say_started() -> None:
+    """Tell the pool this process started: its class imported and built.
+
+    A worker that exits later (a job that kills it) did not fail to start,
+    so the pool does not count it towards giving up.
+    """
+    fd = os.environ.pop(STARTED_FD_ENV, "")
+    if fd.isdigit():
+        with contextlib.suppress(OSError):
+            os.write(int(fd), b"1")
+            os.close(int(fd))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ up instead:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,7 +30,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from palm.ops.processes import popen, terminate, terminate_all, worker_command
+from palm.ops.processes import (
+    STARTED_FD_ENV,
+    popen,
+    terminate,
+    terminate_all,
+    worker_command,
+)
 from palm.workers.autoscale import BacklogProbe, ScalePolicy
 from palm.workers.controller import ScaleController
 from palm.workers.local import ProcessBackend
@@ -52,6 +59,8 @@ class _Slot:
     restarts: int = 0
     #: exits in a row, each soon after its start
     start_failures: int = 0
+    #: read end of the pipe the worker writes to once it started (worker_process)
+    started_fd: int = -1
     pids: list[int] = field(default_factory=list)
 
 
@@ -123,7 +132,14 @@ class WorkerPool:
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
-        slot.proc = popen(self._command(slot), env=env)
+        _close(slot.started_fd)
+        slot.started_fd, write_fd = os.pipe()
+        os.set_blocking(slot.started_fd, False)
+        env[STARTED_FD_ENV] = str(write_fd)
+        try:
+            slot.proc = popen(self._command(slot), env=env, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
         slot.started = time.monotonic()
         slot.pids.append(slot.proc.pid)
         log.info("started %s-%d (pid %d)", self.name, slot.index, slot.proc.pid)
@@ -160,9 +176,12 @@ class WorkerPool:
                     continue
                 if ran_s > 30:
                     slot.backoff_s = 0.0
-                # a worker that exits with an error soon after its start failed to start;
-                # one killed by a signal (code < 0) was stopped from outside
-                failed_at_start = code > 0 and ran_s <= self.start_window_s
+                # a worker that exits with an error soon after its start, before it
+                # said it started, failed to start; one killed by a signal (code < 0)
+                # was stopped from outside, one that started was stopped by a job
+                failed_at_start = (
+                    code > 0 and ran_s <= self.start_window_s and not _said(slot.started_fd)
+                )
                 slot.start_failures = slot.start_failures + 1 if failed_at_start else 0
                 if self.max_start_failures and slot.start_failures >= self.max_start_failures:
                     self.gave_up = (
@@ -234,6 +253,9 @@ class WorkerPool:
             procs += [proc for proc, _ in self.leaving]
             terminate_all(procs, grace_s=self.grace_s)
             self.leaving = []
+            for slot in self.slots:
+                _close(slot.started_fd)
+                slot.started_fd = -1
 
     @property
     def controller(self) -> ScaleController | None:
@@ -281,3 +303,17 @@ class WorkerPool:
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def _said(fd: int) -> bool:
+    """Whether the worker wrote to its started pipe."""
+    try:
+        return fd >= 0 and os.read(fd, 1) == b"1"
+    except OSError:
+        return False
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -78,3 +78,18 @@ class SlowWorker(Worker):
     def nap(self, message: bytes) -> bytes:
         time.sleep(float(message))
         return message
+
+
+class DiesOnceStarted(Worker):
+    """Builds fine, then its process ends with an error: what a job that kills
+    its worker looks like to the pool (a poison job)."""
+
+    def start(self) -> None:  # type: ignore[override]
+        os._exit(1)
+
+
+class BrokenInit(Worker):
+    """Cannot be built: a failure to start."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("this worker cannot start")

@@ -36,7 +36,7 @@ from benchmarks.record import emit
 WINDOW = 1_000
 WINDOW_BYTES = 64 * 2**20
 DRAIN = 100
-BATCH = 64
+BATCH = 256  # as palm batches a stream of fast jobs (ParallelClient max_batch)
 VARIANTS = {
     "zero-copy": ("raw", "raw pyzmq: PUSH -> broker -> 2 echo workers -> PULL, one message "
                          "per job, copy=False frames"),

@@ -16,6 +16,7 @@ split into jobs of its own.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -25,10 +26,25 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import Kind, decode, jobs_in
 from palm.wire.session import Session
 
-__all__ = ["DEFAULT_WINDOW_BYTES", "JobStream", "Outcome", "reserve_ids", "take_payloads"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_WINDOW_BYTES",
+    "GROW_BATCH_S",
+    "JobStream",
+    "Outcome",
+    "reserve_ids",
+    "take_payloads",
+]
 
 #: Payload bytes a stream keeps in flight at most (besides its window of jobs).
 DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024
+
+#: Jobs per message a stream of fast jobs grows its batches to (see :class:`JobStream`).
+DEFAULT_MAX_BATCH = 256
+
+#: A batch doubles (up to ``max_batch``) while one takes at most this long at the
+#: stream's pace so far, so a batch of slow jobs never grows past ``batch``.
+GROW_BATCH_S = 0.002
 
 
 def take_payloads(
@@ -114,7 +130,12 @@ class JobStream:
     ``window_bytes`` their payload bytes (a message is sent while fewer are in
     flight, so at most ``window_bytes`` plus one message's worth, itself at most
     a quarter of ``max_message_bytes`` unless one payload is larger); ``batch``
-    caps jobs per message.
+    caps jobs per message. With ``max_batch`` above ``batch`` the cap grows:
+    once a few batches are answered, it doubles (up to ``max_batch``) each time
+    a batch at the stream's pace so far (elapsed time per result) takes at most
+    :data:`GROW_BATCH_S`. Fast jobs so travel in fewer, larger messages (a
+    message costs every process the same whatever it carries), while slow jobs
+    keep batches of ``batch`` and spread over the workers as before.
 
     ``check(sent, answer)``, when given, vets every successful result against
     the payload it answers: a result it rejects is no result. The job stays
@@ -141,6 +162,7 @@ class JobStream:
         window: int = 2_000,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         batch: int = 64,
+        max_batch: int | None = None,
         max_message_bytes: int,
         extra: dict[str, Any] | None = None,
         pipeline: bytes | None = None,
@@ -162,6 +184,8 @@ class JobStream:
         self.window = window
         self.window_bytes = window_bytes
         self.batch = batch
+        self.max_batch = max(batch, max_batch or batch)
+        self._started: float | None = None  # when the first message was made
         self.max_message_bytes = max_message_bytes
         self.extra = extra
         self.pipeline = pipeline
@@ -209,6 +233,8 @@ class JobStream:
         """Messages to send now to top the window up (possibly none)."""
         out: list[list[bytes]] = []
         quarter = self.max_message_bytes // 4
+        if self.batch < self.max_batch:
+            self._grow()
         while not self.exhausted:
             room = self.window - self._count
             room_bytes = self.window_bytes - self._bytes
@@ -221,6 +247,18 @@ class JobStream:
                 break
             out.append(self._message(payloads))
         return out
+
+    def _grow(self) -> None:
+        """Double ``batch`` (up to ``max_batch``) when a batch is quick at this pace."""
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+            return
+        if self.received < 4 * self.batch:
+            return
+        per_job = (now - self._started) / self.received
+        if per_job * self.batch * 2 <= GROW_BATCH_S:
+            self.batch = min(self.max_batch, self.batch * 2)
 
     def _message(self, payloads: list[bytes]) -> list[bytes]:
         first = reserve_ids(self._ids, len(payloads))

@@ -30,7 +30,7 @@ import zmq
 import zmq.asyncio
 
 from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, PairClient, Timeout
-from palm.call.jobs import JobStream, Outcome
+from palm.call.jobs import DEFAULT_MAX_BATCH, JobStream, Outcome
 from palm.errors import ConfigError, PalmError, ProtocolError, RemoteError, TimeoutError
 from palm.wire import shipping as mapping
 from palm.wire.discovery import CacheCalls
@@ -64,6 +64,7 @@ class ParallelClient(PairClient, CacheCalls):
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         window: int = 2_000,
         batch: int = 64,
+        max_batch: int = DEFAULT_MAX_BATCH,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         secret: bytes | str | None = None,
         heartbeat_interval_s: float = 1.0,
@@ -82,6 +83,9 @@ class ParallelClient(PairClient, CacheCalls):
         )
         self.window = window
         self.batch = batch
+        #: what the batches of a stream of fast jobs grow to (a ``batch=`` given to
+        #: a call is kept as it is); see :class:`palm.call.jobs.JobStream`
+        self.max_batch = max_batch
         #: explicit or PALM_SECRET; with neither, ``map`` takes this user's local
         #: secret when every endpoint is on loopback, else refuses (before connecting)
         self.secret = mapping.resolve_secret(secret)
@@ -123,6 +127,7 @@ class ParallelClient(PairClient, CacheCalls):
             ordered=ordered,
             window=window or self.window,
             batch=batch or self.batch,
+            max_batch=batch or self.max_batch,
             max_message_bytes=self.max_message_bytes,
             extra=extra,
         )
@@ -178,7 +183,8 @@ class ParallelClient(PairClient, CacheCalls):
         submission order; ``errors='yield'`` yields a :class:`RemoteError` in
         place of a failed result instead of raising it. ``batch`` (default: the
         client's) is how many payloads travel in one message, and so come back
-        together.
+        together; without it, a stream of fast jobs grows its batches up to the
+        client's ``max_batch`` (:class:`~palm.call.jobs.JobStream` says when).
         """
         if errors not in ("raise", "yield"):
             raise ConfigError("errors must be 'raise' or 'yield'")

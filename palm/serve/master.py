@@ -76,7 +76,7 @@ from palm.wire.protocol import (
 )
 from palm.wire.security import KeysOption, security_for
 from palm.wire.shipping import MAP_FUNCTION
-from palm.wire.sockets import check_endpoint, send_frames
+from palm.wire.sockets import as_bytes, check_endpoint, recv_forwarded, send_frames
 
 __all__ = ["Master"]
 
@@ -288,7 +288,7 @@ class Master(StreamRouting):
             self.worker_in = sockets.bind(
                 zmq.PULL, self.worker_pull_address, "worker_pull", max_message_bytes=None
             )
-            poller.add(self.worker_in, self._on_worker_result)
+            poller.add(self.worker_in, self._on_worker_result, receive=recv_forwarded)
             self.worker_out = sockets.bind(
                 zmq.ROUTER, self.worker_push_address, "worker_push", max_message_bytes=None
             )
@@ -303,7 +303,7 @@ class Master(StreamRouting):
             )
             pull = self.pull_address or f"inproc://palm-{self.name}-{uuid.uuid4().hex}-in"
             client_in = sockets.bind(zmq.PULL, pull, "pull")
-            poller.add(client_in, self._on_client_job)
+            poller.add(client_in, self._on_client_job, receive=recv_forwarded)
             if self.upstreams:
                 feeder = Feeder(
                     self.name,
@@ -401,6 +401,7 @@ class Master(StreamRouting):
             # a client's job for a master that answers its clients: as it came
             self.pool.enqueue(job)
             return
+        job.frames = as_bytes(job.frames)  # payloads may go to hooks: bytes, not views
         header.stage += 1
         self._settle(header.pipeline, -(len(job.frames) - 1))
         if not (header.errors or self._scatters or " " in header.function):
@@ -633,7 +634,7 @@ class Master(StreamRouting):
             self.routes.sent += len(frames) - 1
             outlet.to_client(header.client, frames)
             return
-        payloads = frames[1:]
+        payloads = as_bytes(frames[1:])  # they may go to hooks: bytes, not views
         settled = len(payloads)
         extra = header.extra
         if extra is not None:

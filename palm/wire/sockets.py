@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any, cast
 
 import zmq
 
@@ -12,10 +13,12 @@ from palm.errors import ConfigError
 from palm.wire.security import Security
 
 __all__ = [
+    "as_bytes",
     "bound_endpoint",
     "check_endpoint",
     "context",
     "make_socket",
+    "recv_forwarded",
     "recv_frames",
     "send_frames",
 ]
@@ -106,3 +109,28 @@ def recv_frames(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:
     while sock.get(_RCVMORE):
         frames.append(sock.recv(flags))
     return frames
+
+
+def recv_forwarded(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:
+    """:func:`recv_frames` for a process that sends payloads on without reading them.
+
+    The first frame (the header) is bytes; a later frame of 64 KiB or more
+    stays in ZeroMQ's buffer and comes as a read-only ``memoryview`` of it
+    (bytes-like: ``len``, slicing and :func:`send_frames` take it as it is,
+    and send it on without a copy); smaller ones are bytes. Whoever hands a
+    payload to code that wants ``bytes`` converts it (:func:`as_bytes`).
+    """
+    frames: list[Any] = [sock.recv(flags)]
+    more = sock.get(_RCVMORE)
+    while more:
+        frame = sock.recv(flags, copy=False)
+        frames.append(frame.buffer if len(frame) >= _COPY_BELOW_BYTES else frame.bytes)
+        more = frame.more
+    return cast(list[bytes], frames)
+
+
+def as_bytes(frames: list[bytes]) -> list[bytes]:
+    """``frames`` with every zero-copy frame of :func:`recv_forwarded` made bytes."""
+    if all(type(frame) is bytes for frame in frames):
+        return frames
+    return [frame if type(frame) is bytes else bytes(frame) for frame in frames]

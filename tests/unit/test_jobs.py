@@ -161,3 +161,49 @@ def test_a_check_that_returns_bytes_sends_them_in_place_of_the_job_at_once() -> 
     assert jobs_in(header, frames) == [b"a+fn"]
     assert s.accept(answer(again)) == [b"ra+fn"]
     assert s.done
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_stream(s: JobStream, clock: Clock, seconds_per_job: float, rounds: int) -> list[int]:
+    """Answer every message at once for ``rounds`` fills, the clock moving
+    ``seconds_per_job`` per job answered; the sizes of the messages sent."""
+    sizes: list[int] = []
+    for _ in range(rounds):
+        sent = s.fill()
+        for message in sent:
+            sizes.append(jobs(message))
+            clock.now += seconds_per_job * jobs(message)
+            s.accept(answer(message))
+    return sizes
+
+
+def test_batches_of_fast_jobs_grow_to_max_batch_and_slow_ones_keep_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr("palm.call.jobs.time.monotonic", clock)
+    items = [b"x"] * 20_000
+    fast = run_stream(stream(items, window=2_000, batch=64, max_batch=256), clock, 2e-6, 12)
+    assert fast[0] == 64 and max(fast) == 256
+    slow = run_stream(stream(items, window=2_000, batch=64, max_batch=256), clock, 1e-3, 12)
+    assert max(slow) == 64  # (a message may be smaller: what the window had room for)
+    fixed = run_stream(stream(items, window=2_000, batch=64), clock, 2e-6, 12)
+    assert max(fixed) == 64
+    # whatever the growth, results come back whole and in order
+    s = stream([b"%d" % i for i in range(5_000)], window=2_000, batch=8, max_batch=64,
+               ordered=True)  # fmt: skip
+    out: list[bytes] = []
+    while not s.done:
+        for message in s.fill():
+            clock.now += 1e-6
+            out += [o for o in s.accept(answer(message)) if isinstance(o, bytes)]
+    assert out == [b"r%d" % i for i in range(5_000)]

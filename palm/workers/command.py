@@ -122,20 +122,25 @@ def run(args: argparse.Namespace) -> int:
     if args.max_processes is not None:
         if args.connect is None:
             raise SystemExit("palm worker: autoscaling reads the backlog through --connect")
-        policy = ScalePolicy(
-            args.processes,
-            args.max_processes,
-            args.jobs_per_worker,
-            args.scale_down_after_s,
-            args.scale_up_window_s,
-            args.hysteresis,
-        )
+        policy = scale_policy(args)
     with scale_gauges(f"{args.name}-scaler", pool.controller_snapshot):
         pool.run(policy=policy, scale_every_s=args.scale_every_s)
     if pool.gave_up is not None:
         print(f"palm worker: {pool.gave_up}", file=sys.stderr, flush=True)
         return GAVE_UP_EXIT
     return 0
+
+
+def scale_policy(args: argparse.Namespace) -> ScalePolicy:
+    """The scaling policy the command line asks for (one for every backend)."""
+    return ScalePolicy(
+        args.processes,
+        args.max_processes,
+        args.jobs_per_worker,
+        args.scale_down_after_s,
+        args.scale_up_window_s,
+        args.hysteresis,
+    )
 
 
 @contextmanager
@@ -168,14 +173,7 @@ def run_containers(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise SystemExit(f"palm worker: --env takes NAME=VALUE, not {item!r}")
         environment[name] = value
-    policy = ScalePolicy(
-        args.processes,
-        args.max_processes,
-        args.jobs_per_worker,
-        args.scale_down_after_s,
-        args.scale_up_window_s,
-        args.hysteresis,
-    )
+    policy = scale_policy(args)
     backend = DockerBackend(
         args.image,
         args.spec,

@@ -40,9 +40,18 @@ from typing import Any
 from palm.call.parallel import ParallelClient
 from palm.errors import ConfigError
 from palm.ops.forking import ForkedProcess, can_fork, fork_main
-from palm.ops.processes import popen, terminate_all, worker_command
+from palm.ops.processes import (
+    claim_workdir,
+    popen,
+    remove_stale_workdirs,
+    terminate_all,
+    worker_command,
+)
 
-__all__ = ["LocalCluster", "read_ready"]
+__all__ = ["IPC_DIR_PREFIX", "LocalCluster", "read_ready"]
+
+#: The temporary directory of a cluster's inner (worker) endpoints.
+IPC_DIR_PREFIX = "palm-cluster-"
 
 
 def read_lines(
@@ -146,7 +155,10 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         any_port = f"tcp://{self.host}:*"
-        self._ipc_dir = tempfile.mkdtemp(prefix="palm-cluster-")
+        # a cluster whose script was SIGKILLed left its directory: the next one removes it
+        remove_stale_workdirs(tempfile.gettempdir(), IPC_DIR_PREFIX)
+        self._ipc_dir = tempfile.mkdtemp(prefix=IPC_DIR_PREFIX)
+        claim_workdir(self._ipc_dir)
         inner = {
             "worker_push": f"ipc://{self._ipc_dir}/worker-push",
             "worker_pull": f"ipc://{self._ipc_dir}/worker-pull",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -74,3 +75,32 @@ def test_an_exec_cluster_runs_new_interpreters(started: list[int]) -> None:
 def test_an_unknown_start_method_is_refused() -> None:
     with pytest.raises(ConfigError, match="fork"):
         LocalCluster(start="spawn")
+
+
+def test_a_cluster_removes_the_directory_a_sigkilled_cluster_left(
+    started: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # a cluster's script, SIGKILLed: its directory stays, owned by a dead process
+    script = (
+        "import os, signal; from palm.ops.cluster import LocalCluster\n"
+        "c = LocalCluster(workers=1).start()\n"
+        "print(c._ipc_dir, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    left = Path(done.stdout.strip())
+    assert done.returncode == -signal.SIGKILL and left.parent == tmp_path and left.is_dir()
+
+    with LocalCluster(workers=1) as cluster:
+        started.extend(p.pid for p in [cluster.master, *cluster.workers] if p is not None)
+        assert not left.exists()
+        ours = cluster._ipc_dir
+        assert ours is not None and Path(ours).is_dir()
+    assert not Path(ours).exists()

@@ -96,7 +96,10 @@ class DockerBackend:
 
     def _mine(self) -> list[Any]:
         labels = [f"{POOL_LABEL}={self.pool}", f"{MASTER_LABEL}={self.db_address}"]
-        containers: list[Any] = self.client.containers.list(all=True, filters={"label": labels})
+        # a container removed between listing and inspecting is simply gone
+        containers: list[Any] = self.client.containers.list(
+            all=True, filters={"label": labels}, ignore_removed=True
+        )
         containers.sort(key=lambda c: c.attrs.get("Created", ""))
         return containers
 

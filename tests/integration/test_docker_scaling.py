@@ -81,7 +81,7 @@ def test_containers_scale_from_zero_to_max_and_back_losing_nothing(
     )
 
     def containers() -> int:
-        return len(api.containers.list(filters={"label": f"palm.pool={POOL}"}))
+        return len(api.containers.list(filters={"label": f"palm.pool={POOL}"}, ignore_removed=True))
 
     def described() -> dict[str, Any]:
         answer: dict[str, Any] = probe.info()
@@ -148,7 +148,11 @@ def test_containers_scale_from_zero_to_max_and_back_losing_nothing(
         wait_for(lambda: containers() == 0, timeout_s=60)
         wait_for(lambda: described()["workers"] == [], timeout_s=20)
         wait_for(
-            lambda: api.containers.list(all=True, filters={"label": f"palm.pool={POOL}"}) == [],
+            lambda: (
+                not api.containers.list(
+                    all=True, filters={"label": f"palm.pool={POOL}"}, ignore_removed=True
+                )
+            ),
             timeout_s=20,
         )
         assert "asked to leave" in log.read_text()
@@ -158,6 +162,6 @@ def test_containers_scale_from_zero_to_max_and_back_losing_nothing(
         probe.close()
         controller.send_signal(signal.SIGTERM)
         controller.wait(15)
-        for container in api.containers.list(all=True):
+        for container in api.containers.list(all=True, ignore_removed=True):
             container.remove(force=True)
         api.close()

@@ -252,7 +252,20 @@ class Sink(DropsNone, _Limited):
         return info
 
 
-class Master(_master.Master):
+class _PylmMaster(_master.Master):
+    """A master with pylm's ``log_level`` and ``start(cache_messages)``."""
+
+    def _pylm_setup(self, log_level: int | str, background: bool) -> None:
+        setup_logging(self.logger, log_level)
+        if background:
+            self.start_background()
+
+    def start(self, cache_messages: int = sys.maxsize) -> None:
+        """Serve until stopped; ``cache_messages`` is accepted for pylm's sake."""
+        super().start()
+
+
+class Master(_PylmMaster):
     """A parallel server: a master with a pool of :class:`Worker` processes.
 
     ``cache`` is the key-value store the cache calls use (a
@@ -288,16 +301,10 @@ class Master(_master.Master):
             cache=cache,
             **options,
         )
-        setup_logging(self.logger, log_level)
-        if palm:
-            self.start_background()
-
-    def start(self, cache_messages: int = sys.maxsize) -> None:
-        """Serve until stopped; ``cache_messages`` is accepted for pylm's sake."""
-        super().start()
+        self._pylm_setup(log_level, palm)
 
 
-class Hub(_master.Master):
+class Hub(_PylmMaster):
     """A parallel server fed by the stream of the server named ``previous``,
     whose ``pub_address`` is ``sub_address``."""
 
@@ -334,13 +341,7 @@ class Hub(_master.Master):
             cache=cache,
             **options,
         )
-        setup_logging(self.logger, log_level)
-        if palm:
-            self.start_background()
-
-    def start(self, cache_messages: int = sys.maxsize) -> None:
-        """Serve until stopped; ``cache_messages`` is accepted for pylm's sake."""
-        super().start()
+        self._pylm_setup(log_level, palm)
 
 
 class Worker(_worker.Worker):

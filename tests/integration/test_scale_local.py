@@ -15,8 +15,12 @@ import pytest
 from palm.call.request import Client
 from palm.standalone import ParallelClient
 from tests.fixtures.procs import PALM, Processes, wait_for
+from tests.fixtures.scaling import cold_start_s, naps, trickle
 
 FAST = ("--heartbeat-interval-s", "0.2")
+#: quick heartbeats, but a worker starved of CPU for a moment is not declared dead:
+#: these tests count requeues, and only a worker leaving may cause none
+PATIENT = (*FAST, "--liveness", "15")
 
 
 def start_pool(procs: Processes, db: str, log: Path, *options: str) -> subprocess.Popen[str]:
@@ -41,16 +45,11 @@ def scale_events(log: Path) -> list[str]:
     return re.findall(r"scale process workers \d+ -> \d+", log.read_text())
 
 
-def naps(count: int, seconds: str, start: int = 0) -> list[bytes]:
-    """``count`` distinct payloads that each nap about ``seconds``."""
-    return [f"{seconds}{i:07d}".encode() for i in range(start, start + count)]
-
-
 @pytest.mark.timeout(150)
 def test_from_zero_to_max_and_back_to_zero_scale_in_under_load_loses_nothing(
     procs: Processes, tmp_path: Path
 ) -> None:
-    _, info = procs.master("master", *FAST)
+    _, info = procs.master("master", *PATIENT)
     log = tmp_path / "pool.log"
     pool = start_pool(
         procs,
@@ -72,8 +71,7 @@ def test_from_zero_to_max_and_back_to_zero_scale_in_under_load_loses_nothing(
         began = time.monotonic()
         assert list(client.job("nap", [b"0.01"])) == [b"0.01"]
         waited = time.monotonic() - began
-        wait_for(lambda: "s after the decision" in log.read_text(), timeout_s=10)
-        cold = float(re.findall(r"(\d+\.\d+) s after the decision", log.read_text())[0])
+        cold = cold_start_s(log, timeout_s=10)
         assert 0 < cold <= waited + 1
 
         # a burst grows the pool to its maximum...
@@ -89,20 +87,9 @@ def test_from_zero_to_max_and_back_to_zero_scale_in_under_load_loses_nothing(
         assert max(seen) == 4
 
         # ...and a trickle after it sees the pool shrink while jobs flow
-        trickle = naps(80, "0.05", start=1000)
-        during: list[int] = []
-        answered: list[bytes] = []
-
-        def trickling() -> None:
-            for i in range(0, len(trickle), 2):
-                answered.extend(client.job("nap", trickle[i : i + 2]))
-
-        t = threading.Thread(target=trickling)
-        t.start()
-        while t.is_alive():
-            during.append(sum(not w["leaving"] for w in described()["workers"]))
-            t.join(0.1)
-        assert sorted(answered) == sorted(trickle)
+        slow = naps(80, "0.05", start=1000)
+        answered, during = trickle(client, described, slow)
+        assert sorted(answered) == sorted(slow)
         assert min(during) < max(during)  # workers left while jobs were running
         stats = described()["stats"]
         assert stats["requeued"] == 0, stats  # nobody left holding a job
@@ -121,7 +108,7 @@ def test_from_zero_to_max_and_back_to_zero_scale_in_under_load_loses_nothing(
 def test_a_steady_trickle_does_not_flap(procs: Processes, tmp_path: Path) -> None:
     """A minute of a steady trickle (batches of four 0.1 s jobs, one after the
     other): the pool grows to what it needs and stays there."""
-    _, info = procs.master("master", *FAST)
+    _, info = procs.master("master", *PATIENT)
     log = tmp_path / "pool.log"
     pool = start_pool(
         procs,

@@ -181,14 +181,22 @@ def holder(runs_dir: Path) -> int | None:
     return int(held[0].removeprefix("held-")) if held else None
 
 
+def credit_of(info: dict[str, Any], pid: int) -> int | None:
+    """The credit the master counts for the worker of process ``pid``."""
+    return next((w["credit"] for w in master_info(info)["workers"] if w["pid"] == pid), None)
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("paused", ["mid-job", "idle"])
 def test_a_paused_worker_declared_dead_comes_back_and_every_job_is_answered_once(
     procs: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paused: str
 ) -> None:
-    """``mid-job``: the worker is stopped while it runs a job, and may hold one
-    more; ``idle``: it is stopped before the stream, so the jobs it is handed
-    wait unread in its socket."""
+    """Nothing is lost, nothing is answered twice, each late result counts once.
+
+    ``mid-job``: the worker is stopped while it runs a job, with one more
+    job handed to it; ``idle``: it is stopped before the stream, so the jobs
+    it is handed wait unread in its socket.
+    """
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     monkeypatch.setenv(RUNS_DIR_ENV, str(runs_dir))  # the workers note each job they run
@@ -207,19 +215,20 @@ def test_a_paused_worker_declared_dead_comes_back_and_every_job_is_answered_once
                 os.kill(victim, signal.SIGSTOP)
                 sent = {wire.send("nap", [b"0.01"])[0] for _ in range(jobs)}
             else:
-                sent = {wire.send("nap", [b"0.01"])[0] for _ in range(jobs // 2)}
-                sent.add(wire.send("hold", [str(release).encode()])[0])
-                sent |= {wire.send("nap", [b"0.01"])[0] for _ in range(jobs - len(sent))}
+                sent = {wire.send("hold", [str(release).encode()])[0]}
+                sent |= {wire.send("nap", [b"0.01"])[0] for _ in range(jobs - 1)}
                 # stopped while it runs the hold job: that one's result comes late for sure
                 victim = wait_for(lambda: holder(runs_dir), timeout_s=60)
+                # and once it holds one more job behind it (none of its jobs ends meanwhile)
+                wait_for(lambda: credit_of(info, victim) == 0, timeout_s=60)
                 os.kill(victim, signal.SIGSTOP)
             # silent for longer than the liveness deadline: declared dead, its jobs go on
             wait_for(lambda: victim not in worker_pids(info), timeout_s=60)
             assert worker_pids(info) == workers - {victim}
-            release.touch()  # the other worker answers the hold job it was handed again
+            release.touch()  # mid-job: the other worker runs the hold job again, to its end
             got = wire.results(jobs, timeout_s=120)
             requeued = master_info(info)["stats"]["requeued"]
-            assert requeued >= 1  # it held jobs when declared dead
+            assert requeued >= (2 if paused == "mid-job" else 1)  # what it held then
         finally:
             release.touch()
             os.kill(victim, signal.SIGCONT)

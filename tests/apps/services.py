@@ -80,6 +80,36 @@ class SlowWorker(Worker):
         return message
 
 
+#: The directory where :class:`NotingWorker` notes the jobs it runs.
+RUNS_DIR_ENV = "PALM_TEST_RUNS_DIR"
+
+
+class NotingWorker(Worker):
+    """Notes every job it ran (one byte per job, in a file named after its pid
+    under ``$PALM_TEST_RUNS_DIR``) before its result goes out: how many results
+    the workers sent in all, late ones included."""
+
+    def _ran(self, name: str = "") -> None:
+        path = os.path.join(os.environ[RUNS_DIR_ENV], name + str(os.getpid()))
+        with open(path, "ab") as runs:
+            runs.write(b".")
+
+    def nap(self, message: bytes) -> bytes:
+        time.sleep(float(message))
+        self._ran()
+        return b"slept " + message
+
+    def hold(self, message: bytes) -> bytes:
+        """Says it holds the job (a ``held-<pid>`` file), then waits for the
+        file named ``message`` to exist (for 120 s at most) before answering."""
+        self._ran("held-")
+        deadline = time.monotonic() + 120
+        while not os.path.exists(message) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._ran()
+        return b"released"
+
+
 class DiesOnceStarted(Worker):
     """Builds fine, then its process ends with an error: what a job that kills
     its worker looks like to the pool (a poison job)."""

@@ -27,6 +27,7 @@ from palm.wire.protocol import Kind, decode, jobs_in
 from palm.wire.session import Session
 
 __all__ = [
+    "BATCH_BYTES",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_WINDOW_BYTES",
     "GROW_BATCH_S",
@@ -38,6 +39,11 @@ __all__ = [
 
 #: Payload bytes a stream keeps in flight at most (besides its window of jobs).
 DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024
+
+#: A batch closes once its payloads add up to this many bytes: large payloads
+#: travel one (or a few) per message, each in a frame of its own, so master and
+#: workers pass them on one at a time instead of a whole window's worth at once.
+BATCH_BYTES = 1024 * 1024
 
 #: Jobs per message a stream of fast jobs grows its batches to (see :class:`JobStream`).
 DEFAULT_MAX_BATCH = 256
@@ -128,9 +134,9 @@ class JobStream:
     ``messages`` caps how many items are taken from ``iterable`` (and so how
     many results there will be); ``window`` caps jobs in flight and
     ``window_bytes`` their payload bytes (a message is sent while fewer are in
-    flight, so at most ``window_bytes`` plus one message's worth, itself at most
-    a quarter of ``max_message_bytes`` unless one payload is larger); ``batch``
-    caps jobs per message. With ``max_batch`` above ``batch`` the cap grows:
+    flight, so at most ``window_bytes`` plus one message's worth, itself under
+    :data:`BATCH_BYTES` plus its last payload); ``batch`` caps jobs per
+    message. With ``max_batch`` above ``batch`` the cap grows:
     once a few batches are answered, it doubles (up to ``max_batch``) each time
     a batch at the stream's pace so far (elapsed time per result) takes at most
     :data:`GROW_BATCH_S`. Fast jobs so travel in fewer, larger messages (a
@@ -241,7 +247,7 @@ class JobStream:
             if room <= 0 or room_bytes <= 0:
                 break
             payloads, self.exhausted = self._source.take(
-                min(room, self.batch), min(quarter, room_bytes)
+                min(room, self.batch), min(quarter, room_bytes, BATCH_BYTES)
             )
             if not payloads:
                 break

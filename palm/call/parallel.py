@@ -225,7 +225,7 @@ class ParallelClient(PairClient, CacheCalls):
         started = time.monotonic()
         if session.hello_due(started):
             dealer.send_multipart(session.hello(started))
-        push.send_multipart(message)
+        send_frames(push, message)
         while True:
             try:
                 frames = dealer.recv_multipart()
@@ -247,7 +247,7 @@ class ParallelClient(PairClient, CacheCalls):
                         (result,) = jobs_in(reply, rest)
                         return result
                 elif session.read(reply):
-                    push.send_multipart(message)  # a restarted master lost it
+                    send_frames(push, message)  # a restarted master lost it
             now = time.monotonic()
             if session.beat_due(now):
                 dealer.send_multipart(session.hello(now))

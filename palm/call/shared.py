@@ -35,6 +35,7 @@ from palm.errors import ClientClosed, ProtocolError, TimeoutError
 from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, ErrorInfo, Header, Kind, decode, jobs_in
 from palm.wire.security import KeysOption
+from palm.wire.sockets import send_frames
 
 __all__ = ["OneJobCalls", "SharedClient", "job_messages"]
 
@@ -296,7 +297,7 @@ class SharedClient(OneJobCalls):
                 if session.hello_due(now):
                     dealer.send_multipart(session.hello(now))
                 for message in self._messages(batch):
-                    push.send_multipart(message)
+                    send_frames(push, message)  # large payloads lent, not copied
                 if deadline is not None and now >= deadline:
                     return
                 remaining = hello_every if deadline is None else min(hello_every, deadline - now)
@@ -320,7 +321,7 @@ class SharedClient(OneJobCalls):
             with self._lock:  # a restarted master: it lost whatever it held
                 lost = list(self._outstanding.values())
             for message in self._resend(lost):
-                push.send_multipart(message)
+                send_frames(push, message)
             return
         finished: list[_Call] = []
         with self._lock:

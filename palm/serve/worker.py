@@ -30,7 +30,7 @@ from palm.wire import shipping as mapping
 from palm.wire.control import Ready, Welcome, map_report, unparsable
 from palm.wire.discovery import CacheClient
 from palm.wire.info import ServiceInfo
-from palm.wire.messages import control
+from palm.wire.messages import PACK_BELOW_BYTES, control
 from palm.wire.protocol import (
     Header,
     Kind,
@@ -368,6 +368,8 @@ class Worker(Service):
     def _send_result(self, results: zmq.Socket[bytes], reply: Header, out: list[bytes]) -> None:
         if reply.extra is None or reply.extra.get("w") != self.identity:
             reply.extra = dict(reply.extra or {}, w=self.identity)
+        if reply.packed and max(map(len, out), default=0) > PACK_BELOW_BYTES:
+            reply.packed = 0  # large results of small jobs: a frame each, never packed (copied)
         send_frames(results, [reply.to_wire(), *frames_for(reply, out)])
 
     # jobs --------------------------------------------------------------------

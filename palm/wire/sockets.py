@@ -95,12 +95,28 @@ def bound_endpoint(sock: zmq.Socket[bytes]) -> str:
 
 
 def send_frames(sock: zmq.Socket[bytes], frames: list[bytes], flags: int = 0) -> None:
-    """``send_multipart`` for palm's hot paths: small frames copied, large ones not."""
+    """``send_multipart`` for palm's hot paths: small frames copied, large ones not.
+
+    A large frame :func:`recv_forwarded` kept in place (a ``memoryview`` of a
+    received zmq frame) goes on as that frame: ZeroMQ shares its buffer with
+    the new message (a reference count, no copy, no hand-off to pyzmq's
+    garbage thread); a large ``bytes`` is lent to ZeroMQ until it is sent.
+    """
     last = len(frames) - 1
-    for i, frame in enumerate(frames):
+    for i, frame in enumerate(cast(list[Any], frames)):
+        if type(frame) is memoryview:
+            frame = _received(frame)
         sock.send(
             frame, (flags | _SNDMORE) if i < last else flags, copy=len(frame) < _COPY_BELOW_BYTES
         )
+
+
+def _received(view: memoryview) -> Any:
+    """The zmq frame ``view`` shows whole (to send on by reference), else ``view``."""
+    whole: Any = view.obj
+    if type(whole) is zmq.Frame and view.nbytes == len(whole):
+        return whole
+    return view
 
 
 def recv_frames(sock: zmq.Socket[bytes], flags: int = 0) -> list[bytes]:

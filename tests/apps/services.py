@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -50,6 +51,10 @@ class EchoWorker(Worker):
 
     def boom(self, message: bytes) -> bytes:
         raise RuntimeError("worker boom " + message.decode())
+
+    def expand(self, message: bytes) -> bytes:
+        # a small job with a large result: 1 MiB of its digest, then the job itself
+        return hashlib.sha256(message).digest() * 32768 + message
 
     def request_id(self, message: bytes) -> bytes:
         # the HTTP request id palm puts in the logging context while a job runs

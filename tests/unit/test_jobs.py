@@ -207,3 +207,21 @@ def test_batches_of_fast_jobs_grow_to_max_batch_and_slow_ones_keep_theirs(
             clock.now += 1e-6
             out += [o for o in s.accept(answer(message)) if isinstance(o, bytes)]
     assert out == [b"r%d" % i for i in range(5_000)]
+
+
+def test_large_payloads_go_one_per_message_and_the_window_bounds_their_bytes() -> None:
+    from palm.call.jobs import BATCH_BYTES
+
+    mib = 1 << 20
+    payloads = [bytes([i]) * mib for i in range(100)]
+    s = stream(payloads, window=2_000, batch=64, window_bytes=8 * mib, max_message_bytes=64 * mib)
+    sent = s.fill()
+    # each 1 MiB payload closes its batch: a message (and a frame) of its own
+    assert [jobs(m) for m in sent] == [1] * 8 and all(len(m) == 2 for m in sent)
+    assert [m[1] for m in sent] == payloads[:8]  # the caller's bytes, as they are
+    assert s.fill() == []  # the window is full: 8 MiB in flight
+    s.accept(answer(sent[0]))
+    assert [jobs(m) for m in s.fill()] == [1]
+    # smaller payloads still share a message, up to BATCH_BYTES of them
+    quarter = stream([b"q" * (mib // 4)] * 8, batch=64, max_message_bytes=64 * mib).fill()
+    assert [jobs(m) for m in quarter] == [BATCH_BYTES // (mib // 4)] * (8 * mib // 4 // BATCH_BYTES)

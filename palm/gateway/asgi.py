@@ -16,6 +16,7 @@ its pool of threads; both paths give the same answers, headers and metrics.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -30,7 +31,7 @@ from palm.gateway.app import REQUEST_ID, create_app, describe_error
 from palm.gateway.auth import Authenticator, Denied
 from palm.gateway.job_route import RULE, JobRequests
 
-__all__ = ["EdgeApp", "create_asgi_app"]
+__all__ = ["EdgeApp", "create_asgi_app", "settle_heap"]
 
 log = logging.getLogger("gateway")
 
@@ -207,6 +208,7 @@ class EdgeApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.metrics.flush()
@@ -219,6 +221,18 @@ class EdgeApp:
         for client in clients.values():
             client.close()
         self.flask_app.extensions["palm"]["pool"].close()
+
+
+def settle_heap() -> None:
+    """Move every object alive now (the app, Flask, the modules: tens of thousands) out
+    of the garbage collector's sight.
+
+    A full collection otherwise walks them all, about 60 ms during which the event loop
+    answers no request (the p99 under load), and every younger collection pays a
+    little for them too. Objects made later, per request, are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _terminated(app: Flask) -> Callable[..., Any]:

@@ -1,0 +1,112 @@
+"""The ASGI gateway's job route in-process (a double for the palm client): what it
+answers, what it counts, and what its startup does to the garbage collector."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from palm.errors import RemoteError
+from palm.gateway.asgi import EdgeApp, create_asgi_app
+from palm.gateway.job_route import RULE
+
+SERVICE = {
+    "kind": "parallel",
+    "push_address": "tcp://127.0.0.1:1",
+    "pull_address": "tcp://127.0.0.1:2",
+    "db_address": "tcp://127.0.0.1:3",
+}
+
+
+class Client:
+    """Stands for the AsyncSharedClient: reverses the payload, or fails on 'fail'."""
+
+    async def eval(self, function: str, payload: bytes, *, request_id: str | None = None) -> bytes:
+        if function == "fail":
+            raise RemoteError("ValueError", "cannot take it", function="demo.fail")
+        return payload[::-1]
+
+
+@pytest.fixture
+def app() -> Iterator[EdgeApp]:
+    edge = create_asgi_app({"services": {"demo": SERVICE}, "auth": "open"})
+    edge.clients["demo"] = Client()  # type: ignore[assignment]
+    yield edge
+    edge.clients.clear()
+    edge.close()
+
+
+async def post(app: EdgeApp, path: str, body: bytes) -> list[dict[str, Any]]:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [(b"content-length", str(len(body)).encode()), (b"x-request-id", b"r-1")],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def counted(app: EdgeApp, status: int) -> float:
+    value: float = app.metrics.requests.labels(RULE, "POST", str(status))._value.get()
+    return value
+
+
+def test_answers_are_counted_when_the_loop_turn_ends(app: EdgeApp) -> None:
+    async def run() -> tuple[float, float]:
+        ok = await post(app, "/demo/echo", b"abc")
+        failed = await post(app, "/demo/fail", b"abc")
+        assert ok[0]["status"] == 200 and ok[1]["body"] == b"cba"
+        assert (b"x-request-id", b"r-1") in ok[0]["headers"]
+        assert failed[0]["status"] == 502
+        before = counted(app, 200)
+        await asyncio.sleep(0)  # the turn that answered them ends
+        return before, counted(app, 200)
+
+    before, after = asyncio.run(run())
+    assert (before, after) == (0, 1)
+    assert counted(app, 502) == 1
+    jobs = app.metrics.jobs
+    assert jobs.labels("demo", "ok")._value.get() == 1
+    assert jobs.labels("demo", "RemoteError")._value.get() == 1
+
+
+def test_startup_freezes_what_is_alive(app: EdgeApp) -> None:
+    messages = iter([{"type": "lifespan.startup"}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        try:
+            return next(messages)
+        except StopIteration:
+            await asyncio.Event().wait()  # the server stops the task
+            raise
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        task = asyncio.create_task(app({"type": "lifespan"}, receive, send))
+        while not sent:
+            await asyncio.sleep(0)
+        task.cancel()
+
+    gc.unfreeze()
+    try:
+        asyncio.run(run())
+        assert sent == [{"type": "lifespan.startup.complete"}]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -106,7 +106,7 @@ class EdgeApp:
     ) -> bool:
         """The API key check (:mod:`palm.gateway.auth`) of the ``Authorization`` header;
         answers the request when it fails."""
-        if self.auth.open:
+        if self.auth.admits(scope["path"], header):
             return True
         authorization = header.decode("latin-1") if header is not None else None
         try:

@@ -62,6 +62,8 @@ class EdgeApp:
         self.auth: Authenticator = flask_app.extensions["palm"]["auth"]
         self.clients: dict[str, AsyncSharedClient] = {}
         self._flush_due = False
+        # API keys being looked up in Redis, by raw Authorization header
+        self._lookups: dict[bytes, asyncio.Future[None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -106,14 +108,20 @@ class EdgeApp:
     ) -> bool:
         """The API key check (:mod:`palm.gateway.auth`) of the ``Authorization`` header;
         answers the request when it fails."""
-        if self.auth.admits(scope["path"], header):
+        path: str = scope["path"]
+        if self.auth.admits(path, header):
             return True
+        lookup = self._lookups.get(header) if header is not None else None
+        if lookup is not None:  # this key is being looked up in Redis: wait for that
+            await asyncio.shield(lookup)
+            if self.auth.admits(path, header):
+                return True
         authorization = header.decode("latin-1") if header is not None else None
         try:
-            if self.auth.needs_redis(scope["path"], authorization):
-                await asyncio.to_thread(self.auth.check, scope["path"], authorization)
+            if self.auth.needs_redis(path, authorization):
+                await self._look_up(header, path, authorization)
             else:
-                self.auth.check(scope["path"], authorization)
+                self.auth.check(path, authorization)
         except Denied as denied:
             body = denied.body()
             raw = [(name.lower().encode(), value.encode()) for name, value in denied.headers]
@@ -126,6 +134,20 @@ class EdgeApp:
             await send({"type": "http.response.body", "body": body})
             return False
         return True
+
+    async def _look_up(self, header: bytes | None, path: str, authorization: str | None) -> None:
+        """:meth:`Authenticator.check` in a thread (it asks Redis). When a cached key
+        expires, every request in flight with it would ask at once: the first one
+        asks, the others wait for its answer (:meth:`_allowed`)."""
+        done: asyncio.Future[None] | None = None
+        if header is not None and header not in self._lookups:
+            done = self._lookups[header] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.to_thread(self.auth.check, path, authorization)
+        finally:
+            if done is not None:
+                del self._lookups[header]  # type: ignore[arg-type]
+                done.set_result(None)
 
     async def _job(
         self, service: str, function: str, request_id: str, receive: Receive, send: Send

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,9 @@ import pytest
 
 from palm.errors import RemoteError
 from palm.gateway.asgi import EdgeApp, create_asgi_app
+from palm.gateway.auth import Authenticator
 from palm.gateway.job_route import RULE
+from palm.state.apikeys import ApiKey
 
 SERVICE = {
     "kind": "parallel",
@@ -40,13 +43,13 @@ def app() -> Iterator[EdgeApp]:
     edge.close()
 
 
-async def post(app: EdgeApp, path: str, body: bytes) -> list[dict[str, Any]]:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "headers": [(b"content-length", str(len(body)).encode()), (b"x-request-id", b"r-1")],
-    }
+async def post(
+    app: EdgeApp, path: str, body: bytes, authorization: bytes | None = None
+) -> list[dict[str, Any]]:
+    headers = [(b"content-length", str(len(body)).encode()), (b"x-request-id", b"r-1")]
+    if authorization is not None:
+        headers.append((b"authorization", authorization))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -110,3 +113,33 @@ def test_startup_freezes_what_is_alive(app: EdgeApp) -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+class SlowStore:
+    """The deployment's keys, answering after a while (Redis under load)."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    def lookup(self, token: str) -> ApiKey | None:
+        self.lookups += 1
+        time.sleep(0.05)
+        return ApiKey("k1", "palm up", created=0.0) if token == "good" else None
+
+    def hit(self, key_id: str, rate: float) -> bool:
+        return True
+
+
+def test_requests_with_a_key_being_looked_up_wait_for_that_lookup(app: EdgeApp) -> None:
+    store = SlowStore()
+    store_arg: Any = store
+    app.auth = Authenticator("api_keys", store_arg)
+
+    async def run() -> list[int]:
+        requests = [post(app, "/demo/echo", b"x", b"Bearer good") for _ in range(8)]
+        requests += [post(app, "/demo/echo", b"x", b"Bearer bad") for _ in range(2)]
+        answers = await asyncio.gather(*requests)
+        return [sent[0]["status"] for sent in answers]
+
+    assert asyncio.run(run()) == [200] * 8 + [401] * 2
+    assert store.lookups == 1 + 2  # unknown keys are not cached: each asks

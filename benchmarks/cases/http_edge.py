@@ -9,7 +9,9 @@ above what the machine serves. Two references: the trivial app under gunicorn
 with 2 sync workers (gunicorn's default worker class, the one shared/ANCHORS.md
 measured), and the stronger one, the same trivial app (as ASGI) under gunicorn
 with 2 workers of palm's own gateway worker class (uvicorn's event loop), each
-behind an Envoy with ``--concurrency 2`` and the same rate limit. The stacks
+behind an Envoy with ``--concurrency 2`` and the same rate limit (``palm up``'s own
+Envoy runs one worker thread, as it ships; with two it served the same within the
+noise on this 2-core machine, at the same CPU per request). The stacks
 are up at once and ``wrk`` drives them in turn, run by run, so a slow spell of
 the machine falls on all of them alike; each run lasts ``--duration-s`` and
 reports req/s and the p99 latency. Non-2xx answers and socket errors are

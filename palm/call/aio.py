@@ -36,18 +36,50 @@ __all__ = ["AsyncSharedClient"]
 
 
 class _Call:
-    __slots__ = ("batch", "function", "future", "job_id", "payload", "request_id", "timer")
+    __slots__ = (
+        "batch", "clock", "function", "future", "job_id", "payload", "request_id", "timeout"
+    )  # fmt: skip
 
     def __init__(
-        self, function: str, payload: bytes, request_id: str | None, future: asyncio.Future[bytes]
+        self,
+        function: str,
+        payload: bytes,
+        request_id: str | None,
+        future: asyncio.Future[bytes],
+        timeout: float | None,
     ) -> None:
         self.function = function
         self.payload = payload
         self.request_id = request_id
         self.future = future
+        self.timeout = timeout
         self.job_id = 0
         self.batch = 0
+        self.clock: _Clock | None = None
+
+
+class _Clock:
+    """The timeout timer of the calls of one batch that have the same timeout.
+
+    One timer per batch, not one per call: under load a batch holds tens of calls,
+    and a timer costs about as much as the rest of a call's bookkeeping. It is
+    cancelled when the last of its calls is answered or given up.
+    """
+
+    __slots__ = ("calls", "pending", "timer")
+
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+        self.pending = len(calls)
         self.timer: asyncio.TimerHandle | None = None
+
+    def done_with(self) -> None:
+        """One of the calls is answered or given up."""
+        self.pending -= 1
+        if self.pending == 0 and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+            self.calls = []
 
 
 class AsyncSharedClient(OneJobCalls):
@@ -118,7 +150,7 @@ class AsyncSharedClient(OneJobCalls):
         timeout = self.resolve_timeout(timeout_s)
         self.ensure_open()
         loop = self._start()
-        call = _Call(self.qualify(function), payload, request_id, loop.create_future())
+        call = _Call(self.qualify(function), payload, request_id, loop.create_future(), timeout)
         self._queued.append(call)
         if not self._flushing:
             self._flushing = True
@@ -126,13 +158,9 @@ class AsyncSharedClient(OneJobCalls):
                 self._hold = loop.call_later(self.hold_s, self._flush)
             else:
                 loop.call_soon(self._flush)
-        if timeout is not None:
-            call.timer = loop.call_later(timeout, self._expire, call, timeout)
         try:
             return await call.future
         finally:
-            if call.timer is not None:
-                call.timer.cancel()
             if not call.future.done() or call.future.cancelled():
                 self._forget(call)
 
@@ -152,6 +180,7 @@ class AsyncSharedClient(OneJobCalls):
         self._inflight = len(batch)
         for call in batch:
             call.batch = self._batch
+        self._clock(batch)
         now = time.monotonic()
         if self.session.hello_due(now):
             self._hello(now)
@@ -159,6 +188,21 @@ class AsyncSharedClient(OneJobCalls):
         if self._ticker is None and self._outstanding:
             assert self._loop is not None
             self._ticker = self._loop.call_later(self.heartbeat_interval_s, self._tick)
+
+    def _clock(self, batch: list[_Call]) -> None:
+        """Start the timeout of the calls of ``batch``: one timer per distinct timeout
+        (the calls of a gateway all have the same). A call's timeout counts from the
+        turn of the loop that sends it (at most ``hold_s`` after the call)."""
+        assert self._loop is not None
+        groups: dict[float, list[_Call]] = {}
+        for call in batch:
+            if call.timeout is not None:
+                groups.setdefault(call.timeout, []).append(call)
+        for timeout, calls in groups.items():
+            clock = _Clock(calls)
+            for call in calls:
+                call.clock = clock
+            clock.timer = self._loop.call_later(timeout, self._expire, clock, timeout)
 
     def _send(self, messages: list[list[bytes]]) -> None:
         if self._push is None or self._loop is None:
@@ -220,13 +264,18 @@ class AsyncSharedClient(OneJobCalls):
             else:
                 call.future.set_exception(error.to_exception(call.function))
 
-    def _expire(self, call: _Call, timeout_s: float) -> None:
-        self._forget(call)
-        if not call.future.done():
-            call.future.set_exception(self._timeout(call.function, timeout_s))
+    def _expire(self, clock: _Clock, timeout_s: float) -> None:
+        clock.timer = None
+        for call in clock.calls:
+            if not call.future.done():
+                self._forget(call)
+                call.future.set_exception(self._timeout(call.function, timeout_s))
 
     def _answered(self, call: _Call) -> None:
         """``call`` is done with: when it was the last of the batch out, send the next."""
+        if call.clock is not None:
+            call.clock.done_with()
+            call.clock = None
         if call.batch == self._batch and self._inflight > 0:
             self._inflight -= 1
             if self._inflight == 0 and self._hold is not None:
@@ -261,6 +310,9 @@ class AsyncSharedClient(OneJobCalls):
         self._outstanding.clear()
         self._queued.clear()
         for call in waiting:
+            if call.clock is not None and call.clock.timer is not None:
+                call.clock.timer.cancel()
+                call.clock.timer = None
             if not call.future.done():
                 call.future.set_exception(ClientClosed("the client was closed"))
         if self._dealer is not None and self._loop is not None and not self._loop.is_closed():

@@ -16,8 +16,9 @@ requests, and a revoked key is refused by every gateway process within
 ``cache_s`` seconds. Only valid keys are cached.
 
 In ``open`` mode (local development) every request passes.
-:func:`guard` puts the check in front of a WSGI app; the ASGI fast route calls
-:meth:`Authenticator.check` itself.
+:func:`guard` puts the check in front of a WSGI app; the ASGI fast route asks
+:meth:`Authenticator.admits` (a cached key, no parsing, no Redis) and calls
+:meth:`Authenticator.check` itself when that is not enough.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class Authenticator:
         self._cache: dict[str, tuple[float, ApiKey]] = {}
         # token -> its digest: a caller's every request would hash the same token
         self._digests: dict[str, str] = {}
+        # raw Authorization header -> its token's digest (admits() parses a header once)
+        self._header_digests: dict[bytes, str] = {}
 
     @property
     def open(self) -> bool:
@@ -116,6 +119,25 @@ class Authenticator:
             return False
         entry = self._cache.get(self._digest(token))
         return entry is None or entry[0] <= self.clock() or entry[1].rate > 0
+
+    def admits(self, path: str, header: bytes | None) -> bool:
+        """True when the request passes on what is in memory alone: open mode, or the
+        raw ``Authorization`` header of a key checked less than ``cache_s`` ago that has
+        no rate to count. False means "ask :meth:`check`", not "refused"."""
+        if self.open:
+            return True
+        if header is None:
+            return False
+        digest = self._header_digests.get(header)
+        if digest is None:
+            token = _bearer(header.decode("latin-1"))
+            if token is None:
+                return False
+            if len(self._header_digests) >= _CACHE_LIMIT:
+                self._header_digests.clear()
+            digest = self._header_digests[header] = self._digest(token)
+        entry = self._cache.get(digest)
+        return entry is not None and entry[0] > self.clock() and entry[1].rate <= 0
 
     def _digest(self, token: str) -> str:
         digest = self._digests.get(token)

@@ -131,11 +131,15 @@ class JobStream:
     flight, so at most ``window_bytes`` plus one message's worth, itself at most
     a quarter of ``max_message_bytes`` unless one payload is larger); ``batch``
     caps jobs per message. With ``max_batch`` above ``batch`` the cap grows:
-    once a few batches are answered, it doubles (up to ``max_batch``) each time
-    a batch at the stream's pace so far (elapsed time per result) takes at most
+    the stream looks at its pace (elapsed time per result) over spans of at
+    least four batches' results and :data:`GROW_BATCH_S`, each span starting
+    where the last ended (the first with the first message), and doubles the
+    cap (up to ``max_batch``) after a span in which a batch took at most
     :data:`GROW_BATCH_S`. Fast jobs so travel in fewer, larger messages (a
-    message costs every process the same whatever it carries), while slow jobs
-    keep batches of ``batch`` and spread over the workers as before.
+    message costs every process the same whatever it carries) soon after a
+    slow start (a stall while processes start, a busy machine) is over, while
+    slow jobs keep batches of ``batch`` and spread over the workers as before:
+    results that come in a burst are paced with the wait before them.
 
     ``check(sent, answer)``, when given, vets every successful result against
     the payload it answers: a result it rejects is no result. The job stays
@@ -185,7 +189,9 @@ class JobStream:
         self.window_bytes = window_bytes
         self.batch = batch
         self.max_batch = max(batch, max_batch or batch)
-        self._started: float | None = None  # when the first message was made
+        # where the span the stream paces itself over began: (monotonic time,
+        # results by then); None until the first message is made
+        self._span: tuple[float, int] | None = None
         self.max_message_bytes = max_message_bytes
         self.extra = extra
         self.pipeline = pipeline
@@ -249,15 +255,19 @@ class JobStream:
         return out
 
     def _grow(self) -> None:
-        """Double ``batch`` (up to ``max_batch``) when a batch is quick at this pace."""
+        """Double ``batch`` (up to ``max_batch``) when a batch was quick at the pace
+        of the span that ends now (a span ends after four batches' results and
+        :data:`GROW_BATCH_S`; the next starts here)."""
         now = time.monotonic()
-        if self._started is None:
-            self._started = now
+        if self._span is None:
+            self._span = (now, self.received)
             return
-        if self.received < 4 * self.batch:
+        since, before = self._span
+        done = self.received - before
+        if done < 4 * self.batch or now - since < GROW_BATCH_S:
             return
-        per_job = (now - self._started) / self.received
-        if per_job * self.batch * 2 <= GROW_BATCH_S:
+        self._span = (now, self.received)
+        if (now - since) / done * self.batch * 2 <= GROW_BATCH_S:
             self.batch = min(self.max_batch, self.batch * 2)
 
     def _message(self, payloads: list[bytes]) -> list[bytes]:

@@ -20,6 +20,7 @@ differ.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import deque
@@ -185,14 +186,46 @@ class ParallelClient(PairClient, CacheCalls):
         client's) is how many payloads travel in one message, and so come back
         together; without it, a stream of fast jobs grows its batches up to the
         client's ``max_batch`` (:class:`~palm.call.jobs.JobStream` says when).
+        Nothing happens before the first result is asked for.
         """
+        # the results of a message come as one list: the caller's loop takes them
+        # one by one from it, the driver runs once per message, not once per result
+        return itertools.chain.from_iterable(
+            self._job_batches(
+                function,
+                iterable,
+                messages,
+                ordered,
+                progress,
+                errors,
+                timeout_s,
+                cache,
+                extra,
+                batch,
+            )
+        )
+
+    def _job_batches(
+        self,
+        function: str,
+        iterable: Iterable[bytes],
+        messages: int | None,
+        ordered: bool,
+        progress: bool,
+        errors: str,
+        timeout_s: Timeout,
+        cache: str | None,
+        extra: dict[str, Any] | None,
+        batch: int | None,
+    ) -> Iterator[list[Outcome]]:
+        """What :meth:`job` yields, a list of outcomes per message."""
         if errors not in ("raise", "yield"):
             raise ConfigError("errors must be 'raise' or 'yield'")
         if cache is not None:
             extra = dict(extra or {}, cache=cache)
         stream = self._stream(function, iterable, messages, ordered, batch=batch, extra=extra)
         total = messages if messages is not None else _length(iterable)
-        yield from self._drive(stream, progress, total, errors, timeout_s)
+        yield from self._drive_batches(stream, progress, total, errors, timeout_s)
 
     def eval(
         self,
@@ -262,6 +295,19 @@ class ParallelClient(PairClient, CacheCalls):
         errors: str,
         timeout_s: Timeout,
     ) -> Iterator[Outcome]:
+        for outcomes in self._drive_batches(stream, progress, total, errors, timeout_s):
+            yield from outcomes
+
+    def _drive_batches(
+        self,
+        stream: JobStream,
+        progress: bool,
+        total: int | None,
+        errors: str,
+        timeout_s: Timeout,
+    ) -> Iterator[list[Outcome]]:
+        """Drive ``stream`` to its end: the outcomes of each message as they come
+        (with ``errors='raise'``, those before a failed one, then its error raised)."""
         timeout = self.resolve_timeout(timeout_s)
         push, dealer = self.sockets()
         session = self.session
@@ -291,12 +337,14 @@ class ParallelClient(PairClient, CacheCalls):
                         if bar is not None:
                             bar.update(len(outcomes))
                         if stream.clean or errors != "raise":
-                            yield from outcomes
+                            yield outcomes
                             continue
-                        for outcome in outcomes:
+                        for index, outcome in enumerate(outcomes):
                             if isinstance(outcome, RemoteError):
+                                if index:
+                                    yield outcomes[:index]
                                 raise outcome
-                            yield outcome
+                        yield outcomes
                 now = time.monotonic()
                 if session.beat_due(now):
                     dealer.send_multipart(session.hello(now))

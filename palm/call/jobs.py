@@ -83,31 +83,29 @@ class _Source:
         self._back: list[bytes] = []
         self._limit = max_message_bytes
 
-    def take(self, count: int, max_bytes: int) -> tuple[list[bytes], bool]:
+    def take(self, count: int, max_bytes: int) -> tuple[list[bytes], bool, int, int]:
         """Up to ``count`` payloads adding up to less than ``max_bytes`` (at least one),
-        and whether the items ran out."""
+        whether the items ran out, their size and the largest one's."""
         if self._back:
             got, self._back = self._back[:count], self._back[count:]
             got += itertools.islice(self._items, count - len(got))
         else:
             got = list(itertools.islice(self._items, count))
         exhausted = len(got) < count and not self._back
-        for payload in got:  # one test per item; the rest per batch
-            if type(payload) is not bytes:
-                got = [_checked(p, self._limit) for p in got]
-                break
-        size = sum(map(len, got))
+        if set(map(type, got)) != {bytes}:  # one pass in C; anything else item by item
+            got = [_checked(p, self._limit) for p in got]
+        sizes = list(map(len, got))
+        size = sum(sizes)
         if size > self._limit or size >= max_bytes:
             total = 0
-            for index, payload in enumerate(got):
-                if len(payload) > self._limit:
-                    raise PayloadTooLarge(len(payload), self._limit)
-                total += len(payload)
+            for index, length in enumerate(sizes):
+                if length > self._limit:
+                    raise PayloadTooLarge(length, self._limit)
+                total += length
                 if total >= max_bytes:  # this one closes the batch, the rest wait
                     self._back = got[index + 1 :] + self._back
-                    got = got[: index + 1]
-                    return got, False
-        return got, exhausted
+                    return got[: index + 1], False, total, max(sizes[: index + 1])
+        return got, exhausted, size, max(sizes, default=0)
 
 
 def reserve_ids(ids: Iterator[int], count: int) -> int:
@@ -246,12 +244,12 @@ class JobStream:
             room_bytes = self.window_bytes - self._bytes
             if room <= 0 or room_bytes <= 0:
                 break
-            payloads, self.exhausted = self._source.take(
+            payloads, self.exhausted, size, largest = self._source.take(
                 min(room, self.batch), min(quarter, room_bytes)
             )
             if not payloads:
                 break
-            out.append(self._message(payloads))
+            out.append(self._message(payloads, size, largest))
         return out
 
     def _grow(self) -> None:
@@ -270,16 +268,21 @@ class JobStream:
         if (now - since) / done * self.batch * 2 <= GROW_BATCH_S:
             self.batch = min(self.max_batch, self.batch * 2)
 
-    def _message(self, payloads: list[bytes]) -> list[bytes]:
+    def _message(self, payloads: list[bytes], size: int, largest: int) -> list[bytes]:
         first = reserve_ids(self._ids, len(payloads))
-        size = sum(map(len, payloads))
         self._batches[first] = (payloads, self._taken, size)
         self._taken += len(payloads)
         self._count += len(payloads)
         self._bytes += size
         self.sent += len(payloads)
         return job_message(
-            self.client, first, self.function, payloads, pipeline=self.pipeline, extra=self.extra
+            self.client,
+            first,
+            self.function,
+            payloads,
+            pipeline=self.pipeline,
+            extra=self.extra,
+            largest=largest,
         )
 
     def _one(self, job_id: int, payload: bytes) -> list[bytes]:

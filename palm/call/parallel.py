@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -45,6 +45,8 @@ from palm.wire.vetting import DependencyRetry
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 
 
 class ParallelClient(PairClient, CacheCalls):
@@ -313,6 +315,8 @@ class ParallelClient(PairClient, CacheCalls):
         session = self.session
         bar = self._progress(progress, total)
         wait_ms = int(session.heartbeat_interval_s * 1000)
+        poller = zmq.Poller()  # one for the whole call: Socket.poll makes one per wait
+        poller.register(dealer, zmq.POLLIN)
         try:
             last_progress = time.monotonic()
             if session.hello_due(last_progress):
@@ -322,8 +326,11 @@ class ParallelClient(PairClient, CacheCalls):
                     send_frames(push, message)
                 if stream.done:
                     break
-                if dealer.poll(self._wait_ms(stream, wait_ms), zmq.POLLIN):
-                    for _ in range(256):
+                if poller.poll(self._wait_ms(stream, wait_ms)):
+                    for turn in range(256):
+                        # the socket says when it is read to the end (cheaper than zmq.Again)
+                        if turn and not cast(int, dealer.get(_EVENTS)) & _POLLIN:
+                            break
                         try:
                             frames = recv_frames(dealer, _NOBLOCK)
                         except zmq.Again:

@@ -89,31 +89,29 @@ class _Source:
         self._back: list[bytes] = []
         self._limit = max_message_bytes
 
-    def take(self, count: int, max_bytes: int) -> tuple[list[bytes], bool]:
+    def take(self, count: int, max_bytes: int) -> tuple[list[bytes], bool, int, int]:
         """Up to ``count`` payloads adding up to less than ``max_bytes`` (at least one),
-        and whether the items ran out."""
+        whether the items ran out, their size and the largest one's."""
         if self._back:
             got, self._back = self._back[:count], self._back[count:]
             got += itertools.islice(self._items, count - len(got))
         else:
             got = list(itertools.islice(self._items, count))
         exhausted = len(got) < count and not self._back
-        for payload in got:  # one test per item; the rest per batch
-            if type(payload) is not bytes:
-                got = [_checked(p, self._limit) for p in got]
-                break
-        size = sum(map(len, got))
+        if set(map(type, got)) != {bytes}:  # one pass in C; anything else item by item
+            got = [_checked(p, self._limit) for p in got]
+        sizes = list(map(len, got))
+        size = sum(sizes)
         if size > self._limit or size >= max_bytes:
             total = 0
-            for index, payload in enumerate(got):
-                if len(payload) > self._limit:
-                    raise PayloadTooLarge(len(payload), self._limit)
-                total += len(payload)
+            for index, length in enumerate(sizes):
+                if length > self._limit:
+                    raise PayloadTooLarge(length, self._limit)
+                total += length
                 if total >= max_bytes:  # this one closes the batch, the rest wait
                     self._back = got[index + 1 :] + self._back
-                    got = got[: index + 1]
-                    return got, False
-        return got, exhausted
+                    return got[: index + 1], False, total, max(sizes[: index + 1])
+        return got, exhausted, size, max(sizes, default=0)
 
 
 def reserve_ids(ids: Iterator[int], count: int) -> int:
@@ -135,13 +133,17 @@ class JobStream:
     many results there will be); ``window`` caps jobs in flight and
     ``window_bytes`` their payload bytes (a message is sent while fewer are in
     flight, so at most ``window_bytes`` plus one message's worth, itself under
-    :data:`BATCH_BYTES` plus its last payload); ``batch`` caps jobs per
-    message. With ``max_batch`` above ``batch`` the cap grows:
-    once a few batches are answered, it doubles (up to ``max_batch``) each time
-    a batch at the stream's pace so far (elapsed time per result) takes at most
+    :data:`BATCH_BYTES` plus its last payload); ``batch``
+    caps jobs per message. With ``max_batch`` above ``batch`` the cap grows:
+    the stream looks at its pace (elapsed time per result) over spans of at
+    least four batches' results and :data:`GROW_BATCH_S`, each span starting
+    where the last ended (the first with the first message), and doubles the
+    cap (up to ``max_batch``) after a span in which a batch took at most
     :data:`GROW_BATCH_S`. Fast jobs so travel in fewer, larger messages (a
-    message costs every process the same whatever it carries), while slow jobs
-    keep batches of ``batch`` and spread over the workers as before.
+    message costs every process the same whatever it carries) soon after a
+    slow start (a stall while processes start, a busy machine) is over, while
+    slow jobs keep batches of ``batch`` and spread over the workers as before:
+    results that come in a burst are paced with the wait before them.
 
     ``check(sent, answer)``, when given, vets every successful result against
     the payload it answers: a result it rejects is no result. The job stays
@@ -191,7 +193,9 @@ class JobStream:
         self.window_bytes = window_bytes
         self.batch = batch
         self.max_batch = max(batch, max_batch or batch)
-        self._started: float | None = None  # when the first message was made
+        # where the span the stream paces itself over began: (monotonic time,
+        # results by then); None until the first message is made
+        self._span: tuple[float, int] | None = None
         self.max_message_bytes = max_message_bytes
         self.extra = extra
         self.pipeline = pipeline
@@ -246,36 +250,45 @@ class JobStream:
             room_bytes = self.window_bytes - self._bytes
             if room <= 0 or room_bytes <= 0:
                 break
-            payloads, self.exhausted = self._source.take(
+            payloads, self.exhausted, size, largest = self._source.take(
                 min(room, self.batch), min(quarter, room_bytes, BATCH_BYTES)
             )
             if not payloads:
                 break
-            out.append(self._message(payloads))
+            out.append(self._message(payloads, size, largest))
         return out
 
     def _grow(self) -> None:
-        """Double ``batch`` (up to ``max_batch``) when a batch is quick at this pace."""
+        """Double ``batch`` (up to ``max_batch``) when a batch was quick at the pace
+        of the span that ends now (a span ends after four batches' results and
+        :data:`GROW_BATCH_S`; the next starts here)."""
         now = time.monotonic()
-        if self._started is None:
-            self._started = now
+        if self._span is None:
+            self._span = (now, self.received)
             return
-        if self.received < 4 * self.batch:
+        since, before = self._span
+        done = self.received - before
+        if done < 4 * self.batch or now - since < GROW_BATCH_S:
             return
-        per_job = (now - self._started) / self.received
-        if per_job * self.batch * 2 <= GROW_BATCH_S:
+        self._span = (now, self.received)
+        if (now - since) / done * self.batch * 2 <= GROW_BATCH_S:
             self.batch = min(self.max_batch, self.batch * 2)
 
-    def _message(self, payloads: list[bytes]) -> list[bytes]:
+    def _message(self, payloads: list[bytes], size: int, largest: int) -> list[bytes]:
         first = reserve_ids(self._ids, len(payloads))
-        size = sum(map(len, payloads))
         self._batches[first] = (payloads, self._taken, size)
         self._taken += len(payloads)
         self._count += len(payloads)
         self._bytes += size
         self.sent += len(payloads)
         return job_message(
-            self.client, first, self.function, payloads, pipeline=self.pipeline, extra=self.extra
+            self.client,
+            first,
+            self.function,
+            payloads,
+            pipeline=self.pipeline,
+            extra=self.extra,
+            largest=largest,
         )
 
     def _one(self, job_id: int, payload: bytes) -> list[bytes]:

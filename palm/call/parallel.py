@@ -20,11 +20,12 @@ differ.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -44,6 +45,8 @@ from palm.wire.vetting import DependencyRetry
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 
 
 class ParallelClient(PairClient, CacheCalls):
@@ -185,14 +188,46 @@ class ParallelClient(PairClient, CacheCalls):
         client's) is how many payloads travel in one message, and so come back
         together; without it, a stream of fast jobs grows its batches up to the
         client's ``max_batch`` (:class:`~palm.call.jobs.JobStream` says when).
+        Nothing happens before the first result is asked for.
         """
+        # the results of a message come as one list: the caller's loop takes them
+        # one by one from it, the driver runs once per message, not once per result
+        return itertools.chain.from_iterable(
+            self._job_batches(
+                function,
+                iterable,
+                messages,
+                ordered,
+                progress,
+                errors,
+                timeout_s,
+                cache,
+                extra,
+                batch,
+            )
+        )
+
+    def _job_batches(
+        self,
+        function: str,
+        iterable: Iterable[bytes],
+        messages: int | None,
+        ordered: bool,
+        progress: bool,
+        errors: str,
+        timeout_s: Timeout,
+        cache: str | None,
+        extra: dict[str, Any] | None,
+        batch: int | None,
+    ) -> Iterator[list[Outcome]]:
+        """What :meth:`job` yields, a list of outcomes per message."""
         if errors not in ("raise", "yield"):
             raise ConfigError("errors must be 'raise' or 'yield'")
         if cache is not None:
             extra = dict(extra or {}, cache=cache)
         stream = self._stream(function, iterable, messages, ordered, batch=batch, extra=extra)
         total = messages if messages is not None else _length(iterable)
-        yield from self._drive(stream, progress, total, errors, timeout_s)
+        yield from self._drive_batches(stream, progress, total, errors, timeout_s)
 
     def eval(
         self,
@@ -262,11 +297,26 @@ class ParallelClient(PairClient, CacheCalls):
         errors: str,
         timeout_s: Timeout,
     ) -> Iterator[Outcome]:
+        for outcomes in self._drive_batches(stream, progress, total, errors, timeout_s):
+            yield from outcomes
+
+    def _drive_batches(
+        self,
+        stream: JobStream,
+        progress: bool,
+        total: int | None,
+        errors: str,
+        timeout_s: Timeout,
+    ) -> Iterator[list[Outcome]]:
+        """Drive ``stream`` to its end: the outcomes of each message as they come
+        (with ``errors='raise'``, those before a failed one, then its error raised)."""
         timeout = self.resolve_timeout(timeout_s)
         push, dealer = self.sockets()
         session = self.session
         bar = self._progress(progress, total)
         wait_ms = int(session.heartbeat_interval_s * 1000)
+        poller = zmq.Poller()  # one for the whole call: Socket.poll makes one per wait
+        poller.register(dealer, zmq.POLLIN)
         try:
             last_progress = time.monotonic()
             if session.hello_due(last_progress):
@@ -276,8 +326,11 @@ class ParallelClient(PairClient, CacheCalls):
                     send_frames(push, message)
                 if stream.done:
                     break
-                if dealer.poll(self._wait_ms(stream, wait_ms), zmq.POLLIN):
-                    for _ in range(256):
+                if poller.poll(self._wait_ms(stream, wait_ms)):
+                    for turn in range(256):
+                        # the socket says when it is read to the end (cheaper than zmq.Again)
+                        if turn and not cast(int, dealer.get(_EVENTS)) & _POLLIN:
+                            break
                         try:
                             frames = recv_frames(dealer, _NOBLOCK)
                         except zmq.Again:
@@ -291,12 +344,14 @@ class ParallelClient(PairClient, CacheCalls):
                         if bar is not None:
                             bar.update(len(outcomes))
                         if stream.clean or errors != "raise":
-                            yield from outcomes
+                            yield outcomes
                             continue
-                        for outcome in outcomes:
+                        for index, outcome in enumerate(outcomes):
                             if isinstance(outcome, RemoteError):
+                                if index:
+                                    yield outcomes[:index]
                                 raise outcome
-                            yield outcome
+                        yield outcomes
                 now = time.monotonic()
                 if session.beat_due(now):
                     dealer.send_multipart(session.hello(now))

@@ -84,6 +84,7 @@ __all__ = ["Master"]
 MAX_MAP_NAMES = 64
 
 _POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 #: Job ids a master gives the parts it scatters (far above any client's ids).
@@ -336,25 +337,31 @@ class Master(StreamRouting):
         interval_ms = max(1, int(self.heartbeat_interval_s * 1000))
         next_beat = time.monotonic() + self.heartbeat_interval_s
         stopper = self._stopper
-        worker_socks = (self.worker_in, self.worker_out)
+        worker_in, worker_out = self.worker_in, self.worker_out
         # when the loop last found nothing left to read from its workers: what
         # they sent before then has been read, so their silence is real
         read_at = time.monotonic()
+        closed = False  # whether new jobs are left unread for now (see below)
         while not stopper.stopping:
             wait = max(0, int((next_beat - time.monotonic()) * 1000))
             poller.poll(min(wait, interval_ms))
             if self.pool.queued:
                 self.pool.dispatch()
             now = time.monotonic()
-            if not any(cast(int, s.getsockopt(zmq.EVENTS)) & _POLLIN for s in worker_socks):
+            if not (
+                cast(int, worker_in.get(_EVENTS)) & _POLLIN
+                or cast(int, worker_out.get(_EVENTS)) & _POLLIN
+            ):
                 read_at = now
             if now >= next_beat:
                 self._heartbeat(now, read_at, late_s=now - next_beat)
                 next_beat = now + self.heartbeat_interval_s
             # jobs waiting and nobody to run them, or the next stage not taking
             # results: stop reading new ones for a while so memory stays
-            # bounded (senders block on HWM).
-            poller.pause(client_in, not self._window_open())
+            # bounded (senders block on HWM). The poller hears only of changes.
+            if closed == self._window_open():
+                closed = not closed
+                poller.pause(client_in, closed)
 
     def _window_open(self) -> bool:
         return self.pool.queued < 100_000 and not self.routes.full

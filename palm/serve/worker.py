@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Literal
+from typing import Literal, cast
 
 import zmq
 
@@ -45,6 +45,8 @@ from palm.wire.shipping import Elsewhere
 from palm.wire.sockets import check_endpoint, make_socket, recv_frames, send_frames
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 
 __all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
 
@@ -215,8 +217,11 @@ class Worker(Service):
             last_heard = time.monotonic()
             while not self._stopper.stopping:
                 poller.poll(interval_ms)
-                for _ in range(64):
+                for turn in range(64):
                     if self._stopper.stopping:
+                        break
+                    # the socket says when it is read to the end (cheaper than zmq.Again)
+                    if turn and not cast(int, dealer.get(_EVENTS)) & _POLLIN:
                         break
                     try:
                         frames = recv_frames(dealer, _NOBLOCK)

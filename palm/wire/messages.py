@@ -105,13 +105,15 @@ def job_message(
     stage: int = 0,
     key: str | None = None,
     pack: bool = True,
+    largest: int | None = None,
 ) -> list[bytes]:
     """The frames of a JOB message for consecutive jobs ``first_id``, ``first_id + 1``...
 
     Several payloads all under :data:`PACK_BELOW_BYTES` travel packed in one
     frame unless ``pack`` is false. ``request_ids`` (one per payload, ``None``
     for none) are the HTTP request ids that reach the servers' logs; ``key``
-    is the shared-cache key the jobs carry.
+    is the shared-cache key the jobs carry; ``largest``, the size of the
+    largest payload when the caller knows it already.
     """
     if not payloads:
         raise ProtocolError("a JOB message carries at least one payload")
@@ -121,7 +123,9 @@ def job_message(
         else:
             extra = dict(extra or {}, request_ids=[rid or "" for rid in request_ids])
     header = Header(Kind.JOB, first_id, client, function, stage, pipeline, key, extra=extra)
-    if pack and len(payloads) > 1 and max(map(len, payloads)) <= PACK_BELOW_BYTES:
+    if largest is None and pack and len(payloads) > 1:
+        largest = max(map(len, payloads))
+    if pack and len(payloads) > 1 and largest is not None and largest <= PACK_BELOW_BYTES:
         header.packed = len(payloads)
     return [header.to_wire(), *frames_for(header, payloads)]
 

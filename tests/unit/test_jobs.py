@@ -225,3 +225,37 @@ def test_large_payloads_go_one_per_message_and_the_window_bounds_their_bytes() -
     # smaller payloads still share a message, up to BATCH_BYTES of them
     quarter = stream([b"q" * (mib // 4)] * 8, batch=64, max_message_bytes=64 * mib).fill()
     assert [jobs(m) for m in quarter] == [BATCH_BYTES // (mib // 4)] * (8 * mib // 4 // BATCH_BYTES)
+
+
+def test_batches_grow_soon_after_a_slow_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("palm.call.jobs.time.monotonic", clock)
+    s = stream([b"x"] * 20_000, window=2_000, batch=64, max_batch=256)
+    first = s.fill()
+    clock.now += 0.05  # processes still starting, a busy machine: the first answers are late
+    for message in first:
+        s.accept(answer(message))
+    # the late start is not held against the fast jobs that follow it
+    assert max(run_stream(s, clock, 2e-6, 3)) == 256
+
+
+def test_results_in_a_burst_are_paced_with_the_wait_before_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr("palm.call.jobs.time.monotonic", clock)
+    s = stream([b"x"] * 40_000, window=2_000, batch=64, max_batch=256)
+    sizes: list[int] = []
+    pending = s.fill()
+    for _ in range(8):
+        sizes += [jobs(message) for message in pending]
+        clock.now += 0.064  # many workers, each 64 ms per batch, all answering together
+        half = len(pending) // 2
+        for message in pending[:half]:
+            s.accept(answer(message))
+        more = s.fill()  # the burst is read in two goes, a moment apart
+        clock.now += 1e-4
+        for message in pending[half:]:
+            s.accept(answer(message))
+        pending = more + s.fill()
+    assert max(sizes) == 64 and len(sizes) > 100

@@ -281,6 +281,20 @@ def test_a_late_result_from_a_worker_declared_dead_is_delivered_at_most_once(lat
         assert cluster.workers()[rescuer.name]["credit"] == 1
 
 
+def test_a_streaming_call_yields_a_message_s_results_before_its_failed_one_then_raises() -> None:
+    with LocalMaster() as cluster:
+        stub = cluster.stub_worker("echo")
+        client = cluster.client(batch=4)
+        results = client.job("echo", [b"a", b"b", b"c", b"d"], ordered=True)
+        assert stub.pending() == []  # nothing is sent before a result is asked for
+        call = cluster.spawn(next, results)
+        stub.answer(stub.next_job(), [b"a", b"b", b"", b"d"], errors={2: ("ValueError", "no c")})
+        assert call.result(timeout=5) == b"a"
+        assert next(results) == b"b"
+        with pytest.raises(RemoteError, match="no c"):
+            next(results)
+
+
 def test_an_error_result_travels_back_as_a_remote_error() -> None:
     with LocalMaster() as cluster:
         stub = cluster.stub_worker("echo")

@@ -59,6 +59,7 @@ import cloudpickle
 from palm.errors import ConfigError, DependencyError, ProtocolError, RemoteError
 from palm.wire import deps
 from palm.wire.chunking import ChunkPlanner
+from palm.wire.fncache import FunctionCache
 
 __all__ = [
     "MAP_FUNCTION",
@@ -202,13 +203,26 @@ def _keyed(secret: bytes) -> hmac.HMAC:
 
 
 def pickle_function(fn: Callable[[Any], Any]) -> tuple[bytes, bytes]:
-    """``(digest, bytes)`` of a function: its dependency spec, then its cloudpickle."""
+    """``(digest, bytes)`` of a function: its dependency spec, then its cloudpickle.
+
+    The same function object asked again gets the same bytes without pickling
+    anew while nothing cloudpickle would read from it has changed
+    (:class:`~palm.wire.fncache.FunctionCache`).
+    """
     if isinstance(fn, str):
         raise ConfigError("map takes a Python callable, not source text")
     if not callable(fn):
         raise ConfigError(f"map takes a callable, got {type(fn).__name__}")
-    _, data = deps.pack(fn)
-    return hashlib.sha256(data).digest()[:_DIGEST], data
+    return _PICKLED.get(fn, _pack)  # type: ignore[no-any-return]
+
+
+def _pack(fn: Callable[[Any], Any]) -> tuple[tuple[bytes, bytes], tuple[str, ...]]:
+    spec, data = deps.pack(fn)
+    return (hashlib.sha256(data).digest()[:_DIGEST], data), spec.local
+
+
+#: the functions ``map`` pickled, kept while nothing they would pickle changes
+_PICKLED = FunctionCache()
 
 
 def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]) -> bytes:

@@ -98,6 +98,9 @@ class ParallelClient(PairClient, CacheCalls):
         self.async_session = Session(self.async_client_id, heartbeat_interval_s)
         # digests of the functions map has shipped whole (oldest first, bounded)
         self._shipped: dict[bytes, None] = {}
+        # the measured time per item of each function's last map, by digest (bounded):
+        # a map of the same function sizes its first wave from it
+        self._item_s: dict[bytes, float] = {}
 
     @property
     def workers(self) -> int:
@@ -346,7 +349,17 @@ class ParallelClient(PairClient, CacheCalls):
         finally:
             if bar is not None:
                 bar.close()
+        self._learn(chunks.digest, plan[0])
         return out
+
+    def _learn(self, digest: bytes, planner: mapping.ChunkPlanner) -> None:
+        """Keep what a finished map measured per item, for the next map of its function."""
+        if planner.item_s is None:
+            return
+        self._item_s.pop(digest, None)
+        self._item_s[digest] = planner.item_s
+        while len(self._item_s) > 256:
+            del self._item_s[next(iter(self._item_s))]
 
     def _map_secret(self) -> bytes:
         """The secret ``map`` signs with; a :class:`ConfigError` when there is none."""
@@ -368,9 +381,13 @@ class ParallelClient(PairClient, CacheCalls):
         digest, fn_bytes = mapping.pickle_function(fn)
         workers = max(1, self.workers)
         planner = mapping.ChunkPlanner(
-            _length(iterable), workers, chunksize=chunksize, responsive=responsive
+            _length(iterable),
+            workers,
+            chunksize=chunksize,
+            responsive=responsive,
+            item_s=self._item_s.get(digest),
         )
-        chunks = _SentChunks(secret)
+        chunks = _SentChunks(secret, digest)
         # the function travels once per worker: in the first wave of its first
         # map (one chunk per worker), then by digest only; a worker that lacks
         # it asks, and that chunk goes again with it (DependencyRetry)
@@ -498,6 +515,7 @@ class ParallelClient(PairClient, CacheCalls):
         out: list[Any] = []
         async for answer in self._adrive(stream, "raise", timeout_s):
             _take_answer(answer, out, plan[0], stream, chunks)
+        self._learn(chunks.digest, plan[0])
         return out
 
     async def _agreet(self) -> None:
@@ -516,8 +534,10 @@ class ParallelClient(PairClient, CacheCalls):
 class _SentChunks:
     """The chunks of one ``map`` in order, until their answers are decoded."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, digest: bytes = b"") -> None:
         self.secret = secret
+        #: the digest of the function the chunks run
+        self.digest = digest
         self._chunks: deque[bytes] = deque()
 
     def add(self, chunk: bytes) -> bytes:

@@ -5,7 +5,8 @@ one tag per chunk (never per item), checked with :func:`hmac.compare_digest`
 before anything is unpickled:
 
 * a chunk is ``tag | nonce | digest | len(fn) | fn | items``: ``items`` a
-  pickle of the list of items, ``nonce`` 16 random bytes that make every
+  pickle of the list of items (of a ``range``, for a map over one: a few
+  bytes however long), ``nonce`` 16 random bytes that make every
   chunk unique, ``digest`` the function's (16 bytes of SHA-256), ``tag`` the
   HMAC of ``"palm-chunk" + nonce + digest + items``. The function's bytes are
   bound by the signed digest: a worker hashes them before it unpickles them.
@@ -225,7 +226,7 @@ def _pack(fn: Callable[[Any], Any]) -> tuple[tuple[bytes, bytes], tuple[str, ...
 _PICKLED = FunctionCache()
 
 
-def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]) -> bytes:
+def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any] | range) -> bytes:
     """A chunk, tagged with ``secret`` and made unique by a random nonce.
 
     Laid out as ``tag | nonce | digest | len(fn) | fn | items``. The tag covers
@@ -346,7 +347,7 @@ def run_chunk(
         items = pickle.loads(body)
     except Exception as exc:
         return _answer(secret, tag, _error(-1, type(exc).__qualname__, f"cannot unpickle: {exc}"))
-    if type(items) is not list:
+    if type(items) is not list and type(items) is not range:
         return _answer(secret, tag, _error(-1, "TypeError", "a chunk's items are not a list"))
     body, ok = _run(fn, items)
     if report is not None:
@@ -354,7 +355,7 @@ def run_chunk(
     return _answer(secret, tag, body)
 
 
-def _run(fn: Callable[[Any], Any], items: list[Any]) -> tuple[bytes, bool]:
+def _run(fn: Callable[[Any], Any], items: list[Any] | range) -> tuple[bytes, bool]:
     """The chunk's answer body, and whether every item succeeded."""
     start = time.perf_counter()
     results: list[Any] = []

@@ -21,8 +21,10 @@ before anything is unpickled:
   either: it answers a *refusal*, ``"palm-refused\\0"`` and UTF-8 text, which
   is never unpickled and counts as no answer.
 
-The function is pickled with cloudpickle once per ``map`` call, behind its
-dependency spec (:mod:`palm.wire.deps`); the digest covers both. It travels
+The function is pickled with cloudpickle behind its dependency spec
+(:mod:`palm.wire.deps`); the digest covers both. The bytes are kept per
+function object and shipped again while nothing cloudpickle would read from
+the function has changed (:mod:`palm.wire.fncache`), else pickled anew. It travels
 once per worker, not per chunk: a worker keeps functions by digest, and a
 *lean* chunk (``len(fn) == 0``) names the function by its digest only. A
 worker that lacks it (a new or restarted worker, an evicted cache) answers

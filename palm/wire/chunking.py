@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,7 +23,8 @@ class ChunkPlanner:
     small input every extra round trip costs more than it balances. So does a
     known total whose work, at ``item_s`` (a previous map's measured time per
     item of the same function), comes to at most ``small_s``: ten thousand
-    no-op items are as small as a hundred.
+    no-op items are as small as a hundred. Then no chunk is cut shorter than
+    ``min_chunk_s`` of work either, so a very small map is one chunk.
 
     With ``responsive`` (someone watches the progress), the first chunks are
     single items rather than a first wave sized from the total, so the first
@@ -69,10 +71,18 @@ class ChunkPlanner:
 
     @property
     def first_wave(self) -> int:
-        """How many chunks the first wave of a known total has (before any is measured)."""
-        if self.small:
+        """How many chunks the first wave of a known total has (before any is measured).
+
+        With a hinted time per item, a small total is cut into no more chunks
+        than it has ``min_chunk_s`` of work (at least one, at most one per
+        worker): a chunk shorter than a round trip only adds one.
+        """
+        if not self.small:
+            return self.workers * self.min_chunks_per_worker
+        if self.hint_s is None or self.total is None:
             return self.workers
-        return self.workers * self.min_chunks_per_worker
+        work = self.total * self.hint_s
+        return max(1, min(self.workers, math.ceil(work / self.min_chunk_s)))
 
     @property
     def small(self) -> bool:

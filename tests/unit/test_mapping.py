@@ -166,7 +166,7 @@ def test_a_full_chunk_made_with_other_function_bytes_is_refused() -> None:
 
 
 def test_sequences_are_cut_by_slicing_and_ranges_travel_as_ranges() -> None:
-    planner = mapping.ChunkPlanner(10_000, 2, item_s=1e-7)  # a no-op's time: a small map
+    planner = mapping.ChunkPlanner(10_000, 2, chunksize=5000)
     parts = list(planner.chunks(range(10_000)))
     assert parts == [range(0, 5000), range(5000, 10_000)]
     planner = mapping.ChunkPlanner(5, 2, chunksize=3)
@@ -185,6 +185,15 @@ def test_a_hinted_time_per_item_makes_a_large_cheap_total_one_chunk_per_worker()
     dear = mapping.ChunkPlanner(100_000, 2, item_s=1e-5)  # 1 s of work: balanced chunks
     assert dear.first_wave == 8
     assert mapping.ChunkPlanner(100_000, 2).first_wave == 8  # nothing measured before
+
+
+def test_a_hinted_map_of_less_work_than_a_round_trip_is_one_chunk() -> None:
+    tiny = mapping.ChunkPlanner(10_000, 2, item_s=1e-7, min_chunk_s=0.002)  # 1 ms of work
+    assert [len(c) for c in tiny.chunks(range(10_000))] == [10_000]
+    few = mapping.ChunkPlanner(100, 2, item_s=4e-6)  # 0.4 ms: fewer items than small_total
+    assert few.first_wave == 1
+    some = mapping.ChunkPlanner(1000, 2, item_s=4e-6)  # 4 ms: two chunks of 2 ms
+    assert [len(c) for c in some.chunks(list(range(1000)))] == [500, 500]
 
 
 def test_a_chunk_of_another_type_is_refused_with_an_error() -> None:

@@ -40,6 +40,7 @@ __all__ = ["FunctionCache", "snapshot"]
 
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis)})
 _ABSENT = object()  # a global the code names that the module does not define
+_AGAIN = object()  # a function met before in the same walk (then its order)
 _MAX_PARTS = 2_000  # a function reaching more than this is pickled afresh each time
 
 Snapshot = tuple[Any, ...]
@@ -60,7 +61,9 @@ def snapshot(fn: Callable[..., Any], local: tuple[str, ...] = ()) -> Snapshot | 
     parts: list[Any] = []
     try:
         _Walk(parts, frozenset(local)).function(fn)
-    except _Unstable:
+    except (_Unstable, RecursionError):
+        return None
+    except Exception:  # an object that fails to be looked at (a raising __repr__): no cache
         return None
     return tuple(parts)
 
@@ -85,7 +88,7 @@ class _Walk:
     def __init__(self, parts: list[Any], local: frozenset[str]) -> None:
         self.parts = parts
         self.local = local
-        self.walked: set[int] = set()
+        self.walked: dict[int, int] = {}  # id of a function walked -> its order
 
     def add(self, value: Any) -> None:
         self.parts.append(value)
@@ -118,13 +121,14 @@ class _Walk:
             raise _Unstable
 
     def function(self, fn: types.FunctionType) -> None:
-        if id(fn) in self.walked:  # recursion: already recorded in full
-            self.add(fn)
+        again = self.walked.get(id(fn))
+        if again is not None:  # recursion, or a second reference: recorded in full already
+            self.add(_AGAIN)
+            self.add(again)
             return
-        self.walked.add(id(fn))
+        self.walked[id(fn)] = len(self.walked)
         code = fn.__code__
-        self.add(fn)
-        self.add(code)
+        self.add(code)  # (no reference to the function itself: the cache holds it weakly)
         for text in (fn.__name__, fn.__qualname__, fn.__module__):
             self.add(text)
         self.value(fn.__defaults__)

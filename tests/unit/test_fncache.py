@@ -151,3 +151,47 @@ def test_other_callables_are_pickled_every_time() -> None:
     pickled(len)
     pickled(len)
     assert cache.hits == 0 and cache.misses == 2
+
+
+def countdown(n: int) -> int:
+    return 0 if n <= 0 else countdown(n - 1)
+
+
+def test_recursive_functions_are_cached_and_a_cached_function_is_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    cache, pickled = counting()
+    pickled(countdown)
+    pickled(countdown)
+    pickled(countdown)
+    assert cache.hits >= 1
+    walked = snapshot(countdown, (countdown.__module__.partition(".")[0],))  # shipped by value
+    assert walked is not None and not any(part is countdown for part in walked)
+
+    def local(x: int) -> int:
+        return x
+
+    pickled(local)
+    pickled(local)
+    gone = weakref.ref(local)
+    del local
+    gc.collect()
+    assert gone() is None
+
+
+def test_objects_that_cannot_be_looked_at_are_not_cached() -> None:
+    deep: Any = ()
+    for _ in range(100_000):
+        deep = (deep,)
+    holder = {"deep": deep}
+
+    def nested(x: int) -> Any:
+        return holder
+
+    assert snapshot(nested) is None  # a dict in its closure
+    globals()["DEEP"] = deep
+    try:
+        assert snapshot(lambda x: DEEP) is None  # noqa: F821  too deep to walk
+    finally:
+        del globals()["DEEP"]

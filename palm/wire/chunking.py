@@ -11,6 +11,10 @@ from palm.errors import ConfigError
 
 __all__ = ["ChunkPlanner"]
 
+#: A chunk of a range this long or longer travels as a range (a pickled range
+#: costs a few microseconds whatever its length: a list of a few items less).
+_RANGE_FROM = 128
+
 
 class ChunkPlanner:
     """Chunk sizes from measured per-item time.
@@ -126,10 +130,10 @@ class ChunkPlanner:
     def chunks(self, iterable: Iterable[Any]) -> Iterator[list[Any] | range]:
         """The items in chunks of :meth:`next_size` each.
 
-        A list or tuple is cut by slicing (lists), a ``range`` into ranges: a
-        range pickles in a few bytes whatever its length, and a worker maps
-        over it as over the list it stands for. Anything else is read once,
-        in order.
+        A list or tuple is cut by slicing (lists), a ``range`` into ranges (of
+        128 items or more; shorter ones as lists): a range pickles in a few
+        bytes whatever its length, and a worker maps over it as over the list
+        it stands for. Anything else is read once, in order.
         """
         kind = type(iterable)
         if kind is list or kind is tuple or kind is range:
@@ -149,4 +153,7 @@ class ChunkPlanner:
             part = items[start : start + self.next_size()]
             start += len(part)
             self.sent += len(part)
-            yield list(part) if isinstance(part, tuple) else part
+            if isinstance(part, tuple) or (isinstance(part, range) and len(part) < _RANGE_FROM):
+                yield list(part)
+            else:
+                yield part

@@ -171,6 +171,8 @@ def test_sequences_are_cut_by_slicing_and_ranges_travel_as_ranges() -> None:
     assert parts == [range(0, 5000), range(5000, 10_000)]
     planner = mapping.ChunkPlanner(5, 2, chunksize=3)
     assert list(planner.chunks((1, 2, 3, 4, 5))) == [[1, 2, 3], [4, 5]]
+    planner = mapping.ChunkPlanner(4, 2, chunksize=2)  # short ranges: lists pickle quicker
+    assert list(planner.chunks(range(4))) == [[0, 1], [2, 3]]
     digest, fn = mapping.pickle_function(square)
     chunk = mapping.encode_chunk(b"s", digest, fn, parts[1])
     assert len(chunk) < len(fn) + 200  # not 5,000 pickled ints

@@ -403,7 +403,11 @@ class ParallelClient(PairClient, CacheCalls):
             del self._shipped[next(iter(self._shipped))]
         self._shipped[digest] = workers - full
         payloads = (
-            chunks.add(self._encode(secret, digest, fn_bytes if n < full else b"", chunk))
+            chunks.add(
+                mapping.encode_chunk(
+                    secret, digest, fn_bytes if n < full and self._full(digest) else b"", chunk
+                )
+            )
             for n, chunk in enumerate(planner.chunks(iterable))
         )
         # Measured chunks last ~20 ms each: a few per worker in flight keep them
@@ -428,10 +432,11 @@ class ParallelClient(PairClient, CacheCalls):
         chunks.vet = vet
         return [planner], stream, chunks
 
-    def _encode(self, secret: bytes, digest: bytes, fn_bytes: bytes, items: Any) -> bytes:
-        if fn_bytes:  # counted as it goes out: a map may end before its first wave
-            self._shipped[digest] = self._shipped.get(digest, 0) + 1
-        return mapping.encode_chunk(secret, digest, fn_bytes, items)
+    def _full(self, digest: bytes) -> bool:
+        """Count a chunk that carries the function as it goes out (a map may end
+        before its first wave does); True."""
+        self._shipped[digest] = self._shipped.get(digest, 0) + 1
+        return True
 
     def _greet_wait_ms(self) -> int:
         return int(max(self.heartbeat_interval_s, 1.0) * 1000)

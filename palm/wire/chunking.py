@@ -133,10 +133,12 @@ class ChunkPlanner:
         A list or tuple is cut by slicing (lists), a ``range`` into ranges (of
         128 items or more; shorter ones as lists): a range pickles in a few
         bytes whatever its length, and a worker maps over it as over the list
-        it stands for. Anything else is read once, in order.
+        it stands for. Anything else, and any input cut into a fixed size
+        under 128, is read once, in order.
         """
         kind = type(iterable)
-        if kind is list or kind is tuple or kind is range:
+        small = self.fixed is not None and self.fixed < _RANGE_FROM  # as quick read in turn
+        if (kind is list or kind is tuple or kind is range) and not small:
             yield from self._slices(iterable)  # type: ignore[arg-type]
             return
         it = iter(iterable)

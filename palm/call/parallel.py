@@ -99,8 +99,12 @@ class ParallelClient(PairClient, CacheCalls):
         # the master routes results to the socket whose identity is the job's client
         self.async_client_id = uuid.uuid4().bytes
         self.async_session = Session(self.async_client_id, heartbeat_interval_s)
-        # digests of the functions map has shipped whole (oldest first, bounded)
-        self._shipped: dict[bytes, None] = {}
+        # digests of the functions map has shipped whole, and in how many chunks
+        # (oldest first, bounded)
+        self._shipped: dict[bytes, int] = {}
+        # the measured time per item of each function's last map, by digest (bounded):
+        # a map of the same function sizes its first wave from it
+        self._item_s: dict[bytes, float] = {}
 
     @property
     def workers(self) -> int:
@@ -401,7 +405,21 @@ class ParallelClient(PairClient, CacheCalls):
         finally:
             if bar is not None:
                 bar.close()
+        self._learn(chunks, plan[0])
         return out
+
+    def _learn(self, chunks: _SentChunks, planner: mapping.ChunkPlanner) -> None:
+        """Keep what a finished map measured per item, for the next map of its function;
+        after a worker asked for the function, the next map starts with a full chunk."""
+        digest = chunks.digest
+        if chunks.vet is not None and chunks.vet.shipped_again and digest in self._shipped:
+            self._shipped[digest] = min(self._shipped[digest], max(0, self.workers - 1))
+        if planner.item_s is None:
+            return
+        self._item_s.pop(digest, None)
+        self._item_s[digest] = planner.item_s
+        while len(self._item_s) > 256:
+            del self._item_s[next(iter(self._item_s))]
 
     def _map_secret(self) -> bytes:
         """The secret ``map`` signs with; a :class:`ConfigError` when there is none."""
@@ -423,18 +441,28 @@ class ParallelClient(PairClient, CacheCalls):
         digest, fn_bytes = mapping.pickle_function(fn)
         workers = max(1, self.workers)
         planner = mapping.ChunkPlanner(
-            _length(iterable), workers, chunksize=chunksize, responsive=responsive
+            _length(iterable),
+            workers,
+            chunksize=chunksize,
+            responsive=responsive,
+            item_s=self._item_s.get(digest),
         )
-        chunks = _SentChunks(secret)
-        # the function travels once per worker: in the first wave of its first
-        # map (one chunk per worker), then by digest only; a worker that lacks
-        # it asks, and that chunk goes again with it (DependencyRetry)
-        full = 0 if digest in self._shipped else workers
-        self._shipped[digest] = None
-        while len(self._shipped) > 256:
+        chunks = _SentChunks(secret, digest)
+        # the function travels once per worker: with the first chunk each worker
+        # may get (one per worker, over one map or more), then by digest only; a
+        # worker that lacks it asks, and that chunk goes again with it
+        # (DependencyRetry), and the next map starts with a full chunk once more
+        # (the master may have handed the full one to a worker that had it)
+        full = max(0, workers - self._shipped.pop(digest, 0))
+        while len(self._shipped) > 255:
             del self._shipped[next(iter(self._shipped))]
+        self._shipped[digest] = workers - full
         payloads = (
-            chunks.add(mapping.encode_chunk(secret, digest, fn_bytes if n < full else b"", chunk))
+            chunks.add(
+                mapping.encode_chunk(
+                    secret, digest, fn_bytes if n < full and self._full(digest) else b"", chunk
+                )
+            )
             for n, chunk in enumerate(planner.chunks(iterable))
         )
         # Measured chunks last ~20 ms each: a few per worker in flight keep them
@@ -456,7 +484,14 @@ class ParallelClient(PairClient, CacheCalls):
         )
         stream.check = vet.check
         stream.on_reject = vet.on_reject
+        chunks.vet = vet
         return [planner], stream, chunks
+
+    def _full(self, digest: bytes) -> bool:
+        """Count a chunk that carries the function as it goes out (a map may end
+        before its first wave does); True."""
+        self._shipped[digest] = self._shipped.get(digest, 0) + 1
+        return True
 
     def _greet_wait_ms(self) -> int:
         return int(max(self.heartbeat_interval_s, 1.0) * 1000)
@@ -553,6 +588,7 @@ class ParallelClient(PairClient, CacheCalls):
         out: list[Any] = []
         async for answer in self._adrive(stream, "raise", timeout_s):
             _take_answer(answer, out, plan[0], stream, chunks)
+        self._learn(chunks, plan[0])
         return out
 
     async def _agreet(self) -> None:
@@ -571,8 +607,12 @@ class ParallelClient(PairClient, CacheCalls):
 class _SentChunks:
     """The chunks of one ``map`` in order, until their answers are decoded."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, digest: bytes = b"") -> None:
         self.secret = secret
+        #: the digest of the function the chunks run
+        self.digest = digest
+        #: what vets their answers (and counts the chunks sent again in full)
+        self.vet: DependencyRetry | None = None
         self._chunks: deque[bytes] = deque()
 
     def add(self, chunk: bytes) -> bytes:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from palm.errors import ConfigError
 
 __all__ = ["ChunkPlanner"]
+
+#: A chunk of a range this long or longer travels as a range (a pickled range
+#: costs a few microseconds whatever its length: a list of a few items less).
+_RANGE_FROM = 128
 
 
 class ChunkPlanner:
@@ -19,7 +24,11 @@ class ChunkPlanner:
     large that fewer than ``min_chunks_per_worker`` chunks per worker remain
     for the items still to come (when the total is known). A known total of
     at most ``small_total`` items goes out as one chunk per worker: for a
-    small input every extra round trip costs more than it balances.
+    small input every extra round trip costs more than it balances. So does a
+    known total whose work, at ``item_s`` (a previous map's measured time per
+    item of the same function), comes to at most ``small_s``: ten thousand
+    no-op items are as small as a hundred. Then no chunk is cut shorter than
+    ``min_chunk_s`` of work either, so a very small map is one chunk.
 
     With ``responsive`` (someone watches the progress), the first chunks are
     single items rather than a first wave sized from the total, so the first
@@ -42,6 +51,8 @@ class ChunkPlanner:
         min_chunk_s: float = 0.002,
         responsive: bool = False,
         small_total: int = 256,
+        item_s: float | None = None,
+        small_s: float = 0.01,
     ) -> None:
         if chunksize is not None and chunksize < 1:
             raise ConfigError("chunksize must be at least 1")
@@ -56,15 +67,35 @@ class ChunkPlanner:
         self.min_chunk_s = min_chunk_s
         self.responsive = responsive
         self.small_total = small_total
+        #: the time per item a previous map measured (a hint; not used to size chunks)
+        self.hint_s = item_s
+        self.small_s = small_s
         self.item_s: float | None = None
         self.sent = 0
 
     @property
     def first_wave(self) -> int:
-        """How many chunks the first wave of a known total has (before any is measured)."""
-        if self.total is not None and self.total <= self.small_total:
+        """How many chunks the first wave of a known total has (before any is measured).
+
+        With a hinted time per item, a small total is cut into no more chunks
+        than it has ``min_chunk_s`` of work (at least one, at most one per
+        worker): a chunk shorter than a round trip only adds one.
+        """
+        if not self.small:
+            return self.workers * self.min_chunks_per_worker
+        if self.hint_s is None or self.total is None:
             return self.workers
-        return self.workers * self.min_chunks_per_worker
+        work = self.total * self.hint_s
+        return max(1, min(self.workers, math.ceil(work / self.min_chunk_s)))
+
+    @property
+    def small(self) -> bool:
+        """Whether the known total is small: in items, or in work at the hinted time per item."""
+        if self.total is None:
+            return False
+        if self.total <= self.small_total:
+            return True
+        return self.hint_s is not None and self.total * self.hint_s <= self.small_s
 
     def observe(self, items: int, seconds: float) -> None:
         if items <= 0:
@@ -96,7 +127,20 @@ class ChunkPlanner:
                 size = max(1, min(size, max(cap, floor), remaining))
         return min(size, self.max_chunk)
 
-    def chunks(self, iterable: Iterable[Any]) -> Iterator[list[Any]]:
+    def chunks(self, iterable: Iterable[Any]) -> Iterator[list[Any] | range]:
+        """The items in chunks of :meth:`next_size` each.
+
+        A list or tuple is cut by slicing (lists), a ``range`` into ranges (of
+        128 items or more; shorter ones as lists): a range pickles in a few
+        bytes whatever its length, and a worker maps over it as over the list
+        it stands for. Anything else, and any input cut into a fixed size
+        under 128, is read once, in order.
+        """
+        kind = type(iterable)
+        small = self.fixed is not None and self.fixed < _RANGE_FROM  # as quick read in turn
+        if (kind is list or kind is tuple or kind is range) and not small:
+            yield from self._slices(iterable)  # type: ignore[arg-type]
+            return
         it = iter(iterable)
         while True:
             chunk = list(itertools.islice(it, self.next_size()))  # in C, not per item here
@@ -104,3 +148,14 @@ class ChunkPlanner:
                 return
             self.sent += len(chunk)
             yield chunk
+
+    def _slices(self, items: list[Any] | tuple[Any, ...] | range) -> Iterator[list[Any] | range]:
+        start = 0
+        while start < len(items):
+            part = items[start : start + self.next_size()]
+            start += len(part)
+            self.sent += len(part)
+            if isinstance(part, tuple) or (isinstance(part, range) and len(part) < _RANGE_FROM):
+                yield list(part)
+            else:
+                yield part

@@ -5,7 +5,8 @@ one tag per chunk (never per item), checked with :func:`hmac.compare_digest`
 before anything is unpickled:
 
 * a chunk is ``tag | nonce | digest | len(fn) | fn | items``: ``items`` a
-  pickle of the list of items, ``nonce`` 16 random bytes that make every
+  pickle of the list of items (of a ``range``, for a map over one: a few
+  bytes however long), ``nonce`` 16 random bytes that make every
   chunk unique, ``digest`` the function's (16 bytes of SHA-256), ``tag`` the
   HMAC of ``"palm-chunk" + nonce + digest + items``. The function's bytes are
   bound by the signed digest: a worker hashes them before it unpickles them.
@@ -20,8 +21,10 @@ before anything is unpickled:
   either: it answers a *refusal*, ``"palm-refused\\0"`` and UTF-8 text, which
   is never unpickled and counts as no answer.
 
-The function is pickled with cloudpickle once per ``map`` call, behind its
-dependency spec (:mod:`palm.wire.deps`); the digest covers both. It travels
+The function is pickled with cloudpickle behind its dependency spec
+(:mod:`palm.wire.deps`); the digest covers both. The bytes are kept per
+function object and shipped again while nothing cloudpickle would read from
+the function has changed (:mod:`palm.wire.fncache`), else pickled anew. It travels
 once per worker, not per chunk: a worker keeps functions by digest, and a
 *lean* chunk (``len(fn) == 0``) names the function by its digest only. A
 worker that lacks it (a new or restarted worker, an evicted cache) answers
@@ -59,6 +62,7 @@ import cloudpickle
 from palm.errors import ConfigError, DependencyError, ProtocolError, RemoteError
 from palm.wire import deps
 from palm.wire.chunking import ChunkPlanner
+from palm.wire.fncache import FunctionCache
 
 __all__ = [
     "MAP_FUNCTION",
@@ -202,16 +206,29 @@ def _keyed(secret: bytes) -> hmac.HMAC:
 
 
 def pickle_function(fn: Callable[[Any], Any]) -> tuple[bytes, bytes]:
-    """``(digest, bytes)`` of a function: its dependency spec, then its cloudpickle."""
+    """``(digest, bytes)`` of a function: its dependency spec, then its cloudpickle.
+
+    The same function object asked again gets the same bytes without pickling
+    anew while nothing cloudpickle would read from it has changed
+    (:class:`~palm.wire.fncache.FunctionCache`).
+    """
     if isinstance(fn, str):
         raise ConfigError("map takes a Python callable, not source text")
     if not callable(fn):
         raise ConfigError(f"map takes a callable, got {type(fn).__name__}")
-    _, data = deps.pack(fn)
-    return hashlib.sha256(data).digest()[:_DIGEST], data
+    return _PICKLED.get(fn, _pack)  # type: ignore[no-any-return]
 
 
-def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any]) -> bytes:
+def _pack(fn: Callable[[Any], Any]) -> tuple[tuple[bytes, bytes], tuple[str, ...]]:
+    spec, data = deps.pack(fn)
+    return (hashlib.sha256(data).digest()[:_DIGEST], data), spec.local
+
+
+#: the functions ``map`` pickled, kept while nothing they would pickle changes
+_PICKLED = FunctionCache()
+
+
+def encode_chunk(secret: bytes, digest: bytes, fn_bytes: bytes, items: list[Any] | range) -> bytes:
     """A chunk, tagged with ``secret`` and made unique by a random nonce.
 
     Laid out as ``tag | nonce | digest | len(fn) | fn | items``. The tag covers
@@ -332,7 +349,7 @@ def run_chunk(
         items = pickle.loads(body)
     except Exception as exc:
         return _answer(secret, tag, _error(-1, type(exc).__qualname__, f"cannot unpickle: {exc}"))
-    if type(items) is not list:
+    if type(items) is not list and type(items) is not range:
         return _answer(secret, tag, _error(-1, "TypeError", "a chunk's items are not a list"))
     body, ok = _run(fn, items)
     if report is not None:
@@ -340,7 +357,7 @@ def run_chunk(
     return _answer(secret, tag, body)
 
 
-def _run(fn: Callable[[Any], Any], items: list[Any]) -> tuple[bytes, bool]:
+def _run(fn: Callable[[Any], Any], items: list[Any] | range) -> tuple[bytes, bool]:
     """The chunk's answer body, and whether every item succeeded."""
     start = time.perf_counter()
     results: list[Any] = []

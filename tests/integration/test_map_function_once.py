@@ -106,3 +106,21 @@ def test_amap_ships_once_too_and_a_worker_restarted_asks_again(
         if len(shipped["again"]) > asked:
             break
     assert len(shipped["again"]) > asked
+
+
+def test_maps_of_one_chunk_reach_every_worker_and_then_go_lean(
+    cluster: LocalCluster, shipped: dict[str, list[int]]
+) -> None:
+    client = cluster.client()
+    for x in range(12):  # one item: one chunk a map, fewer chunks than workers
+        assert client.map(cube, [x]) == [cube(x)]
+    # the first chunk of each of the first maps carries the function until every
+    # worker may have it; a worker that got none asks (and the next map is full)
+    full = sum(1 for n in shipped["chunks"] if n)
+    assert full <= 2 + len(shipped["again"]) * 2
+    assert len(shipped["again"]) <= 2
+    shipped["chunks"].clear()
+    shipped["again"].clear()
+    for x in range(6):
+        assert client.map(cube, [x]) == [cube(x)]
+    assert not any(shipped["chunks"]) and not shipped["again"]

@@ -163,3 +163,44 @@ def test_a_full_chunk_made_with_other_function_bytes_is_refused() -> None:
     lean = mapping.encode_chunk(b"s", digest, b"", [5])
     swapped = mapping.with_function(lean, other)  # the tag still verifies; the digest does not
     assert mapping.refusal(mapping.run_chunk(swapped, b"s", {})) is not None
+
+
+def test_sequences_are_cut_by_slicing_and_ranges_travel_as_ranges() -> None:
+    planner = mapping.ChunkPlanner(10_000, 2, chunksize=5000)
+    parts = list(planner.chunks(range(10_000)))
+    assert parts == [range(0, 5000), range(5000, 10_000)]
+    planner = mapping.ChunkPlanner(5, 2, chunksize=3)
+    assert list(planner.chunks((1, 2, 3, 4, 5))) == [[1, 2, 3], [4, 5]]
+    planner = mapping.ChunkPlanner(4, 2, chunksize=2)  # short ranges: lists pickle quicker
+    assert list(planner.chunks(range(4))) == [[0, 1], [2, 3]]
+    digest, fn = mapping.pickle_function(square)
+    chunk = mapping.encode_chunk(b"s", digest, fn, parts[1])
+    assert len(chunk) < len(fn) + 200  # not 5,000 pickled ints
+    answer = mapping.run_chunk(chunk, b"s", {})
+    results, _ = mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=chunk)
+    assert results == [x * x for x in range(5000, 10_000)]
+
+
+def test_a_hinted_time_per_item_makes_a_large_cheap_total_one_chunk_per_worker() -> None:
+    cheap = mapping.ChunkPlanner(100_000, 2, item_s=1e-7)  # 10 ms of work in all
+    assert cheap.first_wave == 2
+    dear = mapping.ChunkPlanner(100_000, 2, item_s=1e-5)  # 1 s of work: balanced chunks
+    assert dear.first_wave == 8
+    assert mapping.ChunkPlanner(100_000, 2).first_wave == 8  # nothing measured before
+
+
+def test_a_hinted_map_of_less_work_than_a_round_trip_is_one_chunk() -> None:
+    tiny = mapping.ChunkPlanner(10_000, 2, item_s=1e-7, min_chunk_s=0.002)  # 1 ms of work
+    assert [len(c) for c in tiny.chunks(range(10_000))] == [10_000]
+    few = mapping.ChunkPlanner(100, 2, item_s=4e-6)  # 0.4 ms: fewer items than small_total
+    assert few.first_wave == 1
+    some = mapping.ChunkPlanner(1000, 2, item_s=4e-6)  # 4 ms: two chunks of 2 ms
+    assert [len(c) for c in some.chunks(list(range(1000)))] == [500, 500]
+
+
+def test_a_chunk_of_another_type_is_refused_with_an_error() -> None:
+    digest, fn = mapping.pickle_function(square)
+    chunk = mapping.encode_chunk(b"s", digest, fn, {1: 2})  # type: ignore[arg-type]
+    answer = mapping.run_chunk(chunk, b"s", {})
+    with pytest.raises(RemoteError, match="not a list"):
+        mapping.decode_answer(answer, 0, "f", secret=b"s", chunk=chunk)

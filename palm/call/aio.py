@@ -8,8 +8,9 @@ request awaits :meth:`AsyncSharedClient.eval`::
 
 The calls made during one turn of the event loop are sent together when the
 turn ends (one message per function, consecutive job ids, packed); alone, a
-call is sent at once. While the last batch sent is still out, new calls wait
-for its answers (at most ``hold_s``, 2 ms by default) and then go together:
+call is sent at once. While ``batches_out`` batches (2 by default) are still
+out, new calls wait until one of them is answered (at most ``hold_s``, 2 ms
+by default) and then go together:
 under load a message carries as many jobs as requests arrived during a round
 trip, so the master, the workers and the sockets handle a message per batch,
 not per request (Nagle's rule, self-clocked by the answers). Results are
@@ -32,7 +33,10 @@ from palm.call.base import DEFAULT, ClientState, Timeout
 from palm.call.shared import OneJobCalls
 from palm.errors import ClientClosed
 
-__all__ = ["AsyncSharedClient"]
+__all__ = ["BATCHES_OUT", "AsyncSharedClient"]
+
+#: Batches a client keeps out before new calls wait for answers (``batches_out``).
+BATCHES_OUT = 2
 
 
 class _Call:
@@ -87,9 +91,10 @@ class AsyncSharedClient(OneJobCalls):
 
     The sockets are made on the first call, in the running loop, and belong
     to it: use one instance per loop (and per process). ``max_batch`` caps the
-    jobs in one message; ``hold_s`` bounds how long a call waits for the batch
-    before it to be answered (0: never waits); ``timeout_s``, ``heartbeat_interval_s`` and
-    ``max_message_bytes`` are as for a :class:`~palm.call.parallel.ParallelClient`.
+    jobs in one message; while ``batches_out`` batches are out, new calls wait
+    for one of them to be answered, at most ``hold_s`` (0: never wait);
+    ``timeout_s``, ``heartbeat_interval_s`` and ``max_message_bytes`` are as
+    for a :class:`~palm.call.parallel.ParallelClient`.
     """
 
     def __init__(
@@ -100,10 +105,14 @@ class AsyncSharedClient(OneJobCalls):
         server_name: str,
         *,
         hold_s: float = 0.002,
+        batches_out: int = BATCHES_OUT,
         **options: Any,
     ) -> None:
         super().__init__(push_address, pull_address, db_address, server_name, **options)
+        if batches_out < 1:
+            raise ValueError(f"batches_out must be at least 1, not {batches_out}")
         self.hold_s = hold_s
+        self.batches_out = batches_out
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push: zmq.Socket[bytes] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
@@ -114,7 +123,7 @@ class AsyncSharedClient(OneJobCalls):
         self._ticker: asyncio.TimerHandle | None = None
         self._hold: asyncio.TimerHandle | None = None
         self._batch = 0  # the number of the last batch sent
-        self._inflight = 0  # its calls not answered yet
+        self._out_batches: dict[int, int] = {}  # batch number -> its calls not answered yet
 
     @property
     def outstanding(self) -> int:
@@ -154,7 +163,8 @@ class AsyncSharedClient(OneJobCalls):
         self._queued.append(call)
         if not self._flushing:
             self._flushing = True
-            if self._inflight and self.hold_s > 0:  # answers are due: they send the batch
+            if len(self._out_batches) >= self.batches_out and self.hold_s > 0:
+                # answers are due: the first batch fully answered sends this one
                 self._hold = loop.call_later(self.hold_s, self._flush)
             else:
                 loop.call_soon(self._flush)
@@ -177,7 +187,7 @@ class AsyncSharedClient(OneJobCalls):
         batch, self._queued = self._queued, []
         self._number(batch, self._outstanding)
         self._batch += 1
-        self._inflight = len(batch)
+        self._out_batches[self._batch] = len(batch)
         for call in batch:
             call.batch = self._batch
         self._clock(batch)
@@ -276,9 +286,13 @@ class AsyncSharedClient(OneJobCalls):
         if call.clock is not None:
             call.clock.done_with()
             call.clock = None
-        if call.batch == self._batch and self._inflight > 0:
-            self._inflight -= 1
-            if self._inflight == 0 and self._hold is not None:
+        left = self._out_batches.get(call.batch)
+        if left is not None:
+            if left > 1:
+                self._out_batches[call.batch] = left - 1
+                return
+            del self._out_batches[call.batch]
+            if self._hold is not None:
                 self._hold.cancel()
                 self._hold = None
                 assert self._loop is not None

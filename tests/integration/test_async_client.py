@@ -142,30 +142,36 @@ def test_a_closed_client_fails_its_waiting_calls(procs: Processes) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_calls_made_while_a_batch_is_out_wait_for_its_answers_and_go_together(
-    procs: Processes,
+@pytest.mark.parametrize("batches_out", [1, 2])
+def test_calls_made_while_batches_are_out_wait_for_answers_and_go_together(
+    procs: Processes, batches_out: int
 ) -> None:
-    info = start_cluster(procs, 0)  # no worker yet: the first call stays out
-    client = async_of(info, hold_s=60.0)  # only the answers release the held calls
+    info = start_cluster(procs, 0)  # no worker yet: the first calls stay out
+    # only the answers release the held calls
+    client = async_of(info, hold_s=60.0, batches_out=batches_out)
 
     async def main() -> list[bytes]:
         try:
-            first = asyncio.ensure_future(client.eval("tag", b"first"))
-            await asyncio.sleep(0.05)
-            assert client.messages_sent == 1  # alone, a call goes at once
+            alone = []
+            for i in range(batches_out):  # alone, a call goes at once
+                alone.append(asyncio.ensure_future(client.eval("tag", b"first%d" % i)))
+                await asyncio.sleep(0.05)
+                assert client.messages_sent == i + 1
             later = []
             for i in range(10):  # each in a turn of its own
                 later.append(asyncio.ensure_future(client.eval("tag", b"%d" % i)))
                 await asyncio.sleep(0.01)
-            assert client.messages_sent == 1  # held while the first is out
+            assert client.messages_sent == batches_out  # held while the first are out
             procs.worker(WORKER, "w0", info, *FAST)
-            return list(await asyncio.gather(first, *later))
+            return list(await asyncio.gather(*alone, *later))
         finally:
             client.close()
 
     results = asyncio.run(main())
-    assert results == [b"ok:first", *(b"ok:%d" % i for i in range(10))]
-    assert (client.messages_sent, client.jobs_sent) == (2, 11)  # the held ten in one message
+    firsts = [b"ok:first%d" % i for i in range(batches_out)]
+    assert results == [*firsts, *(b"ok:%d" % i for i in range(10))]
+    # the held ten in one message
+    assert (client.messages_sent, client.jobs_sent) == (batches_out + 1, batches_out + 10)
 
 
 @pytest.mark.timeout(60)

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Final
 
+import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
@@ -133,6 +134,28 @@ class _Provider:
         return True
 
 
+#: How long a new authenticator waits for the endpoints of one just stopped.
+REBIND_S: Final = 5.0
+
+
+def _started() -> _Authenticator:
+    """A started authenticator. One stopped just before may still hold its
+    inproc endpoints (ZeroMQ closes sockets in the background): retry a moment."""
+    deadline = time.monotonic() + REBIND_S
+    while True:
+        auth = _Authenticator()
+        try:
+            auth.start()
+            return auth
+        except zmq.ZMQError as exc:
+            for sock in (auth.zap_socket, auth.pipe):
+                if sock is not None:
+                    sock.close(0)
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class _Gate:
     """This process's authenticator and the domains registered with it."""
 
@@ -148,8 +171,7 @@ class _Gate:
     ) -> Door:
         with self.lock:
             if self.auth is None:
-                self.auth = _Authenticator()
-                self.auth.start()
+                self.auth = _started()
             door = Door(f"palm-{label}-{next(self.ids)}", security, accepts, label, refusals)
             self.doors[door.domain] = door
             self.auth.configure_curve_callback(door.domain, _Provider(door, self.auth))

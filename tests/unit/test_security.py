@@ -131,3 +131,14 @@ def test_no_key_and_unknown_keys_get_nothing(tmp_path: Path, keys: Path) -> None
         assert sockets.refusals.total == 1  # a plain peer fails before the allow-list
     finally:
         sockets.close()
+
+
+def test_the_authenticator_restarts_at_once_after_it_stopped(keys: Path) -> None:
+    """The last secured socket of a process stops its authenticator; the next one
+    starts another while ZeroMQ may still be closing the old one's endpoints."""
+    for _ in range(300):
+        sockets = Sockets("test", {}, None, security=security_for(keys, "stage"))
+        try:
+            sockets.bind(zmq.PULL, "tcp://127.0.0.1:*", "pull")
+        finally:
+            sockets.close()

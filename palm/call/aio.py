@@ -8,7 +8,7 @@ request awaits :meth:`AsyncSharedClient.eval`::
 
 The calls made during one turn of the event loop are sent together when the
 turn ends (one message per function, consecutive job ids, packed); alone, a
-call is sent at once. While ``batches_out`` batches (2 by default) are still
+call is sent at once. While ``batches_out`` batches (1 by default) are still
 out, new calls wait until one of them is answered (at most ``hold_s``, 2 ms
 by default) and then go together:
 under load a message carries as many jobs as requests arrived during a round
@@ -36,7 +36,7 @@ from palm.errors import ClientClosed
 __all__ = ["BATCHES_OUT", "AsyncSharedClient"]
 
 #: Batches a client keeps out before new calls wait for answers (``batches_out``).
-BATCHES_OUT = 2
+BATCHES_OUT = 1
 
 
 class _Call:

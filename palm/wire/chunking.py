@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -27,8 +26,8 @@ class ChunkPlanner:
     small input every extra round trip costs more than it balances. So does a
     known total whose work, at ``item_s`` (a previous map's measured time per
     item of the same function), comes to at most ``small_s``: ten thousand
-    no-op items are as small as a hundred. Then no chunk is cut shorter than
-    ``min_chunk_s`` of work either, so a very small map is one chunk.
+    no-op items are as small as a hundred. A hint never cuts a map into fewer
+    chunks than workers: it may be stale (the same function, heavier items).
 
     With ``responsive`` (someone watches the progress), the first chunks are
     single items rather than a first wave sized from the total, so the first
@@ -77,16 +76,13 @@ class ChunkPlanner:
     def first_wave(self) -> int:
         """How many chunks the first wave of a known total has (before any is measured).
 
-        With a hinted time per item, a small total is cut into no more chunks
-        than it has ``min_chunk_s`` of work (at least one, at most one per
-        worker): a chunk shorter than a round trip only adds one.
+        A small total goes as one chunk per worker, however small the hinted
+        time per item: the hint is a previous map's, and the same function
+        given heavier items would otherwise run on one worker alone.
         """
         if not self.small:
             return self.workers * self.min_chunks_per_worker
-        if self.hint_s is None or self.total is None:
-            return self.workers
-        work = self.total * self.hint_s
-        return max(1, min(self.workers, math.ceil(work / self.min_chunk_s)))
+        return self.workers
 
     @property
     def small(self) -> bool:

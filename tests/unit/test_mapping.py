@@ -189,13 +189,14 @@ def test_a_hinted_time_per_item_makes_a_large_cheap_total_one_chunk_per_worker()
     assert mapping.ChunkPlanner(100_000, 2).first_wave == 8  # nothing measured before
 
 
-def test_a_hinted_map_of_less_work_than_a_round_trip_is_one_chunk() -> None:
+def test_a_hint_never_leaves_a_worker_out_of_a_small_map() -> None:
+    # a hint from cheap items, then items of the same function 100 times dearer:
+    # every worker still gets a chunk
+    stale = mapping.ChunkPlanner(100, 2, item_s=1e-7)
+    assert stale.first_wave == 2
+    assert [len(c) for c in stale.chunks(list(range(100)))] == [50, 50]
     tiny = mapping.ChunkPlanner(10_000, 2, item_s=1e-7, min_chunk_s=0.002)  # 1 ms of work
-    assert [len(c) for c in tiny.chunks(range(10_000))] == [10_000]
-    few = mapping.ChunkPlanner(100, 2, item_s=4e-6)  # 0.4 ms: fewer items than small_total
-    assert few.first_wave == 1
-    some = mapping.ChunkPlanner(1000, 2, item_s=4e-6)  # 4 ms: two chunks of 2 ms
-    assert [len(c) for c in some.chunks(list(range(1000)))] == [500, 500]
+    assert [len(c) for c in tiny.chunks(range(10_000))] == [5_000, 5_000]
 
 
 def test_a_chunk_of_another_type_is_refused_with_an_error() -> None:

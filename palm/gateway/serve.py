@@ -203,10 +203,13 @@ class GatewayServer:
             return []
 
     def kill(self) -> None:
-        """SIGKILL the master and every worker by PID (a crash, for tests)."""
-        targets: list[AnyProcess] = [*self._workers()]
-        if self.process is not None:
-            targets.append(self.process)
+        """SIGKILL the master and every worker by PID (a crash, for tests).
+
+        The master goes first: killed after a worker, it could fork a
+        replacement that would keep the listening socket (and outlive it)."""
+        workers = self._workers()
+        targets: list[AnyProcess] = [] if self.process is None else [self.process]
+        targets += workers
         self.process = None
         terminate_all(targets, grace_s=0)
         self._close_log()

@@ -293,17 +293,6 @@ class ParallelClient(PairClient, CacheCalls):
             if timeout is not None and now - started > timeout:
                 raise self._timeout(function, "1 job", now - started)
 
-    def _drive(
-        self,
-        stream: JobStream,
-        progress: bool,
-        total: int | None,
-        errors: str,
-        timeout_s: Timeout,
-    ) -> Iterator[Outcome]:
-        for outcomes in self._drive_batches(stream, progress, total, errors, timeout_s):
-            yield from outcomes
-
     def _drive_batches(
         self,
         stream: JobStream,
@@ -396,7 +385,8 @@ class ParallelClient(PairClient, CacheCalls):
         out: list[Any] = []
         bar = self._progress(progress, plan[0].total)
         try:
-            for answer in self._drive(stream, False, None, "raise", timeout_s):
+            answers = self._drive_batches(stream, False, None, "raise", timeout_s)
+            for answer in itertools.chain.from_iterable(answers):
                 taken = _take_answer(answer, out, plan[0], stream, chunks)
                 if bar is not None:
                     bar.update(taken)

@@ -228,6 +228,11 @@ class LocalCluster:
         """The master forked from this process, its stdout a pipe read here."""
         import palm.serve.master  # noqa: F401  imported once, here, not in the fork
 
+        if not self.env.get("PALM_NO_REDIS"):
+            # the Redis client every process opens in the background: loaded once, here
+            # (in each process, its import would hold the GIL through the first map)
+            import redis  # noqa: F401
+
         read_fd, write_fd = os.pipe()
         try:
             pid = fork_main(
@@ -252,7 +257,7 @@ class LocalCluster:
             while time.monotonic() < deadline:
                 if len(ServiceInfo.from_wire(probe.info()).workers) >= want:
                     return
-                time.sleep(0.01)  # a worker registers within milliseconds of its start
+                time.sleep(0.002)  # a worker registers within milliseconds of its start
         finally:
             probe.close()
         raise TimeoutError(f"the master did not see {want} workers within {timeout_s} s")

@@ -33,8 +33,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 import palm
 from palm.errors import PalmError
 from palm.wire.deps import Spec
@@ -110,6 +108,8 @@ class Environments:
         if (where / _READY).exists():
             self.touch(spec)
             return self.python(spec)
+        from filelock import FileLock  # loaded by workers that build environments only
+
         with FileLock(str(self.root / f"{spec.hash}.lock")):
             if not (where / _READY).exists():
                 self._build(spec, where)
@@ -210,6 +210,8 @@ class Environments:
         if len(ready) <= self.max_envs:
             return
         ready.sort(key=_last_used)
+        from filelock import FileLock, Timeout
+
         for old in ready[: len(ready) - self.max_envs]:
             if old.name == keep:
                 continue

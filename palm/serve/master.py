@@ -59,7 +59,7 @@ from palm.serve.stream import (
     hook_failed,
 )
 from palm.state.cache import Cache, MemoryCache
-from palm.state.deployment import Deployment
+from palm.state.deployment import Deployment, StateOrMemory
 from palm.wire.control import Credit, Ready, ResultMeta, announced_jobs
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control, job_message
@@ -280,11 +280,10 @@ class Master(StreamRouting):
         )
         feeder: Feeder | None = None
         try:
-            self.deployment.open()
-            if self._cache is not None:
-                self.cache = self._cache
-            elif self.deployment.state is not None:
-                self.cache = self.deployment.state
+            # Redis (an embedded one starts in a tenth of a second) opens while
+            # the master binds and serves; cache calls wait for it
+            self.deployment.open(background=True)
+            self.cache = self._cache if self._cache is not None else StateOrMemory(self.deployment)
             poller = Poller(self._stopper.fd, self.failures)
             self.worker_in = sockets.bind(
                 zmq.PULL, self.worker_pull_address, "worker_pull", max_message_bytes=None

@@ -112,8 +112,10 @@ class Worker(Service):
 
     def shared_cache(self) -> Cache:
         """Redis when the deployment has one, else the master's db endpoint."""
-        if self.deployment is not None and self.deployment.state is not None:
-            return self.deployment.state
+        # a deployment still opening (in the background, see WELCOME) is waited for
+        state = self.deployment.opened() if self.deployment is not None else None
+        if state is not None:
+            return state
         if self.db_address:
             if self._cache_client is None:
                 self._cache_client = _MissingAsNone(
@@ -335,7 +337,7 @@ class Worker(Service):
                     redis_url=self.redis_url,
                     cluster=self.cluster,
                     publish=False,
-                ).open()
+                ).open(background=True)  # the master may still be starting its Redis
             if welcome.reset:
                 self.logger.info("worker %s: master asks to register again", self.name)
                 self._ready(dealer)

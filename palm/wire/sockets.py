@@ -76,7 +76,9 @@ def make_socket(
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    # a peer not bound yet (workers forked with their master) is retried soon, then
+    # at doubling intervals: the first attempt at 100 ms held a cluster's start back
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5_000)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)

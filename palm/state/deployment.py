@@ -130,11 +130,12 @@ class Deployment:
         self._ship_palm_records(self._held)
         # only an embedded Redis is looked for again: another process may be starting it
         patient = not self.start_redis and not (url or os.environ.get(REDIS_URL_ENV))
-        name = f"palm-state-{self.server}"
-        self._opener = threading.Thread(
-            target=self._connect_soon, args=(patient,), name=name, daemon=True
+        opener = threading.Thread(
+            target=self._connect_soon, args=(patient,), name=f"palm-state-{self.server}"
         )
-        self._opener.start()
+        opener.daemon = True
+        opener.start()
+        self._opener = opener  # started: opened() may join it from any thread
         return self
 
     def opened(self, timeout_s: float | None = None) -> State | None:

@@ -92,7 +92,13 @@ class _Source:
     def take(self, count: int, max_bytes: int) -> tuple[list[bytes], bool, int, int]:
         """Up to ``count`` payloads adding up to less than ``max_bytes`` (at least one),
         whether the items ran out, their size and the largest one's."""
-        if self._back:
+        back = self._back
+        if back and type(back[0]) is bytes and max_bytes <= len(back[0]) <= self._limit:
+            # a large payload closes its batch alone: no slicing of the rest put back
+            # (up to a batch of them, re-sliced and re-checked per message otherwise)
+            payload = back.pop(0)
+            return [payload], False, len(payload), len(payload)
+        if back:
             got, self._back = self._back[:count], self._back[count:]
             got += itertools.islice(self._items, count - len(got))
         else:

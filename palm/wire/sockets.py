@@ -10,6 +10,7 @@ from typing import Any, cast
 import zmq
 
 from palm.errors import ConfigError
+from palm.wire.allocator import keep_large_buffers
 from palm.wire.security import Security
 
 __all__ = [
@@ -38,6 +39,7 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
     """This process's ZeroMQ context (a fresh one after fork)."""
     global _context, _context_pid
     if _context is None or _context_pid != os.getpid():
+        keep_large_buffers()  # before ZeroMQ's I/O thread allocates its first message
         _context = zmq.Context()
         _context_pid = os.getpid()
     return _context

@@ -227,6 +227,20 @@ def test_large_payloads_go_one_per_message_and_the_window_bounds_their_bytes() -
     assert [jobs(m) for m in quarter] == [BATCH_BYTES // (mib // 4)] * (8 * mib // 4 // BATCH_BYTES)
 
 
+def test_payloads_put_back_after_a_large_one_keep_their_order_and_their_limit() -> None:
+    mib = 1 << 20
+    large, small = [b"L%d" % i + b"x" * mib for i in range(3)], [b"s%d" % i for i in range(4)]
+    items = [large[0], large[1], small[0], small[1], large[2], small[2], small[3]]
+    sent = stream(items, batch=8, max_message_bytes=64 * mib).fill()
+    assert [jobs(m) for m in sent] == [1, 1, 3, 2]
+    header_payloads = [jobs_in(*decode(m)) for m in sent]
+    assert [p for payloads in header_payloads for p in payloads] == items
+    # a payload over the limit is refused even when it waits behind a large one
+    too_big = stream([b"x" * mib, b"x" * (3 * mib)], batch=8, max_message_bytes=2 * mib)
+    with pytest.raises(PayloadTooLarge):
+        too_big.fill()
+
+
 def test_batches_grow_soon_after_a_slow_start(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
     monkeypatch.setattr("palm.call.jobs.time.monotonic", clock)

@@ -221,7 +221,7 @@ class Hello:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read once per result message: a frozen __init__ costs more
 class ResultMeta:
     """What a master reads of a worker's RESULT or HEARTBEAT besides the header:
     the worker's id ``w``, and the ``route`` and original id ``of`` it put on

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from palm import JobLost, RemoteError, UnknownFunction
-from palm.standalone import Worker
 from palm.serve.worker import EXTRA_CREDIT
+from palm.standalone import Worker
 from palm.testing import LocalMaster, answers, wait_until
 from tests.apps.kit import Echo, ok
 

@@ -149,7 +149,9 @@ class JobStream:
     message costs every process the same whatever it carries) soon after a
     slow start (a stall while processes start, a busy machine) is over, while
     slow jobs keep batches of ``batch`` and spread over the workers as before:
-    results that come in a burst are paced with the wait before them.
+    results that come in a burst are paced with the wait before them. A
+    ``window`` of several batches grows with them (so by ``max_batch / batch``
+    at most), keeping as many messages in flight.
 
     ``check(sent, answer)``, when given, vets every successful result against
     the payload it answers: a result it rejects is no result. The job stays
@@ -278,7 +280,12 @@ class JobStream:
             return
         self._span = (now, self.received)
         if (now - since) / done * self.batch * 2 <= GROW_BATCH_S:
-            self.batch = min(self.max_batch, self.batch * 2)
+            grown = min(self.max_batch, self.batch * 2)
+            # as many messages in flight as before: each costs every process a
+            # wake-up, and a window of a few large ones leaves them waiting
+            if self.window >= 2 * self.batch:
+                self.window = self.window * grown // self.batch
+            self.batch = grown
 
     def _message(self, payloads: list[bytes], size: int, largest: int) -> list[bytes]:
         first = reserve_ids(self._ids, len(payloads))

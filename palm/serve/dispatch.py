@@ -180,19 +180,27 @@ class Dispatcher:
             self.queued -= 1
             self.fail(queue.popleft(), "palm.UnknownFunction", message)
 
-    def finished(self, key: JobKey, worker: bytes | None, count: int, now: float) -> Job | None:
+    def finished(
+        self,
+        key: JobKey,
+        worker: bytes | None,
+        count: int,
+        now: float,
+        credit_back: bool = True,
+    ) -> Job | None:
         """A result came from ``worker`` for ``count`` jobs: the job it finishes, or
         None when that job is not in flight (a duplicate, or a late answer).
 
         The worker gets its credit back only for a job it was handed and had
-        not answered yet, so a worker answering twice earns nothing for it.
+        not answered yet, so a worker answering twice earns nothing for it;
+        nor when ``credit_back`` is false (the worker gives that credit up).
         """
         w = self.workers.get(worker) if worker is not None else None
         if w is not None:
             w.last_seen = now
             if key in w.inflight:  # a worker answering twice earns no credit for it
                 del w.inflight[key]
-                w.credit += 0 if w.leaving else 1
+                w.credit += 0 if w.leaving or not credit_back else 1
                 w.done += count
         job = self.inflight.pop(key, None)
         if job is None:

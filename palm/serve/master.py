@@ -615,7 +615,9 @@ class Master(StreamRouting):
         count = job_count(header, len(frames) - 1)
         # A worker that could not read a job answers it with palm.ProtocolError
         # errors: like any result, that retires the job (it is not handed out again).
-        job = self.pool.finished((header.client, header.id), meta.worker, count, now)
+        job = self.pool.finished(
+            (header.client, header.id), meta.worker, count, now, meta.credit_back
+        )
         if job is None:
             return
         failed = len(header.errors) if header.errors else min(meta.map_failed, count)
@@ -645,6 +647,7 @@ class Master(StreamRouting):
         extra = header.extra
         if extra is not None:
             extra.pop("w", None)
+            extra.pop("nc", None)
             route = extra.pop("route", None)
             if isinstance(route, str):
                 header.function = route

@@ -221,7 +221,7 @@ class Hello:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read once per result message: a frozen __init__ costs more
 class ResultMeta:
     """What a master reads of a worker's RESULT or HEARTBEAT besides the header:
     the worker's id ``w``, and the ``route`` and original id ``of`` it put on
@@ -233,6 +233,9 @@ class ResultMeta:
     #: a map answer's user function (``mf``) and how many of its chunks failed (``mx``)
     map_function: str | None = None
     map_failed: int = 0
+    #: whether the result returns its worker's credit (``nc``: a worker giving
+    #: back credit it asked for on top of its own keeps this one)
+    credit_back: bool = True
 
     @classmethod
     def from_header(cls, header: Header) -> ResultMeta:
@@ -253,7 +256,7 @@ class ResultMeta:
         failed = extra.get("mx", 0)
         if type(failed) is not int or not 0 <= failed < _MAX_INT:
             failed = 0
-        return cls(worker, route, origin, function or None, failed)
+        return cls(worker, route, origin, function or None, failed, extra.get("nc") is not True)
 
 
 def map_report(extra: dict[str, Any] | None, function: str, failed: int) -> dict[str, Any]:

@@ -192,10 +192,19 @@ def test_batches_of_fast_jobs_grow_to_max_batch_and_slow_ones_keep_theirs(
     clock = Clock()
     monkeypatch.setattr("palm.call.jobs.time.monotonic", clock)
     items = [b"x"] * 20_000
-    fast = run_stream(stream(items, window=2_000, batch=64, max_batch=256), clock, 2e-6, 12)
+    grown = stream(items, window=2_000, batch=64, max_batch=256)
+    fast = run_stream(grown, clock, 2e-6, 12)
     assert fast[0] == 64 and max(fast) == 256
-    slow = run_stream(stream(items, window=2_000, batch=64, max_batch=256), clock, 1e-3, 12)
+    # the window grew with the batches: as many messages in flight as at the start
+    assert grown.window == 8_000
+    kept = stream(items, window=2_000, batch=64, max_batch=256)
+    slow = run_stream(kept, clock, 1e-3, 12)
     assert max(slow) == 64  # (a message may be smaller: what the window had room for)
+    assert kept.window == 2_000
+    # a window of less than two batches is the caller's cap on jobs in flight: kept
+    narrow = stream(items, window=100, batch=64, max_batch=256)
+    run_stream(narrow, clock, 2e-6, 12)
+    assert narrow.window == 100
     fixed = run_stream(stream(items, window=2_000, batch=64), clock, 2e-6, 12)
     assert max(fixed) == 64
     # whatever the growth, results come back whole and in order

@@ -9,11 +9,14 @@ is the master's own behaviour (the ParallelClient drops duplicates itself).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from palm import JobLost, RemoteError, UnknownFunction
+from palm.serve.worker import EXTRA_CREDIT
 from palm.standalone import Worker
-from palm.testing import LocalMaster, answers
+from palm.testing import LocalMaster, answers, wait_until
 from tests.apps.kit import Echo, ok
 
 pytestmark = pytest.mark.timeout(30)
@@ -69,6 +72,46 @@ def test_a_credit_message_asks_for_jobs_without_a_result() -> None:
             stub.answer(job)
         stub.answer(stub.next_job())
         assert sorted(answers(wire.results(3))) == ids
+
+
+class Paced(Worker):
+    def echo(self, message: bytes) -> bytes:
+        return message
+
+    def nap(self, message: bytes) -> bytes:
+        time.sleep(0.004)
+        return message
+
+
+def test_a_worker_asks_for_more_credit_after_fast_batches_and_gives_it_back_after_slow_ones() -> (
+    None
+):
+    with LocalMaster() as cluster:
+        worker = cluster.add_worker(Paced, credit=2)
+        wire = cluster.wire_client()
+
+        def credit() -> int:
+            return int(cluster.workers()[worker.name]["credit"])
+
+        # messages of one job keep the worker's credit as it is
+        for _ in range(3):
+            wire.send("echo", [b"one"])
+        wire.results(3)
+        assert worker.extra_credit == 0
+        # fast batches: one more message ahead after each, up to EXTRA_CREDIT more
+        for _ in range(EXTRA_CREDIT + 2):
+            wire.send("echo", [b"a", b"b"], packed=True)
+        wire.results(2 * (EXTRA_CREDIT + 2))  # (two jobs a message)
+        wait_until(lambda: credit() == 2 + EXTRA_CREDIT, timeout_s=5)
+        assert worker.extra_credit == EXTRA_CREDIT
+        # slow batches: each result keeps one such credit back, down to ``credit``
+        for _ in range(EXTRA_CREDIT + 2):
+            wire.send("nap", [b"a", b"b"], packed=True)
+        wire.results(2 * (EXTRA_CREDIT + 2))
+        wait_until(lambda: credit() == 2, timeout_s=5)
+        assert worker.extra_credit == 0
+        info = cluster.info()
+        assert (info["queued"], info["inflight"]) == (0, 0)
 
 
 def test_jobs_for_a_function_go_only_to_workers_that_declare_it() -> None:

@@ -24,14 +24,17 @@ test: $(STAMP)
 	$(BIN)/mypy palm
 	$(BIN)/python -m pytest -q
 
-## palm side by side with its peers (installs them into .peers-venv / .pylm-venv)
+## palm side by side with its peers (installs them into .peers-venv / .pylm-venv,
+## and wrk, the HTTP benchmark's load generator, with scripts/system-deps)
 bench: $(STAMP)
+	scripts/system-deps
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
 bench-full: $(STAMP)
+	scripts/system-deps
 	$(BIN)/python -m benchmarks.run --full
 
 lint: $(STAMP)

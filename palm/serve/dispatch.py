@@ -147,9 +147,11 @@ class Dispatcher:
                 return
 
     def _hand_out(self, queue: deque[Job], workers: list[WorkerInfo]) -> None:
-        i = 0
         while queue and workers:
-            w = workers[i % len(workers)]
+            # the worker with the fewest messages in hand (the first of equals): one
+            # holding credit to spare, asked for ahead of fast messages, must not
+            # collect slow messages behind each other while another worker idles
+            w = workers[0] if len(workers) == 1 else min(workers, key=_in_hand)
             job = queue.popleft()
             self.queued -= 1
             job.worker = w.identity
@@ -164,8 +166,6 @@ class Dispatcher:
                 continue
             if w.credit <= 0:
                 workers.remove(w)
-                continue
-            i += 1
 
     def _unknown(self, function: str, queue: deque[Job]) -> None:
         """No worker seen so far knows ``function``: answer every job now."""
@@ -345,3 +345,7 @@ def split(job: Job) -> list[Job]:
         part.attempts, part.deaths = job.attempts, job.deaths
         parts.append(part)
     return parts
+
+
+def _in_hand(worker: WorkerInfo) -> int:
+    return len(worker.inflight)

@@ -5,6 +5,7 @@ cache calls wait for the outcome."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from palm.state import deployment as deployment_module
 from palm.state.deployment import Deployment, StateOrMemory
 from palm.state.embedded import ensure_redis, stop_started_redis
 from palm.state.logs import read_logs
@@ -97,7 +99,14 @@ def test_closing_stops_a_deployment_still_looking_for_redis(
     monkeypatch.setenv("PALM_DATA_DIR", str(short_tmp_dir / "none"))
     monkeypatch.delenv("PALM_REDIS_URL", raising=False)
     monkeypatch.delenv("PALM_NO_REDIS", raising=False)
+    # a search that would outlast the test's own timeout unless close() ends it
+    monkeypatch.setattr(deployment_module, "FIND_TIMEOUT_S", 3600.0)
     deployment = Deployment("m", "w0", publish=False).open(background=True)
-    deployment.close()  # returns at once, not after the whole search
+    opener = deployment._opener
+    assert opener is not None
+    time.sleep(0.3)  # past the first tries: it waits between lookups now
+    assert opener.is_alive()
+    deployment.close()
+    assert not opener.is_alive()
     assert deployment.state is None
     assert not held_handlers()

@@ -249,3 +249,55 @@ def test_local_cluster_dies_with_its_process_even_when_started_on_a_thread(
     assert {p.pid for p in descendants} >= set(report["pids"])
 
     assert alive_after_kill(script, descendants) == []
+
+
+REDIS_CLUSTER_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+from palm.ops.cluster import LocalCluster
+
+info = Path(os.environ["PALM_DATA_DIR"]) / "redis.json"
+cluster = LocalCluster(workers=1).start()
+cluster.wait_for_workers(1, timeout_s=30)
+assert cluster.map(abs, [-4]) == [4]
+deadline = time.monotonic() + 30
+while not info.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)  # the master starts its Redis in the background
+print(json.dumps({"redis": json.loads(info.read_text())["pid"]}), flush=True)
+if sys.argv[1] == "stop":
+    cluster.stop()
+    print("stopped", flush=True)
+time.sleep(600)
+"""
+
+
+def _cluster_redis(procs: Processes, tmp_path: Path, how: str) -> tuple[subprocess.Popen[str], int]:
+    """A script's LocalCluster with its embedded Redis; the script and Redis's PID."""
+    env = {"PALM_DATA_DIR": str(tmp_path / "data"), "PALM_NO_REDIS": "", "PALM_REDIS_URL": ""}
+    script = procs.start([sys.executable, "-c", REDIS_CLUSTER_SCRIPT, how], env=env)
+    try:
+        (line,) = read_lines(script, lambda line: line.startswith("{"), 90)
+    except (TimeoutError, RuntimeError) as exc:
+        raise AssertionError(f"the cluster did not start its Redis: {exc}") from exc
+    pid = json.loads(line)["redis"]
+    assert "redis-server" in " ".join(psutil.Process(pid).cmdline())
+    return script, pid
+
+
+def test_a_local_clusters_embedded_redis_stops_with_it(
+    procs: Processes, leftovers: list[psutil.Process], short_tmp_dir: Path
+):
+    script, pid = _cluster_redis(procs, short_tmp_dir, "stop")
+    leftovers.append(psutil.Process(pid))
+    read_lines(script, lambda line: "stopped" in line, 60)
+    assert wait_for(lambda: not running(psutil.Process(pid)) or None, timeout_s=GONE_WITHIN_S)
+
+
+def test_a_local_clusters_embedded_redis_dies_with_its_killed_process(
+    procs: Processes, leftovers: list[psutil.Process], short_tmp_dir: Path
+):
+    script, pid = _cluster_redis(procs, short_tmp_dir, "kill")
+    redis = psutil.Process(pid)
+    descendants = tree(script.pid, leftovers)
+    assert redis in descendants
+    assert alive_after_kill(script, descendants) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,7 +100,10 @@ def test_amap_ships_once_too_and_a_worker_restarted_asks_again(
     os.kill(cluster.workers[0].pid, signal.SIGKILL)
     cluster.workers[0].wait(30)
     cluster.add_worker()
-    for _ in range(20):  # until the new worker has had chunks (each map lean)
+    # until the new worker, registered a moment from now, has had chunks (each
+    # map lean): twenty maps can all end before it has registered
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         assert asyncio.run(client.amap(cube, range(400), timeout_s=60)) == [
             cube(x) for x in range(400)
         ]

@@ -102,9 +102,10 @@ class ParallelClient(PairClient, CacheCalls):
         # digests of the functions map has shipped whole, and in how many chunks
         # (oldest first, bounded)
         self._shipped: dict[bytes, int] = {}
-        # the measured time per item of each function's last map, by digest (bounded):
-        # a map of the same function sizes its first wave from it
-        self._item_s: dict[bytes, float] = {}
+        # the measured time per item of each function's last map, by digest and the
+        # shape of its first item (bounded): a map of the same function over items
+        # of that shape sizes its first wave from it
+        self._item_s: dict[tuple[bytes, object], float] = {}
 
     @property
     def workers(self) -> int:
@@ -406,8 +407,9 @@ class ParallelClient(PairClient, CacheCalls):
             self._shipped[digest] = min(self._shipped[digest], max(0, self.workers - 1))
         if planner.item_s is None:
             return
-        self._item_s.pop(digest, None)
-        self._item_s[digest] = planner.item_s
+        key = (digest, chunks.shape)
+        self._item_s.pop(key, None)
+        self._item_s[key] = planner.item_s
         while len(self._item_s) > 256:
             del self._item_s[next(iter(self._item_s))]
 
@@ -430,14 +432,15 @@ class ParallelClient(PairClient, CacheCalls):
         secret = self._map_secret()
         digest, fn_bytes = mapping.pickle_function(fn)
         workers = max(1, self.workers)
+        shape = _shape(iterable)
         planner = mapping.ChunkPlanner(
             _length(iterable),
             workers,
             chunksize=chunksize,
             responsive=responsive,
-            item_s=self._item_s.get(digest),
+            item_s=self._item_s.get((digest, shape)),
         )
-        chunks = _SentChunks(secret, digest)
+        chunks = _SentChunks(secret, digest, shape)
         # the function travels once per worker: with the first chunk each worker
         # may get (one per worker, over one map or more), then by digest only; a
         # worker that lacks it asks, and that chunk goes again with it
@@ -597,10 +600,12 @@ class ParallelClient(PairClient, CacheCalls):
 class _SentChunks:
     """The chunks of one ``map`` in order, until their answers are decoded."""
 
-    def __init__(self, secret: bytes, digest: bytes = b"") -> None:
+    def __init__(self, secret: bytes, digest: bytes = b"", shape: object = None) -> None:
         self.secret = secret
         #: the digest of the function the chunks run
         self.digest = digest
+        #: the shape of the map's first item (see :func:`_shape`)
+        self.shape = shape
         #: what vets their answers (and counts the chunks sent again in full)
         self.vet: DependencyRetry | None = None
         self._chunks: deque[bytes] = deque()
@@ -633,6 +638,26 @@ def _take_answer(
     planner.observe(len(results), seconds)
     out.extend(results)
     return len(results)
+
+
+def _shape(iterable: Iterable[Any]) -> object:
+    """A coarse shape of the first item of a list, tuple or range (None for other inputs).
+
+    The time per item a map measured is kept for the next map of the same function
+    over items of the same shape: its type, and the bit length of an int or of a
+    sized item's length (one class per power of two). ``factorial`` over 100s and
+    over 1000s are two shapes: one's time per item says little about the other's.
+    """
+    if not isinstance(iterable, (list, tuple, range)) or not iterable:
+        return None
+    first: Any = iterable[0]
+    kind = type(first)
+    if kind is int:
+        return (kind, abs(first).bit_length())
+    try:
+        return (kind, len(first).bit_length())
+    except Exception:  # no length, or a user's __len__ that fails: the type alone
+        return kind
 
 
 def _length(iterable: Iterable[Any]) -> int | None:

@@ -82,6 +82,8 @@ __all__ = ["Master"]
 
 #: Most mapped functions the counters name apart (workers report them); more count as __map__.
 MAX_MAP_NAMES = 64
+#: Most clients whose last-told worker count a master keeps (the oldest told is forgotten).
+MAX_TOLD_CLIENTS = 10_000
 
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
@@ -177,6 +179,8 @@ class Master(StreamRouting):
         self.stats = {"jobs_in": 0, "jobs_out": 0, "failed": 0, "requeued": 0, "duplicates": 0}
         #: the mapped functions' names the counters list (at most MAX_MAP_NAMES)
         self._map_names: set[str] = set()
+        #: the worker count each client's last WELCOME told it (bounded, oldest first)
+        self._told: dict[bytes, int] = {}
         #: the workers and the jobs they hold (see :mod:`palm.serve.dispatch`)
         self.pool = Dispatcher(
             name,
@@ -365,9 +369,26 @@ class Master(StreamRouting):
     def _window_open(self) -> bool:
         return self.pool.queued < 100_000 and not self.routes.full
 
-    def _welcome(self) -> dict[str, object]:
-        """What a client's WELCOME carries besides the session."""
-        return {"workers": len(self.pool.workers), "interval_s": self.heartbeat_interval_s}
+    def _welcome(self, identity: bytes) -> dict[str, object]:
+        """What a client's WELCOME carries besides the session (the worker count it
+        tells is remembered: see :meth:`_tell_news`)."""
+        workers = len(self.pool.workers)
+        told = self._told
+        told.pop(identity, None)
+        told[identity] = workers
+        while len(told) > MAX_TOLD_CLIENTS:
+            del told[next(iter(told))]
+        return {"workers": workers, "interval_s": self.heartbeat_interval_s}
+
+    def _tell_news(self, client: bytes) -> None:
+        """A WELCOME ahead of a result to a client whose last one told another worker
+        count: ``map`` sizes its chunks for the workers there are, and a client
+        welcomed while workers were still joining would otherwise plan for fewer
+        until its next HELLO, a heartbeat interval later."""
+        outlet = self.routes.outlet
+        if outlet is not None:
+            more = self._welcome(client)
+            outlet.to_client(client, control(Kind.WELCOME, client, 0, session=self.session, **more))
 
     # jobs in -----------------------------------------------------------------
 
@@ -635,6 +656,9 @@ class Master(StreamRouting):
 
     def _deliver(self, header: Header, frames: list[bytes]) -> None:
         """Send a finished result on: to its client, the next stage or subscribers."""
+        told = self._told.get(header.client)
+        if told is not None and told != len(self.pool.workers):
+            self._tell_news(header.client)
         if self._forwards and header.pipeline is None and not header.errors:
             # the result of a client's job, as the worker sent it
             outlet = self.routes.outlet

@@ -119,8 +119,8 @@ class Outlet:
     HELLO again; a topic's stream waits until ``subscribers`` servers took
     it, so none of them misses the start; what waits for a client that stays
     away ``park_ttl_s`` is dropped (:meth:`expire`). Probe reports from earlier
-    stages are relayed to their client. ``welcome`` adds fields to the WELCOME
-    a peer gets for its HELLO.
+    stages are relayed to their client. ``welcome(identity)`` adds fields to the
+    WELCOME a peer gets for its HELLO.
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class Outlet:
         park_limit: int = 100_000,
         subscribers: int = 1,
         park_ttl_s: float = 300.0,
-        welcome: Callable[[], dict[str, Any]] | None = None,
+        welcome: Callable[[bytes], dict[str, Any]] | None = None,
         max_peers: int = 10_000,
     ) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -212,7 +212,7 @@ class Outlet:
                 if identity not in peers:
                     peers.append(identity)
                     self.logger.info("%s: %r subscribed to %r", self.name, hello.name, topic)
-            more = self.welcome() if self.welcome is not None else {}
+            more = self.welcome(identity) if self.welcome is not None else {}
             self.to_client(
                 identity, control(Kind.WELCOME, identity, header.id, session=self.session, **more)
             )

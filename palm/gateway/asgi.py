@@ -40,6 +40,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+#: The content type of every result.
+_OCTET_STREAM = (b"content-type", b"application/octet-stream")
+
 #: Threads per gateway process for the requests that go to Flask.
 DEFAULT_WSGI_THREADS = 32
 
@@ -74,26 +77,30 @@ class EdgeApp:
                 await self._answer(*self.route.unparsable(exc), "", send)
                 return
             if request is not None:
-                service, function, _length, request_id, authorization = request
-                if await self._allowed(scope, authorization, request_id, send):
-                    await self._job(service, function, request_id, receive, send)
+                service, function, request_id, raw_id, authorization = request
+                # a key checked a moment ago answers from memory: no coroutine for it
+                if self.auth.admits(scope["path"], authorization) or await self._allowed(
+                    scope, authorization, request_id, send
+                ):
+                    await self._job(service, function, request_id, raw_id, receive, send)
                 return
         elif kind == "lifespan":
             await self._lifespan(receive, send)
             return
         await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
 
-    def _match(self, scope: Scope) -> tuple[str, str, int, str, bytes | None] | None:
-        """(service, function, length, request id, Authorization header) for a request
-        the event loop answers: the headers are read once, here."""
+    def _match(self, scope: Scope) -> tuple[str, str, str, bytes, bytes | None] | None:
+        """(service, function, request id, the id as the response's header value,
+        Authorization header) for a request the event loop answers: the headers are
+        read once, here."""
         length: str | None = None
-        request_id = ""
+        raw_id = b""
         authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value.decode("latin-1")
             elif name == b"x-request-id":
-                request_id = value.decode("latin-1")
+                raw_id = value
             elif name == b"authorization":
                 authorization = value
             elif name == b"transfer-encoding":
@@ -101,16 +108,20 @@ class EdgeApp:
         route = self.route.match(scope["method"], scope["path"], length)
         if route is None:
             return None
-        return (*route, request_id or uuid.uuid4().hex, authorization)
+        if raw_id:
+            request_id = raw_id.decode("latin-1")
+        else:
+            request_id = uuid.uuid4().hex
+            raw_id = request_id.encode()
+        return route[0], route[1], request_id, raw_id, authorization
 
     async def _allowed(
         self, scope: Scope, header: bytes | None, request_id: str, send: Send
     ) -> bool:
-        """The API key check (:mod:`palm.gateway.auth`) of the ``Authorization`` header;
-        answers the request when it fails."""
+        """The API key check (:mod:`palm.gateway.auth`) of the ``Authorization`` header
+        when :meth:`Authenticator.admits` could not pass it from memory; answers the
+        request when it fails."""
         path: str = scope["path"]
-        if self.auth.admits(path, header):
-            return True
         lookup = self._lookups.get(header) if header is not None else None
         if lookup is not None:  # this key is being looked up in Redis: wait for that
             await asyncio.shield(lookup)
@@ -150,50 +161,65 @@ class EdgeApp:
                 done.set_result(None)
 
     async def _job(
-        self, service: str, function: str, request_id: str, receive: Receive, send: Send
+        self,
+        service: str,
+        function: str,
+        request_id: str,
+        raw_id: bytes,
+        receive: Receive,
+        send: Send,
     ) -> None:
         started = perf_counter()
+        message = await receive()
+        if message.get("more_body", False) or message["type"] != "http.request":
+            payload = await self._rest_of_body(message, receive)
+            if payload is None:
+                return  # the client went away before sending its body
+        else:
+            payload = message.get("body", b"")
+        job_id = self.route.job_id()
+        try:
+            result = await self._client(service).eval(function, payload, request_id=request_id)
+        except Exception as exc:
+            token = REQUEST_ID.set(request_id)  # the failure's log line names the request
+            try:
+                body, status, headers = self.route.failure(service, function, exc)
+            finally:
+                REQUEST_ID.reset(token)
+            await self._answer(body, status, headers, request_id, send)
+            self._count(status, perf_counter() - started, service, type(exc).__name__)
+            return
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                _OCTET_STREAM,
+                (b"x-palm-job-id", job_id.encode()),
+                (b"content-length", str(len(result)).encode()),
+                (b"x-request-id", raw_id),
+            ],
+        })  # fmt: skip
+        await send({"type": "http.response.body", "body": result})
+        self._count(200, perf_counter() - started, service, "ok")
+
+    @staticmethod
+    async def _rest_of_body(message: Message, receive: Receive) -> bytes | None:
+        """The body of a request whose first message did not hold all of it; None when
+        the client went away first."""
         chunks: list[bytes] = []
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
-                return  # the client went away before sending its body
+                return None
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
-                break
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        token = REQUEST_ID.set(request_id)
-        try:
-            job_id = self.route.job_id()
-            try:
-                result = await self._client(service).eval(function, payload, request_id=request_id)
-            except Exception as exc:
-                self.metrics.tally_job(service, type(exc).__name__)
-                body, status, headers = self.route.failure(service, function, exc)
-            else:
-                self.metrics.tally_job(service, "ok")
-                await send({
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/octet-stream"),
-                        (b"x-palm-job-id", job_id.encode()),
-                        (b"content-length", str(len(result)).encode()),
-                        (b"x-request-id", request_id.encode("latin-1", "replace")),
-                    ],
-                })  # fmt: skip
-                await send({"type": "http.response.body", "body": result})
-                self._count(200, perf_counter() - started)
-                return
-        finally:
-            REQUEST_ID.reset(token)
-        await self._answer(body, status, headers, request_id, send)
-        self._count(status, perf_counter() - started)
+                return b"".join(chunks)
+            message = await receive()
 
-    def _count(self, status: int, elapsed_s: float) -> None:
-        """Tally an answered job request; the metrics are written when this turn of the
-        event loop ends (one write per label set for all the turn answered)."""
-        self.metrics.tally(RULE, "POST", status, elapsed_s)
+    def _count(self, status: int, elapsed_s: float, service: str, outcome: str) -> None:
+        """Tally an answered job request and its job's outcome; the metrics are written
+        when this turn of the event loop ends (one write per label set for all the
+        turn answered)."""
+        self.metrics.tally_answer(RULE, "POST", status, elapsed_s, service, outcome)
         if not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush_metrics)

@@ -116,6 +116,21 @@ class GatewayMetrics:
             # the bucket observe() would pick: the first bound at or above the value
             entry[2 + bisect_left(self._bounds, elapsed_s)] += 1
 
+    def tally_answer(
+        self, route: str, method: str, status: int, elapsed_s: float, service: str, outcome: str
+    ) -> None:
+        """:meth:`tally` and :meth:`tally_job` for a job request, under one lock."""
+        key = (route, method, status)
+        job = (service, outcome)
+        with self._lock:
+            entry = self._tallied.get(key)
+            if entry is None:
+                entry = self._tallied[key] = [0.0] * (len(self._bounds) + 2)
+            entry[0] += 1
+            entry[1] += elapsed_s
+            entry[2 + bisect_left(self._bounds, elapsed_s)] += 1
+            self._jobs_tallied[job] = self._jobs_tallied.get(job, 0) + 1
+
     def tally_job(self, service: str, outcome: str) -> None:
         """Count one job sent to ``service`` that ended with ``outcome``, at the next flush."""
         key = (service, outcome)

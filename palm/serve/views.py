@@ -12,6 +12,7 @@ received buffer: no copy and nothing lent to pyzmq's garbage thread.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import MethodType
 from typing import Any, TypeVar, cast
 
 import zmq
@@ -51,7 +52,11 @@ def zero_copy(func: _F) -> _F:
 
 def is_zero_copy(func: object) -> bool:
     """Whether ``func`` (a function or a bound method) was marked :func:`zero_copy`."""
-    return getattr(func, _MARK, False) is True
+    # a bound method's function holds the mark: read its __dict__ (a lookup that
+    # misses on the method itself costs an AttributeError on every message)
+    target = func.__func__ if type(func) is MethodType else func
+    attrs = getattr(target, "__dict__", None)
+    return type(attrs) is dict and attrs.get(_MARK) is True
 
 
 #: ``id()`` of each bytes copy of a received view -> (that copy, the view)
@@ -70,8 +75,9 @@ def as_call_payloads(
     """
     if is_zero_copy(func):
         return [cast(bytes, _readonly(p)) for p in payloads], None
-    if set(map(type, payloads)) == {bytes}:  # one pass in C
-        return list(payloads), None
+    # all bytes (small payloads): as they are; one payload tested alone, many in one pass in C
+    if (type(payloads[0]) is bytes) if len(payloads) == 1 else set(map(type, payloads)) == {bytes}:
+        return payloads if type(payloads) is list else list(payloads), None
     out: list[bytes] = []
     received: Received = {}
     for payload in cast(Sequence[Any], payloads):

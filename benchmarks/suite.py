@@ -22,6 +22,7 @@ PYLM_PARALLEL = "pylm 0.14.4: Client -> Master -> 2 workers"
 RAW_REQREP = "raw pyzmq REQ/REP"
 PALM_REQREP = "palm standalone Server/Client"
 PALM_PARALLEL_CURVE = f"{PALM_PARALLEL}, CURVE"
+PALM_PARALLEL_VIEW = f"{PALM_PARALLEL}, memoryview handler"
 PALM_REQREP_CURVE = f"{PALM_REQREP}, CURVE"
 PALM_MEMORY = "palm: ParallelClient -> Master -> 2 workers, 100 B items"
 
@@ -142,6 +143,9 @@ def jobs(mode: str) -> list[Job]:
           for variant in ("zero-copy", "copy")),
         _message_job("throughput", "palm", palm, "palm", PALM_PARALLEL, large, 300,
                      params=at_large),
+        # the same, the workers' echo taking a memoryview of the frame (@zero_copy)
+        _message_job("throughput", "palm", palm, "palm-view", PALM_PARALLEL_VIEW,
+                     [*large, "--handler", "view"], 300, params=at_large),
         # pylm's case takes no --bench flag: it measures throughput only.
         _message_job("throughput", "pylm", pylm, "pylm", PYLM_PARALLEL, messages, 300, True, False),
         _message_job("latency", "palm", raw, "raw", RAW_REQREP, requests, 180),

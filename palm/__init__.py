@@ -16,6 +16,7 @@ from palm.errors import (
     TimeoutError,
     UnknownFunction,
 )
+from palm.serve.views import zero_copy
 
 __all__ = [
     # errors
@@ -33,4 +34,6 @@ __all__ = [
     "UnknownFunction",
     # version
     "__version__",
+    # worker functions
+    "zero_copy",
 ]

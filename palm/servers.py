@@ -59,6 +59,7 @@ from palm.serve import worker as _worker
 from palm.serve.compat import DropsNone, MessageLimit, message_limit, one_of, setup_logging
 from palm.serve.service import error_info
 from palm.serve.stream import Message
+from palm.serve.views import as_call_payloads
 from palm.wire.info import ServiceInfo
 from palm.wire.protocol import ErrorInfo, Header
 from palm.wire.shipping import MAP_FUNCTION
@@ -399,7 +400,7 @@ class MuxWorker(Worker):
         out: list[bytes] = []
         errors: list[ErrorInfo] = []
         passed = {e.offset: e for e in header.errors} if header.errors else {}
-        for offset, payload in enumerate(payloads):
+        for offset, payload in enumerate(as_call_payloads(func, payloads)[0]):
             if offset in passed:
                 passed[offset].offset = len(out)
                 errors.append(passed[offset])

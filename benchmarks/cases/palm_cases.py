@@ -4,6 +4,8 @@
 ``--bench latency``: standalone Server/Client round trips, one at a time.
 ``--bench memory``: peak RSS of the master and of the client while streaming many items.
 ``--curve``: every socket speaks CurveZMQ (keys made for the run), rows keyed ``palm-curve``.
+``--handler view``: the workers' echo takes a read-only memoryview of the received frame
+(``@zero_copy``) instead of bytes; rows keyed ``palm-view``.
 
 If palm (or the part of it a benchmark needs) cannot be imported, the case fails with the
 ImportError and the launcher reports the row as unavailable.
@@ -58,14 +60,31 @@ def _run_master(addresses: MasterAddresses) -> None:
     ).start()
 
 
-def _run_worker(addresses: MasterAddresses, index: int) -> None:
+#: the workers' echo: "bytes" (the default API) or "view" (a ``@zero_copy`` memoryview)
+HANDLERS = {
+    "bytes": ("palm", "palm: ParallelClient -> Master -> 2 workers"),
+    "view": ("palm-view", "palm: ParallelClient -> Master -> 2 workers, memoryview handler"),
+}
+
+
+def _run_worker(addresses: MasterAddresses, index: int, handler: str = "bytes") -> None:
     from palm.standalone import Worker  # type: ignore[attr-defined]
 
     class EchoWorker(Worker):  # type: ignore[misc]
         def echo(self, message: bytes) -> bytes:
             return message
 
-    EchoWorker(
+    worker_class = EchoWorker
+    if handler == "view":
+        from palm import zero_copy
+
+        class ViewEchoWorker(Worker):  # type: ignore[misc]
+            @zero_copy
+            def echo(self, message: memoryview) -> memoryview:
+                return message
+
+        worker_class = ViewEchoWorker
+    worker_class(
         f"{SERVER_NAME}-worker-{index}",
         push_address=addresses.worker_push,
         pull_address=addresses.worker_pull,
@@ -109,14 +128,16 @@ def _children(targets: list[tuple[object, tuple[object, ...]]]) -> Iterator[list
 
 
 @contextmanager
-def _parallel_cluster(workers: int = 2) -> Iterator[tuple[object, list[int]]]:
+def _parallel_cluster(
+    workers: int = 2, handler: str = "bytes"
+) -> Iterator[tuple[object, list[int]]]:
     """A Master and ``workers`` echo Workers; yields (ParallelClient, [master PID,
     worker PIDs...])."""
     from palm.standalone import ParallelClient  # type: ignore[attr-defined]
 
     addresses = MasterAddresses.free()
     targets: list[tuple[object, tuple[object, ...]]] = [(_run_master, (addresses,))]
-    targets += [(_run_worker, (addresses, index)) for index in range(workers)]
+    targets += [(_run_worker, (addresses, index, handler)) for index in range(workers)]
     with _children(targets) as pids:
         client = ParallelClient(
             push_address=addresses.push,
@@ -138,13 +159,15 @@ def _stream(client: object, count: int, payload: bytes = PAYLOAD) -> int:
     return sum(1 for _ in replies)
 
 
-def throughput(count: int, runs: int, payload_bytes: int = len(PAYLOAD)) -> None:
+def throughput(
+    count: int, runs: int, payload_bytes: int = len(PAYLOAD), handler: str = "bytes"
+) -> None:
     payload = PAYLOAD if payload_bytes == len(PAYLOAD) else b"x" * payload_bytes
-    with _parallel_cluster() as (client, pids):
+    with _parallel_cluster(handler=handler) as (client, pids):
         names = ["master", *(f"worker {i + 1}" for i in range(len(pids) - 1))]
         rows = stream_rows(
             "throughput",
-            *_labels("palm", "palm: ParallelClient -> Master -> 2 workers"),
+            *_labels(*HANDLERS[handler]),
             lambda n: _stream(client, n, payload),
             count,
             runs,
@@ -211,9 +234,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--curve", action="store_true", help="CurveZMQ on every socket")
     parser.add_argument("--payload-bytes", type=int, default=len(PAYLOAD), help="throughput only")
+    parser.add_argument(
+        "--handler", choices=list(HANDLERS), default="bytes", help="throughput only"
+    )
     args = parser.parse_args()
     benches = {
-        "throughput": lambda count, runs: throughput(count, runs, args.payload_bytes),
+        "throughput": lambda count, runs: throughput(count, runs, args.payload_bytes, args.handler),
         "latency": latency,
         "memory": memory,
     }

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from palm.errors import ConfigError, StateError
+from palm.serve.views import as_call_payloads, kept_view, restore_received
 from palm.state.cache import Cache
 from palm.state.logs import current_request_id
 from palm.wire.protocol import ErrorInfo, Header, request_id_of
@@ -47,6 +48,9 @@ class Service:
     """
 
     _palm_framework = True
+    #: whether results may stay memoryviews of immutable buffers (a worker sends
+    #: them as they are; others want bytes)
+    _sends_views = False
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name or "." in name:
@@ -137,8 +141,22 @@ class Service:
 
         ``function`` names the call in logs (default: the header's); a payload
         with an error in ``passed`` (it failed at an earlier stage) keeps it
-        and is not run.
+        and is not run. ``func`` gets each payload as it wants it
+        (:mod:`palm.serve.views`); a result that is the payload it was given
+        comes back as the received frame's view, to send on by reference.
         """
+        given, received = as_call_payloads(func, payloads)
+        results, errors = self._call_each(func, header, given, function, passed)
+        return restore_received(results, received), errors
+
+    def _call_each(
+        self,
+        func: Callable[[bytes], Any],
+        header: Header,
+        payloads: list[bytes],
+        function: str | None,
+        passed: dict[int, ErrorInfo] | None,
+    ) -> tuple[list[bytes], list[ErrorInfo]]:
         label = function or header.function
         results: list[bytes] = []
         errors: list[ErrorInfo] = []
@@ -214,6 +232,10 @@ class Service:
         """A user call's result as bytes, or a palm.BadResult error for anything else."""
         if isinstance(result, bytes):
             return result, None
+        if isinstance(result, memoryview) and self._sends_views:
+            view = kept_view(result)
+            if view is not None:
+                return cast(bytes, view), None
         if isinstance(result, bytearray | memoryview):
             return bytes(result), None
         message = (

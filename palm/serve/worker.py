@@ -42,7 +42,7 @@ from palm.wire.protocol import (
 )
 from palm.wire.security import KeysOption, Security, security_for
 from palm.wire.shipping import Elsewhere
-from palm.wire.sockets import check_endpoint, make_socket, recv_frames, send_frames
+from palm.wire.sockets import as_bytes, check_endpoint, make_socket, recv_forwarded, send_frames
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
@@ -71,12 +71,15 @@ EXTRA_CREDIT = 6
 class Worker(Service):
     """A worker of a parallel :class:`~palm.serve.master.Master`.
 
-    Subclass it and define functions ``def foo(self, message: bytes) -> bytes``.
-    Every worker also runs ``map`` chunks shipped by
-    :meth:`palm.call.parallel.ParallelClient.map` (signed with the cluster secret).
+    Subclass it and define functions ``def foo(self, message: bytes) -> bytes``
+    (or, marked :func:`~palm.serve.views.zero_copy`, taking a read-only
+    ``memoryview`` of the received frame). Every worker also runs ``map``
+    chunks shipped by :meth:`palm.call.parallel.ParallelClient.map` (signed
+    with the cluster secret).
     """
 
     _palm_framework = True
+    _sends_views = True
 
     def __init__(
         self,
@@ -246,7 +249,8 @@ class Worker(Service):
                     if turn and not cast(int, dealer.get(_EVENTS)) & _POLLIN:
                         break
                     try:
-                        frames = recv_frames(dealer, _NOBLOCK)
+                        # large payloads stay in ZeroMQ's buffers (see palm.serve.views)
+                        frames = recv_forwarded(dealer, _NOBLOCK)
                     except zmq.Again:
                         break
                     last_heard = time.monotonic()
@@ -448,6 +452,7 @@ class Worker(Service):
         reply.extra = dict(header.extra or {}, w=self.identity)
         name = split_function(header.function)[1]
         if name == mapping.MAP_FUNCTION:
+            payloads = as_bytes(payloads)
             secret = self.map_secret()
             functions, name, elsewhere = self._functions_cache, self.name, self.elsewhere
             run = mapping.run_chunk

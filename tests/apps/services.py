@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import time
 
+from palm import zero_copy
 from palm.standalone import Server, Worker
 from palm.state.logs import current_request_id
 
@@ -113,6 +115,39 @@ class NotingWorker(Worker):
             time.sleep(0.01)
         self._ran()
         return b"released"
+
+
+#: A file :class:`ViewWorker` creates before it SIGKILLs itself on a ``kill`` job.
+KILL_MARK_ENV = "PALM_TEST_KILL_MARK"
+
+
+class ViewWorker(Worker):
+    """Functions taking a read-only memoryview of the received frame (``@zero_copy``),
+    and one taking bytes, all answering with what they were given or part of it."""
+
+    @zero_copy
+    def view_echo(self, message: memoryview) -> memoryview:
+        return message
+
+    @zero_copy
+    def view_tail(self, message: memoryview) -> memoryview:
+        return message[8:]
+
+    @zero_copy
+    def view_kind(self, message: memoryview) -> bytes:
+        return b"%s:%d:%d" % (type(message).__name__.encode(), message.readonly, len(message))
+
+    @zero_copy
+    def view_or_die(self, message: memoryview) -> memoryview:
+        """Echoes, but the first ``kill`` job of the run kills its worker (SIGKILL)."""
+        mark = os.environ[KILL_MARK_ENV]
+        if message[:4] == b"kill" and not os.path.exists(mark):
+            open(mark, "wb").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return message
+
+    def echo(self, message: bytes) -> bytes:
+        return message
 
 
 class DiesOnceStarted(Worker):

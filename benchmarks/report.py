@@ -227,7 +227,10 @@ def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
 
 
 def _factorial_section(rows: list[Row]) -> list[str]:
-    out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks.", ""]
+    out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks. A point "
+           "whose runs take under 0.25 s together is run again, up to 25 times, for every "
+           "engine alike, so that one or two runs a busy scheduler delayed do not decide "
+           "its median.", ""]  # fmt: skip
     for n in sorted({int(r.params["n"]) for r in rows}):
         sizes = {r.size for r in rows if r.params["n"] == n}
         if len(sizes) < 2:

@@ -106,29 +106,26 @@ class GatewayMetrics:
 
     def tally(self, route: str, method: str, status: int, elapsed_s: float) -> None:
         """Count one answered request at the next :meth:`flush`."""
-        key = (route, method, status)
         with self._lock:
-            entry = self._tallied.get(key)
-            if entry is None:
-                entry = self._tallied[key] = [0.0] * (len(self._bounds) + 2)
-            entry[0] += 1
-            entry[1] += elapsed_s
-            # the bucket observe() would pick: the first bound at or above the value
-            entry[2 + bisect_left(self._bounds, elapsed_s)] += 1
+            self._tally_locked((route, method, status), elapsed_s)
+
+    def _tally_locked(self, key: tuple[str, str, int], elapsed_s: float) -> None:
+        """Add one request of ``key`` to the tally (the lock held)."""
+        entry = self._tallied.get(key)
+        if entry is None:
+            entry = self._tallied[key] = [0.0] * (len(self._bounds) + 2)
+        entry[0] += 1
+        entry[1] += elapsed_s
+        # the bucket observe() would pick: the first bound at or above the value
+        entry[2 + bisect_left(self._bounds, elapsed_s)] += 1
 
     def tally_answer(
         self, route: str, method: str, status: int, elapsed_s: float, service: str, outcome: str
     ) -> None:
         """:meth:`tally` and :meth:`tally_job` for a job request, under one lock."""
-        key = (route, method, status)
         job = (service, outcome)
         with self._lock:
-            entry = self._tallied.get(key)
-            if entry is None:
-                entry = self._tallied[key] = [0.0] * (len(self._bounds) + 2)
-            entry[0] += 1
-            entry[1] += elapsed_s
-            entry[2 + bisect_left(self._bounds, elapsed_s)] += 1
+            self._tally_locked((route, method, status), elapsed_s)
             self._jobs_tallied[job] = self._jobs_tallied.get(job, 0) + 1
 
     def tally_job(self, service: str, outcome: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -34,6 +34,10 @@ from palm.call.shared import OneJobCalls
 from palm.errors import ClientClosed
 
 __all__ = ["BATCHES_OUT", "AsyncSharedClient"]
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 #: Batches a client keeps out before new calls wait for answers (``batches_out``).
 BATCHES_OUT = 1
@@ -252,12 +256,23 @@ class AsyncSharedClient(OneJobCalls):
         dealer = self._dealer
         if dealer is None or self.closed:
             return
+        try:
+            frames = dealer.recv_multipart(_NOBLOCK)
+        except zmq.Again:
+            return  # (the reader fires for the socket's own signals too)
         while True:
+            self._take(frames)
+            if self._dealer is not dealer:
+                return  # closed by what the message answered
+            # read to the end when the socket says so: a getsockopt costs far less
+            # than the zmq.Again a receive that finds nothing raises, and it also
+            # rearms the edge-triggered fd the reader waits on
+            if not cast(int, dealer.get(_EVENTS)) & _POLLIN:
+                return
             try:
-                frames = dealer.recv_multipart(zmq.NOBLOCK)
+                frames = dealer.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
-            self._take(frames)
 
     def _take(self, frames: list[bytes]) -> None:
         results, restarted = self._read(frames)

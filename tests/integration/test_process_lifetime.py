@@ -32,8 +32,9 @@ pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
 PALM = [sys.executable, "-m", "palm", "--log-level", "WARNING"]
-#: how long descendants have to vanish once their root is gone
-GONE_WITHIN_S = 5.0
+#: how long descendants have to vanish once their root is gone (the supervisors get
+#: SIGTERM and stop their own children first: on a busy 2-core machine that took over 5 s)
+GONE_WITHIN_S = 20.0
 
 
 @pytest.fixture

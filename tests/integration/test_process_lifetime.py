@@ -289,9 +289,10 @@ def test_a_local_clusters_embedded_redis_stops_with_it(
     procs: Processes, leftovers: list[psutil.Process], short_tmp_dir: Path
 ):
     script, pid = _cluster_redis(procs, short_tmp_dir, "stop")
-    leftovers.append(psutil.Process(pid))
+    redis = psutil.Process(pid)
+    leftovers.append(redis)
     read_lines(script, lambda line: "stopped" in line, 60)
-    assert wait_for(lambda: not running(psutil.Process(pid)) or None, timeout_s=GONE_WITHIN_S)
+    assert wait_for(lambda: not running(redis) or None, timeout_s=GONE_WITHIN_S)
 
 
 def test_a_local_clusters_embedded_redis_dies_with_its_killed_process(

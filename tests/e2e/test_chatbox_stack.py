@@ -27,7 +27,7 @@ import redis
 from examples.chatbox.train import train
 from palm.ops.cluster import read_lines
 from tests.fixtures.http import request, wait_until
-from tests.fixtures.procs import Processes
+from tests.fixtures.procs import Processes, alive
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -96,8 +96,8 @@ def chatbox() -> Iterator[Deployment]:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        _gone, alive = psutil.wait_procs(tree, timeout=10)
-        for child in alive:
+        _gone, left = psutil.wait_procs(tree, timeout=10)
+        for child in left:
             child.kill()
         tracker.kill_all()
         shutil.rmtree(directory, ignore_errors=True)
@@ -173,7 +173,7 @@ def test_a_worker_killed_mid_turn_loses_and_duplicates_no_turn(chatbox):
         assert victim in worker_pids(chatbox)
         os.kill(victim, signal.SIGKILL)
         reply = pending.result(timeout=120)
-    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == "zombie"
+    assert not alive(victim)
     assert reply["userid"] == session and reply["response"]["turn"] == turn
     assert "director" in reply["response"]["text"]  # the actor was taken: the next question
     state = json.loads(chatbox.redis.get(f"chatbox:session:{session}"))

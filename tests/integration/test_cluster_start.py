@@ -17,6 +17,7 @@ import pytest
 from palm.errors import ConfigError
 from palm.ops.cluster import LocalCluster
 from palm.ops.forking import ForkedProcess
+from tests.fixtures.procs import alive
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_a_forked_cluster_runs_no_new_interpreter_and_maps(started: list[int]) -
     # fork that kept its parent's handlers, or none, would not exit 0)
     assert [p.returncode for p in graceful] == [0] * len(graceful)
     for pid in started:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        assert not alive(pid)
 
 
 def test_an_exec_cluster_runs_new_interpreters(started: list[int]) -> None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from benchmarks.cases.engines import MAX_SHORT_RUNS, SHORT_POINT_S
 from benchmarks.environments import BUSY_WARNING_PERCENT
 from benchmarks.record import OK, Row
 from benchmarks.targets import Target, crossover, targets
@@ -228,9 +229,9 @@ def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
 
 def _factorial_section(rows: list[Row]) -> list[str]:
     out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks. A point "
-           "whose runs take under 0.25 s together is run again, up to 25 times, for every "
-           "engine alike, so that one or two runs a busy scheduler delayed do not decide "
-           "its median.", ""]  # fmt: skip
+           f"whose runs take under {SHORT_POINT_S:g} s together is run again, up to "
+           f"{MAX_SHORT_RUNS} times, for every engine alike, so that the runs a busy "
+           "scheduler delayed do not decide its median.", ""]  # fmt: skip
     for n in sorted({int(r.params["n"]) for r in rows}):
         sizes = {r.size for r in rows if r.params["n"] == n}
         if len(sizes) < 2:

@@ -200,6 +200,8 @@ def render(results: dict[str, Any]) -> str:
             continue
         if bench == "factorial":
             lines += _factorial_section(mine)
+        elif bench == "tiny":
+            lines += [_rerun_note("A row"), "", *detail_table(mine), ""]
         else:
             lines += [*detail_table(mine), ""]
     for note in meta.get("notes", []):
@@ -227,11 +229,15 @@ def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
     return out
 
 
+def _rerun_note(what: str) -> str:
+    return (f"{what} whose runs take under {SHORT_POINT_S:g} s together is run again, up to "
+            f"{MAX_SHORT_RUNS} times, for every engine alike, so that the runs a busy "
+            "scheduler delayed do not decide its median.")  # fmt: skip
+
+
 def _factorial_section(rows: list[Row]) -> list[str]:
-    out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks. A point "
-           f"whose runs take under {SHORT_POINT_S:g} s together is run again, up to "
-           f"{MAX_SHORT_RUNS} times, for every engine alike, so that the runs a busy "
-           "scheduler delayed do not decide its median.", ""]  # fmt: skip
+    out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks. "
+           + _rerun_note("A point"), ""]  # fmt: skip
     for n in sorted({int(r.params["n"]) for r in rows}):
         sizes = {r.size for r in rows if r.params["n"] == n}
         if len(sizes) < 2:

@@ -27,7 +27,7 @@ from benchmarks.redis_server import RedisServer
 from benchmarks.timing import bounded_count, timed_s
 
 PEER_CHUNKS = 8
-#: A factorial point whose ``runs`` take less than this is run again, up to
+#: A factorial point (or tiny row) whose ``runs`` take less than this is run again, up to
 #: :data:`MAX_SHORT_RUNS` times (every engine alike): a millisecond map's time on a
 #: shared machine swings between modes (a Pool's 100-item map between 0.6 and
 #: 1.3 ms), and the median of a few tens of runs lands on whichever mode those
@@ -375,7 +375,10 @@ def _tiny_row(engine: Engine, count: int, runs: int) -> Row:
     engine.tiny(min(count, 200))  # warm-up: workers spawned, imports done
     probe = min(count, 1_000)
     done = bounded_count(count, probe / timed_s(lambda: engine.tiny(probe)), RUN_BUDGET_S, probe)
-    rates = [done / timed_s(lambda: engine.tiny(done)) for _ in range(runs)]
+    times: list[float] = []
+    while len(times) < runs or (sum(times) < SHORT_POINT_S and len(times) < MAX_SHORT_RUNS):
+        times.append(timed_s(lambda: engine.tiny(done)))  # short runs: as factorial points
+    rates = [done / seconds for seconds in times]
     return Row(
         bench="tiny",
         key=engine.key,
@@ -424,8 +427,11 @@ def _factorial_rows(
             row.values.append(time.perf_counter() - start)
             if len(out) != size or out[-1] != expected_last:
                 raise RuntimeError(f"{engine.key}: wrong factorial results at n={n}, {size} items")
-            processes = max(processes, tree_size())
-        row.processes = processes
+            if len(row.values) == 1:
+                # counted after the first run and the last only: walking the process
+                # tree takes over a millisecond, as long as a short run itself
+                processes = tree_size()
+        row.processes = max(processes, tree_size())
         seconds_per_work = min(row.values) / _work((n, size))
     return rows
 

@@ -77,16 +77,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
-import signal
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from types import FrameType
 from typing import Any, Protocol, TextIO
 
 from palm.errors import ConfigError
 from palm.ops.config import LB_POLICIES, check_route
+from palm.serve.stopper import Stopper
 
 __all__ = [
     "CONFIG_KEYS",
@@ -292,18 +290,13 @@ def puma_start(*, block: bool = True) -> Deployment:
         print(f"  puma_map address: {cluster.addresses['db']}", flush=True)
     if not block:
         return puma
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopper = Stopper()
     try:
-        while not stop.wait(0.5):
-            pass
+        with stopper.on_signals():
+            while not stopper.wait(0.5):
+                pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stopper.close()
         puma.stop()
         if _registry.running is puma:
             _registry.running = None

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
-from types import FrameType
 
 from rich.console import Console
 from rich.text import Text
@@ -42,6 +39,7 @@ from palm.gateway import dashboard_command
 from palm.gateway.guide import guide, smoke, styled
 from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
+from palm.serve.stopper import Stopper
 from palm.state.registry import running_deployments
 
 
@@ -90,12 +88,15 @@ def _gateways(values: list[str]) -> tuple[tuple[str, int], ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    stop = threading.Event()
+    stopper = Stopper()
+    try:
+        with stopper.on_signals():
+            return _run(args, stopper)
+    finally:
+        stopper.close()
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _run(args: argparse.Namespace, stopper: Stopper) -> int:
     up: Up | None = None
     # no rewrapping and no markup: every printed command stays one line to copy
     console = Console(soft_wrap=True, highlight=False, markup=False)
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 body = result["body"].decode(errors="replace").strip()
                 print(f"POST {result['path']} -> {result['status']} {body}", flush=True)
             return 1 if failed else 0
-        while not stop.wait(0.5):
+        while not stopper.wait(0.5):
             pass
         return 0
     except PalmError as exc:
@@ -179,5 +180,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"palm up: stopped{f' (killed {left})' if left else ''}", flush=True)
             if up.keep_workdir:
                 print(f"palm up: work directory kept at {up.workdir}", flush=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

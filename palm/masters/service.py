@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from palm.errors import ConfigError
 from palm.ops.cluster import read_ready
 from palm.ops.config import ENDPOINTS, DeploymentConfig, ServiceConfig
 from palm.ops.processes import popen, terminate_all
+from palm.serve.stopper import Stopper
 
 __all__ = ["MastersService"]
 
@@ -202,22 +202,19 @@ class MastersService:
 
     def run(self, on_ready: Any = None, poll_s: float = 0.2) -> None:
         """Start, call ``on_ready(description)``, supervise until SIGINT/SIGTERM, stop."""
-        done = threading.Event()
-
-        def handler(signum: int, frame: object) -> None:
-            done.set()
-
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        stopper = Stopper()
         try:
-            described = self.start()
-            if on_ready is not None:
-                on_ready(described)
-            while not done.wait(poll_s):
-                self.check()
+            with stopper.on_signals():
+                try:
+                    described = self.start()
+                    if on_ready is not None:
+                        on_ready(described)
+                    while not stopper.wait(poll_s):
+                        self.check()
+                finally:
+                    self.stop()
         finally:
-            self.stop()
-            for s, h in old.items():
-                signal.signal(s, h)
+            stopper.close()
 
 
 def _close(proc: subprocess.Popen[str]) -> None:

@@ -9,6 +9,7 @@ handlers come back when it returns.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 from collections.abc import Iterator
@@ -21,14 +22,18 @@ __all__ = ["Stopper"]
 class Stopper:
     """A stop request that wakes a ZeroMQ poller: a pipe whose read end is polled.
 
-    ``stop()`` may be called from any thread or from a signal handler.
+    ``stop()`` may be called from any thread or from a signal handler: it sets
+    a plain flag and writes to the pipe, and takes no lock. (A handler that
+    sets a ``threading.Event`` can deadlock: it runs on the main thread
+    between two bytecodes, and the main thread may be inside that event's
+    ``wait()`` holding its lock.)
     """
 
     def __init__(self) -> None:
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
-        self._event = threading.Event()
+        self._stopped = False
         self._signals_active = False
         self._close_pending = False
 
@@ -38,14 +43,30 @@ class Stopper:
 
     @property
     def stopping(self) -> bool:
-        return self._event.is_set()
+        return self._stopped
 
     def stop(self) -> None:
-        self._event.set()
+        self._stopped = True
         try:
             os.write(self._write_fd, b"x")
         except (BlockingIOError, OSError):
             pass
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a stop request; whether there is one.
+
+        For a supervisor's loop on the main thread: a signal ends the wait at
+        once (inside :meth:`on_signals`, the signal's own write to the pipe).
+        """
+        if self._stopped:
+            return True
+        readable, _, _ = select.select([self._read_fd], [], [], max(0.0, timeout_s))
+        if readable and not self._stopped:
+            try:  # a signal's wake-up byte, read before its handler ran: drop it
+                os.read(self._read_fd, 512)
+            except (BlockingIOError, OSError):
+                pass
+        return self._stopped
 
     def close(self) -> None:
         """Close the pipe (once the signal handlers that write to it are gone)."""

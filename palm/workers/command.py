@@ -19,15 +19,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from palm.commands import add_keys_option, apply_keys
 from palm.ops.worker_process import add_deps_options
+from palm.serve.stopper import Stopper
 from palm.state.deployment import Deployment
 from palm.workers.autoscale import BacklogProbe, ScalePolicy
 from palm.workers.controller import ScaleController, ScaleCounters
@@ -192,16 +191,14 @@ def run_containers(args: argparse.Namespace) -> int:
     probe = BacklogProbe(args.connect)
     controller = ScaleController(policy, probe, backend)
     log.info("controller of %s found %d container(s) of its own", args.name, controller.desired)
-    done = threading.Event()
-    old = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopper = Stopper()
     try:
-        with scale_gauges(f"{args.name}-scaler", controller.snapshot):
-            while not done.is_set():
+        with stopper.on_signals(), scale_gauges(f"{args.name}-scaler", controller.snapshot):
+            while not stopper.stopping:
                 controller.step()
-                done.wait(args.scale_every_s)
+                stopper.wait(args.scale_every_s)
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        stopper.close()
         if args.remove_on_exit:
             backend.remove_all()
         probe.close()

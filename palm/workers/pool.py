@@ -37,6 +37,7 @@ from palm.ops.processes import (
     terminate_all,
     worker_command,
 )
+from palm.serve.stopper import Stopper
 from palm.workers.autoscale import BacklogProbe, ScalePolicy
 from palm.workers.controller import ScaleController
 from palm.workers.local import ProcessBackend
@@ -280,29 +281,30 @@ class WorkerPool:
     ) -> None:
         """Start, supervise (and scale, with a ``policy``) until SIGINT/SIGTERM, or until
         the pool gives up (:attr:`gave_up`), then stop."""
-        done = threading.Event()
-
-        def handler(signum: int, frame: object) -> None:
-            done.set()
-
+        stopper = Stopper()
         probe = BacklogProbe(self.connect) if policy is not None and self.connect else None
         next_scale = time.monotonic() + scale_every_s
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.start()
-            while not done.wait(poll_s):
-                self.check()
-                if self.gave_up is not None:
-                    break
-                if probe is not None and policy is not None and time.monotonic() >= next_scale:
-                    self.autoscale(policy, probe)
-                    next_scale = time.monotonic() + scale_every_s
+            with stopper.on_signals():
+                try:
+                    self.start()
+                    while not stopper.wait(poll_s):
+                        self.check()
+                        if self.gave_up is not None:
+                            break
+                        if (
+                            probe is not None
+                            and policy is not None
+                            and time.monotonic() >= next_scale
+                        ):
+                            self.autoscale(policy, probe)
+                            next_scale = time.monotonic() + scale_every_s
+                finally:
+                    if probe is not None:
+                        probe.close()
+                    self.stop()
         finally:
-            if probe is not None:
-                probe.close()
-            self.stop()
-            for s, h in old.items():
-                signal.signal(s, h)
+            stopper.close()
 
 
 def _said(fd: int) -> bool:

@@ -143,7 +143,7 @@ class Load:
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options = Options()
     options.binary_location = shutil.which("chromium") or "chromium"
     for argument in (
@@ -155,7 +155,12 @@ def browser() -> Iterator[Any]:
         "--hide-scrollbars",
     ):
         options.add_argument(argument)
-    service = Service(executable_path=shutil.which("chromedriver") or "chromedriver")
+    # the browser's own temporary directories go where pytest removes them
+    scratch = tmp_path_factory.mktemp("chromium")
+    service = Service(
+        executable_path=shutil.which("chromedriver") or "chromedriver",
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
     driver = webdriver.Chrome(options=options, service=service)
     driver_pid = service.process.pid if service.process is not None else None
     tree: list[psutil.Process] = []

@@ -178,8 +178,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def chart_path(driver: Any, chart: str) -> str:
-    paths = driver.find_elements(By.CSS_SELECTOR, f"#{chart} path")
-    return "|".join(str(p.get_attribute("d")) for p in paths)
+    """The chart's path data, read in one script: the chart redraws every refresh,
+    and elements found first and read one by one may be gone by then (stale)."""
+    script = (
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(p => p.getAttribute('d') || '').join('|');"
+    )
+    return str(driver.execute_script(script, f"#{chart} path"))
 
 
 def test_the_dashboard_through_envoy_shows_workers_and_live_charts(

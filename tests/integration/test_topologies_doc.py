@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,17 +80,49 @@ def test_every_topology_has_a_snippet() -> None:
     assert sorted(set(titles), key=TOPOLOGIES.index) == TOPOLOGIES
 
 
-@pytest.mark.timeout(90)
+#: Seconds a snippet may run before it prints every thread's stack and exits.
+SNIPPET_TIMEOUT_S = 60
+
+# Run before a snippet: an exception on any thread (a server that cannot bind,
+# say) ends the process at once with its traceback, instead of leaving the
+# client waiting for results that will never come; a snippet that hangs prints
+# where each thread is before it is stopped.
+PRELUDE = f"""\
+import faulthandler as _fh, os as _os, sys as _sys, threading as _th, traceback as _tb
+_fh.dump_traceback_later({SNIPPET_TIMEOUT_S}, exit=True)
+def _fail_fast(args):
+    _tb.print_exception(args.exc_type, args.exc_value, args.exc_traceback)
+    _sys.stdout.flush()
+    _sys.stderr.flush()
+    _os._exit(3)
+_th.excepthook = _fail_fast
+"""
+
+
+def test_the_prelude_ends_a_snippet_whose_thread_fails(procs: Processes, tmp_path: Path) -> None:
+    script = tmp_path / "snippet.py"
+    code = "import threading, time\n"
+    code += "def boom():\n    raise OSError('cannot bind')\n"
+    code += "threading.Thread(target=boom).start()\ntime.sleep(30)\n"
+    script.write_text(PRELUDE + code)
+    proc = procs.start([sys.executable, str(script)], stderr=subprocess.STDOUT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 3
+    assert "OSError: cannot bind" in out
+
+
+@pytest.mark.timeout(SNIPPET_TIMEOUT_S + 30)
 @pytest.mark.parametrize(("title", "code"), snippets(), ids=lambda v: v[:12])
 def test_snippet_runs(procs: Processes, tmp_path: Path, title: str, code: str) -> None:
     # one pass, so a fresh port can never be mistaken for a later fixed one
     fresh = {p: str(free_port()) for p in set(re.findall(r"127\.0\.0\.1:(\d+)", code))}
     code = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{fresh[m.group(1)]}", code)
     code, count = checked(code)
+    assert "__future__" not in code, "the prelude goes first: no __future__ import"
     script = tmp_path / "snippet.py"
-    script.write_text(code)
-    proc = procs.start([sys.executable, str(script)])
-    out, _ = proc.communicate(timeout=60)
+    script.write_text(PRELUDE + code)
+    proc = procs.start([sys.executable, str(script)], stderr=subprocess.STDOUT)
+    out, _ = proc.communicate(timeout=SNIPPET_TIMEOUT_S + 20)
     assert proc.returncode == 0, f"{title}: exit {proc.returncode}\n{out}"
     ran = {int(line.split()[1]) for line in out.splitlines() if line.startswith(MARK + " ")}
     assert ran == set(range(count)), f"{title}: asserts that did not run: {set(range(count)) - ran}"

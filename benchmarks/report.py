@@ -201,7 +201,7 @@ def render(results: dict[str, Any]) -> str:
         if bench == "factorial":
             lines += _factorial_section(mine)
         elif bench == "tiny":
-            lines += [_rerun_note("A row"), "", *detail_table(mine), ""]
+            lines += [_rerun_note("A row"), "", TINY_IN_TURN, "", *detail_table(mine), ""]
         else:
             lines += [*detail_table(mine), ""]
     for note in meta.get("notes", []):
@@ -227,6 +227,15 @@ def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
             "",
         ]
     return out
+
+
+#: How the tiny rows that targets compare are measured (see benchmarks.suite.TINY_GROUPS).
+TINY_IN_TURN = (
+    "Each palm row is measured in one job with the Pool rows its target compares it "
+    "with (apply_async, map(chunksize=1) and palm's map(chunksize=1); Pool.map and "
+    "palm's map with default chunking): the engines are up at once and timed in turn, "
+    "run by run, so a slow spell of the machine falls on them alike."
+)
 
 
 def _rerun_note(what: str) -> str:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = environments.machine()
     selected = [job for job in jobs(mode) if job.bench in only]
     if args.key:
-        selected = [job for job in selected if job.placeholders[0].key in args.key]
+        selected = [job for job in selected if any(h.key in args.key for h in job.placeholders)]
     ready = _interpreters(mode, {job.env for job in selected}, install=not args.no_install)
 
     # With --only/--key the rows of the methods that do not run are kept from the last pass.

@@ -92,20 +92,31 @@ def _message_job(
     return Job(bench, env, module, (*flag, *args), tuple(holders), timeout_s, heavy)
 
 
-def _engine_job(bench: str, key: str, sizes: Sizes) -> Job:
-    engine = ENGINES[key]
-    env = "palm" if key in ("local", "pool", "pool-map1", "pool-map", "ppe", "palm",
-                            "palm-auto") else "peers"  # fmt: skip
+_LOCAL_ENGINES = ("local", "pool", "pool-map1", "pool-map", "ppe", "palm", "palm-auto")
+
+#: The tiny task engines, one job per group: the engines of a group are up at once and
+#: timed in turn, run by run, so each palm row and the Pool rows its target compares it
+#: with see the same spells of a shared machine.
+TINY_GROUPS = (("pool", "pool-map1", "palm"), ("pool-map", "palm-auto"), ("ppe",), ("dask",),
+               ("ray",), ("celery",), ("rq",))  # fmt: skip
+
+
+def _engine_job(bench: str, keys: tuple[str, ...], sizes: Sizes) -> Job:
+    env = "palm" if all(key in _LOCAL_ENGINES for key in keys) else "peers"
     runs = str(sizes.runs)
     if bench == "tiny":
-        label = engine.tiny_label or engine.label
-        holders = (Placeholder(bench, key, label, "tasks/s", "higher", size=sizes.tasks),)
-        args = ("--count", str(sizes.tasks))
-        timeout_s = 900.0
+        holders = tuple(
+            Placeholder(bench, key, ENGINES[key].tiny_label or ENGINES[key].label, "tasks/s",
+                        "higher", size=sizes.tasks)
+            for key in keys
+        )  # fmt: skip
+        args: tuple[str, ...] = ("--count", str(sizes.tasks))
+        timeout_s = 900.0 * len(keys)
     else:
+        (key,) = keys
         points = sizes.factorial_points()
         holders = tuple(
-            Placeholder(bench, key, engine.label, "s", "lower", size=size, params={"n": n})
+            Placeholder(bench, key, ENGINES[key].label, "s", "lower", size=size, params={"n": n})
             for n, size in points
         )
         args = ("--points", ",".join(f"{n}x{size}" for n, size in points))
@@ -114,7 +125,7 @@ def _engine_job(bench: str, key: str, sizes: Sizes) -> Job:
         timeout_s = 300.0 + 3 * sizes.factorial_budget_s
     return Job(
         bench, env, "benchmarks.cases.engines",
-        ("--engine", key, "--bench", bench, *args, "--runs", runs),
+        ("--engine", ",".join(keys), "--bench", bench, *args, "--runs", runs),
         holders, timeout_s, heavy=env == "peers",
     )  # fmt: skip
 
@@ -156,11 +167,9 @@ def jobs(mode: str) -> list[Job]:
         _message_job("latency", "palm", palm, "palm-curve", PALM_REQREP_CURVE,
                      [*requests, "--curve"], 180),
     ]  # fmt: skip
-    tiny = ("pool", "pool-map1", "pool-map", "ppe", "palm", "palm-auto",
-            "dask", "ray", "celery", "rq")  # fmt: skip
-    out += [_engine_job("tiny", key, sizes) for key in tiny]
+    out += [_engine_job("tiny", group, sizes) for group in TINY_GROUPS]
     out += [
-        _engine_job("factorial", key, sizes)
+        _engine_job("factorial", (key,), sizes)
         for key in ("local", "pool", "pool-map", "palm", "dask", "ray", "celery")
     ]
     http_holders = tuple(

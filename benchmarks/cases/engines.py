@@ -6,12 +6,14 @@ launcher asks for and prints rows; the same driver serves palm, the standard lib
 and every peer, so no benchmark body is written twice.
 
     python -m benchmarks.cases.engines --engine pool --bench tiny --count 10000 --runs 3
+    python -m benchmarks.cases.engines --engine pool-map,palm-auto --bench tiny  # in turn
     python -m benchmarks.cases.engines --engine dask --bench factorial --points 100x1000,...
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -371,25 +373,42 @@ def _points(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _tiny_row(engine: Engine, count: int, runs: int) -> Row:
-    engine.tiny(min(count, 200))  # warm-up: workers spawned, imports done
-    probe = min(count, 1_000)
-    done = bounded_count(count, probe / timed_s(lambda: engine.tiny(probe)), RUN_BUDGET_S, probe)
-    times: list[float] = []
-    while len(times) < runs or (sum(times) < SHORT_POINT_S and len(times) < MAX_SHORT_RUNS):
-        times.append(timed_s(lambda: engine.tiny(done)))  # short runs: as factorial points
-    rates = [done / seconds for seconds in times]
-    return Row(
-        bench="tiny",
-        key=engine.key,
-        method=engine.tiny_label or engine.label,
-        unit="tasks/s",
-        better="higher",
-        size=done,
-        values=rates,
-        processes=tree_size(),
-        notes=shortened_note(done, count),
-    )
+def _tiny_rows(
+    engines: list[Engine], count: int, runs: int, processes: dict[str, int]
+) -> list[Row]:
+    """Each engine's tiny row (warmed up: see :func:`main`). With several engines (all
+    up at once) their runs are taken in turn, run by run, so a slow spell of the
+    machine falls on them alike."""
+    sizes: dict[str, int] = {}
+    for engine in engines:
+        probe = min(count, 1_000)
+        rate = probe / timed_s(functools.partial(engine.tiny, probe))
+        sizes[engine.key] = bounded_count(count, rate, RUN_BUDGET_S, probe)
+    times: dict[str, list[float]] = {engine.key: [] for engine in engines}
+
+    def wanted(key: str) -> bool:
+        done = times[key]
+        return len(done) < runs or (sum(done) < SHORT_POINT_S and len(done) < MAX_SHORT_RUNS)
+
+    while any(wanted(engine.key) for engine in engines):
+        for engine in engines:
+            if wanted(engine.key):  # short runs: as factorial points
+                run = functools.partial(engine.tiny, sizes[engine.key])
+                times[engine.key].append(timed_s(run))
+    return [
+        Row(
+            bench="tiny",
+            key=engine.key,
+            method=engine.tiny_label or engine.label,
+            unit="tasks/s",
+            better="higher",
+            size=sizes[engine.key],
+            values=[sizes[engine.key] / seconds for seconds in times[engine.key]],
+            processes=processes[engine.key],
+            notes=shortened_note(sizes[engine.key], count),
+        )
+        for engine in engines
+    ]
 
 
 def _work(point: tuple[int, int]) -> float:
@@ -438,27 +457,52 @@ def _factorial_rows(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--engine", choices=sorted(ENGINES), required=True)
+    parser.add_argument(
+        "--engine",
+        required=True,
+        help=f"one of {', '.join(sorted(ENGINES))}; for --bench tiny, several separated "
+        "by commas, measured in turn run by run",
+    )
     parser.add_argument("--bench", choices=["tiny", "factorial"], required=True)
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--points", default="100x1000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=3_600.0, help="factorial: per job")
     args = parser.parse_args(argv)
+    keys = args.engine.split(",")
+    unknown = [key for key in keys if key not in ENGINES]
+    if unknown or len(set(keys)) != len(keys):
+        parser.error(f"--engine: unknown or repeated engines in {args.engine!r}")
+    if len(keys) > 1 and args.bench != "tiny":
+        parser.error("--engine: several engines only with --bench tiny")
 
-    engine = ENGINES[args.engine]()
-    start_s = timed_s(engine.start)
+    engines: list[Engine] = []
+    ready: dict[str, float] = {}
+    processes: dict[str, int] = {}
+    counted = 1  # this process
     try:
-        if args.bench == "tiny":
-            rows = [_tiny_row(engine, args.count, args.runs)]
+        for key in keys:  # one at a time, so each one's processes can be counted
+            engine = ENGINES[key]()
+            engines.append(engine)
             # how long the pool or cluster took to be ready for its first task
-            rows.append(Row(bench="tiny", key=engine.key, method=engine.tiny_label or engine.label,
-                            unit="s", better="lower", params={"stat": "ready"},
-                            values=[start_s], processes=rows[0].processes))  # fmt: skip
+            ready[key] = timed_s(engine.start)
+            if args.bench == "tiny":
+                engine.tiny(min(args.count, 200))  # warm-up: workers spawned, imports done
+                total = tree_size()
+                processes[key] = total - counted + 1  # its own processes and this one
+                counted = total
+        if args.bench == "tiny":
+            rows = _tiny_rows(engines, args.count, args.runs, processes)
+            rows += [
+                Row(bench="tiny", key=row.key, method=row.method, unit="s", better="lower",
+                    params={"stat": "ready"}, values=[ready[row.key]], processes=row.processes)
+                for row in list(rows)
+            ]  # fmt: skip
         else:
-            rows = _factorial_rows(engine, _points(args.points), args.runs, args.budget_s)
+            rows = _factorial_rows(engines[0], _points(args.points), args.runs, args.budget_s)
     finally:
-        engine.stop()
+        for engine in reversed(engines):
+            engine.stop()
     emit(rows)
 
 

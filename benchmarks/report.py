@@ -237,6 +237,13 @@ TINY_IN_TURN = (
     "run by run, so a slow spell of the machine falls on them alike."
 )
 
+#: How the factorial rows that targets compare are measured (benchmarks.suite.FACTORIAL_GROUPS).
+FACTORIAL_IN_TURN = (
+    "palm, the local loop and both Pools are measured in one job, up at once, each point's "
+    "runs taken in turn, run by run, so a slow spell of the machine falls on them alike; "
+    "Dask, Ray and Celery run in jobs of their own."
+)
+
 
 def _rerun_note(what: str) -> str:
     return (f"{what} whose runs take under {SHORT_POINT_S:g} s together is run again, up to "
@@ -246,7 +253,7 @@ def _rerun_note(what: str) -> str:
 
 def _factorial_section(rows: list[Row]) -> list[str]:
     out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks. "
-           + _rerun_note("A point"), ""]  # fmt: skip
+           + _rerun_note("A point"), "", FACTORIAL_IN_TURN, ""]  # fmt: skip
     for n in sorted({int(r.params["n"]) for r in rows}):
         sizes = {r.size for r in rows if r.params["n"] == n}
         if len(sizes) < 2:

@@ -100,6 +100,10 @@ _LOCAL_ENGINES = ("local", "pool", "pool-map1", "pool-map", "ppe", "palm", "palm
 TINY_GROUPS = (("pool", "pool-map1", "palm"), ("pool-map", "palm-auto"), ("ppe",), ("dask",),
                ("ray",), ("celery",), ("rq",))  # fmt: skip
 
+#: The factorial map engines, grouped as :data:`TINY_GROUPS`: palm with the local loop
+#: and the Pools its targets compare it with.
+FACTORIAL_GROUPS = (("local", "pool", "pool-map", "palm"), ("dask",), ("ray",), ("celery",))
+
 
 def _engine_job(bench: str, keys: tuple[str, ...], sizes: Sizes) -> Job:
     env = "palm" if all(key in _LOCAL_ENGINES for key in keys) else "peers"
@@ -113,16 +117,16 @@ def _engine_job(bench: str, keys: tuple[str, ...], sizes: Sizes) -> Job:
         args: tuple[str, ...] = ("--count", str(sizes.tasks))
         timeout_s = 900.0 * len(keys)
     else:
-        (key,) = keys
         points = sizes.factorial_points()
         holders = tuple(
             Placeholder(bench, key, ENGINES[key].label, "s", "lower", size=size, params={"n": n})
+            for key in keys
             for n, size in points
         )
         args = ("--points", ",".join(f"{n}x{size}" for n, size in points))
-        args += ("--budget-s", str(sizes.factorial_budget_s))
+        args += ("--budget-s", str(sizes.factorial_budget_s))  # per engine
         # The budget is checked between points, so one point may overrun it.
-        timeout_s = 300.0 + 3 * sizes.factorial_budget_s
+        timeout_s = 300.0 + 3 * sizes.factorial_budget_s * len(keys)
     return Job(
         bench, env, "benchmarks.cases.engines",
         ("--engine", ",".join(keys), "--bench", bench, *args, "--runs", runs),
@@ -168,10 +172,7 @@ def jobs(mode: str) -> list[Job]:
                      [*requests, "--curve"], 180),
     ]  # fmt: skip
     out += [_engine_job("tiny", group, sizes) for group in TINY_GROUPS]
-    out += [
-        _engine_job("factorial", (key,), sizes)
-        for key in ("local", "pool", "pool-map", "palm", "dask", "ray", "celery")
-    ]
+    out += [_engine_job("factorial", group, sizes) for group in FACTORIAL_GROUPS]
     http_holders = tuple(
         Placeholder(r.bench, r.key, r.method, r.unit, r.better, r.size, r.params)
         for r in http_edge.placeholder_rows()

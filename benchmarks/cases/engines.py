@@ -418,40 +418,63 @@ def _work(point: tuple[int, int]) -> float:
 
 
 def _factorial_rows(
-    engine: Engine, points: list[tuple[int, int]], runs: int, budget_s: float
+    engines: list[Engine],
+    points: list[tuple[int, int]],
+    runs: int,
+    budget_s: float,
+    processes: dict[str, int],
 ) -> list[Row]:
-    """Time each point ``runs`` times (a short one more often: :data:`SHORT_POINT_S`),
-    cheapest first; points that would overrun ``budget_s`` (estimated from the last
-    point measured) are reported as skipped."""
-    engine.factorial_map([100] * 16)  # warm-up
+    """Time each point ``runs`` times per engine (a short one more often:
+    :data:`SHORT_POINT_S`), cheapest first; points that would overrun an engine's
+    ``budget_s`` (estimated from its last point measured) are reported as skipped.
+    Several engines (warmed up: see :func:`main`) take their runs of a point in
+    turn, run by run, so a slow spell of the machine falls on them alike."""
     rows = []
-    started = time.monotonic()
-    seconds_per_work = 0.0
+    spent = {engine.key: 0.0 for engine in engines}
+    seconds_per_work = {engine.key: 0.0 for engine in engines}
+    alone = len(engines) == 1
     for n, size in sorted(points, key=_work):
-        row = Row(bench="factorial", key=engine.key, method=engine.label, unit="s",
-                  better="lower", size=size, params={"n": n})  # fmt: skip
-        rows.append(row)
-        estimate_s = seconds_per_work * _work((n, size)) * runs
-        if time.monotonic() - started + estimate_s > budget_s:
-            row.status = f"skipped: over this run's {budget_s:.0f} s budget (~{estimate_s:.0f} s)"
-            continue
         items = [n] * size
         expected_last = workloads.factorial(n)
-        processes = 0
-        while len(row.values) < runs or (
-            sum(row.values) < SHORT_POINT_S and len(row.values) < MAX_SHORT_RUNS
-        ):
-            start = time.perf_counter()
-            out = engine.factorial_map(items)
-            row.values.append(time.perf_counter() - start)
-            if len(out) != size or out[-1] != expected_last:
-                raise RuntimeError(f"{engine.key}: wrong factorial results at n={n}, {size} items")
-            if len(row.values) == 1:
-                # counted after the first run and the last only: walking the process
-                # tree takes over a millisecond, as long as a short run itself
-                processes = tree_size()
-        row.processes = max(processes, tree_size())
-        seconds_per_work = min(row.values) / _work((n, size))
+        timing: list[tuple[Engine, Row]] = []
+        for engine in engines:
+            row = Row(bench="factorial", key=engine.key, method=engine.label, unit="s",
+                      better="lower", size=size, params={"n": n},
+                      processes=processes[engine.key])  # fmt: skip
+            rows.append(row)
+            estimate_s = seconds_per_work[engine.key] * _work((n, size)) * runs
+            if spent[engine.key] + estimate_s > budget_s:
+                row.status = (
+                    f"skipped: over this run's {budget_s:.0f} s budget (~{estimate_s:.0f} s)"
+                )
+                continue
+            timing.append((engine, row))
+
+        def wanted(row: Row) -> bool:
+            return len(row.values) < runs or (
+                sum(row.values) < SHORT_POINT_S and len(row.values) < MAX_SHORT_RUNS
+            )
+
+        while any(wanted(row) for _, row in timing):
+            for engine, row in timing:
+                if not wanted(row):
+                    continue
+                start = time.perf_counter()
+                out = engine.factorial_map(items)
+                row.values.append(time.perf_counter() - start)
+                spent[engine.key] += row.values[-1]
+                if len(out) != size or out[-1] != expected_last:
+                    raise RuntimeError(
+                        f"{engine.key}: wrong factorial results at n={n}, {size} items"
+                    )
+                if alone and len(row.values) == 1:
+                    # counted after the first run and the last only: walking the process
+                    # tree takes over a millisecond, as long as a short run itself
+                    row.processes = max(row.processes or 0, tree_size())
+        for engine, row in timing:
+            if alone:
+                row.processes = max(row.processes or 0, tree_size())
+            seconds_per_work[engine.key] = min(row.values) / _work((n, size))
     return rows
 
 
@@ -460,21 +483,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--engine",
         required=True,
-        help=f"one of {', '.join(sorted(ENGINES))}; for --bench tiny, several separated "
-        "by commas, measured in turn run by run",
+        help=f"one of {', '.join(sorted(ENGINES))}, or several separated by commas, "
+        "all up at once and measured in turn, run by run",
     )
     parser.add_argument("--bench", choices=["tiny", "factorial"], required=True)
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--points", default="100x1000")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--budget-s", type=float, default=3_600.0, help="factorial: per job")
+    parser.add_argument("--budget-s", type=float, default=3_600.0, help="factorial: per engine")
     args = parser.parse_args(argv)
     keys = args.engine.split(",")
     unknown = [key for key in keys if key not in ENGINES]
     if unknown or len(set(keys)) != len(keys):
         parser.error(f"--engine: unknown or repeated engines in {args.engine!r}")
-    if len(keys) > 1 and args.bench != "tiny":
-        parser.error("--engine: several engines only with --bench tiny")
 
     engines: list[Engine] = []
     ready: dict[str, float] = {}
@@ -486,11 +507,14 @@ def main(argv: list[str] | None = None) -> None:
             engines.append(engine)
             # how long the pool or cluster took to be ready for its first task
             ready[key] = timed_s(engine.start)
+            # warm-up: workers spawned, imports done
             if args.bench == "tiny":
-                engine.tiny(min(args.count, 200))  # warm-up: workers spawned, imports done
-                total = tree_size()
-                processes[key] = total - counted + 1  # its own processes and this one
-                counted = total
+                engine.tiny(min(args.count, 200))
+            else:
+                engine.factorial_map([100] * 16)
+            total = tree_size()
+            processes[key] = total - counted + 1  # its own processes and this one
+            counted = total
         if args.bench == "tiny":
             rows = _tiny_rows(engines, args.count, args.runs, processes)
             rows += [
@@ -499,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
                 for row in list(rows)
             ]  # fmt: skip
         else:
-            rows = _factorial_rows(engines[0], _points(args.points), args.runs, args.budget_s)
+            points = _points(args.points)
+            rows = _factorial_rows(engines, points, args.runs, args.budget_s, processes)
     finally:
         for engine in reversed(engines):
             engine.stop()

@@ -200,6 +200,8 @@ def render(results: dict[str, Any]) -> str:
             continue
         if bench == "factorial":
             lines += _factorial_section(mine)
+        elif bench == "throughput":
+            lines += [THROUGHPUT_IN_TURN, "", *detail_table(mine), ""]
         elif bench == "tiny":
             lines += [_rerun_note("A row"), "", TINY_IN_TURN, "", *detail_table(mine), ""]
         else:
@@ -235,6 +237,14 @@ TINY_IN_TURN = (
     "with (apply_async, map(chunksize=1) and palm's map(chunksize=1); Pool.map and "
     "palm's map with default chunking): the engines are up at once and timed in turn, "
     "run by run, so a slow spell of the machine falls on them alike."
+)
+
+#: How the stream rows that targets compare are measured (benchmarks.suite.STREAMS_100B).
+THROUGHPUT_IN_TURN = (
+    "palm and the raw pyzmq brokers are measured in one job per payload size (100 B: "
+    "palm and every raw variant; 1 MiB: palm with both handlers and the per-message "
+    "brokers), all up at once, their runs taken in turn, run by run, so a slow spell of "
+    "the machine falls on them alike; pylm and palm with CURVE run in jobs of their own."
 )
 
 #: How the factorial rows that targets compare are measured (benchmarks.suite.FACTORIAL_GROUPS).

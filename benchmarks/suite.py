@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from benchmarks.cases import http_edge
 from benchmarks.cases.engines import ENGINES
+from benchmarks.cases.palm_cases import HANDLERS as PALM_HANDLERS
 from benchmarks.cases.raw_zmq import VARIANTS as RAW_VARIANTS
 from benchmarks.launcher import Placeholder
 
@@ -17,12 +18,14 @@ BENCHES = ("throughput", "latency", "tiny", "factorial", "http", "memory", "mast
 
 #: throughput at large payloads: 1 MiB jobs
 LARGE_PAYLOAD = 2**20
-PALM_PARALLEL = "palm: ParallelClient -> Master -> 2 workers"
+PALM_PARALLEL = PALM_HANDLERS["bytes"][1]
 PYLM_PARALLEL = "pylm 0.14.4: Client -> Master -> 2 workers"
 RAW_REQREP = "raw pyzmq REQ/REP"
 PALM_REQREP = "palm standalone Server/Client"
 PALM_PARALLEL_CURVE = f"{PALM_PARALLEL}, CURVE"
-PALM_PARALLEL_VIEW = f"{PALM_PARALLEL}, memoryview handler"
+PALM_PARALLEL_VIEW = PALM_HANDLERS["view"][1]
+#: the method of each stream subject, by key
+STREAM_METHODS = dict([*PALM_HANDLERS.values(), *RAW_VARIANTS.values()])
 PALM_REQREP_CURVE = f"{PALM_REQREP}, CURVE"
 PALM_MEMORY = "palm: ParallelClient -> Master -> 2 workers, 100 B items"
 
@@ -105,6 +108,22 @@ TINY_GROUPS = (("pool", "pool-map1", "palm"), ("pool-map", "palm-auto"), ("ppe",
 FACTORIAL_GROUPS = (("local", "pool", "pool-map", "palm"), ("dask",), ("ray",), ("celery",))
 
 
+#: The stream subjects measured in turn in one job (benchmarks.cases.streams): palm and
+#: every raw broker at 100 B; palm (bytes and memoryview handlers) and the per-message
+#: raw brokers at 1 MiB.
+STREAMS_100B = ("palm", "raw", "raw-copy", "raw-batched", "raw-oneway")
+STREAMS_LARGE = ("palm", "palm-view", "raw", "raw-copy")
+
+
+def _streams_job(
+    keys: tuple[str, ...], args: list[str], runs: int, params: dict[str, object] | None = None
+) -> Job:
+    holders = tuple(Placeholder("throughput", key, STREAM_METHODS[key], "msg/s", "higher",
+                                params=params or {}) for key in keys)  # fmt: skip
+    args = ["--subjects", ",".join(keys), *args, "--runs", str(runs)]
+    return Job("throughput", "palm", "benchmarks.cases.streams", tuple(args), holders, 900.0)
+
+
 def _engine_job(bench: str, keys: tuple[str, ...], sizes: Sizes) -> Job:
     env = "palm" if all(key in _LOCAL_ENGINES for key in keys) else "peers"
     runs = str(sizes.runs)
@@ -145,22 +164,13 @@ def jobs(mode: str) -> list[Job]:
         "benchmarks.cases.pylm_echo",
     )
     large_count = 200 if mode == "quick" else 2_000
-    large = ["--count", str(large_count), *runs, "--payload-bytes", str(LARGE_PAYLOAD)]
+    stream_runs = 1 if mode == "quick" else 5
     at_large = {"payload": LARGE_PAYLOAD}
     out = [
-        *(_message_job("throughput", "palm", raw, key, method,
-                       [*messages, "--variant", variant], 300)
-          for variant, (key, method) in RAW_VARIANTS.items()),
-        _message_job("throughput", "palm", palm, "palm", PALM_PARALLEL, messages, 300),
-        *(_message_job("throughput", "palm", raw, RAW_VARIANTS[variant][0],
-                       RAW_VARIANTS[variant][1], [*large, "--variant", variant], 300,
-                       params=at_large)
-          for variant in ("zero-copy", "copy")),
-        _message_job("throughput", "palm", palm, "palm", PALM_PARALLEL, large, 300,
+        _streams_job(STREAMS_100B, ["--count", str(sizes.messages)], stream_runs),
+        _streams_job(STREAMS_LARGE, ["--count", str(large_count),
+                                     "--payload-bytes", str(LARGE_PAYLOAD)], stream_runs,
                      params=at_large),
-        # the same, the workers' echo taking a memoryview of the frame (@zero_copy)
-        _message_job("throughput", "palm", palm, "palm-view", PALM_PARALLEL_VIEW,
-                     [*large, "--handler", "view"], 300, params=at_large),
         # pylm's case takes no --bench flag: it measures throughput only.
         _message_job("throughput", "pylm", pylm, "pylm", PYLM_PARALLEL, messages, 300, True, False),
         _message_job("latency", "palm", raw, "raw", RAW_REQREP, requests, 180),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -33,18 +34,16 @@ def cpu_s(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def stream_row(
-    bench: str,
-    key: str,
-    method: str,
-    round_trip: Callable[[int], int],
-    count: int,
-    runs: int,
-    processes: int | None = None,
-    params: dict[str, object] | None = None,
-) -> Row:
-    """Throughput of ``round_trip(n)``, which sends n messages and returns how many came back."""
-    return stream_rows(bench, key, method, round_trip, count, runs, processes, params)[0]
+@dataclass(frozen=True)
+class Subject:
+    """One system a stream is timed on: ``round_trip(n)`` sends n messages and returns
+    how many came back; ``pids`` names its other processes (``{"master": pid, ...}``)
+    for CPU accounting, the client being this process."""
+
+    key: str
+    method: str
+    round_trip: Callable[[int], int]
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 def stream_rows(
@@ -54,36 +53,58 @@ def stream_rows(
     round_trip: Callable[[int], int],
     count: int,
     runs: int,
-    processes: int | None = None,
     params: dict[str, object] | None = None,
     pids: dict[str, int] | None = None,
 ) -> list[Row]:
-    """The throughput row of :func:`stream_row`, then, when ``pids`` names the other
-    processes (``{"master": pid, "worker 1": pid, ...}``), one row per process (and
-    the client, this one) of CPU microseconds per message over the timed runs."""
+    """:func:`streams_in_turn` for one subject."""
+    return streams_in_turn(bench, [Subject(key, method, round_trip, pids or {})], count, runs,
+                           params)  # fmt: skip
+
+
+def streams_in_turn(
+    bench: str,
+    subjects: list[Subject],
+    count: int,
+    runs: int,
+    params: dict[str, object] | None = None,
+) -> list[Row]:
+    """Throughput of each subject (all up at once) over ``runs`` runs of ``count``
+    messages, taken in turn, run by run (the order reversed every other run), so a slow
+    spell of a shared machine falls on every subject alike. Per subject: its row of
+    messages per second, then, when it names its processes, one row per process (and
+    the client, this one, and "all") of CPU microseconds per message over the timed runs.
+    A run that would last over ``RUN_BUDGET_S`` is shortened (the row says so)."""
     params = dict(params or {})
-    _expect(round_trip, min(count, 2_000))  # warm-up: connections made, workers busy
-    probe = min(count, 10_000)
-    rate = probe / timed_s(lambda: _expect(round_trip, probe))
-    done = bounded_count(count, rate, RUN_BUDGET_S, floor=probe)
-    every = {"client": os.getpid(), **(pids or {})}
-    cpu: dict[str, list[float]] = {name: [] for name in every}
-    rates = []
-    for _ in range(runs):
-        before = {name: cpu_s(pid) for name, pid in every.items()}
-        rates.append(done / timed_s(lambda: _expect(round_trip, done)))
-        for name, pid in every.items():
-            cpu[name].append((cpu_s(pid) - before[name]) * 1e6 / done)
-    procs = processes if processes is not None else tree_size()
-    note = shortened_note(done, count)
-    rows = [Row(bench=bench, key=key, method=method, unit="msg/s", better="higher", size=done,
-                params=params, values=rates, processes=procs, notes=note)]  # fmt: skip
-    if pids:
-        total = [sum(values) for values in zip(*cpu.values(), strict=True)]
-        for name, values in [*cpu.items(), ("all", total)]:
-            rows.append(Row(bench=bench, key=key, method=method, unit="cpu-us/msg",
-                            better="lower", size=done, params={**params, "process": name},
-                            values=values, processes=procs, notes=note))  # fmt: skip
+    done: dict[str, int] = {}
+    for subject in subjects:
+        _expect(subject.round_trip, min(count, 2_000))  # warm-up: connections made
+        probe = min(count, 10_000)
+        rate = probe / timed_s(lambda: _expect(subject.round_trip, probe))  # noqa: B023
+        done[subject.key] = bounded_count(count, rate, RUN_BUDGET_S, floor=probe)
+    every = {s.key: {"client": os.getpid(), **s.pids} for s in subjects}
+    cpu = {s.key: {name: [] for name in every[s.key]} for s in subjects}
+    rates: dict[str, list[float]] = {s.key: [] for s in subjects}
+    for run in range(runs):
+        for subject in subjects if run % 2 == 0 else subjects[::-1]:
+            n, pids = done[subject.key], every[subject.key]
+            before = {name: cpu_s(pid) for name, pid in pids.items()}
+            rates[subject.key].append(n / timed_s(lambda: _expect(subject.round_trip, n)))  # noqa: B023
+            for name, pid in pids.items():
+                cpu[subject.key][name].append((cpu_s(pid) - before[name]) * 1e6 / n)
+    rows = []
+    for subject in subjects:
+        n, note = done[subject.key], shortened_note(done[subject.key], count)
+        common = {"bench": bench, "key": subject.key, "method": subject.method, "size": n,
+                  "processes": 1 + len(subject.pids), "notes": note}  # fmt: skip
+        rows.append(Row(unit="msg/s", better="higher", params=params,
+                        values=rates[subject.key], **common))  # fmt: skip
+        if subject.pids:
+            mine = cpu[subject.key]
+            total = [sum(values) for values in zip(*mine.values(), strict=True)]
+            for name, values in [*mine.items(), ("all", total)]:
+                process = {**params, "process": name}
+                rows.append(Row(unit="cpu-us/msg", better="lower", params=process,
+                                values=values, **common))  # fmt: skip
     return rows
 
 

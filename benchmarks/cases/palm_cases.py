@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_rows
+from benchmarks.cases.measure import PAYLOAD, Subject, latency_rows, streams_in_turn
 from benchmarks.processes import RssPoller, free_tcp_address, stop_pid, tree_size
 from benchmarks.record import Row, emit
 from benchmarks.timing import timed_s
@@ -159,21 +159,22 @@ def _stream(client: object, count: int, payload: bytes = PAYLOAD) -> int:
     return sum(1 for _ in replies)
 
 
+@contextmanager
+def stream_subject(handler: str, payload: bytes) -> Iterator[Subject]:
+    """A master and 2 echo workers (``handler``'s) up, as a stream subject."""
+    with _parallel_cluster(handler=handler) as (client, pids):
+        names = ["master", *(f"worker {i + 1}" for i in range(len(pids) - 1))]
+        yield Subject(*_labels(*HANDLERS[handler]), lambda n: _stream(client, n, payload),
+                      dict(zip(names, pids, strict=True)))  # fmt: skip
+
+
 def throughput(
     count: int, runs: int, payload_bytes: int = len(PAYLOAD), handler: str = "bytes"
 ) -> None:
     payload = PAYLOAD if payload_bytes == len(PAYLOAD) else b"x" * payload_bytes
-    with _parallel_cluster(handler=handler) as (client, pids):
-        names = ["master", *(f"worker {i + 1}" for i in range(len(pids) - 1))]
-        rows = stream_rows(
-            "throughput",
-            *_labels(*HANDLERS[handler]),
-            lambda n: _stream(client, n, payload),
-            count,
-            runs,
-            params={} if payload_bytes == len(PAYLOAD) else {"payload": payload_bytes},
-            pids=dict(zip(names, pids, strict=True)),
-        )
+    params: dict[str, object] = {} if payload_bytes == len(PAYLOAD) else {"payload": payload_bytes}
+    with stream_subject(handler, payload) as subject:
+        rows = streams_in_turn("throughput", [subject], count, runs, params)
     emit(rows)
 
 

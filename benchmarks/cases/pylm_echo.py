@@ -12,7 +12,7 @@ import itertools
 import logging
 import multiprocessing
 
-from benchmarks.cases.measure import PAYLOAD, stream_row
+from benchmarks.cases.measure import PAYLOAD, Subject, streams_in_turn
 from benchmarks.processes import free_tcp_address, stop_pid
 from benchmarks.record import emit
 
@@ -51,20 +51,16 @@ def throughput(count: int, runs: int) -> None:
             replies = client.job(f"{NAME}.echo", itertools.repeat(PAYLOAD, n), messages=n)
             return sum(1 for _ in replies)
 
-        row = stream_row(
-            "throughput",
-            "pylm",
-            "pylm 0.14.4: Client -> Master -> 2 workers",
-            round_trip,
-            count,
-            runs,
-        )
+        names = ("master", "worker 1", "worker 2")
+        pids = {name: proc.pid for name, proc in zip(names, procs, strict=True) if proc.pid}
+        subject = Subject("pylm", "pylm 0.14.4: Client -> Master -> 2 workers", round_trip, pids)
+        rows = streams_in_turn("throughput", [subject], count, runs)
     finally:
         for proc in procs:
             if proc.pid is not None:
                 stop_pid(proc.pid)
             proc.join()
-    emit([row])
+    emit(rows)
 
 
 def main() -> None:

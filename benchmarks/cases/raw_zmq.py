@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from benchmarks.cases.measure import PAYLOAD, latency_rows, stream_rows
+from benchmarks.cases.measure import PAYLOAD, Subject, latency_rows, streams_in_turn
 from benchmarks.processes import free_tcp_address, stop_pid
 from benchmarks.record import emit
 
@@ -172,9 +172,10 @@ def _round_trip(push: zmq.Socket[Any], pull: zmq.Socket[Any], payload: bytes, va
     return round_trip
 
 
-def throughput(count: int, runs: int, variant: str, payload_bytes: int) -> None:
+@contextmanager
+def stream_subject(variant: str, payload: bytes) -> Iterator[Subject]:
+    """The broker (or sink) and echo workers of ``variant`` up, as a stream subject."""
     key, method = VARIANTS[variant]
-    payload = PAYLOAD if payload_bytes == len(PAYLOAD) else b"x" * payload_bytes
     front_in, front_out, back_out, back_in = (free_tcp_address() for _ in range(4))
     if variant == "oneway":
         targets: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
@@ -187,16 +188,22 @@ def throughput(count: int, runs: int, variant: str, payload_bytes: int) -> None:
         names = ["broker", "worker 1", "worker 2"]
     with _processes(*targets) as pids:
         ctx = zmq.Context()
-        push = ctx.socket(zmq.PUSH)
-        push.connect(front_in)
-        pull = ctx.socket(zmq.PULL)
-        pull.connect(front_out)
-        rows = stream_rows(
-            "throughput", key, method, _round_trip(push, pull, payload, variant), count, runs,
-            params={} if payload_bytes == len(PAYLOAD) else {"payload": payload_bytes},
-            pids=dict(zip(names, pids, strict=True)),
-        )  # fmt: skip
-        ctx.destroy(linger=0)
+        try:
+            push = ctx.socket(zmq.PUSH)
+            push.connect(front_in)
+            pull = ctx.socket(zmq.PULL)
+            pull.connect(front_out)
+            round_trip = _round_trip(push, pull, payload, variant)
+            yield Subject(key, method, round_trip, dict(zip(names, pids, strict=True)))
+        finally:
+            ctx.destroy(linger=0)
+
+
+def throughput(count: int, runs: int, variant: str, payload_bytes: int) -> None:
+    payload = PAYLOAD if payload_bytes == len(PAYLOAD) else b"x" * payload_bytes
+    params: dict[str, object] = {} if payload_bytes == len(PAYLOAD) else {"payload": payload_bytes}
+    with stream_subject(variant, payload) as subject:
+        rows = streams_in_turn("throughput", [subject], count, runs, params)
     emit(rows)
 
 

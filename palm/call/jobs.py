@@ -23,7 +23,7 @@ from typing import Any
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError
 from palm.wire.messages import job_message
-from palm.wire.protocol import Kind, decode, jobs_in
+from palm.wire.protocol import Kind, all_bytes, decode, jobs_in
 from palm.wire.session import Session
 
 __all__ = [
@@ -104,7 +104,7 @@ class _Source:
         else:
             got = list(itertools.islice(self._items, count))
         exhausted = len(got) < count and not self._back
-        if set(map(type, got)) != {bytes}:  # one pass in C; anything else item by item
+        if not all_bytes(got):  # anything else item by item
             got = [_checked(p, self._limit) for p in got]
         sizes = list(map(len, got))
         size = sum(sizes)

@@ -16,7 +16,7 @@ from palm.errors import ConfigError, StateError
 from palm.serve.views import as_call_payloads, kept_view, restore_received
 from palm.state.cache import Cache
 from palm.state.logs import current_request_id
-from palm.wire.protocol import ErrorInfo, Header, request_id_of
+from palm.wire.protocol import ErrorInfo, Header, all_bytes, request_id_of
 
 __all__ = ["Service", "split_function", "unknown_message"]
 
@@ -178,7 +178,7 @@ class Service:
             except Exception as exc:
                 failure = exc
             start = len(results)
-            if set(map(type, results)) - {bytes}:  # some result is not bytes: vet each
+            if not all_bytes(results):  # some result is not bytes: vet each
                 checked = [self._as_bytes(r, label, i, header.stage) for i, r in enumerate(results)]
                 results = [result for result, _ in checked]
                 errors = [error for _, error in checked if error is not None]

@@ -17,6 +17,8 @@ from typing import Any, TypeVar, cast
 
 import zmq
 
+from palm.wire.protocol import all_bytes
+
 __all__ = [
     "Received",
     "as_call_payloads",
@@ -76,7 +78,7 @@ def as_call_payloads(
     if is_zero_copy(func):
         return [cast(bytes, _readonly(p)) for p in payloads], None
     # all bytes (small payloads): as they are; one payload tested alone, many in one pass in C
-    if (type(payloads[0]) is bytes) if len(payloads) == 1 else set(map(type, payloads)) == {bytes}:
+    if (type(payloads[0]) is bytes) if len(payloads) == 1 else all_bytes(payloads):
         return payloads if type(payloads) is list else list(payloads), None
     out: list[bytes] = []
     received: Received = {}

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import countOf
 from typing import Any, Final
 
 import msgpack
@@ -40,6 +41,7 @@ __all__ = [
     "Header",
     "Kind",
     "MalformedCounter",
+    "all_bytes",
     "check_size",
     "decode",
     "decode_header",
@@ -51,6 +53,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def all_bytes(items: Sequence[object]) -> bool:
+    """Whether every item is exactly ``bytes`` (not a subclass): one pass in C,
+    counting types by identity (a set of the types hashes each one, twice as slow)."""
+    return countOf(map(type, items), bytes) == len(items)
+
 
 #: Protocol version carried in every header; a peer refuses other versions.
 VERSION: Final = 1
@@ -311,7 +320,7 @@ def jobs_in(header: Header, payloads: Sequence[bytes]) -> list[bytes]:
         raise ProtocolError(f"packed payloads are not msgpack: {exc.__class__.__name__}") from exc
     if type(items) is not list or len(items) != header.packed:
         raise ProtocolError("packed payloads do not match their count")
-    if set(map(type, items)) != {bytes}:  # one pass in C, not a test per item
+    if not all_bytes(items):
         raise ProtocolError("a packed payload is not bytes")
     return items
 

@@ -23,7 +23,6 @@ PYLM_PARALLEL = "pylm 0.14.4: Client -> Master -> 2 workers"
 RAW_REQREP = "raw pyzmq REQ/REP"
 PALM_REQREP = "palm standalone Server/Client"
 PALM_PARALLEL_CURVE = f"{PALM_PARALLEL}, CURVE"
-PALM_PARALLEL_VIEW = PALM_HANDLERS["view"][1]
 #: the method of each stream subject, by key
 STREAM_METHODS = dict([*PALM_HANDLERS.values(), *RAW_VARIANTS.values()])
 PALM_REQREP_CURVE = f"{PALM_REQREP}, CURVE"

@@ -46,21 +46,6 @@ class Subject:
     pids: dict[str, int] = field(default_factory=dict)
 
 
-def stream_rows(
-    bench: str,
-    key: str,
-    method: str,
-    round_trip: Callable[[int], int],
-    count: int,
-    runs: int,
-    params: dict[str, object] | None = None,
-    pids: dict[str, int] | None = None,
-) -> list[Row]:
-    """:func:`streams_in_turn` for one subject."""
-    return streams_in_turn(bench, [Subject(key, method, round_trip, pids or {})], count, runs,
-                           params)  # fmt: skip
-
-
 def streams_in_turn(
     bench: str,
     subjects: list[Subject],

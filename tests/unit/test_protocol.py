@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 
 from palm.errors import PayloadTooLarge, ProtocolError
 from palm.wire.messages import encode_compact
-from palm.wire.protocol import ErrorInfo, Header, Kind, check_size, decode, encode
+from palm.wire.protocol import (
+    ErrorInfo,
+    Header,
+    Kind,
+    all_bytes,
+    check_size,
+    decode,
+    encode,
+    jobs_in,
+)
 
 kinds = st.sampled_from(sorted(Kind.NAMES))
 small_int = st.integers(min_value=-(2**63), max_value=2**64 - 1)
@@ -133,3 +142,21 @@ def test_garbage_behind_the_compact_mark_is_a_protocol_error(data: bytes) -> Non
         decode([b"\xc1" + data])
     except ProtocolError:
         pass
+
+
+class _Bytes(bytes):
+    pass
+
+
+@given(st.lists(st.one_of(st.binary(max_size=8), st.text(max_size=4), st.integers(),
+                          st.builds(bytearray, st.binary(max_size=4)),
+                          st.builds(_Bytes, st.binary(max_size=4)))))  # fmt: skip
+def test_all_bytes_is_true_exactly_when_every_item_is_plain_bytes(items: list[object]) -> None:
+    assert all_bytes(items) == all(type(item) is bytes for item in items)
+
+
+def test_a_packed_message_with_one_item_not_bytes_is_a_protocol_error() -> None:
+    header = Header(Kind.JOB, 1, b"c", "f", packed=3)
+    assert jobs_in(header, [msgpack.packb([b"a", b"b", b"c"])]) == [b"a", b"b", b"c"]
+    with pytest.raises(ProtocolError, match="not bytes"):
+        jobs_in(header, [msgpack.packb([b"a", "b", b"c"])])

@@ -29,14 +29,13 @@ Timeouts: ``timeout_s=`` of a call is a :data:`Timeout`, seconds, ``None``
 from __future__ import annotations
 
 import enum
-import itertools
 import os
 import uuid
-from collections.abc import Iterator
 from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
 
 import zmq
 
+from palm.call.jobs import JobIds
 from palm.errors import ClientClosed, ConfigError, PayloadTooLarge
 from palm.wire.discovery import CacheClient
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -127,7 +126,7 @@ class ClientBase(Generic[Sockets]):
         self.security = security_for(keys, "client")
         self.client_id = uuid.uuid4().bytes
         #: the client's job ids: each message takes the next ones (consecutive for a batch)
-        self.ids: Iterator[int] = itertools.count(1)
+        self.ids = JobIds(1)
         #: HELLO/WELCOME bookkeeping for :attr:`client_id`
         self.session = Session(self.client_id, heartbeat_interval_s)
         self.state = ClientState.UNOPENED

@@ -16,6 +16,7 @@ split into jobs of its own.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH",
     "DEFAULT_WINDOW_BYTES",
     "GROW_BATCH_S",
+    "JobIds",
     "JobStream",
     "Outcome",
     "reserve_ids",
@@ -120,8 +122,34 @@ class _Source:
         return got, exhausted, size, max(sizes, default=0)
 
 
+class JobIds:
+    """A client's job ids, from ``start`` on: ``next(ids)`` takes one, :meth:`take`
+    a run of consecutive ones (a batch's) in one step. Safe to share between threads."""
+
+    __slots__ = ("_lock", "_next")
+
+    def __init__(self, start: int = 1) -> None:
+        self._next = start
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> JobIds:
+        return self
+
+    def __next__(self) -> int:
+        return self.take(1)
+
+    def take(self, count: int) -> int:
+        """Reserve ``count`` consecutive ids; return the first."""
+        with self._lock:
+            first = self._next
+            self._next = first + count
+        return first
+
+
 def reserve_ids(ids: Iterator[int], count: int) -> int:
     """Take ``count`` consecutive job ids from ``ids`` (a batch's); return the first."""
+    if type(ids) is JobIds:
+        return ids.take(count)
     first = next(ids)
     if count > 1:
         deque(itertools.islice(ids, count - 1), maxlen=0)  # consumed in C

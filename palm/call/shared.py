@@ -166,9 +166,9 @@ class OneJobCalls(PairClient):
 
     def _number(self, calls: list[_J], outstanding: MutableMapping[int, _J]) -> None:
         """Give ``calls`` their job ids and count them outstanding."""
-        for call in calls:
-            call.job_id = next(self.ids)
-            outstanding[call.job_id] = call
+        for job_id, call in enumerate(calls, self.ids.take(len(calls))):
+            call.job_id = job_id
+            outstanding[job_id] = call
 
     def _messages(self, calls: Iterable[Job], pack: bool = True) -> list[list[bytes]]:
         """JOB messages for ``calls`` (ids given); ``pack=False``: one message each."""

@@ -219,6 +219,12 @@ class Poller:
         self._receivers: dict[zmq.Socket[bytes], Receiver] = {}
         self._paused = False
         self._timeout_ms = -1
+        #: monotonic time the last wait ended (every socket not left in :attr:`unread`
+        #: had been read to the end since)
+        self.polled_at = time.monotonic()
+        #: sockets the last wake-up left holding messages (drained to :data:`DRAIN`)
+        self.unread: set[zmq.Socket[bytes]] = set()
+        self._held: set[zmq.Socket[bytes]] = set()  # paused: not polled, maybe not empty
 
     def add(
         self, sock: zmq.Socket[bytes], handler: Handler, receive: Receiver | None = None
@@ -235,6 +241,18 @@ class Poller:
         """Stop (or resume) reading ``sock``, leaving its messages queued."""
         self._poller.modify(sock, 0 if paused else _POLLIN)
         self._paused = True  # from now on, always poll
+        if paused:
+            self._held.add(sock)
+        else:
+            self._held.discard(sock)
+
+    def read_to_end(self, *socks: zmq.Socket[bytes]) -> bool:
+        """Whether every message ``socks`` held at :attr:`polled_at` has been handed
+        to its handler: none was paused, and each was either not ready then or
+        drained below :data:`DRAIN` since. Nothing is asked of the sockets (asking
+        ZeroMQ for a socket's events costs a system call)."""
+        unread, held = self.unread, self._held
+        return not any(sock in unread or sock in held for sock in socks)
 
     def poll(self, timeout_ms: int) -> bool:
         """Wait up to ``timeout_ms`` and serve what is ready; False when nothing was."""
@@ -247,20 +265,25 @@ class Poller:
             try:
                 frames = sock.recv_multipart()
             except zmq.Again:
+                self.polled_at = time.monotonic()
                 return False
+            self.polled_at = time.monotonic()
             try:
                 handler(frames)
             except Exception as exc:  # the last resort: one message must not end the loop
                 self.guard.record(exc)
             return True
         events = self._poller.poll(timeout_ms)
+        self.polled_at = time.monotonic()
+        unread = self.unread
+        unread.clear()
         if not events:
             return False
         ready = {sock for sock, _ in events}
-        guard = self.guard
+        guard, receivers = self.guard, self._receivers
         for sock, handler in self._handlers:
-            if sock in ready:
-                drain(sock, handler, DRAIN, guard, self._receivers.get(sock))
+            if sock in ready and drain(sock, handler, DRAIN, guard, receivers.get(sock)) >= DRAIN:
+                unread.add(sock)
         return True
 
 

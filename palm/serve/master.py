@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal, cast
+from typing import Literal
 
 import zmq
 
@@ -85,8 +85,6 @@ MAX_MAP_NAMES = 64
 #: Most clients whose last-told worker count a master keeps (the oldest told is forgotten).
 MAX_TOLD_CLIENTS = 10_000
 
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 _NOBLOCK = int(zmq.NOBLOCK)
 
 #: Job ids a master gives the parts it scatters (far above any client's ids).
@@ -351,11 +349,8 @@ class Master(StreamRouting):
             if self.pool.queued:
                 self.pool.dispatch()
             now = time.monotonic()
-            if not (
-                cast(int, worker_in.get(_EVENTS)) & _POLLIN
-                or cast(int, worker_out.get(_EVENTS)) & _POLLIN
-            ):
-                read_at = now
+            if poller.read_to_end(worker_in, worker_out):
+                read_at = poller.polled_at
             if now >= next_beat:
                 self._heartbeat(now, read_at, late_s=now - next_beat)
                 next_beat = now + self.heartbeat_interval_s

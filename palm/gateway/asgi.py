@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
@@ -111,7 +110,7 @@ class EdgeApp:
         if raw_id:
             request_id = raw_id.decode("latin-1")
         else:
-            request_id = uuid.uuid4().hex
+            request_id = self.route.new_request_id()
             raw_id = request_id.encode()
         return route[0], route[1], request_id, raw_id, authorization
 

@@ -44,9 +44,15 @@ def app() -> Iterator[EdgeApp]:
 
 
 async def post(
-    app: EdgeApp, path: str, body: bytes, authorization: bytes | None = None
+    app: EdgeApp,
+    path: str,
+    body: bytes,
+    authorization: bytes | None = None,
+    request_id: bytes | None = b"r-1",
 ) -> list[dict[str, Any]]:
-    headers = [(b"content-length", str(len(body)).encode()), (b"x-request-id", b"r-1")]
+    headers = [(b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id))
     if authorization is not None:
         headers.append((b"authorization", authorization))
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
@@ -84,6 +90,17 @@ def test_answers_are_counted_when_the_loop_turn_ends(app: EdgeApp) -> None:
     jobs = app.metrics.jobs
     assert jobs.labels("demo", "ok")._value.get() == 1
     assert jobs.labels("demo", "RemoteError")._value.get() == 1
+
+
+def test_a_request_without_an_id_gets_a_fresh_one(app: EdgeApp) -> None:
+    async def run() -> list[list[dict[str, Any]]]:
+        return [await post(app, "/demo/echo", b"abc", request_id=None) for _ in range(50)]
+
+    answers = asyncio.run(run())
+    ids = [dict(sent[0]["headers"])[b"x-request-id"] for sent in answers]
+    job_ids = {dict(sent[0]["headers"])[b"x-palm-job-id"] for sent in answers}
+    assert len(set(ids)) == 50 and not set(ids) & job_ids
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in ids)
 
 
 def test_startup_freezes_what_is_alive(app: EdgeApp) -> None:

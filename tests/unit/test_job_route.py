@@ -124,8 +124,11 @@ def test_a_job_request_runs_the_job_with_its_request_id(route):
 def test_job_ids_and_request_ids_are_unique(route):
     job_route, _, _ = route
     answers = [run(job_route, environ("POST", "/tools/echo", b"a"))[1] for _ in range(100)]
-    assert len({h["X-Palm-Job-Id"] for h in answers}) == 100
-    assert len({h["x-request-id"] for h in answers}) == 100
+    job_ids = {h["X-Palm-Job-Id"] for h in answers}
+    request_ids = {h["x-request-id"] for h in answers}
+    assert len(job_ids) == len(request_ids) == 100
+    assert not job_ids & request_ids  # one counter, each value used once
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in request_ids)
 
 
 @pytest.mark.parametrize(

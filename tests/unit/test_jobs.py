@@ -282,3 +282,38 @@ def test_results_in_a_burst_are_paced_with_the_wait_before_them(
             s.accept(answer(message))
         pending = more + s.fill()
     assert max(sizes) == 64 and len(sizes) > 100
+
+
+def test_job_ids_reserve_runs_in_one_step_and_never_twice() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from palm.call.jobs import JobIds, reserve_ids
+
+    ids = JobIds(5)
+    assert next(ids) == 5
+    assert reserve_ids(ids, 256) == 6
+    assert next(ids) == 262  # the run 6..261 is taken
+    assert reserve_ids(itertools.count(1), 3) == 1  # any iterator still works
+
+    shared = JobIds(1)
+
+    def runs(_: int) -> list[int]:
+        out = []
+        for _ in range(2_000):
+            first = shared.take(3)
+            out += [first, first + 1, first + 2]
+        return out
+
+    with ThreadPoolExecutor(4) as pool:
+        taken = [i for run in pool.map(runs, range(4)) for i in run]
+    assert sorted(taken) == list(range(1, 24_001))  # every id once, none skipped
+
+
+def test_a_stream_numbers_its_batches_from_shared_ids() -> None:
+    from palm.call.jobs import JobIds
+
+    ids = JobIds(1)
+    s = stream([b"%d" % i for i in range(10)], ids=ids, window=10, batch=4)
+    firsts = [decode(m)[0].id for m in s.fill()]
+    assert firsts == [1, 5, 9]
+    assert next(ids) == 11

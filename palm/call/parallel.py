@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -45,8 +45,6 @@ from palm.wire.vetting import DependencyRetry
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 
 
 class ParallelClient(PairClient, CacheCalls):
@@ -321,10 +319,8 @@ class ParallelClient(PairClient, CacheCalls):
                 if stream.done:
                     break
                 if poller.poll(self._wait_ms(stream, wait_ms)):
-                    for turn in range(256):
-                        # the socket says when it is read to the end (cheaper than zmq.Again)
-                        if turn and not cast(int, dealer.get(_EVENTS)) & _POLLIN:
-                            break
+                    for _ in range(256):
+                        # read until a receive finds nothing (see palm.serve.loop.drain)
                         try:
                             frames = recv_frames(dealer, _NOBLOCK)
                         except zmq.Again:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Literal, cast
+from typing import Literal
 
 import zmq
 
@@ -45,8 +45,6 @@ from palm.wire.shipping import Elsewhere
 from palm.wire.sockets import as_bytes, check_endpoint, make_socket, recv_forwarded, send_frames
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 
 __all__ = ["FunctionWorker", "HeartbeatThread", "Worker"]
 
@@ -242,12 +240,10 @@ class Worker(Service):
             last_heard = time.monotonic()
             while not self._stopper.stopping:
                 poller.poll(interval_ms)
-                for turn in range(64):
+                for _ in range(64):
                     if self._stopper.stopping:
                         break
-                    # the socket says when it is read to the end (cheaper than zmq.Again)
-                    if turn and not cast(int, dealer.get(_EVENTS)) & _POLLIN:
-                        break
+                    # read until a receive finds nothing (see palm.serve.loop.drain)
                     try:
                         # large payloads stay in ZeroMQ's buffers (see palm.serve.views)
                         frames = recv_forwarded(dealer, _NOBLOCK)

@@ -83,7 +83,7 @@ class JobRequests:
     def new_request_id(self) -> str:
         """An id for a request that came without one: unique as :meth:`job_id` is
         (the same counter), without the random draw of a UUID per request."""
-        return f"{self._prefix}{next(self._count):08x}"
+        return self.job_id()
 
     def unparsable(self, exc: Exception) -> tuple[bytes, int, list[tuple[str, str]]]:
         """The 400 answer for a request whose parsing raised ``exc`` unexpectedly (logged)."""

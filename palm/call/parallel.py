@@ -39,7 +39,7 @@ from palm.wire.messages import job_message
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Header, Kind, decode, jobs_in
 from palm.wire.security import KeysOption
 from palm.wire.session import Session
-from palm.wire.sockets import recv_frames, send_frames
+from palm.wire.sockets import more_waiting, recv_frames, send_frames
 from palm.wire.vetting import DependencyRetry
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ParallelClient"]
@@ -319,8 +319,11 @@ class ParallelClient(PairClient, CacheCalls):
                 if stream.done:
                     break
                 if poller.poll(self._wait_ms(stream, wait_ms)):
-                    for _ in range(256):
-                        # read until a receive finds nothing (see palm.serve.loop.drain)
+                    for count in range(256):
+                        # after the first message, read on only while more wait (see
+                        # palm.wire.sockets.more_waiting), and not past the last answer
+                        if stream.done or (count == 1 and not more_waiting(dealer)):
+                            break
                         try:
                             frames = recv_frames(dealer, _NOBLOCK)
                         except zmq.Again:

@@ -24,7 +24,7 @@ from palm.serve.stopper import Stopper
 from palm.wire.messages import control, routed
 from palm.wire.protocol import Header, Kind, MalformedCounter, decode_header
 from palm.wire.security import Security, is_wildcard
-from palm.wire.sockets import bound_endpoint, make_socket, recv_frames
+from palm.wire.sockets import bound_endpoint, make_socket, more_waiting, recv_frames
 
 __all__ = [
     "DRAIN",
@@ -104,9 +104,10 @@ def drain(
     """
     read = recv_frames if receive is None else receive
     for count in range(limit):
-        # read until a receive finds nothing: one zmq.Again per wake-up costs less
-        # under load than asking the socket for its EVENTS after every message
-        # (a system call each time: libzmq polls its command pipe)
+        # after the first message, ask once whether more wait; then read until a
+        # receive finds nothing (see palm.wire.sockets.more_waiting)
+        if count == 1 and not more_waiting(sock):
+            return 1
         try:
             frames = read(sock, _NOBLOCK)
         except zmq.Again:

@@ -42,7 +42,14 @@ from palm.wire.protocol import (
 )
 from palm.wire.security import KeysOption, Security, security_for
 from palm.wire.shipping import Elsewhere
-from palm.wire.sockets import as_bytes, check_endpoint, make_socket, recv_forwarded, send_frames
+from palm.wire.sockets import (
+    as_bytes,
+    check_endpoint,
+    make_socket,
+    more_waiting,
+    recv_forwarded,
+    send_frames,
+)
 
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -240,10 +247,13 @@ class Worker(Service):
             last_heard = time.monotonic()
             while not self._stopper.stopping:
                 poller.poll(interval_ms)
-                for _ in range(64):
+                for count in range(64):
                     if self._stopper.stopping:
                         break
-                    # read until a receive finds nothing (see palm.serve.loop.drain)
+                    # after the first message, read on only while more wait
+                    # (see palm.wire.sockets.more_waiting)
+                    if count == 1 and not more_waiting(dealer):
+                        break
                     try:
                         # large payloads stay in ZeroMQ's buffers (see palm.serve.views)
                         frames = recv_forwarded(dealer, _NOBLOCK)

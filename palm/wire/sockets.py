@@ -168,7 +168,7 @@ def more_waiting(sock: zmq.Socket[bytes]) -> bool:
     and a wake-up that brings one message is the common case away from peak
     load. Asking after every message would cost the most under load.
     """
-    return bool(sock.get(_EVENTS) & _POLLIN)
+    return bool(cast(int, sock.get(_EVENTS)) & _POLLIN)
 
 
 def as_bytes(frames: list[bytes]) -> list[bytes]:

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import zmq
 
@@ -208,6 +208,16 @@ class Poller:
     Every handler call is guarded (:class:`HandlerGuard`, ``guard``): an
     exception it raises for one message is logged and counted, and serving
     goes on.
+
+    A socket added as ``rare`` (one that seldom has traffic: the db endpoint's)
+    is watched through its ZeroMQ file descriptor rather than as a socket.
+    Waiting on a ZeroMQ socket costs a look at its state (a system call)
+    before and after every wait, whatever woke the loop; a descriptor costs
+    nothing until it fires. The descriptor fires when the socket's state
+    changed, so a rare socket is read until a receive finds nothing (or
+    :func:`~palm.wire.sockets.more_waiting` says no more wait) whenever it
+    fires, and so are the other rare sockets, since their handlers may send
+    on each other: only a rare socket's handlers may send on a rare socket.
     """
 
     def __init__(self, stop_fd: int, guard: HandlerGuard | None = None) -> None:
@@ -224,20 +234,38 @@ class Poller:
         #: sockets the last wake-up left holding messages (drained to :data:`DRAIN`)
         self.unread: set[zmq.Socket[bytes]] = set()
         self._held: set[zmq.Socket[bytes]] = set()  # paused: not polled, maybe not empty
+        #: rare sockets by their file descriptor, in the order added
+        self._rare: dict[int, tuple[zmq.Socket[bytes], Handler]] = {}
+        self._rare_due = False  # whether a rare socket may hold messages its fd won't tell
 
     def add(
-        self, sock: zmq.Socket[bytes], handler: Handler, receive: Receiver | None = None
+        self,
+        sock: zmq.Socket[bytes],
+        handler: Handler,
+        receive: Receiver | None = None,
+        *,
+        rare: bool = False,
     ) -> None:
         """Read ``sock`` into ``handler`` (sockets are served in the order added);
-        ``receive(sock, flags)`` reads a message when given (default: ``recv_multipart``)."""
+        ``receive(sock, flags)`` reads a message when given (default: ``recv_multipart``).
+        ``rare``: the socket seldom has traffic and only rare sockets' handlers send
+        on it; it is watched through its file descriptor (see the class)."""
+        if receive is not None:
+            self._receivers[sock] = receive
+        if rare:
+            fd = cast(int, sock.get(zmq.FD))
+            self._poller.register(fd, _POLLIN)
+            self._rare[fd] = (sock, handler)
+            self._rare_due = True  # read once before trusting the descriptor
+            self._paused = True  # the single-socket path reads plainly: always poll
+            return
         self._poller.register(sock, _POLLIN)
         self._handlers.append((sock, handler))
         if receive is not None:
-            self._receivers[sock] = receive
             self._paused = True  # the single-socket path reads plainly: always poll
 
     def pause(self, sock: zmq.Socket[bytes], paused: bool) -> None:
-        """Stop (or resume) reading ``sock``, leaving its messages queued."""
+        """Stop (or resume) reading ``sock`` (not a rare one), leaving its messages queued."""
         self._poller.modify(sock, 0 if paused else _POLLIN)
         self._paused = True  # from now on, always poll
         if paused:
@@ -272,18 +300,34 @@ class Poller:
             except Exception as exc:  # the last resort: one message must not end the loop
                 self.guard.record(exc)
             return True
-        events = self._poller.poll(timeout_ms)
+        events = self._poller.poll(0 if self._rare_due else timeout_ms)
         self.polled_at = time.monotonic()
         unread = self.unread
         unread.clear()
-        if not events:
+        if not events and not self._rare_due:
             return False
         ready = {sock for sock, _ in events}
         guard, receivers = self.guard, self._receivers
         for sock, handler in self._handlers:
             if sock in ready and drain(sock, handler, DRAIN, guard, receivers.get(sock)) >= DRAIN:
                 unread.add(sock)
+        rare = self._rare
+        if rare and (self._rare_due or not ready.isdisjoint(rare)):
+            self._serve_rare()
         return True
+
+    def _serve_rare(self) -> None:
+        """Read every rare socket until none holds a message, their descriptors so
+        armed again (a handler's send on one may take its signal: read them all)."""
+        guard, receivers = self.guard, self._receivers
+        self._rare_due = False
+        for _ in range(4):
+            read = 0
+            for sock, handler in self._rare.values():
+                read += drain(sock, handler, DRAIN, guard, receivers.get(sock))
+            if not read:
+                return
+        self._rare_due = True  # still busy: look again at once on the next poll
 
 
 def subscribe(dealers: Sequence[zmq.Socket[bytes]], topics: Sequence[str], name: str) -> None:

@@ -364,11 +364,13 @@ class StreamRouting:
             )
             # cache calls run in the endpoint's threads; their answers come back here
             answers = sockets.connect(zmq.PULL, endpoint.inbox_address, curve=None)
+            # both seldom busy, and only their own handlers send on them: watched
+            # by descriptor, they cost the loop nothing while quiet
             if sockets.security is None:
-                poller.add(db, endpoint.on_message)
+                poller.add(db, endpoint.on_message, rare=True)
             else:  # read each peer's role: INFO tells clients less
-                poller.add(db, endpoint.on_message, receive=endpoint.receive)
-            poller.add(answers, endpoint.on_answer)
+                poller.add(db, endpoint.on_message, receive=endpoint.receive, rare=True)
+            poller.add(answers, endpoint.on_answer, rare=True)
             self.routes.db = endpoint
 
     #: Peers refused at the CURVE handshake (see :mod:`palm.serve.auth`).

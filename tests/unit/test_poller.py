@@ -3,6 +3,8 @@ received whole (real ZeroMQ sockets over inproc)."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -75,3 +77,82 @@ def test_frames_arrive_whole_and_in_order(pairs, message) -> None:
         assert type(frames[0]) is bytes
     with pytest.raises(zmq.Again):
         recv_frames(receiver, zmq.NOBLOCK)
+
+
+def _socket_pair(kind_in: int, kind_out: int) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    address = f"inproc://palm-test-poller-{uuid.uuid4().hex}"
+    inside, outside = context().socket(kind_in), context().socket(kind_out)
+    inside.bind(address)
+    outside.connect(address)
+    return inside, outside
+
+
+def test_a_rare_socket_is_served_by_its_descriptor(pairs) -> None:
+    stopper = Stopper()
+    poller = Poller(stopper.fd)
+    hot: list[list[bytes]] = []
+    rare: list[list[bytes]] = []
+    (h_out, h_in), (r_out, r_in) = pairs
+    poller.add(h_in, hot.append)
+    poller.add(r_in, rare.append, rare=True)
+    try:
+        r_out.send(b"before the first poll")
+        assert poller.poll(1000)
+        assert rare == [[b"before the first poll"]]
+        assert not poller.poll(10)  # all read: the descriptor is armed
+        for n in range(3):  # messages that arrive while the loop waits wake it
+            r_out.send(b"r%d" % n)
+            h_out.send(b"h%d" % n)
+            assert poller.poll(1000)
+        for _ in range(10):
+            if len(rare) == 4 and len(hot) == 3:
+                break
+            poller.poll(100)
+        assert [f[0] for f in rare] == [b"before the first poll", b"r0", b"r1", b"r2"]
+        assert [f[0] for f in hot] == [b"h0", b"h1", b"h2"]
+        assert not poller.poll(10)
+    finally:
+        stopper.close()
+
+
+def test_rare_sockets_that_send_on_each_other_lose_no_message() -> None:
+    """The db endpoint's shape: requests on a ROUTER go to a courier; its answers come
+    back on a PULL whose handler sends them out on the ROUTER. A send on the ROUTER
+    may take the signal of a request that arrived meanwhile: none may be left."""
+    stopper = Stopper()
+    poller = Poller(stopper.fd)
+    address = f"inproc://palm-test-poller-{uuid.uuid4().hex}"
+    router = context().socket(zmq.ROUTER)
+    router.bind(address)
+    answers, courier = _socket_pair(zmq.PULL, zmq.PUSH)
+    poller.add(router, courier.send_multipart, rare=True)  # to the courier, as it came
+    poller.add(answers, router.send_multipart, rare=True)  # back out to its sender
+    count, got = 2000, []
+
+    def client() -> None:  # requests from another thread, a few out at once
+        dealer = context().socket(zmq.DEALER)
+        dealer.connect(address)
+        sent = 0
+        try:
+            while len(got) < count:
+                while sent < count and sent - len(got) < 1 + sent % 5:
+                    dealer.send(b"%d" % sent)
+                    sent += 1
+                if not dealer.poll(2000):
+                    return  # a request left unserved: the loop never saw it
+                got.append(dealer.recv())
+        finally:
+            dealer.close(0)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline:
+            poller.poll(50)
+        thread.join(5)
+        assert sorted(got, key=int) == [b"%d" % n for n in range(count)]
+    finally:
+        for sock in (router, answers, courier):
+            sock.close(0)
+        stopper.close()

@@ -266,6 +266,8 @@ class Poller:
 
     def pause(self, sock: zmq.Socket[bytes], paused: bool) -> None:
         """Stop (or resume) reading ``sock`` (not a rare one), leaving its messages queued."""
+        if any(rare is sock for rare, _ in self._rare.values()):
+            raise ValueError("a rare socket cannot be paused: it is watched by its descriptor")
         self._poller.modify(sock, 0 if paused else _POLLIN)
         self._paused = True  # from now on, always poll
         if paused:

@@ -14,7 +14,15 @@ import zmq
 from palm.serve import loop
 from palm.serve.loop import Poller
 from palm.serve.stopper import Stopper
-from palm.wire.sockets import context, recv_forwarded, recv_frames
+from palm.wire.sockets import context, more_waiting, recv_forwarded, recv_frames
+
+
+def _socket_pair(kind_in: int, kind_out: int) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    address = f"inproc://palm-test-poller-{uuid.uuid4().hex}"
+    inside, outside = context().socket(kind_in), context().socket(kind_out)
+    inside.bind(address)
+    outside.connect(address)
+    return inside, outside
 
 
 @pytest.fixture
@@ -22,10 +30,7 @@ def pairs() -> Iterator[list[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]]:
     """Two (sender, receiver) PAIR socket pairs."""
     made = []
     for _ in range(2):
-        address = f"inproc://palm-test-poller-{uuid.uuid4().hex}"
-        receiver, sender = context().socket(zmq.PAIR), context().socket(zmq.PAIR)
-        receiver.bind(address)
-        sender.connect(address)
+        receiver, sender = _socket_pair(zmq.PAIR, zmq.PAIR)
         made.append((sender, receiver))
     yield made
     for sender, receiver in made:
@@ -79,14 +84,6 @@ def test_frames_arrive_whole_and_in_order(pairs, message) -> None:
         recv_frames(receiver, zmq.NOBLOCK)
 
 
-def _socket_pair(kind_in: int, kind_out: int) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
-    address = f"inproc://palm-test-poller-{uuid.uuid4().hex}"
-    inside, outside = context().socket(kind_in), context().socket(kind_out)
-    inside.bind(address)
-    outside.connect(address)
-    return inside, outside
-
-
 def test_a_rare_socket_is_served_by_its_descriptor(pairs) -> None:
     stopper = Stopper()
     poller = Poller(stopper.fd)
@@ -111,6 +108,8 @@ def test_a_rare_socket_is_served_by_its_descriptor(pairs) -> None:
         assert [f[0] for f in rare] == [b"before the first poll", b"r0", b"r1", b"r2"]
         assert [f[0] for f in hot] == [b"h0", b"h1", b"h2"]
         assert not poller.poll(10)
+        with pytest.raises(ValueError, match="rare socket cannot be paused"):
+            poller.pause(r_in, True)
     finally:
         stopper.close()
 
@@ -156,3 +155,20 @@ def test_rare_sockets_that_send_on_each_other_lose_no_message() -> None:
         for sock in (router, answers, courier):
             sock.close(0)
         stopper.close()
+
+
+def test_drain_asks_once_then_reads_every_waiting_message(pairs) -> None:
+    sender, receiver = pairs[0]
+    got: list[list[bytes]] = []
+    assert not more_waiting(receiver)
+    sender.send(b"one")
+    assert receiver.poll(5000)
+    assert more_waiting(receiver)
+    assert loop.drain(receiver, got.append) == 1  # one, then told nothing more waits
+    for n in range(5):
+        sender.send(b"%d" % n)
+    for _ in range(50):  # inproc delivers at once; the loop only bounds the wait
+        if receiver.poll(100) and loop.drain(receiver, got.append) == 5:
+            break
+    assert [frames[0] for frames in got] == [b"one", b"0", b"1", b"2", b"3", b"4"]
+    assert not more_waiting(receiver)

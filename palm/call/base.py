@@ -36,7 +36,7 @@ from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
 import zmq
 
 from palm.call.jobs import JobIds
-from palm.errors import ClientClosed, ConfigError, PayloadTooLarge
+from palm.errors import ClientClosed, ConfigError, PayloadTooLarge, TimeoutError
 from palm.wire.discovery import CacheClient
 from palm.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 from palm.wire.security import KeysOption, security_for
@@ -259,6 +259,18 @@ class PairClient(ClientBase[Pair]):
         self.push_address = check_endpoint(push_address, "push_address")
         self.pull_address = check_endpoint(pull_address, "pull_address")
         super().__init__(server_name, db_address, **options)
+
+    def unwelcomed(self, function: str, waited_s: float) -> TimeoutError:
+        """The timeout of calls whose jobs never left: no WELCOME came for the HELLOs.
+
+        A client sends jobs only to a master whose session it knows, so that a
+        master that dies before it answers cannot take jobs with it unnoticed.
+        """
+        return TimeoutError(
+            f"master {self.server_name!r} at {self.push_address} did not answer HELLO "
+            f"for {waited_s:.1f} s (not running, unreachable, or refusing this client's "
+            f"keys); jobs of {function} were not sent"
+        )
 
     def _make_sockets(self) -> Pair:
         push = make_socket(zmq.PUSH, hwm=10_000, max_message_bytes=None, curve=self.security)

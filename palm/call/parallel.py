@@ -145,8 +145,10 @@ class ParallelClient(PairClient, CacheCalls):
             f"{waited_s:.1f} s; {jobs} of {function} outstanding"
         )
 
-    def _stalled(self, stream: JobStream, waited_s: float) -> PalmError:
+    def _stalled(self, stream: JobStream, session: Session, waited_s: float) -> PalmError:
         """No genuine result for too long: a timeout, or the forgeries that filled it."""
+        if not session.welcomed:
+            return self.unwelcomed(stream.function, waited_s)
         error = self._timeout(stream.function, f"{stream.in_flight} job(s)", waited_s)
         if not stream.rejected:
             return error
@@ -263,7 +265,9 @@ class ParallelClient(PairClient, CacheCalls):
         started = time.monotonic()
         if session.hello_due(started):
             dealer.send_multipart(session.hello(started))
-        send_frames(push, message)
+        sent = session.welcomed  # else once the first WELCOME names the master
+        if sent:
+            send_frames(push, message)
         while True:
             try:
                 frames = dealer.recv_multipart()
@@ -284,12 +288,17 @@ class ParallelClient(PairClient, CacheCalls):
                             raise reply.errors[0].to_exception(function)
                         (result,) = jobs_in(reply, rest)
                         return result
-                elif session.read(reply):
+                elif session.read(reply) and sent:
                     send_frames(push, message)  # a restarted master lost it
+            if not sent and session.welcomed:
+                send_frames(push, message)
+                sent = True
             now = time.monotonic()
             if session.beat_due(now):
                 dealer.send_multipart(session.hello(now))
             if timeout is not None and now - started > timeout:
+                if not sent:
+                    raise self.unwelcomed(function, now - started)
                 raise self._timeout(function, "1 job", now - started)
 
     def _drive_batches(
@@ -314,8 +323,9 @@ class ParallelClient(PairClient, CacheCalls):
             if session.hello_due(last_progress):
                 dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
-                for message in stream.fill() + stream.retries(time.monotonic()):
-                    send_frames(push, message)
+                if session.welcomed:  # (see eval: jobs go to a master that said WELCOME)
+                    for message in stream.fill() + stream.retries(time.monotonic()):
+                        send_frames(push, message)
                 if stream.done:
                     break
                 if poller.poll(self._wait_ms(stream, wait_ms)):
@@ -349,7 +359,7 @@ class ParallelClient(PairClient, CacheCalls):
                 if session.beat_due(now):
                     dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
-                    raise self._stalled(stream, now - last_progress)
+                    raise self._stalled(stream, session, now - last_progress)
         except zmq.Again:  # a send timed out: never connected (refused by CURVE?)
             self.recycle()
             outstanding = f"{stream.in_flight} job(s), none could be sent"
@@ -536,8 +546,9 @@ class ParallelClient(PairClient, CacheCalls):
             last_progress = time.monotonic()
             await dealer.send_multipart(session.hello(last_progress))
             while not stream.done:
-                for message in stream.fill() + stream.retries(time.monotonic()):
-                    await push.send_multipart(message)
+                if session.welcomed:
+                    for message in stream.fill() + stream.retries(time.monotonic()):
+                        await push.send_multipart(message)
                 if stream.done:
                     break
                 wait = self._wait_ms(stream, wait_ms)
@@ -557,7 +568,7 @@ class ParallelClient(PairClient, CacheCalls):
                 if session.beat_due(now):
                     await dealer.send_multipart(session.hello(now))
                 if timeout is not None and now - last_progress > timeout:
-                    raise self._stalled(stream, now - last_progress)
+                    raise self._stalled(stream, session, now - last_progress)
         finally:
             push.close(0)
             dealer.close(0)

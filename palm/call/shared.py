@@ -159,6 +159,8 @@ class OneJobCalls(PairClient):
         return self
 
     def _timeout(self, function: str, waited_s: float) -> TimeoutError:
+        if not self.session.welcomed:
+            return self.unwelcomed(function, waited_s)
         return TimeoutError(
             f"no result from master {self.server_name!r} at "
             f"{self.push_address} for {waited_s:.1f} s; 1 job of {function} outstanding"
@@ -236,6 +238,8 @@ class SharedClient(OneJobCalls):
         self._queued: deque[_Call] = deque()
         self._outstanding: dict[int, _Call] = {}
         self._leading = False
+        #: messages that wait for the master's first WELCOME (only the leader touches it)
+        self._held: list[list[bytes]] = []
 
     def eval(
         self,
@@ -296,7 +300,13 @@ class SharedClient(OneJobCalls):
                 now = time.monotonic()
                 if session.hello_due(now):
                     dealer.send_multipart(session.hello(now))
-                for message in self._messages(batch):
+                messages = self._messages(batch) if batch else []
+                if not session.welcomed:  # jobs go to a master that said who it is
+                    self._held += messages
+                    messages = []
+                elif self._held:
+                    messages, self._held = self._held + messages, []
+                for message in messages:
                     send_frames(push, message)  # large payloads lent, not copied
                 if deadline is not None and now >= deadline:
                     return

@@ -6,7 +6,10 @@ results kept for it, and the WELCOME that answers carries the peer's session
 id and worker count. A HELLO per heartbeat interval is enough; calls in
 between skip the round trip. A WELCOME with another session id than the last
 one comes from a restarted master, which lost whatever the old one held: the
-caller sends its outstanding jobs again.
+caller sends its outstanding jobs again. For that to hold, a client sends jobs
+only once a WELCOME has named the session: a master that took jobs and died
+before its first WELCOME would otherwise leave the successor's WELCOME to be
+the first, with no change to notice, and the jobs would be lost.
 
 :class:`Session` keeps that bookkeeping for one client identity. It reads no
 clock and owns no socket: callers pass ``now`` (monotonic seconds) and send

@@ -17,6 +17,12 @@ The rules it holds:
   queues; only the oldest one it held can have been running, so only that
   one counts a death, is retried one job at a time (a poisonous job cannot
   sink its neighbours) and fails with ``JobLost`` after ``max_attempts``;
+* a job that counts a death (a suspect) goes only to a worker holding
+  nothing else, and that worker gets nothing else until it answers: if it
+  dies, the death is the suspect's own. (The oldest job of a dead worker may
+  be innocent: its result can die with the worker before leaving it.) When no
+  worker is free, the emptiest one of the suspect's function gets no new jobs
+  until it is;
 * a result whose job is not in flight (a duplicate, or a late answer from a
   worker declared dead whose job went elsewhere) is dropped.
 """
@@ -72,6 +78,8 @@ class WorkerInfo:
     done: int = 0
     functions: frozenset[str] = frozenset()
     leaving: bool = False  # asked to leave: no more jobs, no more credit
+    suspect: JobKey | None = None  # the suspect it runs alone (nothing else meanwhile)
+    kept_free: bool = False  # gets no new jobs until empty: a suspect waits for it
     # jobs handed to this worker, in the order it runs them (a dict as an ordered set)
     inflight: dict[JobKey, None] = field(default_factory=dict)
 
@@ -111,6 +119,8 @@ class Dispatcher:
         self.known_functions: set[str] = {MAP_FUNCTION}
         self.inflight: dict[JobKey, Job] = {}
         self.workers: OrderedDict[bytes, WorkerInfo] = OrderedDict()
+        # per function, the worker kept free for the suspect at the head of its queue
+        self._kept: dict[str, WorkerInfo] = {}
 
     # jobs ----------------------------------------------------------------------
 
@@ -126,12 +136,13 @@ class Dispatcher:
 
     def dispatch(self) -> None:
         """Hand waiting jobs to the workers that have credit for them."""
-        ready = [w for w in self.workers.values() if w.credit > 0]
+        ready = [w for w in self.workers.values() if w.credit > 0 and w.suspect is None]
         if not ready:
             return
         for function, queue in list(self.queues.items()):
             if not queue:
                 del self.queues[function]
+                self._keep_free(function, None)
                 continue
             if function == MAP_FUNCTION:
                 self._turn = (self._turn + 1) % len(ready)
@@ -141,31 +152,77 @@ class Dispatcher:
                 if not workers and function not in self.known_functions and self.workers:
                     self._unknown(function, queue)
                     continue
-            self._hand_out(queue, workers)
-            ready = [w for w in ready if w.credit > 0]
+            self._hand_out(function, queue, workers)
+            ready = [w for w in ready if w.credit > 0 and w.suspect is None]
             if not ready:
                 return
 
-    def _hand_out(self, queue: deque[Job], workers: list[WorkerInfo]) -> None:
+    def _hand_out(self, function: str, queue: deque[Job], workers: list[WorkerInfo]) -> None:
+        # a worker kept free for a suspect takes no other job
+        others = [w for w in workers if not w.kept_free] if self._kept else workers
         while queue and workers:
-            # the worker with the fewest messages in hand (the first of equals): one
-            # holding credit to spare, asked for ahead of fast messages, must not
-            # collect slow messages behind each other while another worker idles
-            w = workers[0] if len(workers) == 1 else min(workers, key=_in_hand)
-            job = queue.popleft()
+            job = queue[0]
+            if job.deaths:
+                w = self._alone_for(function, workers)
+                if w is None:
+                    return  # the queue waits for a worker free of other jobs
+                self._keep_free(function, None)
+                w.suspect = job.key
+            else:
+                kept = self._kept.get(function) if self._kept else None
+                if not others and kept is not None and any(w is kept for w in workers):
+                    # a job ahead of the suspect (put back in front): it goes first
+                    self._keep_free(function, None)
+                    others = [w for w in workers if not w.kept_free]
+                if not others:
+                    return
+                # the worker with the fewest messages in hand (the first of equals): one
+                # holding credit to spare, asked for ahead of fast messages, must not
+                # collect slow messages behind each other while another worker idles
+                w = others[0] if len(others) == 1 else min(others, key=_in_hand)
+            queue.popleft()
             self.queued -= 1
             job.worker = w.identity
             job.attempts += 1
             self.inflight[job.key] = job
             w.inflight[job.key] = None
             w.credit -= 1
-            if not self.send(w.identity, job.frames):
+            unreachable = not self.send(w.identity, job.frames)
+            if unreachable:
                 # the worker vanished under us: forget it, its jobs go back
                 self.gone(w, "unreachable")
+            if unreachable or w.credit <= 0 or w.suspect is not None:
                 workers = [x for x in workers if x is not w]
-                continue
-            if w.credit <= 0:
-                workers.remove(w)
+                others = [x for x in others if x is not w]
+
+    def _alone_for(self, function: str, workers: list[WorkerInfo]) -> WorkerInfo | None:
+        """A worker for the suspect at the head of ``function``'s queue: one holding
+        nothing (the one kept free for it first); else None, and the emptiest
+        other worker is kept free of new jobs until it holds nothing."""
+        kept = self._kept.get(function)
+        idle = [w for w in workers if not w.inflight and (not w.kept_free or w is kept)]
+        if idle:
+            return kept if any(w is kept for w in idle) else idle[0]
+        if kept is None:
+            candidates = [w for w in workers if not w.kept_free]
+            if candidates:
+                self._keep_free(function, min(candidates, key=_in_hand))
+        return None
+
+    def _keep_free(self, function: str, worker: WorkerInfo | None) -> None:
+        """Keep ``worker`` free of new jobs for ``function``'s suspect (None: no longer)."""
+        old = self._kept.pop(function, None) if self._kept else None
+        if old is not None:
+            old.kept_free = False
+        if worker is not None:
+            worker.kept_free = True
+            self._kept[function] = worker
+
+    def _unkeep(self, worker: WorkerInfo) -> None:
+        """``worker`` is gone: it is kept free for nobody any more."""
+        for function, kept in list(self._kept.items()):
+            if kept is worker:
+                self._keep_free(function, None)
 
     def _unknown(self, function: str, queue: deque[Job]) -> None:
         """No worker seen so far knows ``function``: answer every job now."""
@@ -200,6 +257,8 @@ class Dispatcher:
             w.last_seen = now
             if key in w.inflight:  # a worker answering twice earns no credit for it
                 del w.inflight[key]
+                if w.suspect == key:
+                    w.suspect = None  # it ran alone and came back: free for anything
                 w.credit += 0 if w.leaving or not credit_back else 1
                 w.done += count
         job = self.inflight.pop(key, None)
@@ -216,6 +275,7 @@ class Dispatcher:
         """A worker registers (again: what it held goes back first)."""
         old = self.workers.pop(worker.identity, None)
         if old is not None:
+            self._unkeep(old)
             self._requeue(old, died=False)
         self.known_functions |= worker.functions
         self.workers[worker.identity] = worker
@@ -275,6 +335,8 @@ class Dispatcher:
     def gone(self, w: WorkerInfo, why: str) -> None:
         """Forget a worker; its jobs go to others."""
         self.workers.pop(w.identity, None)
+        if w.kept_free:
+            self._unkeep(w)
         self.counters.worker_lost(w.label)
         level = logging.INFO if why == "left" and not w.inflight else logging.WARNING
         self.logger.log(

@@ -60,6 +60,17 @@ class SilentMaster:
                     jobs.append(decode(frames)[0].kind)
         return hellos, jobs
 
+    def client_of(self, kind: type[Any], timeout_s: float) -> Any:
+        """A client of ``kind`` for the master at these addresses."""
+        return kind(
+            self.push_address,
+            self.pull_address,
+            None,
+            "master",
+            heartbeat_interval_s=0.2,
+            timeout_s=timeout_s,
+        )
+
     def die(self) -> None:
         self.router.close(0)
         self.pull.close(0)
@@ -108,15 +119,8 @@ def silent() -> Iterator[SilentMaster]:
 def test_no_job_goes_to_a_master_before_its_welcome(
     procs: Processes, silent: SilentMaster, kind: str
 ) -> None:
-    make, call = CLIENTS[kind]
-    client = make(
-        silent.push_address,
-        silent.pull_address,
-        None,
-        "master",
-        heartbeat_interval_s=0.2,
-        timeout_s=60,
-    )
+    call = CLIENTS[kind][1]
+    client = silent.client_of(CLIENTS[kind][0], timeout_s=60)
     outcome: list[bytes | BaseException] = []
 
     def run() -> None:
@@ -148,15 +152,8 @@ def test_no_job_goes_to_a_master_before_its_welcome(
 def test_a_master_that_never_answers_hello_is_named_in_the_timeout(
     silent: SilentMaster, kind: str
 ) -> None:
-    make, call = CLIENTS[kind]
-    client = make(
-        silent.push_address,
-        silent.pull_address,
-        None,
-        "master",
-        heartbeat_interval_s=0.2,
-        timeout_s=0.6,
-    )
+    call = CLIENTS[kind][1]
+    client = silent.client_of(CLIENTS[kind][0], timeout_s=0.6)
     try:
         with pytest.raises(TimeoutError, match=r"did not answer HELLO .* were not sent"):
             call(client)

@@ -7,37 +7,15 @@ over the idle workers instead of queueing behind each other on the first one.
 
 from __future__ import annotations
 
-import logging
-
-from palm.serve.dispatch import Dispatcher, Job, WorkerInfo
-from palm.state.counters import Counters
-from palm.wire.protocol import Header, Kind
-
-
-def _pool(sent: list[tuple[bytes, int]]) -> Dispatcher:
-    def send(identity: bytes, frames: list[bytes]) -> bool:
-        sent.append((identity, int(frames[1])))
-        return True
-
-    return Dispatcher(
-        "m",
-        max_attempts=3,
-        send=send,
-        fail=lambda job, type_, message: None,
-        counters=Counters("m"),
-        stats={"requeued": 0, "duplicates": 0},
-        logger=logging.getLogger("palm.test.dispatch"),
-    )
-
-
-def _job(number: int) -> Job:
-    header = Header(Kind.JOB, id=number, client=b"c", function="nap")
-    return Job(b"c", header, [b"header", str(number).encode()], function="nap")
+from palm.serve.dispatch import Dispatcher
+from tests.fixtures.dispatch import dispatcher as _pool
+from tests.fixtures.dispatch import job as _job
+from tests.fixtures.dispatch import worker
 
 
 def _workers(pool: Dispatcher, *credits: int) -> None:
     for i, credit in enumerate(credits):
-        pool.join(WorkerInfo(b"w%d" % i, credit, 0.0, functions=frozenset({"nap"})))
+        worker(pool, b"w%d" % i, credit)
 
 
 def test_messages_arriving_one_by_one_spread_over_workers_whatever_their_credit() -> None:

@@ -9,38 +9,25 @@ a poison job's deaths are all its own.
 
 from __future__ import annotations
 
-import logging
-
-from palm.serve.dispatch import Dispatcher, Job, WorkerInfo
-from palm.state.counters import Counters
-from palm.wire.protocol import Header, Kind
-
-
-def _pool(sent: list[tuple[bytes, int]], failed: list[tuple[int, str]]) -> Dispatcher:
-    def send(identity: bytes, frames: list[bytes]) -> bool:
-        sent.append((identity, int(frames[1])))
-        return True
-
-    return Dispatcher(
-        "m",
-        max_attempts=3,
-        send=send,
-        fail=lambda job, type_, message: failed.append((int(job.frames[1]), type_)),
-        counters=Counters("m"),
-        stats={"requeued": 0, "duplicates": 0},
-        logger=logging.getLogger("palm.test.dispatch"),
-    )
+from palm.serve.dispatch import Dispatcher, WorkerInfo
+from tests.fixtures.dispatch import dispatcher as _pool
+from tests.fixtures.dispatch import job as _job
+from tests.fixtures.dispatch import worker as _worker
 
 
-def _job(number: int) -> Job:
-    header = Header(Kind.JOB, id=number, client=b"c", function="f")
-    return Job(b"c", header, [b"header", str(number).encode()], function="f")
-
-
-def _worker(pool: Dispatcher, name: bytes, credit: int) -> WorkerInfo:
-    w = WorkerInfo(name, credit, 0.0, functions=frozenset({"f"}))
-    pool.join(w)
-    return w
+def _busy(
+    jobs: int, *credits: int
+) -> tuple[Dispatcher, list[tuple[bytes, int]], list[tuple[int, str]], list[WorkerInfo]]:
+    """Workers w0, w1... with ``credits``, and jobs 0 to ``jobs - 1`` handed out:
+    the pool, what it sent, what it failed, the workers."""
+    sent: list[tuple[bytes, int]] = []
+    failed: list[tuple[int, str]] = []
+    pool = _pool(sent, failed)
+    workers = [_worker(pool, b"w%d" % i, credit) for i, credit in enumerate(credits)]
+    for number in range(jobs):
+        pool.enqueue(_job(number))
+    pool.dispatch()
+    return pool, sent, failed, workers
 
 
 def _done(pool: Dispatcher, number: int, worker: bytes) -> None:
@@ -49,14 +36,7 @@ def _done(pool: Dispatcher, number: int, worker: bytes) -> None:
 
 
 def test_a_suspect_waits_for_a_worker_holding_nothing_which_then_runs_it_alone() -> None:
-    sent: list[tuple[bytes, int]] = []
-    failed: list[tuple[int, str]] = []
-    pool = _pool(sent, failed)
-    w0 = _worker(pool, b"w0", 4)
-    w1 = _worker(pool, b"w1", 4)
-    for number in range(4):
-        pool.enqueue(_job(number))
-    pool.dispatch()
+    pool, sent, failed, (w0, w1) = _busy(4, 4, 4)
     assert sorted(sent) == [(b"w0", 0), (b"w0", 2), (b"w1", 1), (b"w1", 3)]
     sent.clear()
     pool.gone(w0, "killed")  # job 0 counts the death; job 2 goes back as it was
@@ -75,14 +55,7 @@ def test_a_suspect_waits_for_a_worker_holding_nothing_which_then_runs_it_alone()
 
 
 def test_a_worker_that_joins_free_takes_the_suspect_and_the_kept_one_is_released() -> None:
-    sent: list[tuple[bytes, int]] = []
-    failed: list[tuple[int, str]] = []
-    pool = _pool(sent, failed)
-    w0 = _worker(pool, b"w0", 1)
-    w1 = _worker(pool, b"w1", 3)
-    for number in range(3):
-        pool.enqueue(_job(number))
-    pool.dispatch()
+    pool, sent, failed, (w0, w1) = _busy(3, 1, 3)
     pool.gone(w0, "killed")  # its job 0 counts a death
     pool.dispatch()
     assert w1.kept_free
@@ -94,6 +67,7 @@ def test_a_worker_that_joins_free_takes_the_suspect_and_the_kept_one_is_released
     pool.enqueue(_job(5))
     pool.dispatch()
     assert sent == [(b"w2", 0), (b"w1", 5)]
+    assert failed == []
 
 
 def test_an_innocent_job_whose_result_died_with_its_worker_is_not_lost() -> None:

@@ -118,7 +118,7 @@ def assert_not_5xx(status: int, body: bytes) -> None:
 
 
 FAST = settings(
-    max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 

@@ -24,7 +24,7 @@ from palm.wire.messages import compact, job_message
 from palm.wire.protocol import VERSION, Header, Kind, decode, decode_header, jobs_in
 from palm.wire.session import Session
 
-MANY = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANY = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = (
     st.none()

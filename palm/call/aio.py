@@ -8,10 +8,10 @@ request awaits :meth:`AsyncSharedClient.eval`::
 
 The calls made during one turn of the event loop are sent together when the
 turn ends (one message per function, consecutive job ids, packed); alone, a
-call is sent at once (the client's first calls wait for the master's first
-WELCOME, see :mod:`palm.wire.session`). While ``batches_out`` batches (1 by default) are still
-out, new calls wait until one of them is answered (at most ``hold_s``, 2 ms
-by default) and then go together:
+call is sent at once (a client's first calls wait for the master's first
+WELCOME, see :mod:`palm.wire.session`). While ``batches_out`` batches (1 by
+default) are still out, new calls wait until one of them is answered (at
+most ``hold_s``, 2 ms by default) and then go together:
 under load a message carries as many jobs as requests arrived during a round
 trip, so the master, the workers and the sockets handle a message per batch,
 not per request (Nagle's rule, self-clocked by the answers). Results are
@@ -199,7 +199,8 @@ class AsyncSharedClient(OneJobCalls):
         now = time.monotonic()
         if self.session.hello_due(now):
             self._hello(now)
-        self._send(self._messages(batch))
+        if self.session.welcomed:  # else all go at the first WELCOME (see _take)
+            self._send(self._messages(batch))
         if self._ticker is None and self._outstanding:
             assert self._loop is not None
             self._ticker = self._loop.call_later(self.heartbeat_interval_s, self._tick)
@@ -223,8 +224,6 @@ class AsyncSharedClient(OneJobCalls):
         if self._push is None or self._loop is None:
             return  # closed
         self._unsent.extend(messages)
-        if not self.session.welcomed:
-            return  # jobs go to a master that said who it is: sent at its first WELCOME
         while self._unsent:
             try:
                 self._push.send_multipart(self._unsent[0], zmq.NOBLOCK)
@@ -278,13 +277,10 @@ class AsyncSharedClient(OneJobCalls):
                 return
 
     def _take(self, frames: list[bytes]) -> None:
-        welcomed = self.session.welcomed
-        results, restarted = self._read(frames)
-        if restarted:  # a restarted master lost what it held
+        results, send_all = self._read(frames)
+        if send_all:  # the first WELCOME, or a restarted master that lost what it held
             self._send(self._resend(self._outstanding.values()))
             return
-        if not welcomed and self.session.welcomed:
-            self._send([])  # the first WELCOME: what waited for it goes now
         for job_id, payload, error in results:
             call = self._outstanding.pop(job_id, None)
             if call is None or call.future.done():

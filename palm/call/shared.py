@@ -187,19 +187,23 @@ class OneJobCalls(PairClient):
         return out
 
     def _resend(self, lost: Iterable[Job]) -> list[list[bytes]]:
-        """Messages for the jobs a restarted master lost, one each, in id order."""
+        """Messages for jobs to send (again), one each, in id order: those a restarted
+        master lost, or those that waited for the first WELCOME."""
         return self._messages(sorted(lost, key=lambda call: call.job_id), pack=False)
 
     def _read(self, frames: list[bytes]) -> tuple[list[tuple[int, bytes, ErrorInfo | None]], bool]:
         """The (job id, payload, error) of each job a message answers for this client,
-        and whether it is the WELCOME of a restarted master (resend what is out)."""
+        and whether every outstanding job is to be sent now: the message is the first
+        WELCOME (no job left before it, see :mod:`palm.wire.session`) or the WELCOME of
+        a restarted master (which lost what it held)."""
         try:
             header, rest = decode(frames)
         except ProtocolError:
             return [], False
         if header.kind == Kind.RESULT:
             return self._results(header, rest), False
-        return [], self.session.read(header)
+        first = not self.session.welcomed
+        return [], self.session.read(header) or (first and self.session.welcomed)
 
     def _results(
         self, header: Header, rest: list[bytes]
@@ -238,8 +242,6 @@ class SharedClient(OneJobCalls):
         self._queued: deque[_Call] = deque()
         self._outstanding: dict[int, _Call] = {}
         self._leading = False
-        #: messages that wait for the master's first WELCOME (only the leader touches it)
-        self._held: list[list[bytes]] = []
 
     def eval(
         self,
@@ -300,14 +302,9 @@ class SharedClient(OneJobCalls):
                 now = time.monotonic()
                 if session.hello_due(now):
                     dealer.send_multipart(session.hello(now))
-                messages = self._messages(batch) if batch else []
-                if not session.welcomed:  # jobs go to a master that said who it is
-                    self._held += messages
-                    messages = []
-                elif self._held:
-                    messages, self._held = self._held + messages, []
-                for message in messages:
-                    send_frames(push, message)  # large payloads lent, not copied
+                if session.welcomed:  # else all go at the first WELCOME (see _read)
+                    for message in self._messages(batch):
+                        send_frames(push, message)  # large payloads lent, not copied
                 if deadline is not None and now >= deadline:
                     return
                 remaining = hello_every if deadline is None else min(hello_every, deadline - now)
@@ -326,9 +323,9 @@ class SharedClient(OneJobCalls):
 
     def _take(self, frames: list[bytes], push: zmq.Socket[bytes]) -> None:
         """A message on the result socket: results to hand out, or a WELCOME."""
-        results, restarted = self._read(frames)
-        if restarted:
-            with self._lock:  # a restarted master: it lost whatever it held
+        results, send_all = self._read(frames)
+        if send_all:
+            with self._lock:  # the first WELCOME, or a restarted master that lost them
                 lost = list(self._outstanding.values())
             for message in self._resend(lost):
                 send_frames(push, message)

@@ -23,7 +23,8 @@ from palm import TimeoutError
 from palm.call.aio import AsyncSharedClient
 from palm.call.parallel import ParallelClient
 from palm.call.shared import SharedClient
-from palm.wire.protocol import Kind, decode
+from palm.wire.messages import control
+from palm.wire.protocol import Kind, decode, jobs_in
 from tests.fixtures.procs import Processes
 from tests.integration.test_parallel import FAST, WORKER
 
@@ -43,10 +44,12 @@ class SilentMaster:
         self.push_address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.pull_address = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def listen(self, seconds: float) -> tuple[list[int], list[int]]:
-        """The kinds of the messages that came to each socket within ``seconds``."""
+    def listen(self, seconds: float, welcome: bool = False) -> tuple[list[int], list[bytes]]:
+        """What came within ``seconds``: the kinds of the messages to the ROUTER, and
+        the payloads of the jobs to the PULL. ``welcome``: answer each HELLO with a
+        WELCOME, as a master does (and still nothing else)."""
         hellos: list[int] = []
-        jobs: list[int] = []
+        jobs: list[bytes] = []
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
@@ -54,10 +57,14 @@ class SilentMaster:
         while (left := deadline - time.monotonic()) > 0:
             for sock, _ in poller.poll(int(left * 1000) + 1):
                 frames = sock.recv_multipart()
-                if sock is self.router:
-                    hellos.append(decode(frames[1:])[0].kind)
-                else:
-                    jobs.append(decode(frames)[0].kind)
+                if sock is self.pull:
+                    jobs += jobs_in(*decode(frames))
+                    continue
+                header = decode(frames[1:])[0]
+                hellos.append(header.kind)
+                if welcome and header.kind == Kind.HELLO:
+                    answer = control(Kind.WELCOME, frames[0], header.id, session="stand-in")
+                    self.router.send_multipart([frames[0], *answer])
         return hellos, jobs
 
     def client_of(self, kind: type[Any], timeout_s: float) -> Any:
@@ -162,3 +169,60 @@ def test_a_master_that_never_answers_hello_is_named_in_the_timeout(
             client.close()
     _, jobs = silent.listen(0.2)
     assert jobs == []
+
+
+async def _two_async_calls(client: AsyncSharedClient) -> list[str]:
+    """One call that gives up, then one more; the errors' texts."""
+    errors = []
+    try:
+        for payload, timeout_s in ((b"gave up", 0.6), (b"second", 1.5)):
+            try:
+                await client.eval("echo", payload, timeout_s=timeout_s)
+            except TimeoutError as exc:
+                errors.append(str(exc))
+    finally:
+        client.close()
+    return errors
+
+
+def _two_shared_calls(client: SharedClient) -> list[str]:
+    errors = []
+    try:
+        for payload, timeout_s in ((b"gave up", 0.6), (b"second", 1.5)):
+            try:
+                client.eval("echo", payload, timeout_s=timeout_s)
+            except TimeoutError as exc:
+                errors.append(str(exc))
+    finally:
+        client.close()
+    return errors
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["SharedClient.eval", "AsyncSharedClient.eval"])
+def test_a_call_that_gave_up_before_the_first_welcome_is_never_sent(
+    silent: SilentMaster, kind: str
+) -> None:
+    """The first call times out unwelcomed; the stand-in then welcomes the client
+    (and answers nothing else): only the second call's job may reach it."""
+    client = silent.client_of(CLIENTS[kind][0], timeout_s=60)
+    errors: list[str] = []
+
+    def run() -> None:
+        if isinstance(client, AsyncSharedClient):
+            errors.extend(asyncio.run(_two_async_calls(client)))
+        else:
+            errors.extend(_two_shared_calls(client))
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    try:
+        _, before = silent.listen(0.9)  # the first call gives up at 0.6 s
+        hellos, jobs = silent.listen(2.0, welcome=True)
+    finally:
+        caller.join(30)
+    assert before == []
+    assert Kind.HELLO in hellos
+    assert jobs == [b"second"]
+    assert "did not answer HELLO" in errors[0]
+    assert "1 job of master.echo outstanding" in errors[1]

@@ -35,7 +35,6 @@ from rich.text import Text
 
 from palm.commands import add_keys_option, apply_keys
 from palm.errors import PalmError
-from palm.gateway import dashboard_command
 from palm.gateway.guide import guide, smoke, styled
 from palm.gateway.up import ROLES, Up
 from palm.ops.config import load_deployment
@@ -73,8 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_keys_option(p)
     p.set_defaults(func=run)
-    # the dashboard of a deployment without the edge: `palm dashboard`
-    dashboard_command.register(sub)
 
 
 def _gateways(values: list[str]) -> tuple[tuple[str, int], ...]:

@@ -105,6 +105,11 @@ class MastersService:
         return cmd
 
     def _spawn(self, child: _Child) -> None:
+        self._launch(child)
+        self._await(child)
+
+    def _launch(self, child: _Child) -> None:
+        """Start ``child``'s process (:meth:`_await` reads that it is ready)."""
         env = dict(os.environ)
         if self.config.path is not None:
             # user modules named in the file are importable from the file's folder
@@ -118,6 +123,11 @@ class MastersService:
             self._command(child), stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
         )
         child.proc = proc
+
+    def _await(self, child: _Child) -> None:
+        """Read ``child``'s ready line: the endpoints it bound."""
+        proc = child.proc
+        assert proc is not None
         try:
             ready = read_ready(proc, self.startup_timeout_s)
         except (TimeoutError, RuntimeError) as exc:
@@ -135,11 +145,17 @@ class MastersService:
         )
 
     def start(self) -> dict[str, dict[str, Any]]:
-        """Start every service; return what :meth:`describe` returns."""
+        """Start every service; return what :meth:`describe` returns.
+
+        The children start together (each one's imports take most of its start),
+        then each one's ready line is read in turn.
+        """
         try:
             with self._lock:
                 for child in self.children:
-                    self._spawn(child)
+                    self._launch(child)
+                for child in self.children:
+                    self._await(child)
         except BaseException:
             self.stop()
             raise

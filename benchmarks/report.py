@@ -17,6 +17,7 @@ from typing import Any
 from benchmarks.cases.engines import MAX_SHORT_RUNS, SHORT_POINT_S
 from benchmarks.environments import BUSY_WARNING_PERCENT
 from benchmarks.record import OK, Row
+from benchmarks.suite import SIZES
 from benchmarks.targets import Target, crossover, targets
 from benchmarks.timing import summarize
 
@@ -188,6 +189,8 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     # fmt: on
+    sizes = SIZES.get(meta.get("mode", ""))
+    short_s = sizes.short_s if sizes is not None and sizes.short_s else SHORT_POINT_S
     for bench, title in TITLES.items():
         mine = [r for r in rows if r.bench == bench]
         lines += [f"## {title}", ""]
@@ -199,11 +202,11 @@ def render(results: dict[str, Any]) -> str:
             lines += ["Not run in this pass.", ""]
             continue
         if bench == "factorial":
-            lines += _factorial_section(mine)
+            lines += _factorial_section(mine, short_s)
         elif bench == "throughput":
             lines += [THROUGHPUT_IN_TURN, "", *detail_table(mine), ""]
         elif bench == "tiny":
-            lines += [_rerun_note("A row"), "", TINY_IN_TURN, "", *detail_table(mine), ""]
+            lines += [_rerun_note("A row", short_s), "", TINY_IN_TURN, "", *detail_table(mine), ""]
         else:
             lines += [*detail_table(mine), ""]
     for note in meta.get("notes", []):
@@ -255,15 +258,15 @@ FACTORIAL_IN_TURN = (
 )
 
 
-def _rerun_note(what: str) -> str:
-    return (f"{what} whose runs take under {SHORT_POINT_S:g} s together is run again, up to "
+def _rerun_note(what: str, short_s: float) -> str:
+    return (f"{what} whose runs take under {short_s:g} s together is run again, up to "
             f"{MAX_SHORT_RUNS} times, for every engine alike, so that the runs a busy "
             "scheduler delayed do not decide its median.")  # fmt: skip
 
 
-def _factorial_section(rows: list[Row]) -> list[str]:
+def _factorial_section(rows: list[Row], short_s: float = SHORT_POINT_S) -> list[str]:
     out = ["Wall time with the pool or cluster already up; peers get 8 chunk tasks. "
-           + _rerun_note("A point"), "", FACTORIAL_IN_TURN, ""]  # fmt: skip
+           + _rerun_note("A point", short_s), "", FACTORIAL_IN_TURN, ""]  # fmt: skip
     for n in sorted({int(r.params["n"]) for r in rows}):
         sizes = {r.size for r in rows if r.params["n"] == n}
         if len(sizes) < 2:

@@ -42,6 +42,8 @@ class Sizes:
     memory_items: int
     memory_runs: int
     factorial_budget_s: float
+    #: how long a short point's (or tiny row's) runs go on (None: the case's default)
+    short_s: float | None = None
 
     def factorial_points(self) -> list[tuple[int, int]]:
         points = [(100, size) for size in self.items_n100]
@@ -53,7 +55,7 @@ class Sizes:
 DECADES_5 = (10**2, 10**3, 10**4, 10**5)
 SIZES = {
     "quick": Sizes(1, 10_000, 1_000, 1_000, (10**2, 10**3, 10**4), (10**2, 10**3),
-                   (100, 500, 1000, 1500), 10**3, 10**6, 1, 30),
+                   (100, 500, 1000, 1500), 10**3, 10**6, 1, 30, 0.2),
     "default": Sizes(3, 1_000_000, 10_000, 10_000, DECADES_5, DECADES_5,
                      (100, 500, 1000, 1500), 10**5, 10**7, 3, 300),
     "full": Sizes(3, 1_000_000, 10_000, 10_000, (*DECADES_5, 10**6), (*DECADES_5, 10**6),
@@ -145,6 +147,8 @@ def _engine_job(bench: str, keys: tuple[str, ...], sizes: Sizes) -> Job:
         args += ("--budget-s", str(sizes.factorial_budget_s))  # per engine
         # The budget is checked between points, so one point may overrun it.
         timeout_s = 300.0 + 3 * sizes.factorial_budget_s * len(keys)
+    if sizes.short_s is not None:
+        args += ("--short-s", str(sizes.short_s))
     return Job(
         bench, env, "benchmarks.cases.engines",
         ("--engine", ",".join(keys), "--bench", bench, *args, "--runs", runs),

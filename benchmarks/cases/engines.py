@@ -374,7 +374,11 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 
 def _tiny_rows(
-    engines: list[Engine], count: int, runs: int, processes: dict[str, int]
+    engines: list[Engine],
+    count: int,
+    runs: int,
+    processes: dict[str, int],
+    short_s: float = SHORT_POINT_S,
 ) -> list[Row]:
     """Each engine's tiny row (warmed up: see :func:`main`). With several engines (all
     up at once) their runs are taken in turn, run by run, so a slow spell of the
@@ -388,7 +392,7 @@ def _tiny_rows(
 
     def wanted(key: str) -> bool:
         done = times[key]
-        return len(done) < runs or (sum(done) < SHORT_POINT_S and len(done) < MAX_SHORT_RUNS)
+        return len(done) < runs or (sum(done) < short_s and len(done) < MAX_SHORT_RUNS)
 
     while any(wanted(engine.key) for engine in engines):
         for engine in engines:
@@ -423,6 +427,7 @@ def _factorial_rows(
     runs: int,
     budget_s: float,
     processes: dict[str, int],
+    short_s: float = SHORT_POINT_S,
 ) -> list[Row]:
     """Time each point ``runs`` times per engine (a short one more often:
     :data:`SHORT_POINT_S`), cheapest first; points that would overrun an engine's
@@ -452,7 +457,7 @@ def _factorial_rows(
 
         def wanted(row: Row) -> bool:
             return len(row.values) < runs or (
-                sum(row.values) < SHORT_POINT_S and len(row.values) < MAX_SHORT_RUNS
+                sum(row.values) < short_s and len(row.values) < MAX_SHORT_RUNS
             )
 
         while any(wanted(row) for _, row in timing):
@@ -491,6 +496,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", default="100x1000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=3_600.0, help="factorial: per engine")
+    parser.add_argument(
+        "--short-s",
+        type=float,
+        default=SHORT_POINT_S,
+        help="a point (or tiny row) whose runs take less than this is run again",
+    )
     args = parser.parse_args(argv)
     keys = args.engine.split(",")
     unknown = [key for key in keys if key not in ENGINES]
@@ -516,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
             processes[key] = total - counted + 1  # its own processes and this one
             counted = total
         if args.bench == "tiny":
-            rows = _tiny_rows(engines, args.count, args.runs, processes)
+            rows = _tiny_rows(engines, args.count, args.runs, processes, args.short_s)
             rows += [
                 Row(bench="tiny", key=row.key, method=row.method, unit="s", better="lower",
                     params={"stat": "ready"}, values=[ready[row.key]], processes=row.processes)
@@ -524,7 +535,9 @@ def main(argv: list[str] | None = None) -> None:
             ]  # fmt: skip
         else:
             points = _points(args.points)
-            rows = _factorial_rows(engines, points, args.runs, args.budget_s, processes)
+            rows = _factorial_rows(
+                engines, points, args.runs, args.budget_s, processes, args.short_s
+            )
     finally:
         for engine in reversed(engines):
             engine.stop()

@@ -162,10 +162,12 @@ class Up:
                 self._start_masters()
             else:
                 self.services = self._fixed_addresses()
-            if "workers" in self.roles:
-                self._start_workers()
+            # the gateway starts while the workers do (it needs only the masters)
+            pools = self._start_workers() if "workers" in self.roles else []
             if "gateway" in self.roles:
                 self._start_gateway()
+            for name, count in pools:
+                self._wait_for_workers(name, count)
             if "envoy" in self.roles:
                 self._start_envoy()
             self._register()
@@ -267,7 +269,8 @@ class Up:
             found[name] = {"kind": service.kind, "addresses": service.bind_addresses(host)}
         return found
 
-    def _start_workers(self) -> None:
+    def _start_workers(self) -> list[tuple[str, int]]:
+        """Start a worker pool per service that has workers; (service, workers) of each."""
         pools: list[tuple[str, int]] = []
         for name, service in self.config.services.items():
             spec = service.worker_spec
@@ -280,8 +283,7 @@ class Up:
             args += ["--max-start-failures", str(self.max_start_failures)]
             self._spawn(f"workers:{name}", [*args, "--name", name])
             pools.append((name, service.workers))
-        for name, count in pools:
-            self._wait_for_workers(name, count)
+        return pools
 
     def _wait_for_workers(self, name: str, count: int) -> None:
         probe = Client(self.services[name]["addresses"]["db"], name, timeout_s=2.0)

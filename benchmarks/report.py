@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from benchmarks.cases.engines import MAX_SHORT_RUNS, SHORT_POINT_S
+from benchmarks.cases.http_edge import IDLE_UNIT
 from benchmarks.environments import BUSY_WARNING_PERCENT
 from benchmarks.record import OK, Row
 from benchmarks.suite import SIZES
@@ -65,8 +66,9 @@ def find(rows: Iterable[Row], bench: str, key: str, **params: Any) -> list[Row]:
 
 
 def palm_ratio(rows: list[Row], row: Row, palm_key: str = "palm") -> float | None:
-    """palm's median divided by ``row``'s median, at the same point."""
-    if row.key == palm_key:
+    """palm's median divided by ``row``'s median, at the same point (none for a figure
+    of the machine rather than of the system measured, such as its idle CPU)."""
+    if row.key == palm_key or row.unit == IDLE_UNIT:
         return None
     mine = median(row)
     for other in rows:
@@ -207,6 +209,8 @@ def render(results: dict[str, Any]) -> str:
             lines += [THROUGHPUT_IN_TURN, "", *detail_table(mine), ""]
         elif bench == "tiny":
             lines += [_rerun_note("A row", short_s), "", TINY_IN_TURN, "", *detail_table(mine), ""]
+        elif bench == "http":
+            lines += [HTTP_IN_TURN, "", *detail_table(mine), ""]
         else:
             lines += [*detail_table(mine), ""]
     for note in meta.get("notes", []):
@@ -248,6 +252,14 @@ THROUGHPUT_IN_TURN = (
     "palm and every raw variant; 1 MiB: palm with both handlers and the per-message "
     "brokers), all up at once, their runs taken in turn, run by run, so a slow spell of "
     "the machine falls on them alike; pylm and palm with CURVE run in jobs of their own."
+)
+
+#: How the HTTP rows are measured (benchmarks.cases.http_edge).
+HTTP_IN_TURN = (
+    "The stacks are up at once and wrk drives them in turn, run by run. Each stack's "
+    "[idle CPU] row is the share of the machine's CPU time that went idle during its "
+    "runs: a stack that leaves the cores idle is bound by its round trips, not by its "
+    "CPU per request."
 )
 
 #: How the factorial rows that targets compare are measured (benchmarks.suite.FACTORIAL_GROUPS).

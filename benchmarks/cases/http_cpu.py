@@ -80,11 +80,15 @@ def measure(key: str, connections: tuple[int, ...], duration_s: float, runs: int
         for count in connections:
             http_edge.wrk(url, count, 1.0, script)  # warm up
             for _ in range(runs):
-                before, wrk_before = cpu_by_role(), reaped_s()
+                before, wrk_before, machine = cpu_by_role(), reaped_s(), psutil.cpu_times()
                 rate, p99, problems = http_edge.wrk(url, count, duration_s, script)
                 after, wrk_s = cpu_by_role(), reaped_s() - wrk_before
+                idle = http_edge.idle_percent(machine, psutil.cpu_times())
                 requests = rate * duration_s
-                print(f"{key}, {count} connections: {rate:,.0f} req/s, p99 {p99:.1f} ms {problems}")
+                print(
+                    f"{key}, {count} connections: {rate:,.0f} req/s, p99 {p99:.1f} ms, "
+                    f"CPUs idle {idle:.0f}% {problems}"
+                )
                 spent = {name: after[name] - before.get(name, 0.0) for name in after}
                 for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
                     if seconds > 0:

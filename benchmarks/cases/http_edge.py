@@ -14,7 +14,8 @@ Envoy runs one worker thread, as it ships; with two it served the same within th
 noise on this 2-core machine, at the same CPU per request). The stacks
 are up at once and ``wrk`` drives them in turn, run by run, so a slow spell of
 the machine falls on all of them alike; each run lasts ``--duration-s`` and
-reports req/s and the p99 latency. Non-2xx answers and socket errors are
+reports req/s, the p99 latency and the share of the machine's CPU time that went
+idle meanwhile (all cores, from :func:`psutil.cpu_times`). Non-2xx answers and socket errors are
 counted and reported in the row's notes: a run with any is not a clean run.
 """
 
@@ -34,6 +35,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from benchmarks.record import Row, emit
 
@@ -44,6 +48,11 @@ METHODS = {
 }
 CONNECTIONS = (10, 64)
 BODY = b"hello"
+#: The unit of the rows that say how much of the machine's CPU time went idle while
+#: ``wrk`` drove a stack (no ratio is drawn from them).
+IDLE_UNIT = "% idle"
+#: The figures of each stack and number of connections: (stat, unit, better).
+STATS = (("rate", "req/s", "higher"), ("p99", "ms", "lower"), ("idle CPU", IDLE_UNIT, "lower"))
 #: The note of a row whose runs had no errors and only 2xx answers.
 CLEAN = "no errors, no non-2xx answers"
 
@@ -54,7 +63,7 @@ def placeholder_rows(status: str = "not measured") -> list[Row]:
             params={"stat": stat}, status=status)
         for key, method in METHODS.items()
         for connections in CONNECTIONS
-        for stat, unit, better in (("rate", "req/s", "higher"), ("p99", "ms", "lower"))
+        for stat, unit, better in STATS
     ]  # fmt: skip
 
 
@@ -216,6 +225,15 @@ def wrk(url: str, connections: int, duration_s: float, script: Path) -> tuple[fl
     return rate, float(p99.group(1)) * _UNITS[p99.group(2)], "; ".join(problems)
 
 
+def idle_percent(before: Any, after: Any) -> float:
+    """The share of the machine's CPU time that went idle between two
+    :func:`psutil.cpu_times` readings, in percent: what a stack left unused while
+    ``wrk`` drove it (a stack that cannot keep the cores busy is bound by its round
+    trips, not by its CPU per request)."""
+    spent = sum(after) - sum(before)
+    return 100.0 * (after.idle - before.idle) / spent if spent > 0 else 0.0
+
+
 def measure(runs: int, duration_s: float) -> list[Row]:
     if shutil.which("wrk") is None:
         return placeholder_rows("unavailable: wrk is not installed (apt-get install wrk)")
@@ -238,19 +256,20 @@ def measure(runs: int, duration_s: float) -> list[Row]:
             rates: dict[str, list[float]] = {key: [] for key in urls}
             p99s: dict[str, list[float]] = {key: [] for key in urls}
             notes: dict[str, list[str]] = {key: [] for key in urls}
+            idle: dict[str, list[float]] = {key: [] for key in urls}
             for _ in range(runs):
                 for key, url in urls.items():  # in turn, run by run
+                    before = psutil.cpu_times()
                     rate, p99, problems = wrk(url, connections, duration_s, scripts[key])
+                    idle[key].append(idle_percent(before, psutil.cpu_times()))
                     rates[key].append(rate)
                     p99s[key].append(p99)
                     if problems:
                         notes[key].append(problems)
             for key in urls:
                 note = " | ".join(notes[key]) if notes[key] else CLEAN
-                for stat, unit, better, values in (
-                    ("rate", "req/s", "higher", rates[key]),
-                    ("p99", "ms", "lower", p99s[key]),
-                ):
+                figures = (rates[key], p99s[key], idle[key])
+                for (stat, unit, better), values in zip(STATS, figures, strict=True):
                     rows.append(
                         Row("http", key, METHODS[key], unit, better, connections,
                             {"stat": stat}, values, None, "ok", note)

@@ -1,0 +1,47 @@
+"""The HTTP benchmark's idle-CPU figure and how the report shows it.
+
+The real stacks run in tests/e2e/test_benchmarks_quick.py; here the arithmetic and
+the report's handling of the rows, on made-up readings.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from benchmarks.cases.http_edge import IDLE_UNIT, STATS, idle_percent, placeholder_rows
+from benchmarks.record import Row
+from benchmarks.report import detail_table, palm_ratio
+
+Times = namedtuple("Times", "user system idle steal")
+
+
+def test_idle_percent_is_the_idle_share_of_all_cpu_time_between_two_readings() -> None:
+    before = Times(user=100.0, system=50.0, idle=1000.0, steal=0.0)
+    after = Times(user=130.0, system=60.0, idle=1010.0, steal=0.0)  # 30 + 10 busy, 10 idle
+    assert idle_percent(before, after) == 20.0
+    assert idle_percent(after, after) == 0.0  # no time passed: nothing to divide
+
+
+def _row(key: str, unit: str, stat: str, value: float) -> Row:
+    return Row("http", key, f"{key} stack", unit, "higher", 64, {"stat": stat}, [value])
+
+
+def test_the_report_draws_no_ratio_from_the_idle_rows_but_does_from_the_rates() -> None:
+    rows = [
+        _row("palm", "req/s", "rate", 3000.0),
+        _row("palm", IDLE_UNIT, "idle CPU", 30.0),
+        _row("uvicorn", "req/s", "rate", 6000.0),
+        _row("uvicorn", IDLE_UNIT, "idle CPU", 1.0),
+    ]
+    assert palm_ratio(rows, rows[2]) == 0.5
+    assert palm_ratio(rows, rows[3]) is None  # 30x would say nothing about either stack
+    table = "\n".join(detail_table(rows))
+    assert "uvicorn stack [idle CPU] | - | 64 | 1.0 % idle" in table
+    assert "0.50x" in table
+
+
+def test_a_stack_that_is_not_measured_has_every_figure_placeholder() -> None:
+    rows = placeholder_rows("unavailable: wrk is not installed")
+    stats = {(row.key, row.size, row.params["stat"]) for row in rows}
+    assert {stat for _, _, stat in stats} == {stat for stat, _, _ in STATS}
+    assert len(stats) == len(rows) == 3 * 2 * len(STATS)

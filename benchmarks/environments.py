@@ -13,8 +13,10 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -176,6 +178,41 @@ def busy_percent(sample_s: float = 1.0) -> float:
     """How busy the CPUs were (percent of all cores) over ``sample_s``, while the suite
     itself runs nothing: the load other work puts on the machine."""
     return float(psutil.cpu_percent(interval=sample_s))
+
+
+#: Share of the CPU time the hypervisor took from this machine during a section
+#: (``steal``) above which its figures carry a warning.
+STEAL_WARNING_PERCENT = 5.0
+#: How much slower than the pass's fastest reading the speed probe may run around a
+#: section before its figures carry a warning.
+SLOW_PROBE_FACTOR = 1.3
+
+
+def speed_probe_ms(repeats: int = 5) -> float:
+    """CPU milliseconds a fixed piece of Python takes (the fastest of ``repeats``).
+
+    The same work always takes the same CPU time on a quiet machine; when other
+    virtual machines on the same host compete for its caches and memory, it takes
+    longer, and so does every figure of the suite, though the machine itself looks
+    idle (its load average and its busy share say nothing of that).
+    """
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        table: dict[int, str] = {}
+        for i in range(100_000):
+            table[i] = str(i)
+        sum(len(text) for text in table.values())
+        best = min(best, time.process_time() - started)
+    return best * 1000.0
+
+
+def steal_percent(before: Any, after: Any) -> float:
+    """The share of all CPU time between two :func:`psutil.cpu_times` readings that
+    the hypervisor gave to other machines (0 where the system does not say)."""
+    spent = sum(after) - sum(before)
+    stolen = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+    return 100.0 * stolen / spent if spent > 0 else 0.0
 
 
 def load_average() -> str:

@@ -16,7 +16,11 @@ from typing import Any
 
 from benchmarks.cases.engines import MAX_SHORT_RUNS, SHORT_POINT_S
 from benchmarks.cases.http_edge import IDLE_UNIT
-from benchmarks.environments import BUSY_WARNING_PERCENT
+from benchmarks.environments import (
+    BUSY_WARNING_PERCENT,
+    SLOW_PROBE_FACTOR,
+    STEAL_WARNING_PERCENT,
+)
 from benchmarks.record import OK, Row
 from benchmarks.suite import SIZES
 from benchmarks.targets import Target, crossover, targets
@@ -193,13 +197,14 @@ def render(results: dict[str, Any]) -> str:
     # fmt: on
     sizes = SIZES.get(meta.get("mode", ""))
     short_s = sizes.short_s if sizes is not None and sizes.short_s else SHORT_POINT_S
+    fastest = fastest_probe(meta.get("load", {}))
     for bench, title in TITLES.items():
         mine = [r for r in rows if r.bench == bench]
         lines += [f"## {title}", ""]
         ran = meta.get("benches", {}).get(bench)
         if ran:
             lines += [f"Measured {ran}.", ""]
-        lines += _load_lines(meta.get("load", {}).get(bench))
+        lines += _load_lines(meta.get("load", {}).get(bench), fastest)
         if not mine:
             lines += ["Not run in this pass.", ""]
             continue
@@ -218,8 +223,16 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
-    """The machine's load before and after a section; a warning when other work ran."""
+def fastest_probe(loads: dict[str, dict[str, Any]]) -> float | None:
+    """The fastest reading of the speed probe over the pass's sections."""
+    readings = [ms for load in loads.values() for ms in load.get("probe_ms", [])]
+    return min(readings) if readings else None
+
+
+def _load_lines(load: dict[str, Any] | None, fastest: float | None = None) -> list[str]:
+    """The machine's load before and after a section, how fast it ran (the speed probe
+    and the hypervisor's steal, when recorded); a warning when other work ran or the
+    machine was slow."""
     if not load:
         return []
     (avg_before, busy_before), (avg_after, busy_after) = load["before"], load["after"]
@@ -228,11 +241,30 @@ def _load_lines(load: dict[str, list[Any]] | None) -> list[str]:
         f"a quiet second; after: load average {avg_after}, CPUs {busy_after:.0f}% busy.",
         "",
     ]
+    probes: list[float] = load.get("probe_ms", [])
+    steal: float | None = load.get("steal")
+    if probes and steal is not None:
+        out += [
+            f"Speed probe (a fixed piece of Python, CPU time): {probes[0]:.1f} ms before, "
+            f"{probes[-1]:.1f} ms after (fastest of this pass: {fastest or min(probes):.1f} "
+            f"ms); the hypervisor took {steal:.1f}% of the CPU time during the section.",
+            "",
+        ]
     if max(busy_before, busy_after) > BUSY_WARNING_PERCENT:
         out += [
             f"**Warning: other load was present on the machine (CPUs over "
             f"{BUSY_WARNING_PERCENT:.0f}% busy while the suite ran nothing); wall-clock "
             "figures of this section are noisy, CPU-us per job much less so.**",
+            "",
+        ]
+    slow = fastest is not None and probes and max(probes) > SLOW_PROBE_FACTOR * fastest
+    if slow or (steal or 0.0) > STEAL_WARNING_PERCENT:
+        out += [
+            "**Warning: the machine ran slower than its best during this section (the "
+            "speed probe over its fastest reading of the pass, or CPU time taken by the "
+            "hypervisor): other machines on the same host were busy, and every figure, "
+            "CPU-us per job included, is inflated; ratios between systems with more and "
+            "fewer processes shift too.**",
             "",
         ]
     return out

@@ -1,0 +1,48 @@
+"""What the benchmark report says of the machine around each section: load, speed
+probe, the hypervisor's steal, and the warnings they raise."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from benchmarks.environments import speed_probe_ms, steal_percent
+from benchmarks.report import _load_lines, fastest_probe
+
+Times = namedtuple("Times", "user system idle steal")
+QUIET = {"before": ["0.10, 0.20, 0.30", 2.0], "after": ["0.50, 0.40, 0.30", 1.0]}
+
+
+def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:
+    before = Times(user=10.0, system=5.0, idle=80.0, steal=5.0)
+    after = Times(user=40.0, system=15.0, idle=120.0, steal=25.0)  # 100 s spent, 20 stolen
+    assert steal_percent(before, after) == 20.0
+    NoSteal = namedtuple("NoSteal", "user system idle")
+    assert steal_percent(NoSteal(1.0, 1.0, 1.0), NoSteal(2.0, 2.0, 2.0)) == 0.0
+
+
+def test_the_speed_probe_reads_a_positive_cpu_time() -> None:
+    assert 0.0 < speed_probe_ms(repeats=1) < 10_000.0
+
+
+def test_a_quiet_section_at_the_pass_best_speed_carries_no_warning() -> None:
+    load = {**QUIET, "probe_ms": [40.0, 42.0], "steal": 0.5}
+    lines = _load_lines(load, fastest_probe({"a": load}))
+    assert any(line.startswith("Speed probe") and "40.0 ms before" in line for line in lines)
+    assert not any("Warning" in line for line in lines)
+
+
+def test_a_slow_section_or_one_the_hypervisor_starved_is_flagged() -> None:
+    fast = {**QUIET, "probe_ms": [40.0, 41.0], "steal": 0.5}
+    slow = {**QUIET, "probe_ms": [60.0, 58.0], "steal": 0.5}
+    starved = {**QUIET, "probe_ms": [40.0, 40.0], "steal": 12.0}
+    fastest = fastest_probe({"fast": fast, "slow": slow, "starved": starved})
+    assert fastest == 40.0
+    for load in (slow, starved):
+        assert any("ran slower than its best" in line for line in _load_lines(load, fastest))
+    assert not any("Warning" in line for line in _load_lines(fast, fastest))
+
+
+def test_a_section_recorded_before_the_probe_existed_still_renders() -> None:
+    lines = _load_lines(dict(QUIET), fastest_probe({"old": dict(QUIET)}))
+    assert lines[0].startswith("Machine load before")
+    assert not any("Speed probe" in line or "Warning" in line for line in lines)

@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,28 +184,61 @@ def busy_percent(sample_s: float = 1.0) -> float:
 #: Share of the CPU time the hypervisor took from this machine during a section
 #: (``steal``) above which its figures carry a warning.
 STEAL_WARNING_PERCENT = 5.0
-#: How much slower than the pass's fastest reading the speed probe may run around a
-#: section before its figures carry a warning.
+#: How much slower than the pass's fastest section the speed probe may run during a
+#: section (median against median) before its figures carry a warning.
 SLOW_PROBE_FACTOR = 1.3
+#: Seconds between two readings of the speed probe while a section runs.
+PROBE_INTERVAL_S = 2.0
 
 
-def speed_probe_ms(repeats: int = 5) -> float:
-    """CPU milliseconds a fixed piece of Python takes (the fastest of ``repeats``).
+def speed_probe_ms(items: int = 20_000) -> float:
+    """CPU milliseconds a fixed piece of Python takes (a few on this kind of machine).
 
     The same work always takes the same CPU time on a quiet machine; when other
     virtual machines on the same host compete for its caches and memory, it takes
     longer, and so does every figure of the suite, though the machine itself looks
-    idle (its load average and its busy share say nothing of that).
+    idle (its load average, its busy share and even the hypervisor's steal say
+    nothing of that).
     """
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.process_time()
-        table: dict[int, str] = {}
-        for i in range(100_000):
-            table[i] = str(i)
-        sum(len(text) for text in table.values())
-        best = min(best, time.process_time() - started)
-    return best * 1000.0
+    started = time.process_time()
+    table: dict[int, str] = {}
+    for i in range(items):
+        table[i] = str(i)
+    sum(len(text) for text in table.values())
+    return (time.process_time() - started) * 1000.0
+
+
+class SpeedSampler:
+    """Reads :func:`speed_probe_ms` every :data:`PROBE_INTERVAL_S` on a thread of its
+    own while a section runs (the section's jobs are other processes; this one only
+    waits for them), so a section of minutes is judged by all of its minutes: on a
+    shared host the machine's speed changes from one second to the next. It costs
+    about 0.3% of one core."""
+
+    def __init__(self, interval_s: float = PROBE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.readings: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speed-probe", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.readings.append(speed_probe_ms())
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> SpeedSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> list[float]:
+        """[median, fastest, slowest] of the readings, in ms."""
+        ordered = sorted(self.readings)
+        return [ordered[len(ordered) // 2], ordered[0], ordered[-1]]
 
 
 def steal_percent(before: Any, after: Any) -> float:

@@ -18,6 +18,7 @@ from benchmarks.cases.engines import MAX_SHORT_RUNS, SHORT_POINT_S
 from benchmarks.cases.http_edge import IDLE_UNIT
 from benchmarks.environments import (
     BUSY_WARNING_PERCENT,
+    PROBE_INTERVAL_S,
     SLOW_PROBE_FACTOR,
     STEAL_WARNING_PERCENT,
 )
@@ -224,15 +225,15 @@ def render(results: dict[str, Any]) -> str:
 
 
 def fastest_probe(loads: dict[str, dict[str, Any]]) -> float | None:
-    """The fastest reading of the speed probe over the pass's sections."""
-    readings = [ms for load in loads.values() for ms in load.get("probe_ms", [])]
-    return min(readings) if readings else None
+    """The lowest median of the speed probe over the pass's sections."""
+    medians = [load["probe_ms"][0] for load in loads.values() if load.get("probe_ms")]
+    return min(medians) if medians else None
 
 
 def _load_lines(load: dict[str, Any] | None, fastest: float | None = None) -> list[str]:
-    """The machine's load before and after a section, how fast it ran (the speed probe
-    and the hypervisor's steal, when recorded); a warning when other work ran or the
-    machine was slow."""
+    """The machine's load before and after a section, how fast it ran meanwhile (the
+    speed probe and the hypervisor's steal, when recorded); a warning when other
+    work ran or the machine was slow."""
     if not load:
         return []
     (avg_before, busy_before), (avg_after, busy_after) = load["before"], load["after"]
@@ -241,13 +242,15 @@ def _load_lines(load: dict[str, Any] | None, fastest: float | None = None) -> li
         f"a quiet second; after: load average {avg_after}, CPUs {busy_after:.0f}% busy.",
         "",
     ]
-    probes: list[float] = load.get("probe_ms", [])
+    probe: list[float] = load.get("probe_ms", [])
     steal: float | None = load.get("steal")
-    if probes and steal is not None:
+    if probe and steal is not None:
+        median, low, high = probe
         out += [
-            f"Speed probe (a fixed piece of Python, CPU time): {probes[0]:.1f} ms before, "
-            f"{probes[-1]:.1f} ms after (fastest of this pass: {fastest or min(probes):.1f} "
-            f"ms); the hypervisor took {steal:.1f}% of the CPU time during the section.",
+            f"Speed probe during the section (the CPU time of a fixed piece of Python, "
+            f"read every {PROBE_INTERVAL_S:g} s, {load.get('probes', '?')} readings): median "
+            f"{median:.1f} ms ({low:.1f} - {high:.1f}); the pass's fastest section: "
+            f"{fastest or median:.1f} ms. The hypervisor took {steal:.1f}% of the CPU time.",
             "",
         ]
     if max(busy_before, busy_after) > BUSY_WARNING_PERCENT:
@@ -257,14 +260,14 @@ def _load_lines(load: dict[str, Any] | None, fastest: float | None = None) -> li
             "figures of this section are noisy, CPU-us per job much less so.**",
             "",
         ]
-    slow = fastest is not None and probes and max(probes) > SLOW_PROBE_FACTOR * fastest
+    slow = fastest is not None and probe and probe[0] > SLOW_PROBE_FACTOR * fastest
     if slow or (steal or 0.0) > STEAL_WARNING_PERCENT:
         out += [
-            "**Warning: the machine ran slower than its best during this section (the "
-            "speed probe over its fastest reading of the pass, or CPU time taken by the "
-            "hypervisor): other machines on the same host were busy, and every figure, "
-            "CPU-us per job included, is inflated; ratios between systems with more and "
-            "fewer processes shift too.**",
+            "**Warning: the machine ran slower during this section than in the pass's "
+            "fastest one (the speed probe's median), or the hypervisor took CPU time from "
+            "it: other machines on the same host were busy, and every figure, CPU-us per "
+            "job included, is inflated; ratios between systems with more and fewer "
+            "processes shift too.**",
             "",
         ]
     return out

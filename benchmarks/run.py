@@ -127,16 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {bench}", file=sys.stderr)
         started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         before = (environments.load_average(), environments.busy_percent())
-        probes = [environments.speed_probe_ms()]
         times = psutil.cpu_times()
-        for job in (j for j in selected if j.bench == bench):
-            rows += [row.to_dict() for row in _run_job(job, mode, ready)]
+        with environments.SpeedSampler() as sampler:
+            for job in (j for j in selected if j.bench == bench):
+                rows += [row.to_dict() for row in _run_job(job, mode, ready)]
         steal = environments.steal_percent(times, psutil.cpu_times())
-        probes.append(environments.speed_probe_ms())
         after = (environments.load_average(), environments.busy_percent())
         benches[bench] = f"{started}, mode {mode}{partial}"
         load[bench] = {
-            "before": list(before), "after": list(after), "probe_ms": probes, "steal": steal
+            "before": list(before), "after": list(after), "steal": steal,
+            "probe_ms": sampler.summary(), "probes": len(sampler.readings),
         }  # fmt: skip
 
     meta = {

@@ -3,9 +3,10 @@ probe, the hypervisor's steal, and the warnings they raise."""
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 
-from benchmarks.environments import speed_probe_ms, steal_percent
+from benchmarks.environments import SpeedSampler, speed_probe_ms, steal_percent
 from benchmarks.report import _load_lines, fastest_probe
 
 Times = namedtuple("Times", "user system idle steal")
@@ -21,24 +22,35 @@ def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:
 
 
 def test_the_speed_probe_reads_a_positive_cpu_time() -> None:
-    assert 0.0 < speed_probe_ms(repeats=1) < 10_000.0
+    assert 0.0 < speed_probe_ms() < 10_000.0
+
+
+def test_the_sampler_reads_at_once_then_every_interval_until_the_section_ends() -> None:
+    with SpeedSampler(interval_s=0.05) as sampler:
+        time.sleep(0.3)
+    count = len(sampler.readings)
+    assert count >= 3  # one at once, then one per interval
+    time.sleep(0.15)
+    assert len(sampler.readings) == count  # stopped with the section
+    median, low, high = sampler.summary()
+    assert 0.0 < low <= median <= high
 
 
 def test_a_quiet_section_at_the_pass_best_speed_carries_no_warning() -> None:
-    load = {**QUIET, "probe_ms": [40.0, 42.0], "steal": 0.5}
+    load = {**QUIET, "probe_ms": [5.0, 4.8, 6.1], "probes": 30, "steal": 0.5}
     lines = _load_lines(load, fastest_probe({"a": load}))
-    assert any(line.startswith("Speed probe") and "40.0 ms before" in line for line in lines)
+    assert any(line.startswith("Speed probe") and "median 5.0 ms" in line for line in lines)
     assert not any("Warning" in line for line in lines)
 
 
 def test_a_slow_section_or_one_the_hypervisor_starved_is_flagged() -> None:
-    fast = {**QUIET, "probe_ms": [40.0, 41.0], "steal": 0.5}
-    slow = {**QUIET, "probe_ms": [60.0, 58.0], "steal": 0.5}
-    starved = {**QUIET, "probe_ms": [40.0, 40.0], "steal": 12.0}
+    fast = {**QUIET, "probe_ms": [5.0, 4.9, 5.5], "probes": 9, "steal": 0.5}
+    slow = {**QUIET, "probe_ms": [7.0, 5.0, 9.0], "probes": 9, "steal": 0.5}
+    starved = {**QUIET, "probe_ms": [5.0, 5.0, 5.1], "probes": 9, "steal": 12.0}
     fastest = fastest_probe({"fast": fast, "slow": slow, "starved": starved})
-    assert fastest == 40.0
+    assert fastest == 5.0
     for load in (slow, starved):
-        assert any("ran slower than its best" in line for line in _load_lines(load, fastest))
+        assert any("ran slower during this section" in line for line in _load_lines(load, fastest))
     assert not any("Warning" in line for line in _load_lines(fast, fastest))
 
 

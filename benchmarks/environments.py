@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import psutil
 
 from benchmarks.redis_server import REDIS_ENV, redis_executable
+from benchmarks.timing import Sampler
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT_S = 1_800.0
@@ -208,7 +208,7 @@ def speed_probe_ms(items: int = 20_000) -> float:
     return (time.process_time() - started) * 1000.0
 
 
-class SpeedSampler:
+class SpeedSampler(Sampler):
     """Reads :func:`speed_probe_ms` every :data:`PROBE_INTERVAL_S` on a thread of its
     own while a section runs (the section's jobs are other processes; this one only
     waits for them), so a section of minutes is judged by all of its minutes: on a
@@ -216,24 +216,11 @@ class SpeedSampler:
     about 0.3% of one core."""
 
     def __init__(self, interval_s: float = PROBE_INTERVAL_S) -> None:
-        self.interval_s = interval_s
+        super().__init__(interval_s)
         self.readings: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="speed-probe", daemon=True)
 
-    def _run(self) -> None:
-        while True:
-            self.readings.append(speed_probe_ms())
-            if self._stop.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> SpeedSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.readings.append(speed_probe_ms())
 
     def summary(self) -> list[float]:
         """[median, fastest, slowest] of the readings, in ms."""

@@ -11,11 +11,11 @@ import os
 import signal
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Sequence
 
 import psutil
+
+from benchmarks.timing import Sampler
 
 STOP_GRACE_S = 5.0
 
@@ -95,30 +95,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-class RssPoller:
+class RssPoller(Sampler):
     """Polls the resident set size of some PIDs in a thread and keeps each peak (bytes)."""
 
     def __init__(self, pids: dict[str, int], interval_s: float = 0.05) -> None:
+        super().__init__(interval_s)
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.peak_bytes = dict.fromkeys(pids, 0)
-        self._interval_s = interval_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
-        while not self._done.is_set():
-            for name, proc in self._procs.items():
-                try:
-                    rss = proc.memory_info().rss
-                except psutil.Error:
-                    continue
-                self.peak_bytes[name] = max(self.peak_bytes[name], rss)
-            time.sleep(self._interval_s)
-
-    def __enter__(self) -> RssPoller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+    def sample(self) -> None:
+        for name, proc in self._procs.items():
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            self.peak_bytes[name] = max(self.peak_bytes[name], rss)

@@ -1,11 +1,13 @@
-"""Clocks and summaries: wall time of a call, percentiles, median/min/max."""
+"""Clocks and summaries: wall time of a call, percentiles, median/min/max, and a
+sampler that reads something periodically on a thread of its own."""
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 
 def timed_s(fn: Callable[[], Any]) -> float:
@@ -44,3 +46,30 @@ def bounded_count(requested: int, rate_per_s: float, budget_s: float, floor: int
     if rate_per_s <= 0:
         return floor
     return max(floor, min(requested, int(rate_per_s * budget_s)))
+
+
+class Sampler:
+    """Calls :meth:`sample` on a thread of its own, at once and then every
+    ``interval_s``, for as long as the ``with`` block lasts."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._done.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()

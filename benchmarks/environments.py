@@ -16,7 +16,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -226,14 +225,6 @@ class SpeedSampler(Sampler):
         """[median, fastest, slowest] of the readings, in ms."""
         ordered = sorted(self.readings)
         return [ordered[len(ordered) // 2], ordered[0], ordered[-1]]
-
-
-def steal_percent(before: Any, after: Any) -> float:
-    """The share of all CPU time between two :func:`psutil.cpu_times` readings that
-    the hypervisor gave to other machines (0 where the system does not say)."""
-    spent = sum(after) - sum(before)
-    stolen = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
-    return 100.0 * stolen / spent if spent > 0 else 0.0
 
 
 def load_average() -> str:

@@ -27,6 +27,7 @@ from benchmarks import environments, report
 from benchmarks.launcher import run_case
 from benchmarks.record import Row
 from benchmarks.suite import BENCHES, Job, jobs
+from benchmarks.timing import cpu_share
 
 HERE = Path(__file__).resolve().parent
 SKIPPED_QUICK = "skipped in quick mode"
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         with environments.SpeedSampler() as sampler:
             for job in (j for j in selected if j.bench == bench):
                 rows += [row.to_dict() for row in _run_job(job, mode, ready)]
-        steal = environments.steal_percent(times, psutil.cpu_times())
+        steal = cpu_share(times, psutil.cpu_times(), "steal")
         after = (environments.load_average(), environments.busy_percent())
         benches[bench] = f"{started}, mode {mode}{partial}"
         load[bench] = {

@@ -48,6 +48,15 @@ def bounded_count(requested: int, rate_per_s: float, budget_s: float, floor: int
     return max(floor, min(requested, int(rate_per_s * budget_s)))
 
 
+def cpu_share(before: Any, after: Any, field: str) -> float:
+    """The percent of all CPU time between two :func:`psutil.cpu_times` readings spent
+    in ``field`` (``"idle"``, ``"steal"``...); 0 when no time passed or the system
+    does not report that field."""
+    spent = sum(after) - sum(before)
+    part = getattr(after, field, 0.0) - getattr(before, field, 0.0)
+    return 100.0 * part / spent if spent > 0 else 0.0
+
+
 class Sampler:
     """Calls :meth:`sample` on a thread of its own, at once and then every
     ``interval_s``, for as long as the ``with`` block lasts."""

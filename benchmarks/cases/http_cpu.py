@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.cases import http_edge
+from benchmarks.timing import cpu_share
 
 #: Process roles, by a piece of their command line (the first that matches).
 ROLES = (
@@ -83,7 +84,7 @@ def measure(key: str, connections: tuple[int, ...], duration_s: float, runs: int
                 before, wrk_before, machine = cpu_by_role(), reaped_s(), psutil.cpu_times()
                 rate, p99, problems = http_edge.wrk(url, count, duration_s, script)
                 after, wrk_s = cpu_by_role(), reaped_s() - wrk_before
-                idle = http_edge.idle_percent(machine, psutil.cpu_times())
+                idle = cpu_share(machine, psutil.cpu_times(), "idle")
                 requests = rate * duration_s
                 print(
                     f"{key}, {count} connections: {rate:,.0f} req/s, p99 {p99:.1f} ms, "

@@ -35,11 +35,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from benchmarks.record import Row, emit
+from benchmarks.timing import cpu_share
 
 METHODS = {
     "palm": "palm up: Envoy -> gateway (1 uvicorn worker, API keys) -> master -> 1 worker",
@@ -225,15 +225,6 @@ def wrk(url: str, connections: int, duration_s: float, script: Path) -> tuple[fl
     return rate, float(p99.group(1)) * _UNITS[p99.group(2)], "; ".join(problems)
 
 
-def idle_percent(before: Any, after: Any) -> float:
-    """The share of the machine's CPU time that went idle between two
-    :func:`psutil.cpu_times` readings, in percent: what a stack left unused while
-    ``wrk`` drove it (a stack that cannot keep the cores busy is bound by its round
-    trips, not by its CPU per request)."""
-    spent = sum(after) - sum(before)
-    return 100.0 * (after.idle - before.idle) / spent if spent > 0 else 0.0
-
-
 def measure(runs: int, duration_s: float) -> list[Row]:
     if shutil.which("wrk") is None:
         return placeholder_rows("unavailable: wrk is not installed (apt-get install wrk)")
@@ -261,7 +252,7 @@ def measure(runs: int, duration_s: float) -> list[Row]:
                 for key, url in urls.items():  # in turn, run by run
                     before = psutil.cpu_times()
                     rate, p99, problems = wrk(url, connections, duration_s, scripts[key])
-                    idle[key].append(idle_percent(before, psutil.cpu_times()))
+                    idle[key].append(cpu_share(before, psutil.cpu_times(), "idle"))
                     rates[key].append(rate)
                     p99s[key].append(p99)
                     if problems:

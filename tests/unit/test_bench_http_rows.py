@@ -1,25 +1,15 @@
-"""The HTTP benchmark's idle-CPU figure and how the report shows it.
+"""How the report shows the HTTP benchmark's idle-CPU rows.
 
-The real stacks run in tests/e2e/test_benchmarks_quick.py; here the arithmetic and
-the report's handling of the rows, on made-up readings.
+The real stacks run in tests/e2e/test_benchmarks_quick.py; here the report's
+handling of the rows, on made-up figures (the idle share itself:
+tests/unit/test_bench_load.py).
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
-
-from benchmarks.cases.http_edge import IDLE_UNIT, STATS, idle_percent, placeholder_rows
+from benchmarks.cases.http_edge import IDLE_UNIT, STATS, placeholder_rows
 from benchmarks.record import Row
 from benchmarks.report import detail_table, palm_ratio
-
-Times = namedtuple("Times", "user system idle steal")
-
-
-def test_idle_percent_is_the_idle_share_of_all_cpu_time_between_two_readings() -> None:
-    before = Times(user=100.0, system=50.0, idle=1000.0, steal=0.0)
-    after = Times(user=130.0, system=60.0, idle=1010.0, steal=0.0)  # 30 + 10 busy, 10 idle
-    assert idle_percent(before, after) == 20.0
-    assert idle_percent(after, after) == 0.0  # no time passed: nothing to divide
 
 
 def _row(key: str, unit: str, stat: str, value: float) -> Row:

@@ -6,19 +6,22 @@ from __future__ import annotations
 import time
 from collections import namedtuple
 
-from benchmarks.environments import SpeedSampler, speed_probe_ms, steal_percent
+from benchmarks.environments import SpeedSampler, speed_probe_ms
 from benchmarks.report import _load_lines, fastest_probe
+from benchmarks.timing import cpu_share
 
 Times = namedtuple("Times", "user system idle steal")
 QUIET = {"before": ["0.10, 0.20, 0.30", 2.0], "after": ["0.50, 0.40, 0.30", 1.0]}
 
 
-def test_steal_is_the_share_of_all_cpu_time_the_hypervisor_took() -> None:
+def test_a_cpu_share_is_that_field_over_all_cpu_time_between_two_readings() -> None:
     before = Times(user=10.0, system=5.0, idle=80.0, steal=5.0)
-    after = Times(user=40.0, system=15.0, idle=120.0, steal=25.0)  # 100 s spent, 20 stolen
-    assert steal_percent(before, after) == 20.0
+    after = Times(user=40.0, system=15.0, idle=110.0, steal=35.0)  # 100 s spent
+    assert cpu_share(before, after, "steal") == 30.0
+    assert cpu_share(before, after, "idle") == 30.0
+    assert cpu_share(after, after, "idle") == 0.0  # no time passed: nothing to divide
     NoSteal = namedtuple("NoSteal", "user system idle")
-    assert steal_percent(NoSteal(1.0, 1.0, 1.0), NoSteal(2.0, 2.0, 2.0)) == 0.0
+    assert cpu_share(NoSteal(1.0, 1.0, 1.0), NoSteal(2.0, 2.0, 2.0), "steal") == 0.0
 
 
 def test_the_speed_probe_reads_a_positive_cpu_time() -> None:
@@ -27,7 +30,9 @@ def test_the_speed_probe_reads_a_positive_cpu_time() -> None:
 
 def test_the_sampler_reads_at_once_then_every_interval_until_the_section_ends() -> None:
     with SpeedSampler(interval_s=0.05) as sampler:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30.0
+        while len(sampler.readings) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
     count = len(sampler.readings)
     assert count >= 3  # one at once, then one per interval
     time.sleep(0.15)

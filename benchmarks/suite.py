@@ -113,7 +113,7 @@ FACTORIAL_GROUPS = (("local", "pool", "pool-map", "palm"), ("dask",), ("ray",), 
 #: every raw broker at 100 B; palm (bytes and memoryview handlers) and the per-message
 #: raw brokers at 1 MiB.
 STREAMS_100B = ("palm", "raw", "raw-copy", "raw-batched", "raw-oneway")
-STREAMS_LARGE = ("palm", "palm-view", "raw", "raw-copy")
+STREAMS_LARGE = ("palm", "palm-view", "palm-inline", "raw", "raw-copy")
 
 
 def _streams_job(

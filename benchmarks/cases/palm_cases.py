@@ -6,6 +6,9 @@
 ``--curve``: every socket speaks CurveZMQ (keys made for the run), rows keyed ``palm-curve``.
 ``--handler view``: the workers' echo takes a read-only memoryview of the received frame
 (``@zero_copy``) instead of bytes; rows keyed ``palm-view``.
+``--handler inline``: the client's large payloads travel through the sockets at every hop
+(``shared_memory=False``, as between machines) instead of the client's shared-memory
+arena; rows keyed ``palm-inline``.
 
 If palm (or the part of it a benchmark needs) cannot be imported, the case fails with the
 ImportError and the launcher reports the row as unavailable.
@@ -64,6 +67,9 @@ def _run_master(addresses: MasterAddresses) -> None:
 HANDLERS = {
     "bytes": ("palm", "palm: ParallelClient -> Master -> 2 workers"),
     "view": ("palm-view", "palm: ParallelClient -> Master -> 2 workers, memoryview handler"),
+    # large payloads through the sockets at every hop, as between machines (on one
+    # machine they go to the workers through the client's shared-memory arena)
+    "inline": ("palm-inline", "palm: ParallelClient(shared_memory=False) -> Master -> 2 workers"),
 }
 
 
@@ -145,6 +151,7 @@ def _parallel_cluster(
             db_address=addresses.db,
             server_name=SERVER_NAME,
             **_keys(),
+            **({"shared_memory": False} if handler == "inline" else {}),
         )
         try:
             yield client, pids

@@ -6,8 +6,11 @@ and 2 echo workers, each raw broker with its 2 echo workers, the one-way sink) a
 spell of the shared machine falls on palm and its peers alike (before, each ran in a job
 of its own, a minute apart). The subjects:
 
-- ``palm``: ParallelClient.job -> Master -> 2 workers echoing bytes;
+- ``palm``: ParallelClient.job -> Master -> 2 workers echoing bytes (large payloads reach
+  the workers through the client's shared-memory arena, as on any one machine);
 - ``palm-view``: the same, the workers' echo taking a memoryview (``@zero_copy``);
+- ``palm-inline``: ``palm`` with ``shared_memory=False``: every payload through the
+  sockets at every hop, as between machines;
 - ``raw``, ``raw-copy``, ``raw-batched``, ``raw-oneway``: the raw pyzmq variants of
   :mod:`benchmarks.cases.raw_zmq`.
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from palm.errors import ConfigError, PayloadTooLarge, ProtocolError, RemoteError
+from palm.wire.arena import REF_BYTES, SHARED_FROM_BYTES, SHARED_KEY, UNREADABLE, Arena, Slot
 from palm.wire.messages import job_message
 from palm.wire.protocol import Kind, all_bytes, decode, jobs_in
 from palm.wire.session import Session
@@ -188,6 +189,12 @@ class JobStream:
     ``on_reject(answer)`` hears of each rejection. A ``check`` that returns
     bytes instead says the answer asks for another payload (a map chunk with
     its function's bytes): the job is sent again at once with those bytes.
+
+    With an ``arena`` (:mod:`palm.wire.arena`), a message whose payloads are all
+    at least :data:`~palm.wire.arena.SHARED_FROM_BYTES` carries references to
+    them in the arena instead; their slots are freed as their jobs are answered,
+    and by :meth:`close` when the call ends. A job a worker could not read
+    that way is sent again inline, and the arena is used no more.
     """
 
     #: first delay before sending a rejected job again; doubles per rejection
@@ -212,6 +219,7 @@ class JobStream:
         pipeline: bytes | None = None,
         check: Callable[[bytes, bytes], bool | bytes] | None = None,
         on_reject: Callable[[bytes], None] | None = None,
+        arena: Arena | None = None,
     ) -> None:
         if messages is not None and messages < 0:
             raise ConfigError("messages must be zero or more")
@@ -257,6 +265,9 @@ class JobStream:
         self.clean = True
         # rejected job id -> (times rejected, monotonic time it is due again)
         self._retry: dict[int, tuple[int, float | None]] = {}
+        self.arena = arena
+        # job id -> the arena slot its payload was sent in, until it is answered
+        self._slots: dict[int, Slot] = {}
 
     @property
     def outstanding(self) -> dict[int, bytes]:
@@ -322,6 +333,10 @@ class JobStream:
         self._count += len(payloads)
         self._bytes += size
         self.sent += len(payloads)
+        if self.arena is not None and largest >= SHARED_FROM_BYTES:
+            shared = self._shared(first, payloads)
+            if shared is not None:
+                return shared
         return job_message(
             self.client,
             first,
@@ -331,6 +346,46 @@ class JobStream:
             extra=self.extra,
             largest=largest,
         )
+
+    def _shared(self, first: int, payloads: list[bytes]) -> list[bytes] | None:
+        """The message for ``payloads`` as references into the arena, when they are all
+        large and fit; None to send them inline."""
+        arena = self.arena
+        if arena is None or arena.refused or min(map(len, payloads)) < SHARED_FROM_BYTES:
+            return None
+        refs: list[bytes] = []
+        for offset, payload in enumerate(payloads):
+            put = arena.put(payload)
+            if put is None:  # full: this message goes inline
+                for job_id in range(first, first + offset):
+                    arena.free(self._slots.pop(job_id))
+                return None
+            refs.append(put[0])
+            self._slots[first + offset] = put[1]
+        return job_message(
+            self.client,
+            first,
+            self.function,
+            refs,
+            pipeline=self.pipeline,
+            extra=dict(self.extra or {}, **{SHARED_KEY: 1}),
+            largest=REF_BYTES,
+        )
+
+    def _free(self, first: int, count: int) -> None:
+        """Free the arena slots of jobs ``first`` .. ``first + count - 1`` (answered)."""
+        if self._slots and self.arena is not None:
+            for job_id in range(first, first + count):
+                slot = self._slots.pop(job_id, None)
+                if slot is not None:
+                    self.arena.free(slot)
+
+    def close(self) -> None:
+        """The call is over: free the arena slots of the jobs still unanswered."""
+        slots, self._slots = self._slots, {}
+        if self.arena is not None:
+            for slot in slots.values():
+                self.arena.free(slot)
 
     def _one(self, job_id: int, payload: bytes) -> list[bytes]:
         return job_message(
@@ -389,6 +444,8 @@ class JobStream:
         ):  # the common case: a whole batch answered, retired in one step
             del self._batches[header.id]
             count = len(payloads)
+            if self._slots:
+                self._free(header.id, count)
             self._count -= count
             self._bytes -= whole[2]
             self.received += count
@@ -414,6 +471,13 @@ class JobStream:
                 continue  # a duplicate, or an answer to an abandoned call
             sent, position = entry
             info = errors.get(offset)
+            if info is not None and info.type == UNREADABLE and job_id in self._slots:
+                # the worker cannot reach the arena: inline, at once, and from now on
+                self._free(job_id, 1)
+                if self.arena is not None:
+                    self.arena.refused = True
+                self._retry[job_id] = (1, None)
+                continue
             verdict = True if info is not None or self.check is None else self.check(sent, payload)
             if verdict is not True:
                 if type(verdict) is bytes:  # not an answer: send this in its place, at once
@@ -429,6 +493,8 @@ class JobStream:
                 continue
             del self._loose[job_id]
             self._retry.pop(job_id, None)
+            if self._slots:
+                self._free(job_id, 1)
             self._count -= 1
             self._bytes -= len(sent)
             self.received += 1

@@ -21,6 +21,7 @@ differ.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 import uuid
 from collections import deque
@@ -33,6 +34,7 @@ import zmq.asyncio
 from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, PairClient, Timeout
 from palm.call.jobs import DEFAULT_MAX_BATCH, JobStream, Outcome
 from palm.errors import ConfigError, PalmError, ProtocolError, RemoteError, TimeoutError
+from palm.wire import arena as shared
 from palm.wire import shipping as mapping
 from palm.wire.discovery import CacheCalls
 from palm.wire.messages import job_message
@@ -70,6 +72,7 @@ class ParallelClient(PairClient, CacheCalls):
         secret: bytes | str | None = None,
         heartbeat_interval_s: float = 1.0,
         keys: KeysOption = None,
+        shared_memory: bool | None = None,
     ) -> None:
         super().__init__(
             push_address,
@@ -82,6 +85,16 @@ class ParallelClient(PairClient, CacheCalls):
             keys=keys,
             needs="server_name must name the master",
         )
+        if shared_memory and not shared.available():
+            raise ConfigError("shared_memory=True needs Linux (memfd_create)")
+        #: whether large payloads go to workers through shared memory
+        #: (:mod:`palm.wire.arena`); by default, when the master is on this machine
+        self.shared_memory = (
+            shared.available() and mapping.is_loopback(self.pull_address)
+            if shared_memory is None
+            else shared_memory
+        )
+        self._arena: shared.Arena | None = None
         self.window = window
         self.batch = batch
         #: what the batches of a stream of fast jobs grow to (a ``batch=`` given to
@@ -136,7 +149,24 @@ class ParallelClient(PairClient, CacheCalls):
             max_batch=batch or self.max_batch,
             max_message_bytes=self.max_message_bytes,
             extra=extra,
+            arena=self.arena(),
         )
+
+    def arena(self) -> shared.Arena | None:
+        """The shared-memory arena large payloads go through (made on first use; a new
+        one in a forked child), or None when they go inline."""
+        if not self.shared_memory:
+            return None
+        arena = self._arena
+        if arena is None or arena.pid != os.getpid():
+            arena = self._arena = shared.Arena()
+        return None if arena.refused else arena
+
+    def _release(self) -> None:
+        super()._release()
+        arena, self._arena = self._arena, None
+        if arena is not None:
+            arena.close()
 
     def _timeout(self, function: str, jobs: str, waited_s: float) -> TimeoutError:
         """``jobs``: what is outstanding, ``'1 job'`` or ``'<n> job(s)'``."""
@@ -365,6 +395,7 @@ class ParallelClient(PairClient, CacheCalls):
             outstanding = f"{stream.in_flight} job(s), none could be sent"
             raise self._timeout(stream.function, outstanding, timeout or 0.0) from None
         finally:
+            stream.close()
             if bar is not None:
                 bar.close()
 
@@ -570,6 +601,7 @@ class ParallelClient(PairClient, CacheCalls):
                 if timeout is not None and now - last_progress > timeout:
                     raise self._stalled(stream, session, now - last_progress)
         finally:
+            stream.close()
             push.close(0)
             dealer.close(0)
 

@@ -60,6 +60,7 @@ from palm.serve.stream import (
 )
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment, StateOrMemory
+from palm.wire.arena import SHARED_KEY, UNREADABLE, resolve
 from palm.wire.control import Credit, Ready, ResultMeta, announced_jobs
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import control, job_message
@@ -73,6 +74,7 @@ from palm.wire.protocol import (
     decode_header,
     frames_for,
     job_count,
+    jobs_in,
 )
 from palm.wire.security import KeysOption, security_for
 from palm.wire.shipping import MAP_FUNCTION
@@ -424,6 +426,8 @@ class Master(StreamRouting):
             self.pool.enqueue(job)
             return
         job.frames = as_bytes(job.frames)  # payloads may go to hooks: bytes, not views
+        if header.extra and SHARED_KEY in header.extra and not self._shared_read(job):
+            return
         header.stage += 1
         self._settle(header.pipeline, -(len(job.frames) - 1))
         if not (header.errors or self._scatters or " " in header.function):
@@ -441,6 +445,25 @@ class Master(StreamRouting):
             self._settle(message.pipeline, 1 - len(parts))
             for part in parts:
                 self.pool.enqueue(self._job(part, message.id))
+
+    def _shared_read(self, job: Job) -> bool:
+        """Read the payloads a client left in its shared-memory arena
+        (:mod:`palm.wire.arena`) into ``job``, for the hooks and the stages that read
+        them; False when they cannot be read (the client hears so, and sends them
+        again inline)."""
+        header = job.header
+        try:
+            payloads = resolve(
+                header.extra, jobs_in(header, job.frames[1:]), self.max_message_bytes
+            )
+        except ProtocolError as exc:
+            header.stage += 1
+            self._settle(header.pipeline, -(len(job.frames) - 1))
+            self._answer_error(job, UNREADABLE, f"{self.name} could not read the job: {exc}")
+            return False
+        header.packed = 0
+        job.frames = [job.frames[0], *payloads]
+        return True
 
     def _scattered(self, message: Message) -> list[Message] | None:
         """The parts ``scatter`` makes of ``message``; None when the hook failed

@@ -48,6 +48,7 @@ from palm.serve.stopper import Stopper
 from palm.serve.stream import StreamOut, StreamRouting, function_for
 from palm.state.cache import Cache, MemoryCache
 from palm.state.deployment import Deployment
+from palm.wire.arena import SHARED_KEY, UNREADABLE, resolve
 from palm.wire.control import unparsable
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import (
@@ -417,21 +418,15 @@ class Server(StreamRouting, Service):
             try:
                 payloads = jobs_in(header, payloads)
             except ProtocolError as exc:
-                # passed on as failed here, one error per job announced
-                self.malformed.record(str(exc))
-                if header.kind != Kind.JOB:
-                    return
-                header.errors = None
-                bad, empties = unparsable(header, payloads, str(exc), self.name)
-                bad.kind = Kind.JOB
-                bad.stage += 1
-                for info in bad.errors or ():
-                    info.stage = bad.stage
-                self.failed += len(empties)
-                bad.packed = 0
-                self._send_on(bad, empties)
+                self._pass_on_failed(header, payloads, exc)
                 return
             header.packed = 0
+        if header.kind == Kind.JOB and header.extra and SHARED_KEY in header.extra:
+            try:  # a client's large payloads in its shared-memory arena
+                payloads = resolve(header.extra, payloads, self.max_message_bytes)
+            except ProtocolError as exc:
+                self._pass_on_failed(header, payloads, exc, UNREADABLE)
+                return
         header.stage += 1
         if header.kind == Kind.JOB:
             results, errors = self._run(header, payloads)
@@ -445,6 +440,28 @@ class Server(StreamRouting, Service):
             pass  # an upstream acknowledging our subscription
         else:
             self.malformed.record(f"unexpected {Kind.NAMES[header.kind]} on the stream")
+
+    def _pass_on_failed(
+        self,
+        header: Header,
+        payloads: list[bytes],
+        exc: ProtocolError,
+        error_type: str = "palm.ProtocolError",
+    ) -> None:
+        """A message whose jobs cannot be read: passed on as failed here, one error
+        per job announced (nothing for a message that is not a JOB)."""
+        self.malformed.record(str(exc))
+        if header.kind != Kind.JOB:
+            return
+        header.errors = None
+        bad, empties = unparsable(header, payloads, str(exc), self.name, error_type)
+        bad.kind = Kind.JOB
+        bad.stage += 1
+        for info in bad.errors or ():
+            info.stage = bad.stage
+        self.failed += len(empties)
+        bad.packed = 0
+        self._send_on(bad, empties)
 
     def _on_end(self, header: Header, source: int) -> None:
         """An end marker: everything of its pipeline that came before it has gone on."""

@@ -27,11 +27,13 @@ from palm.serve.stopper import Stopper
 from palm.state.cache import Cache
 from palm.state.deployment import Deployment
 from palm.wire import shipping as mapping
+from palm.wire.arena import SHARED_KEY, UNREADABLE, resolve
 from palm.wire.control import Ready, Welcome, map_report, unparsable
 from palm.wire.discovery import CacheClient
 from palm.wire.info import ServiceInfo
 from palm.wire.messages import PACK_BELOW_BYTES, control
 from palm.wire.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     Header,
     Kind,
     MalformedCounter,
@@ -345,6 +347,13 @@ class Worker(Service):
                 self.malformed.record(str(exc))
                 self._send_result(results, *unparsable(header, payloads, str(exc), self.name))
                 return True
+            if header.extra and SHARED_KEY in header.extra:
+                try:  # a client's large payloads in its shared-memory arena
+                    jobs = resolve(header.extra, jobs, DEFAULT_MAX_MESSAGE_BYTES)
+                except ProtocolError as exc:  # the client sends them again inline
+                    reply, empties = unparsable(header, payloads, str(exc), self.name, UNREADABLE)
+                    self._send_result(results, reply, empties)
+                    return True
             started = time.perf_counter()
             try:
                 reply, out = self.run_job(header, jobs)

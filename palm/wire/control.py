@@ -286,15 +286,19 @@ def announced_jobs(header: Header, payloads: Sequence[bytes]) -> int:
 
 
 def unparsable(
-    header: Header, payloads: Sequence[bytes], reason: str, server: str
+    header: Header,
+    payloads: Sequence[bytes],
+    reason: str,
+    server: str,
+    error_type: str = "palm.ProtocolError",
 ) -> tuple[Header, list[bytes]]:
-    """The RESULT answering a JOB whose payloads cannot be read: a
-    ``palm.ProtocolError`` for each job it announces (:func:`announced_jobs`)."""
+    """The RESULT answering a JOB whose payloads cannot be read: an error of
+    ``error_type`` for each job it announces (:func:`announced_jobs`)."""
     count = announced_jobs(header, payloads)
     reply = header.reply()
     reply.packed = count if header.packed and count > 1 else 0
     message = f"{server} could not read the job message: {reason}"
     reply.errors = [
-        ErrorInfo(i, "palm.ProtocolError", message, "", server, header.stage) for i in range(count)
+        ErrorInfo(i, error_type, message, "", server, header.stage) for i in range(count)
     ]
     return reply, [b""] * count

@@ -58,6 +58,11 @@ class EchoWorker(Worker):
         # a small job with a large result: 1 MiB of its digest, then the job itself
         return hashlib.sha256(message).digest() * 32768 + message
 
+    def digest_slowly(self, message: bytes) -> bytes:
+        # a job that holds its worker a while: the digest of its payload, after 0.3 s
+        time.sleep(0.3)
+        return hashlib.sha256(message).digest()
+
     def request_id(self, message: bytes) -> bytes:
         # the HTTP request id palm puts in the logging context while a job runs
         return current_request_id.get().encode() + b"|" + message

@@ -95,8 +95,15 @@ def test_a_slot_rewritten_while_it_is_read_is_never_taken_for_the_payload(arena:
     assert "refused" in outcomes
 
 
+def test_slots_fit_their_payloads_closely() -> None:
+    for size in (1, BIG, BIG + 1, 1 << 20, (1 << 20) + 1, 3 << 20, 64 << 20):
+        slot = shared.slot_size(size)
+        assert size + 16 <= slot <= max(64 * 1024, 1.25 * (size + 16))
+    assert shared.slot_size(1 << 20) == 1280 * 1024  # a 1 MiB payload: 1.25 MiB
+
+
 def test_the_arena_refuses_past_its_limit_and_after_a_worker_could_not_read_it() -> None:
-    small = Arena(limit_bytes=2 * BIG * 2)  # two slots of the class BIG payloads need
+    small = Arena(limit_bytes=2 * shared.slot_size(BIG))  # two slots for BIG payloads
     try:
         assert small.put(b"x" * BIG) is not None
         assert small.put(b"x" * BIG) is not None

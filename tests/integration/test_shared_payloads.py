@@ -94,19 +94,9 @@ def test_a_master_whose_hooks_read_payloads_reads_them_from_the_arena(
 ) -> None:
     """A scatter hook gets the payload itself, never the reference to it."""
     from palm.standalone import ParallelClient
-    from tests.fixtures.stages import ANY, stage, workers
+    from tests.integration.test_pipelines import master
 
-    _, addresses = stage(
-        procs,
-        "Splitter",
-        name="split",
-        pull_address=ANY,
-        push_address=ANY,
-        worker_pull_address=ANY,
-        worker_push_address=ANY,
-        db_address=ANY,
-    )
-    workers(procs, addresses["db"], 2)
+    addresses = master(procs, "split")  # a Splitter: scatter and gather hooks
     big = distinct(7, MIB).replace(b":", b";")
     with ParallelClient(
         addresses["push"], addresses["pull"], addresses["db"], "split", timeout_s=60

@@ -9,13 +9,16 @@ none of them.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
+from palm.errors import ProtocolError
 from palm.ops.processes import worker_command
 from palm.wire import arena as shared
 from tests.fixtures.procs import Processes
@@ -105,3 +108,48 @@ def test_a_master_whose_hooks_read_payloads_reads_them_from_the_arena(
         arena = client.arena()
         assert arena is not None and arena.written == 1 and arena.in_use == 0
     assert joined == b",".join(big.upper() + b":%d" % i for i in range(10))
+
+
+def arena_links() -> list[str]:
+    """The arenas this process holds open (their memfd names)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the descriptor listdir itself used
+    return [link for link in links if "palm-arena-" in link]
+
+
+@pytest.mark.timeout(120)
+def test_the_arena_is_gone_after_close_and_after_its_client_is_killed(
+    procs: Processes,
+) -> None:
+    info = start_workers(procs, 1)
+    before = arena_links()
+    client = client_of(info)
+    assert list(client.job("echo", [distinct(0, MIB)])) == [distinct(0, MIB)]
+    assert len(arena_links()) == len(before) + 1
+    client.close()
+    assert arena_links() == before  # closed with the client
+    # a client process SIGKILLed: its arena dies with it, and a reference to it reads nothing
+    holder = procs.start(
+        [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert holder.stdout is not None
+    ref = bytes.fromhex(holder.stdout.readline().strip())
+    assert shared.read_shared(ref, 2 * MIB) == b"p" * MIB
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    with pytest.raises(ProtocolError, match="cannot open"):
+        shared.read_shared(ref, 2 * MIB)
+
+
+#: A client process holding one payload in its arena: prints the reference, then waits.
+HOLDER = """
+import sys, time
+from palm.wire.arena import Arena
+ref, _ = Arena().put(b"p" * (1 << 20))
+print(ref.hex(), flush=True)
+time.sleep(600)
+"""

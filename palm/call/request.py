@@ -17,7 +17,7 @@ import zmq
 
 from palm.call.base import DEFAULT, DEFAULT_TIMEOUT_S, ClientBase, Timeout
 from palm.errors import PayloadTooLarge, ProtocolError, TimeoutError
-from palm.wire.messages import COMPACT_BELOW_BYTES, compact, reply_head
+from palm.wire.messages import COMPACT_BELOW_BYTES, compact, job_head, reply_head
 from palm.wire.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Header,
@@ -25,11 +25,14 @@ from palm.wire.protocol import (
     decode,
 )
 from palm.wire.security import KeysOption
-from palm.wire.sockets import check_endpoint, make_socket, send_frames
+from palm.wire.sockets import check_endpoint, make_socket, recv_frames, send_frames
 
 __all__ = ["DEFAULT_TIMEOUT_S", "Client"]
 
 _getpid = os.getpid
+
+#: Functions a client keeps the header tail of (see ``Client.job``).
+_KEPT_TAILS = 256
 
 
 class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
@@ -60,6 +63,8 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
             needs="server_name must be the name the server was started with",
         )
         self._rcvtimeo_ms = -1
+        #: the header tail of a plain job, by the function name as called
+        self._tails: dict[str, tuple[bytes, str]] = {}
 
     # public --------------------------------------------------------------------
 
@@ -78,6 +83,18 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
         """
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(f"message must be bytes, got {type(message).__name__}")
+        if extra is None and not request_id and len(message) < COMPACT_BELOW_BYTES:
+            # the common call: its header made from the function's, kept (job_tail)
+            kept = self._tails.get(function)
+            if kept is None:
+                kept = self._tail_for(function)
+            tail, qualified = kept
+            job_id = next(self.ids)
+            head = job_head(job_id, tail)
+            answer = reply_head(head)
+            assert answer is not None  # job_head begins as reply_head expects
+            frames = [compact(head, bytes(message))]
+            return self._exchange(job_id, qualified, frames, compact(answer), timeout_s)[0]
         if request_id:
             extra = dict(extra or {}, request_id=request_id)
         header = Header(Kind.JOB, 0, self.client_id, self.qualify(function), extra=extra)
@@ -117,11 +134,21 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
             socks = self._open()
         return socks[0]
 
+    def _tail_for(self, function: str) -> tuple[bytes, str]:
+        """The header tail (:func:`~palm.wire.messages.job_tail`) of a plain job of
+        ``function`` and its qualified name, kept for the next calls."""
+        qualified = self.qualify(function)
+        head = Header(Kind.JOB, 0, self.client_id, qualified).to_wire()
+        kept = head[len(job_head(0, b"")) :], qualified
+        if len(self._tails) >= _KEPT_TAILS:
+            self._tails.clear()
+        self._tails[function] = kept
+        return kept
+
     def _request(
         self, header: Header, payloads: Sequence[bytes], timeout_s: Timeout
     ) -> list[bytes]:
         """Send one request and return the payloads of its reply (raising its error)."""
-        timeout = self.resolve_timeout(timeout_s)
         header.id = next(self.ids)
         # the reply a server sends when all went well, known in advance (compact form)
         expected: bytes | None = None
@@ -133,7 +160,23 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
                 expected = compact(answer)
         else:
             frames = [header.to_wire(), *payloads]
-        size = sum(len(f) for f in frames)
+        return self._exchange(header.id, header.function, frames, expected, timeout_s, header.kind)
+
+    def _exchange(
+        self,
+        job_id: int,
+        function: str,
+        frames: list[bytes],
+        expected: bytes | None,
+        timeout_s: Timeout,
+        kind: int = Kind.JOB,
+    ) -> list[bytes]:
+        """Send the request ``frames`` (a ``kind`` message with id ``job_id``, for
+        ``function``) and return the payloads of its reply, raising its error. A
+        one-frame reply that begins with ``expected`` (the compact reply to all
+        going well) is not decoded."""
+        timeout = self.resolve_timeout(timeout_s)
+        size = len(frames[0]) if len(frames) == 1 else sum(len(f) for f in frames)
         if size > self.max_message_bytes:
             raise PayloadTooLarge(size, self.max_message_bytes)
         sock = self._sock()
@@ -152,12 +195,12 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
                 sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                 self._rcvtimeo_ms = wait_ms
             try:
-                reply_frames = sock.recv_multipart()
+                reply_frames = recv_frames(sock)
             except zmq.Again:
                 self.recycle()
                 raise TimeoutError(
                     f"no reply from server {self.server_name!r} at {self.server_address} "
-                    f"to {header.function or Kind.NAMES[header.kind]} within {timeout} s"
+                    f"to {function or Kind.NAMES[kind]} within {timeout} s"
                 ) from None
             if expected is not None and len(reply_frames) == 1:
                 frame = reply_frames[0]
@@ -167,11 +210,11 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
                 reply, results = decode(reply_frames)
             except ProtocolError:
                 reply = None  # garbage from a confused peer: keep waiting for ours
-            if reply is None or reply.id != header.id:  # or a late reply to an abandoned call
+            if reply is None or reply.id != job_id:  # or a late reply to an abandoned call
                 if deadline is not None:
                     wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
                 continue
             if reply.errors:
                 info = reply.errors[0]
-                raise info.to_exception(function=header.function)
+                raise info.to_exception(function=function)
             return results

@@ -292,7 +292,7 @@ class Poller:
                 sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
                 self._timeout_ms = timeout_ms
             try:
-                frames = sock.recv_multipart()
+                frames = recv_frames(sock)
             except zmq.Again:
                 self.polled_at = time.monotonic()
                 return False

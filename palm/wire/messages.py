@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from msgpack import packb
+
 from palm.errors import ProtocolError
 from palm.wire.protocol import (
     COMPACT_MARK,
@@ -33,9 +35,12 @@ __all__ = [
     "PACK_BELOW_BYTES",
     "compact",
     "compact_parts",
+    "compact_reply",
     "control",
     "encode_compact",
+    "job_head",
     "job_message",
+    "job_tail",
     "reply_head",
     "routed",
 ]
@@ -91,6 +96,52 @@ def reply_head(head: bytes) -> bytes | None:
     if head[:3] != _JOB_HEAD_START:
         return None
     return _RESULT_HEAD_START + head[3:]
+
+
+#: The length of an encoded job id by its first byte: a positive fixint, or a
+#: uint8 to uint64 (0: anything else, which the general path reads).
+_ID_LENGTH: Final = [1] * 0x80 + [0] * 0x80
+_ID_LENGTH[0xCC], _ID_LENGTH[0xCD], _ID_LENGTH[0xCE], _ID_LENGTH[0xCF] = 2, 3, 5, 9
+
+#: Where a compact frame's header starts, and its job id.
+_HEAD_AT: Final = 3
+_ID_AT: Final = _HEAD_AT + len(_JOB_HEAD_START)
+
+
+def job_tail(frame: bytes) -> tuple[bytes, int] | None:
+    """``(tail, end)`` of a compact frame holding a JOB header as palm encodes it:
+    the header's bytes after the job id, and where the payload starts; else None.
+
+    Two such headers with the same tail are the same header but for the job
+    id, so a receiver can key what it worked out from one header (the
+    function to run, its name) on the tail and skip decoding the next ones.
+    """
+    if len(frame) < _ID_AT + 1 or frame[0] != COMPACT_MARK:
+        return None
+    end = _HEAD_AT + ((frame[1] << 8) | frame[2])
+    id_length = _ID_LENGTH[frame[_ID_AT]]
+    if (
+        end > len(frame)
+        or not id_length
+        or _ID_AT + id_length >= end
+        or frame[_HEAD_AT:_ID_AT] != _JOB_HEAD_START
+    ):
+        return None
+    return frame[_ID_AT + id_length : end], end
+
+
+def compact_reply(frame: bytes, end: int, result: bytes) -> bytes:
+    """The compact RESULT frame answering the compact JOB ``frame`` (its payload at
+    ``end``, as :func:`job_tail` says) with ``result``: the request's header with
+    its kind swapped (:func:`reply_head`), the same length."""
+    return _MARK + frame[1:_HEAD_AT] + _RESULT_HEAD_START + frame[_ID_AT:end] + result
+
+
+def job_head(job_id: int, tail: bytes) -> bytes:
+    """The encoded JOB header with id ``job_id`` and the ``tail`` of another one
+    (:func:`job_tail`: the same header but for the id)."""
+    encoded: bytes = packb(job_id)
+    return _JOB_HEAD_START + encoded + tail
 
 
 def job_message(

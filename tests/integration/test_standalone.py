@@ -57,6 +57,21 @@ def test_function_may_be_bare_or_qualified(server: tuple[str, int]) -> None:
         assert client.job("echo.foo", b"x") == b"you sent me x"
 
 
+@pytest.mark.timeout(60)
+def test_calls_of_several_functions_in_turn_each_get_their_answer(server: tuple[str, int]) -> None:
+    # each function's header is made once and kept: ids and names must still match
+    with Client(server[0], "echo") as client:
+        for i in range(200):
+            payload = str(i).encode()
+            assert client.job("echo", payload) == payload
+            assert client.job("echo.foo", payload) == b"you sent me " + payload
+            assert client.job("foo", payload, request_id=f"r-{i}") == b"you sent me " + payload
+        with pytest.raises(UnknownFunction):
+            client.job("nope", b"x")
+        assert client.job("echo", b"after") == b"after"
+        assert sorted(client._tails) == ["echo", "echo.foo", "nope"]
+
+
 @pytest.mark.timeout(120)
 def test_eight_concurrent_clients_each_get_their_own_replies(server: tuple[str, int]) -> None:
     errors: list[str] = []

@@ -217,6 +217,8 @@ def render(results: dict[str, Any]) -> str:
             lines += [_rerun_note("A row", short_s), "", TINY_IN_TURN, "", *detail_table(mine), ""]
         elif bench == "http":
             lines += [HTTP_IN_TURN, "", *detail_table(mine), ""]
+        elif bench == "latency":
+            lines += [LATENCY_IN_TURN, "", *detail_table(mine), ""]
         else:
             lines += [*detail_table(mine), ""]
     for note in meta.get("notes", []):
@@ -287,6 +289,14 @@ THROUGHPUT_IN_TURN = (
     "palm and every raw variant; 1 MiB: palm with both handlers and the per-message "
     "brokers), all up at once, their runs taken in turn, run by run, so a slow spell of "
     "the machine falls on them alike; pylm and palm with CURVE run in jobs of their own."
+)
+
+#: How the request/reply rows the target compares are measured (benchmarks.cases.requests).
+LATENCY_IN_TURN = (
+    "raw REQ/REP and palm's standalone Server/Client are measured in one job, both up at "
+    "once, each run's calls made in turns of 500 (the order reversed every other run), so "
+    "a slow spell of the machine falls on both alike; palm with CURVE runs in a job of its "
+    "own."
 )
 
 #: How the HTTP rows are measured (benchmarks.cases.http_edge).

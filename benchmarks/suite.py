@@ -96,6 +96,17 @@ def _message_job(
     return Job(bench, env, module, (*flag, *args), tuple(holders), timeout_s, heavy)
 
 
+def _requests_job(args: list[str]) -> Job:
+    """raw REQ/REP and palm's standalone Server/Client up at once, timed in turn
+    (benchmarks.cases.requests), as the latency target compares them."""
+    stats = (("p50", "us", "lower"), ("p99", "us", "lower"), ("rate", "req/s", "higher"))
+    holders = tuple(Placeholder("latency", key, method, unit, better, params={"stat": stat})
+                    for key, method in (("raw", RAW_REQREP), ("palm", PALM_REQREP))
+                    for stat, unit, better in stats)  # fmt: skip
+    return Job("latency", "palm", "benchmarks.cases.requests", ("--subjects", "raw,palm", *args),
+               holders, 300)  # fmt: skip
+
+
 _LOCAL_ENGINES = ("local", "pool", "pool-map1", "pool-map", "ppe", "palm", "palm-auto")
 
 #: The tiny task engines, one job per group: the engines of a group are up at once and
@@ -161,11 +172,7 @@ def jobs(mode: str) -> list[Job]:
     runs = ["--runs", str(sizes.runs)]
     messages = ["--count", str(sizes.messages), *runs]
     requests = ["--count", str(sizes.requests), *runs]
-    raw, palm, pylm = (
-        "benchmarks.cases.raw_zmq",
-        "benchmarks.cases.palm_cases",
-        "benchmarks.cases.pylm_echo",
-    )
+    palm, pylm = "benchmarks.cases.palm_cases", "benchmarks.cases.pylm_echo"
     large_count = 200 if mode == "quick" else 2_000
     stream_runs = 1 if mode == "quick" else 5
     at_large = {"payload": LARGE_PAYLOAD}
@@ -176,8 +183,7 @@ def jobs(mode: str) -> list[Job]:
                      params=at_large),
         # pylm's case takes no --bench flag: it measures throughput only.
         _message_job("throughput", "pylm", pylm, "pylm", PYLM_PARALLEL, messages, 300, True, False),
-        _message_job("latency", "palm", raw, "raw", RAW_REQREP, requests, 180),
-        _message_job("latency", "palm", palm, "palm", PALM_REQREP, requests, 180),
+        _requests_job(requests),
         # the same with CurveZMQ on every socket: what encryption and ZAP cost
         _message_job("throughput", "palm", palm, "palm-curve", PALM_PARALLEL_CURVE,
                      [*messages, "--curve"], 300),

@@ -7,9 +7,10 @@ fewer than ``floor`` items), and the row says so in its notes.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import psutil
@@ -20,6 +21,18 @@ from benchmarks.timing import bounded_count, percentile, timed_s
 
 PAYLOAD = b"x" * 100
 RUN_BUDGET_S = 20.0
+
+
+def subject_keys(text: str, known: Iterable[str]) -> list[str]:
+    """``--subjects``: a comma-separated list of distinct keys among ``known``."""
+    known = list(known)
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in known]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct subjects among {', '.join(known)}; got {text!r}"
+        )
+    return keys
 
 
 def shortened_note(done: int, requested: int) -> str:
@@ -99,31 +112,65 @@ def _expect(round_trip: Callable[[int], int], count: int) -> None:
         raise RuntimeError(f"sent {count} messages, got {got} back")
 
 
+@dataclass(frozen=True)
+class Caller:
+    """One system request/reply latency is timed on: ``call()`` makes one request and
+    waits for its reply; ``processes`` counts its processes, the client's included."""
+
+    key: str
+    method: str
+    call: Callable[[], object]
+    processes: int = 2
+
+
+#: Calls a subject makes before the next subject's turn within a run.
+LATENCY_BLOCK = 500
+
+
+def latencies_in_turn(subjects: list[Caller], count: int, runs: int) -> list[Row]:
+    """p50 and p99 (microseconds) and the rate of ``count`` sequential calls per run, for
+    each subject (all up at once). Within a run the subjects take turns of
+    :data:`LATENCY_BLOCK` calls (the order reversed every other run), so a slow spell of
+    a shared machine falls on every subject alike."""
+    for subject in subjects:
+        for _ in range(min(count, 500)):
+            subject.call()
+    stats: dict[str, dict[str, list[float]]] = {
+        s.key: {"p50": [], "p99": [], "rate": []} for s in subjects
+    }
+    for run in range(runs):
+        order = subjects if run % 2 == 0 else subjects[::-1]
+        samples: dict[str, list[float]] = {s.key: [] for s in subjects}
+        spent = dict.fromkeys(samples, 0.0)
+        while len(samples[order[0].key]) < count:
+            for subject in order:
+                mine, call = samples[subject.key], subject.call
+                block = min(LATENCY_BLOCK, count - len(mine))
+                start = time.perf_counter()
+                for _ in range(block):
+                    t0 = time.perf_counter_ns()
+                    call()
+                    mine.append((time.perf_counter_ns() - t0) / 1_000)
+                spent[subject.key] += time.perf_counter() - start
+        for key, mine in samples.items():
+            mine.sort()
+            stats[key]["p50"].append(percentile(mine, 0.50))
+            stats[key]["p99"].append(percentile(mine, 0.99))
+            stats[key]["rate"].append(count / spent[key])
+    rows = []
+    for subject in subjects:
+        common = {"bench": "latency", "key": subject.key, "method": subject.method,
+                  "size": count, "processes": subject.processes}  # fmt: skip
+        for stat, unit, better in (("p50", "us", "lower"), ("p99", "us", "lower"),
+                                   ("rate", "req/s", "higher")):  # fmt: skip
+            rows.append(Row(unit=unit, better=better, params={"stat": stat},
+                            values=stats[subject.key][stat], **common))  # fmt: skip
+    return rows
+
+
 def latency_rows(
     key: str, method: str, call: Callable[[], object], count: int, runs: int
 ) -> list[Row]:
-    """p50 and p99 (microseconds) of ``count`` sequential calls, per run."""
-    for _ in range(min(count, 500)):
-        call()
-    p50: list[float] = []
-    p99: list[float] = []
-    rates: list[float] = []
-    processes = tree_size()
-    for _ in range(runs):
-        samples = []
-        start = time.perf_counter()
-        for _ in range(count):
-            t0 = time.perf_counter_ns()
-            call()
-            samples.append((time.perf_counter_ns() - t0) / 1_000)
-        rates.append(count / (time.perf_counter() - start))
-        samples.sort()
-        p50.append(percentile(samples, 0.50))
-        p99.append(percentile(samples, 0.99))
-    common = {"bench": "latency", "key": key, "size": count, "processes": processes}
-    return [
-        Row(method=method, unit="us", better="lower", params={"stat": "p50"}, values=p50, **common),
-        Row(method=method, unit="us", better="lower", params={"stat": "p99"}, values=p99, **common),
-        Row(method=method, unit="req/s", better="higher", params={"stat": "rate"}, values=rates,
-            **common),
-    ]  # fmt: skip
+    """p50 and p99 (microseconds) of ``count`` sequential calls, per run (one subject
+    of :func:`latencies_in_turn`; its processes are this one's tree)."""
+    return latencies_in_turn([Caller(key, method, call, tree_size())], count, runs)

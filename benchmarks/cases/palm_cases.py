@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from benchmarks.cases.measure import PAYLOAD, Subject, latency_rows, streams_in_turn
+from benchmarks.cases.measure import PAYLOAD, Caller, Subject, latencies_in_turn, streams_in_turn
 from benchmarks.processes import RssPoller, free_tcp_address, stop_pid, tree_size
 from benchmarks.record import Row, emit
 from benchmarks.timing import timed_s
@@ -185,20 +185,25 @@ def throughput(
     emit(rows)
 
 
-def latency(count: int, runs: int) -> None:
+@contextmanager
+def request_subject() -> Iterator[Caller]:
+    """A standalone echo Server up, and this process's Client calling it, as a latency
+    subject (with CURVE keys when the run has them)."""
     from palm.standalone import Client
 
     address = free_tcp_address()
     with _children([(_run_server, (address,))]):
         client = Client(address, SERVER_NAME, **_keys())  # type: ignore[arg-type]
         try:
-            rows = latency_rows(
-                *_labels("palm", "palm standalone Server/Client"),
-                lambda: client.job("echo", PAYLOAD),
-                count, runs,
-            )  # fmt: skip
+            key, method = _labels("palm", "palm standalone Server/Client")
+            yield Caller(key, method, lambda: client.job("echo", PAYLOAD))
         finally:
             client.close()
+
+
+def latency(count: int, runs: int) -> None:
+    with request_subject() as subject:
+        rows = latencies_in_turn([subject], count, runs)
     emit(rows)
 
 

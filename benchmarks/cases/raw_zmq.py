@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from benchmarks.cases.measure import PAYLOAD, Subject, latency_rows, streams_in_turn
+from benchmarks.cases.measure import PAYLOAD, Caller, Subject, latencies_in_turn, streams_in_turn
 from benchmarks.processes import free_tcp_address, stop_pid
 from benchmarks.record import emit
 
@@ -210,19 +210,28 @@ def throughput(count: int, runs: int, variant: str, payload_bytes: int) -> None:
     emit(rows)
 
 
-def latency(count: int, runs: int) -> None:
+@contextmanager
+def reqrep_subject() -> Iterator[Caller]:
+    """A REP echo server up, and this process's REQ socket calling it, as a latency subject."""
     address = free_tcp_address()
     with _processes((_rep_server, (address,))):
         ctx = zmq.Context()
-        req = ctx.socket(zmq.REQ)
-        req.connect(address)
+        try:
+            req = ctx.socket(zmq.REQ)
+            req.connect(address)
 
-        def call() -> None:
-            req.send(PAYLOAD)
-            req.recv()
+            def call() -> None:
+                req.send(PAYLOAD)
+                req.recv()
 
-        rows = latency_rows("raw", "raw pyzmq REQ/REP", call, count, runs)
-        ctx.destroy(linger=0)
+            yield Caller("raw", "raw pyzmq REQ/REP", call)
+        finally:
+            ctx.destroy(linger=0)
+
+
+def latency(count: int, runs: int) -> None:
+    with reqrep_subject() as subject:
+        rows = latencies_in_turn([subject], count, runs)
     emit(rows)
 
 

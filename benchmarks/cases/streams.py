@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 
 from benchmarks.cases import palm_cases, raw_zmq
-from benchmarks.cases.measure import PAYLOAD, Subject, streams_in_turn
+from benchmarks.cases.measure import PAYLOAD, Subject, streams_in_turn, subject_keys
 from benchmarks.record import emit
 
 _RAW = {key: variant for variant, (key, _) in raw_zmq.VARIANTS.items()}
@@ -48,13 +48,7 @@ def throughput(keys: list[str], count: int, runs: int, payload_bytes: int) -> No
 
 
 def _keys(text: str) -> list[str]:
-    keys = [key.strip() for key in text.split(",") if key.strip()]
-    unknown = [key for key in keys if key not in SUBJECTS]
-    if unknown or not keys or len(set(keys)) != len(keys):
-        raise argparse.ArgumentTypeError(
-            f"expected distinct subjects among {', '.join(SUBJECTS)}; got {text!r}"
-        )
-    return keys
+    return subject_keys(text, SUBJECTS)
 
 
 def main() -> None:

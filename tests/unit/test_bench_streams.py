@@ -7,12 +7,19 @@ clusters (palm's and the raw brokers') run in tests/e2e/test_benchmarks_quick.py
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 
 import pytest
 
-from benchmarks.cases import streams
-from benchmarks.cases.measure import Subject, streams_in_turn
+from benchmarks.cases import requests, streams
+from benchmarks.cases.measure import (
+    LATENCY_BLOCK,
+    Caller,
+    Subject,
+    latencies_in_turn,
+    streams_in_turn,
+)
 
 
 def _recording(key: str, calls: list[tuple[str, int]], lose: int = 0) -> Subject:
@@ -52,3 +59,32 @@ def test_the_subjects_option_takes_known_distinct_keys() -> None:
     for bad in ("palm,nope", "palm,palm", " , "):
         with pytest.raises(argparse.ArgumentTypeError, match="distinct subjects"):
             streams._keys(bad)
+
+
+def test_latency_subjects_take_turns_of_a_block_the_order_reversed_every_other_run() -> None:
+    calls: list[str] = []
+
+    def caller(key: str) -> Caller:
+        return Caller(key, f"{key} method", lambda: calls.append(key), processes=2)
+
+    def spans(keys: list[str]) -> list[tuple[str, int]]:
+        """Consecutive calls of one subject, as (subject, how many)."""
+        return [(key, len(list(group))) for key, group in itertools.groupby(keys)]
+
+    block, count = LATENCY_BLOCK, 2 * LATENCY_BLOCK + 10  # two whole turns and a short one
+    rows = latencies_in_turn([caller("a"), caller("b")], count, 2)
+    warm_up = ["a"] * 500 + ["b"] * 500
+    run_1 = [k for size in (block, block, 10) for k in ["a"] * size + ["b"] * size]
+    run_2 = [k for size in (block, block, 10) for k in ["b"] * size + ["a"] * size]
+    assert spans(calls) == spans(warm_up + run_1 + run_2)
+    assert [(r.key, r.params["stat"], len(r.values)) for r in rows] == [
+        (key, stat, 2) for key in "ab" for stat in ("p50", "p99", "rate")
+    ]
+    assert all(r.size == count and r.processes == 2 for r in rows)
+    assert all(value > 0 for r in rows for value in r.values)
+
+
+def test_requests_subjects_option_takes_known_distinct_keys() -> None:
+    assert requests._keys("palm,raw") == ["palm", "raw"]
+    with pytest.raises(argparse.ArgumentTypeError, match="distinct subjects"):
+        requests._keys("palm,palm")

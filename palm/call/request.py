@@ -83,22 +83,23 @@ class Client(ClientBase[tuple[zmq.Socket[bytes]]]):
         """
         if not isinstance(message, bytes | bytearray | memoryview):
             raise TypeError(f"message must be bytes, got {type(message).__name__}")
+        message = bytes(message)
         if extra is None and not request_id and len(message) < COMPACT_BELOW_BYTES:
             # the common call: its header made from the function's, kept (job_tail)
-            kept = self._tails.get(function)
-            if kept is None:
+            kept = self._tails.get(function) if type(function) is str else None
+            if kept is None:  # (qualify() says what is wrong with a name that is no str)
                 kept = self._tail_for(function)
             tail, qualified = kept
             job_id = next(self.ids)
             head = job_head(job_id, tail)
             answer = reply_head(head)
             assert answer is not None  # job_head begins as reply_head expects
-            frames = [compact(head, bytes(message))]
+            frames = [compact(head, message)]
             return self._exchange(job_id, qualified, frames, compact(answer), timeout_s)[0]
         if request_id:
             extra = dict(extra or {}, request_id=request_id)
         header = Header(Kind.JOB, 0, self.client_id, self.qualify(function), extra=extra)
-        return self._request(header, [bytes(message)], timeout_s)[0]
+        return self._request(header, [message], timeout_s)[0]
 
     def ping(self, *, timeout_s: Timeout = DEFAULT) -> float:
         """Round-trip time to the server in seconds."""

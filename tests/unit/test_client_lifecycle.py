@@ -79,3 +79,13 @@ def test_qualify_and_payload_checks() -> None:
     with pytest.raises(TypeError):
         client.payload("text")
     assert client.payload(bytearray(b"ab")) == b"ab"
+
+
+def test_a_function_name_that_is_no_name_is_a_config_error_before_anything_is_sent() -> None:
+    client = Client(NOWHERE, "s", timeout_s=0.05)
+    for bad in ("", None, ["f"], 3):
+        with pytest.raises(ConfigError, match="function must be a non-empty string"):
+            client.job(bad, b"x")  # type: ignore[arg-type]
+    assert client.state is ClientState.UNOPENED
+    assert client._tails == {}
+    client.close()

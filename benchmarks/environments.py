@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import multiprocessing
+import multiprocessing.connection
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -205,6 +208,94 @@ def speed_probe_ms(items: int = 20_000) -> float:
         table[i] = str(i)
     sum(len(text) for text in table.values())
     return (time.process_time() - started) * 1000.0
+
+
+#: How much longer the speed probe may take on each core when both cores run it at once
+#: than when each runs it alone before a reading of :func:`cores_together` says that the
+#: two cores shared one.
+SHARED_CORES_FACTOR = 1.3
+#: The share of those readings, before or after a section, from which its figures carry a
+#: warning (one reading in ten may be a timer's interruption).
+SHARED_WARNING_SHARE = 0.2
+#: Readings of :func:`cores_together` before and after each section.
+TOGETHER_READINGS = 10
+
+
+def _probe_on(cpu: int, conn: multiprocessing.connection.Connection) -> None:
+    """A helper of :func:`cores_together`: pinned to ``cpu``, it runs the speed probe
+    each time it is asked and sends back its CPU time, until it is sent ``False``."""
+    os.sched_setaffinity(0, {cpu})
+    speed_probe_ms()  # the first run in a new process allocates its memory
+    while conn.recv():
+        conn.send(speed_probe_ms())
+
+
+def together_ratio(alone: tuple[float, float], together: tuple[float, float]) -> float:
+    """How much longer the probe took on each core when both ran it at once (mean of
+    the two cores): 1.0 means two full cores, 2.0 two that share one."""
+    return sum(t / a for a, t in zip(alone, together, strict=True)) / len(alone)
+
+
+def together_summary(ratios: list[float]) -> dict[str, float]:
+    """Median, lowest and highest of :func:`together_ratio` readings, and the share of
+    them (0 to 1) over :data:`SHARED_CORES_FACTOR`: the cores shared one."""
+    ordered = sorted(ratios)
+    return {
+        "median": statistics.median(ordered),
+        "low": ordered[0],
+        "high": ordered[-1],
+        "shared": sum(r > SHARED_CORES_FACTOR for r in ordered) / len(ordered),
+    }
+
+
+def cores_together(readings: int = TOGETHER_READINGS) -> dict[str, float] | None:
+    """:func:`together_summary` of ``readings`` readings: the speed probe on each of
+    two cores alone, then on both at once, from two helper processes pinned one to
+    each core. None on a machine with fewer than two cores for us.
+
+    A virtual machine's two cores may be two hardware threads of one physical core,
+    or share one with another machine's core, for a moment: then each of two
+    processes runs at little more than half speed while both run, though each alone
+    runs at full speed, the steal reads 0 and the machine looks idle. On this kind
+    of machine that comes and goes within a second. Anything that needs both cores
+    at once (palm's master and workers, two Pool workers) then loses against a loop
+    on one core. The helpers are gone when this returns.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+    except (AttributeError, OSError):
+        return None
+    if len(cpus) < 2:
+        return None
+    context = multiprocessing.get_context("fork")  # Linux, as sched_setaffinity; no re-import
+    pipes = [context.Pipe() for _ in cpus]
+    helpers = [
+        context.Process(target=_probe_on, args=(cpu, child), daemon=True)
+        for cpu, (_parent, child) in zip(cpus, pipes, strict=True)
+    ]
+    for helper in helpers:
+        helper.start()
+    conns = [parent for parent, _child in pipes]
+    ratios: list[float] = []
+    try:
+        for _ in range(readings):
+            alone = []
+            for conn in conns:
+                conn.send(True)
+                alone.append(conn.recv())
+            for conn in conns:
+                conn.send(True)
+            together = [conn.recv() for conn in conns]
+            ratios.append(together_ratio((alone[0], alone[1]), (together[0], together[1])))
+    finally:
+        for conn, helper in zip(conns, helpers, strict=True):
+            with contextlib.suppress(OSError):
+                conn.send(False)
+            helper.join(5.0)
+            if helper.is_alive():
+                helper.kill()
+                helper.join()
+    return together_summary(ratios)
 
 
 class SpeedSampler(Sampler):

@@ -19,8 +19,11 @@ from benchmarks.cases.http_edge import IDLE_UNIT
 from benchmarks.environments import (
     BUSY_WARNING_PERCENT,
     PROBE_INTERVAL_S,
+    SHARED_CORES_FACTOR,
+    SHARED_WARNING_SHARE,
     SLOW_PROBE_FACTOR,
     STEAL_WARNING_PERCENT,
+    TOGETHER_READINGS,
 )
 from benchmarks.record import OK, Row
 from benchmarks.suite import SIZES
@@ -255,6 +258,7 @@ def _load_lines(load: dict[str, Any] | None, fastest: float | None = None) -> li
             f"{fastest or median:.1f} ms. The hypervisor took {steal:.1f}% of the CPU time.",
             "",
         ]
+    out += _together_lines(load.get("together"))
     if max(busy_before, busy_after) > BUSY_WARNING_PERCENT:
         out += [
             f"**Warning: other load was present on the machine (CPUs over "
@@ -270,6 +274,35 @@ def _load_lines(load: dict[str, Any] | None, fastest: float | None = None) -> li
             "it: other machines on the same host were busy, and every figure, CPU-us per "
             "job included, is inflated; ratios between systems with more and fewer "
             "processes shift too.**",
+            "",
+        ]
+    return out
+
+
+def _together_lines(together: dict[str, dict[str, float] | None] | None) -> list[str]:
+    """What :func:`benchmarks.environments.cores_together` read before and after a
+    section, and a warning when the two cores shared one in enough of those readings."""
+    if not together or not any(together.values()):
+        return []
+    said = [
+        f"{reading['median']:.2f}x {'its time alone ' if not n else ''}{when}"
+        f"{' the section' if not n else ''} ({reading['low']:.2f} - {reading['high']:.2f}, "
+        f"{reading['shared']:.0%} of readings over {SHARED_CORES_FACTOR:g}x)"
+        for n, (when, reading) in enumerate((w, r) for w, r in together.items() if r)
+    ]
+    out = [
+        f"Both cores at once (the speed probe on each core alone, then on both together, "
+        f"{TOGETHER_READINGS} times before and after the section; 1.0x is two full cores, "
+        f"2.0x two that share one): the probe took {', and '.join(said)}.",
+        "",
+    ]
+    if any(reading and reading["shared"] >= SHARED_WARNING_SHARE for reading in together.values()):
+        out += [
+            "**Warning: the machine's two cores did not always run at full speed together "
+            "(another machine on the same host, or two hardware threads of one core): "
+            "whatever needs both cores at once (palm's master and workers, two Pool "
+            "workers, the HTTP stacks) ran slower than on two full cores, and lost more "
+            "against a loop on one core.**",
             "",
         ]
     return out

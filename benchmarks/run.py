@@ -128,16 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {bench}", file=sys.stderr)
         started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         before = (environments.load_average(), environments.busy_percent())
+        together_before = environments.cores_together()
         times = psutil.cpu_times()
         with environments.SpeedSampler() as sampler:
             for job in (j for j in selected if j.bench == bench):
                 rows += [row.to_dict() for row in _run_job(job, mode, ready)]
         steal = cpu_share(times, psutil.cpu_times(), "steal")
         after = (environments.load_average(), environments.busy_percent())
+        together = {"before": together_before, "after": environments.cores_together()}
         benches[bench] = f"{started}, mode {mode}{partial}"
         load[bench] = {
             "before": list(before), "after": list(after), "steal": steal,
             "probe_ms": sampler.summary(), "probes": len(sampler.readings),
+            "together": together,
         }  # fmt: skip
 
     meta = {

@@ -6,7 +6,15 @@ from __future__ import annotations
 import time
 from collections import namedtuple
 
-from benchmarks.environments import SpeedSampler, speed_probe_ms
+import psutil
+
+from benchmarks.environments import (
+    SpeedSampler,
+    cores_together,
+    speed_probe_ms,
+    together_ratio,
+    together_summary,
+)
 from benchmarks.report import _load_lines, fastest_probe
 from benchmarks.timing import cpu_share
 
@@ -63,3 +71,38 @@ def test_a_section_recorded_before_the_probe_existed_still_renders() -> None:
     lines = _load_lines(dict(QUIET), fastest_probe({"old": dict(QUIET)}))
     assert lines[0].startswith("Machine load before")
     assert not any("Speed probe" in line or "Warning" in line for line in lines)
+
+
+def test_two_cores_at_full_speed_read_1x_and_two_that_share_one_read_2x() -> None:
+    assert together_ratio((4.0, 5.0), (4.0, 5.0)) == 1.0
+    assert together_ratio((4.0, 5.0), (8.0, 10.0)) == 2.0
+    assert together_ratio((4.0, 4.0), (4.0, 8.0)) == 1.5  # the mean of the two cores
+    summary = together_summary([1.0, 1.8, 0.9, 1.1, 1.75])
+    assert summary == {"median": 1.1, "low": 0.9, "high": 1.8, "shared": 0.4}
+
+
+def test_the_cores_together_probe_reads_both_cores_and_leaves_no_helper_behind() -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    reading = cores_together(readings=3)
+    assert reading is not None  # this machine has two cores
+    assert 0.0 < reading["low"] <= reading["median"] <= reading["high"]
+    assert 0.0 <= reading["shared"] <= 1.0
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+
+
+def test_a_section_whose_cores_shared_one_is_flagged_and_one_at_full_speed_is_not() -> None:
+    full = {"median": 1.0, "low": 0.95, "high": 1.12, "shared": 0.0}
+    shared = {"median": 1.7, "low": 1.0, "high": 1.85, "shared": 0.6}
+    base = {**QUIET, "probe_ms": [5.0, 4.8, 6.1], "probes": 30, "steal": 0.5}
+    quiet = _load_lines({**base, "together": {"before": full, "after": full}}, 5.0)
+    said = [line for line in quiet if line.startswith("Both cores at once")]
+    assert len(said) == 1 and "1.00x its time alone before the section" in said[0]
+    assert not any("Warning" in line for line in quiet)
+    busy = _load_lines({**base, "together": {"before": full, "after": shared}}, 5.0)
+    assert any("1.70x after (1.00 - 1.85, 60% of readings over 1.3x)" in line for line in busy)
+    assert any("did not always run at full speed together" in line for line in busy)
+    # one reading in ten over the line is not enough for a warning
+    once = {**full, "shared": 0.1, "high": 1.4}
+    lines = _load_lines({**base, "together": {"before": once, "after": None}}, 5.0)
+    assert any(line.startswith("Both cores at once") for line in lines)
+    assert not any("Warning" in line for line in lines)

@@ -71,3 +71,11 @@ def test_quick_benchmarks_report_every_row_with_a_number_or_a_reason(tmp_path: P
     text = (tmp_path / "RESULTS.md").read_text()
     for heading in ("## Machine", "## Versions", "## Targets", "## 1.", "## 6.", "## 7."):
         assert heading in text
+    # every section says how the two cores ran together before and after it
+    loads = results["meta"]["load"]
+    assert set(loads) == set(SECTIONS)
+    for load in loads.values():
+        for when in ("before", "after"):
+            reading = load["together"][when]
+            assert 0 < reading["low"] <= reading["median"] <= reading["high"], load
+    assert text.count("Both cores at once") == len(SECTIONS)

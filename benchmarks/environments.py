@@ -221,13 +221,25 @@ SHARED_WARNING_SHARE = 0.2
 TOGETHER_READINGS = 10
 
 
-def _probe_on(cpu: int, conn: multiprocessing.connection.Connection) -> None:
+def _probe_on(
+    cpu: int,
+    conn: multiprocessing.connection.Connection,
+    others: list[multiprocessing.connection.Connection],
+) -> None:
     """A helper of :func:`cores_together`: pinned to ``cpu``, it runs the speed probe
-    each time it is asked and sends back its CPU time, until it is sent ``False``."""
+    each time it is asked and sends back its CPU time, until it is sent ``False`` or
+    its parent is gone (the pipe's other end closed, as by a SIGKILL). It closes
+    ``others``, the pipe ends it inherited and does not use: held open here, they
+    would keep this pipe, or the other helper's, from ever reading as closed."""
+    for other in others:
+        other.close()
     os.sched_setaffinity(0, {cpu})
     speed_probe_ms()  # the first run in a new process allocates its memory
-    while conn.recv():
-        conn.send(speed_probe_ms())
+    try:
+        while conn.recv():
+            conn.send(speed_probe_ms())
+    except (EOFError, OSError):
+        return
 
 
 def together_ratio(alone: tuple[float, float], together: tuple[float, float]) -> float:
@@ -269,12 +281,19 @@ def cores_together(readings: int = TOGETHER_READINGS) -> dict[str, float] | None
         return None
     context = multiprocessing.get_context("fork")  # Linux, as sched_setaffinity; no re-import
     pipes = [context.Pipe() for _ in cpus]
+    ends = [end for pipe in pipes for end in pipe]
     helpers = [
-        context.Process(target=_probe_on, args=(cpu, child), daemon=True)
+        context.Process(
+            target=_probe_on,
+            args=(cpu, child, [end for end in ends if end is not child]),
+            daemon=True,
+        )
         for cpu, (_parent, child) in zip(cpus, pipes, strict=True)
     ]
     for helper in helpers:
         helper.start()
+    for _parent, child in pipes:
+        child.close()  # the helpers hold them
     conns = [parent for parent, _child in pipes]
     ratios: list[float] = []
     try:

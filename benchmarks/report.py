@@ -285,15 +285,15 @@ def _together_lines(together: dict[str, dict[str, float] | None] | None) -> list
     if not together or not any(together.values()):
         return []
     said = [
-        f"{reading['median']:.2f}x {'its time alone ' if not n else ''}{when}"
-        f"{' the section' if not n else ''} ({reading['low']:.2f} - {reading['high']:.2f}, "
-        f"{reading['shared']:.0%} of readings over {SHARED_CORES_FACTOR:g}x)"
-        for n, (when, reading) in enumerate((w, r) for w, r in together.items() if r)
+        f"{reading['median']:.2f}x ({reading['low']:.2f} - {reading['high']:.2f}, "
+        f"{reading['shared']:.0%} of readings over {SHARED_CORES_FACTOR:g}x) {when} the section"
+        for when, reading in together.items()
+        if reading
     ]
     out = [
         f"Both cores at once (the speed probe on each core alone, then on both together, "
         f"{TOGETHER_READINGS} times before and after the section; 1.0x is two full cores, "
-        f"2.0x two that share one): the probe took {', and '.join(said)}.",
+        f"2.0x two that share one): together it took {', and '.join(said)}, of its time alone.",
         "",
     ]
     if any(reading and reading["shared"] >= SHARED_WARNING_SHARE for reading in together.values()):

@@ -3,8 +3,13 @@ probe, the hypervisor's steal, and the warnings they raise."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import namedtuple
+from pathlib import Path
 
 import psutil
 
@@ -96,13 +101,43 @@ def test_a_section_whose_cores_shared_one_is_flagged_and_one_at_full_speed_is_no
     base = {**QUIET, "probe_ms": [5.0, 4.8, 6.1], "probes": 30, "steal": 0.5}
     quiet = _load_lines({**base, "together": {"before": full, "after": full}}, 5.0)
     said = [line for line in quiet if line.startswith("Both cores at once")]
-    assert len(said) == 1 and "1.00x its time alone before the section" in said[0]
+    assert (
+        len(said) == 1
+        and "1.00x (0.95 - 1.12, 0% of readings over 1.3x) before the section" in said[0]
+    )
     assert not any("Warning" in line for line in quiet)
     busy = _load_lines({**base, "together": {"before": full, "after": shared}}, 5.0)
-    assert any("1.70x after (1.00 - 1.85, 60% of readings over 1.3x)" in line for line in busy)
+    assert any(
+        "1.70x (1.00 - 1.85, 60% of readings over 1.3x) after the section" in line for line in busy
+    )
     assert any("did not always run at full speed together" in line for line in busy)
     # one reading in ten over the line is not enough for a warning
     once = {**full, "shared": 0.1, "high": 1.4}
     lines = _load_lines({**base, "together": {"before": once, "after": None}}, 5.0)
     assert any(line.startswith("Both cores at once") for line in lines)
     assert not any("Warning" in line for line in lines)
+
+
+def test_the_probe_helpers_end_when_the_process_that_runs_the_probe_is_sigkilled() -> None:
+    probe = subprocess.Popen(
+        [sys.executable, "-c", "from benchmarks.environments import cores_together\n"
+         "cores_together(readings=1_000_000)"],
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30.0
+        helpers: list[psutil.Process] = []
+        while len(helpers) < 2 and time.monotonic() < deadline:
+            helpers = psutil.Process(probe.pid).children()
+            time.sleep(0.05)
+        assert len(helpers) == 2  # one pinned to each core, probing
+        os.kill(probe.pid, signal.SIGKILL)
+        probe.wait(10)
+        # each helper sees its pipe closed and returns
+        _gone, alive = psutil.wait_procs(helpers, timeout=10.0)
+        alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()

@@ -32,11 +32,12 @@ import zmq
 from benchmarks.cases.measure import PAYLOAD, Caller, Subject, latencies_in_turn, streams_in_turn
 from benchmarks.processes import free_tcp_address, stop_pid
 from benchmarks.record import emit
+from palm.call.jobs import DEFAULT_MAX_BATCH
 
 WINDOW = 1_000
 WINDOW_BYTES = 64 * 2**20
 DRAIN = 100
-BATCH = 256  # as palm batches a stream of fast jobs (ParallelClient max_batch)
+BATCH = DEFAULT_MAX_BATCH  # as palm batches a stream of fast jobs (ParallelClient max_batch)
 VARIANTS = {
     "zero-copy": ("raw", "raw pyzmq: PUSH -> broker -> 2 echo workers -> PULL, one message "
                          "per job, copy=False frames"),

@@ -49,7 +49,7 @@ DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024
 BATCH_BYTES = 1024 * 1024
 
 #: Jobs per message a stream of fast jobs grows its batches to (see :class:`JobStream`).
-DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_BATCH = 1024
 
 #: A batch doubles (up to ``max_batch``) while one takes at most this long at the
 #: stream's pace so far, so a batch of slow jobs never grows past ``batch``.

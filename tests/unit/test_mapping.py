@@ -189,6 +189,17 @@ def test_a_hinted_time_per_item_makes_a_large_cheap_total_one_chunk_per_worker()
     assert mapping.ChunkPlanner(100_000, 2).first_wave == 8  # nothing measured before
 
 
+def test_small_work_is_counted_per_worker() -> None:
+    # 1,000 items of 18 us: 9 ms per worker on two workers, one chunk each
+    two = mapping.ChunkPlanner(1_000, 2, item_s=18e-6)
+    assert two.first_wave == 2
+    assert [len(c) for c in two.chunks(list(range(1_000)))] == [500, 500]
+    # the same map on one worker is 18 ms of work: a first wave of four chunks
+    assert mapping.ChunkPlanner(1_000, 1, item_s=18e-6).first_wave == 4
+    # 30 ms per worker: balanced chunks, four per worker
+    assert mapping.ChunkPlanner(2_000, 2, item_s=30e-6).first_wave == 8
+
+
 def test_a_hint_never_leaves_a_worker_out_of_a_small_map() -> None:
     # a hint from cheap items, then items of the same function 100 times dearer:
     # every worker still gets a chunk

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.processes import free_port
 from palm.ops.cluster import read_lines
 
 HERE = Path(__file__).resolve().parent
@@ -61,12 +62,6 @@ services:
 """
 
 Turn = Callable[[dict[str, str]], dict[str, object]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kill_tree(proc: subprocess.Popen[str]) -> None:

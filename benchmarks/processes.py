@@ -20,16 +20,22 @@ from benchmarks.timing import Sampler
 STOP_GRACE_S = 5.0
 
 
-def free_tcp_address() -> str:
-    """A ``tcp://127.0.0.1:PORT`` endpoint on a port the OS reports free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"tcp://127.0.0.1:{port}"
-
-
 def free_port() -> int:
-    return int(free_tcp_address().rsplit(":", 1)[1])
+    """A port on 127.0.0.1 free right now: palm's :func:`palm.ops.ports.free_port`
+    (below the ephemeral range, never the same twice in a process); where palm
+    cannot be imported (the pylm environment), one the OS picks."""
+    try:
+        from palm.ops.ports import free_port as palm_free_port
+    except ImportError:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    return palm_free_port()
+
+
+def free_tcp_address() -> str:
+    """A ``tcp://127.0.0.1:PORT`` endpoint on a port :func:`free_port` found free."""
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 #: Idle bookkeeping processes that are not part of the system under test.

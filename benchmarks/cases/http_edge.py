@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.processes import free_port
 from benchmarks.record import Row, emit
 from benchmarks.timing import cpu_share
 
@@ -65,13 +65,6 @@ def placeholder_rows(status: str = "not measured") -> list[Row]:
         for connections in CONNECTIONS
         for stat, unit, better in STATS
     ]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_http(url: str, timeout_s: float = 30.0) -> None:
@@ -113,7 +106,7 @@ def palm_stack() -> Iterator[tuple[str, dict[str, str]]]:
     """The real ``palm up`` on :data:`DEPLOYMENT`: embedded Redis, the masters, a worker
     pool, the gateway (gunicorn) and Envoy, as ``make up`` starts them; wrk sends the
     API key ``palm up`` made."""
-    port = _free_port()
+    port = free_port()
     with ExitStack() as stack:
         up = subprocess.Popen(
             [sys.executable, "-m", "palm", "up", "--config", str(DEPLOYMENT), "--port", str(port)],
@@ -166,7 +159,7 @@ def _stop_tree(proc: subprocess.Popen[str]) -> None:
 @contextmanager
 def gunicorn_stack(*options: str, app_name: str = "app") -> Iterator[tuple[str, dict[str, str]]]:
     """The trivial app under gunicorn (2 sync workers unless ``options`` say) behind Envoy."""
-    port = _free_port()
+    port = free_port()
     with ExitStack() as stack:
         app = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",

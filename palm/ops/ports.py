@@ -1,4 +1,5 @@
-"""Whether a TCP port is free to listen on, and who holds it when it is not.
+"""Free TCP ports to hand to a process, whether a port is free to listen on, and
+who holds it when it is not.
 
 A process that listens with ``SO_REUSEPORT`` (Envoy does) lets another such
 process listen on the same port, and connections then split between the two
@@ -9,11 +10,58 @@ listener, and names the process when this user may see it.
 from __future__ import annotations
 
 import errno
+import random
 import socket
+import threading
+from pathlib import Path
 
 import psutil
 
-__all__ = ["holder", "taken_ports"]
+__all__ = ["free_port", "holder", "taken_ports"]
+
+#: the ports :func:`free_port` handed out in this process
+_handed_out: set[int] = set()
+_handed_lock = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` free right now, for another process to listen on
+    a moment later; below the ephemeral range when it can be.
+
+    A port the OS picks (binding port 0) comes from the ephemeral range, where
+    outgoing connections take their local ports too: between this call and the
+    listener's bind, any connection made on the machine may sit on it, and the
+    listener then fails. Ports below that range are never handed to
+    connections. A port is handed out once per process, so two calls for one
+    topology never get the same port though neither is bound yet.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = _ephemeral_low()
+    with _handed_lock:
+        for _ in range(50):
+            port = random.randrange(max(1024, low - 20_000), low)
+            if port in _handed_out:
+                continue
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+        with socket.socket(family, socket.SOCK_STREAM) as probe:  # a crowded range
+            probe.bind((host, 0))
+            chosen: int = probe.getsockname()[1]
+        _handed_out.add(chosen)
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range outgoing connections take theirs from."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def holder(host: str, port: int) -> str | None:

@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from palm.errors import StateError
+from palm.ops.ports import free_port
 from palm.ops.processes import popen, terminate
 
 __all__ = [
@@ -53,13 +53,6 @@ def default_data_dir(cluster: str = "default") -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "palm" / cluster
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pid_alive(pid: int) -> bool:
@@ -178,7 +171,7 @@ class EmbeddedRedis:
                 with contextlib.suppress(FileNotFoundError):
                     self._socket_path.unlink()
             else:
-                self._port = _free_port()
+                self._port = free_port()
             self._proc = popen(  # dies with this process
                 self._command(),
                 stdin=subprocess.DEVNULL,
